@@ -1,0 +1,1 @@
+//! Batch spec, variants, validation and batch ids (being written).

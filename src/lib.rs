@@ -1,0 +1,23 @@
+//! restyle: a durable batch runner for Kling O1 video-to-video restyle jobs.
+//!
+//! One source video × many prompts goes in; one downloaded, checksummed output video per
+//! prompt comes out, however long the upstream takes and whatever fails on the way.
+//!
+//! Pipeline, and the module that owns each part, in order:
+//!
+//! - [`batch`]: batch spec (TOML, CLI flags, prompt files), validation, batch ids.
+//! - [`producer`]: expands a validated batch into jobs and enqueues them idempotently.
+//! - [`queue`]: the apalis `Backend` on Redis; owns every Redis key and Lua script
+//!   (job records, batch counters, leases, parked jobs, the dead set).
+//! - [`worker`]: the stages submit → poll → finish, the run loop and a single-step entry.
+//! - [`upstream`]: the provider trait, error classes, the poll schedule; one file per provider.
+//! - [`sink`]: results: JSONL file and downloaded outputs.
+//! - [`sim`]: the simulator, a real HTTP peer speaking each provider's protocol.
+//! - [`status`]: the one place that renders tables and progress.
+//! - [`config`], [`telemetry`], [`cli`], [`demo`]: settings, logs, the command line.
+//!
+//! The durable truth about a job is its record in Redis, never an in-flight task.
+
+pub mod batch;
+pub mod model;
+pub mod sim;

@@ -1,0 +1,189 @@
+//! The shared vocabulary: providers, models, the validated batch and the job payload.
+//! Every other module speaks in these types; none of them knows about Redis or HTTP.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Version of the job payload and batch spec as stored in Redis. A worker that meets a
+/// different version sends the job to the dead set instead of guessing.
+pub const PAYLOAD_VERSION: u32 = 1;
+
+/// A hosted provider of Kling O1 models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderName {
+    /// AI/ML API (`api.aimlapi.com`).
+    Aimlapi,
+}
+
+impl ProviderName {
+    /// Every provider this build speaks, in order of priority.
+    pub const ALL: &'static [ProviderName] = &[ProviderName::Aimlapi];
+
+    /// The lowercase name used in settings, CLI flags and records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderName::Aimlapi => "aimlapi",
+        }
+    }
+
+    /// Parses the name used in settings and CLI flags.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|p| p.as_str() == s)
+    }
+}
+
+impl fmt::Display for ProviderName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which Kling O1 video-to-video model a batch uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    /// `video-o1-video-to-video-edit`: restyles the clip; output follows the input's shape.
+    Edit,
+    /// `video-o1-video-to-video-reference`: uses the clip as reference; takes
+    /// `aspect_ratio` and `duration`.
+    Reference,
+}
+
+impl ModelKind {
+    /// Short name used in batch files (`edit`, `reference`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelKind::Edit => "edit",
+            ModelKind::Reference => "reference",
+        }
+    }
+
+    /// Accepts the short name or any provider's full model id.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "edit" | "klingai/video-o1-video-to-video-edit" => Some(ModelKind::Edit),
+            "reference" | "klingai/video-o1-video-to-video-reference" => {
+                Some(ModelKind::Reference)
+            }
+            _ => None,
+        }
+    }
+
+    /// The model id on aimlapi.
+    pub fn aimlapi_id(self) -> &'static str {
+        match self {
+            ModelKind::Edit => "klingai/video-o1-video-to-video-edit",
+            ModelKind::Reference => "klingai/video-o1-video-to-video-reference",
+        }
+    }
+}
+
+impl fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Everything a batch's jobs share. Stored once per batch in Redis (the video may be a
+/// large data URI, so it is never copied into each job).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchShared {
+    /// Payload version, [`PAYLOAD_VERSION`] when written by this build.
+    pub v: u32,
+    /// Stable id: given in the spec, or derived from its content.
+    pub batch_id: String,
+    pub provider: ProviderName,
+    pub model: ModelKind,
+    /// An `https://` URL or a `data:video/…;base64,…` URI.
+    pub video: String,
+    /// Reference images (https or data URIs), at most 4 with a video.
+    #[serde(default)]
+    pub image_list: Vec<String>,
+    /// Always sent explicitly: providers disagree on the default.
+    pub keep_audio: bool,
+    /// Reference model only: `16:9`, `9:16` or `1:1`.
+    #[serde(default)]
+    pub aspect_ratio: Option<String>,
+    /// Reference model only: seconds, 5 or 10.
+    #[serde(default)]
+    pub duration: Option<u32>,
+}
+
+/// A validated batch, ready to enqueue: shared options plus one prompt per variant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidatedBatch {
+    pub shared: BatchShared,
+    /// Variant `i` becomes job [`job_id`]`(batch_id, i)`.
+    pub prompts: Vec<String>,
+}
+
+/// The per-job payload stored in the job record (`payload` field).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobPayload {
+    pub v: u32,
+    pub batch_id: String,
+    pub index: u32,
+    pub prompt: String,
+}
+
+/// Job ids derive from the batch id and the variant index, so enqueueing a batch twice
+/// creates nothing new. The id is also a valid `X-Client-Request-Id` (`[A-Za-z0-9._:-]`).
+pub fn job_id(batch_id: &str, index: u32) -> String {
+    format!("{batch_id}.{index:05}")
+}
+
+/// What one upstream generation is asked to do: the shared options plus one prompt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerationRequest {
+    /// Our job id, sent as the client correlation id.
+    pub job_id: String,
+    pub model: ModelKind,
+    pub prompt: String,
+    pub video: String,
+    pub image_list: Vec<String>,
+    pub keep_audio: bool,
+    pub aspect_ratio: Option<String>,
+    pub duration: Option<u32>,
+}
+
+impl GenerationRequest {
+    /// Builds the request for one job of a batch.
+    pub fn new(shared: &BatchShared, job_id: String, prompt: String) -> Self {
+        GenerationRequest {
+            job_id,
+            model: shared.model,
+            prompt,
+            video: shared.video.clone(),
+            image_list: shared.image_list.clone(),
+            keep_audio: shared.keep_audio,
+            aspect_ratio: shared.aspect_ratio.clone(),
+            duration: shared.duration,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_ids_are_stable_and_client_id_safe() {
+        let id = job_id("spring-2026_a", 7);
+        assert_eq!(id, "spring-2026_a.00007");
+        assert!(id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c)));
+    }
+
+    #[test]
+    fn model_names_parse_both_ways() {
+        for m in [ModelKind::Edit, ModelKind::Reference] {
+            assert_eq!(ModelKind::parse(m.as_str()), Some(m));
+            assert_eq!(ModelKind::parse(m.aimlapi_id()), Some(m));
+        }
+        assert_eq!(ModelKind::parse("klingai/other"), None);
+    }
+}
