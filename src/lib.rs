@@ -19,5 +19,12 @@
 //! The durable truth about a job is its record in Redis, never an in-flight task.
 
 pub mod batch;
+pub mod config;
 pub mod model;
+pub mod producer;
+pub mod queue;
 pub mod sim;
+pub mod sink;
+pub mod telemetry;
+pub mod upstream;
+pub mod worker;

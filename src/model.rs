@@ -9,7 +9,7 @@ use std::fmt;
 pub const PAYLOAD_VERSION: u32 = 1;
 
 /// A hosted provider of Kling O1 models.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderName {
     /// AI/ML API (`api.aimlapi.com`).
@@ -63,9 +63,7 @@ impl ModelKind {
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "edit" | "klingai/video-o1-video-to-video-edit" => Some(ModelKind::Edit),
-            "reference" | "klingai/video-o1-video-to-video-reference" => {
-                Some(ModelKind::Reference)
-            }
+            "reference" | "klingai/video-o1-video-to-video-reference" => Some(ModelKind::Reference),
             _ => None,
         }
     }

@@ -1,1 +1,161 @@
-//! The simulator (being written).
+//! The simulator: a real HTTP peer speaking the aimlapi video protocol, with failure
+//! knobs and counters. Public API, the router, and spawning/serving it.
+
+mod aimlapi;
+mod media;
+mod state;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+pub use media::output_bytes;
+pub use state::{Knobs, SimState, SimStats};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use std::net::SocketAddr;
+use tokio::sync::oneshot;
+
+/// All routes: the aimlapi protocol, output files, and the `/sim/*` control endpoints.
+pub fn router(state: SimState) -> Router {
+    Router::new()
+        .route(
+            aimlapi::GENERATIONS_PATH,
+            get(aimlapi::poll).post(aimlapi::submit),
+        )
+        .route("/sim/files/{file}", get(media::download))
+        .route("/sim/stats", get(get_stats))
+        .route("/sim/knobs", get(get_knobs).put(put_knobs))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn get_stats(State(state): State<SimState>) -> Json<SimStats> {
+    Json(state.stats())
+}
+
+async fn get_knobs(State(state): State<SimState>) -> Json<Knobs> {
+    Json(state.knobs())
+}
+
+/// `PUT /sim/knobs`: replaces every knob (absent fields take their defaults).
+async fn put_knobs(State(state): State<SimState>, body: Bytes) -> Response {
+    let knobs: Knobs = match serde_json::from_slice(&body) {
+        Ok(k) => k,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("invalid knobs: {e}")).into_response(),
+    };
+    if let Err(e) = knobs.check() {
+        return (StatusCode::BAD_REQUEST, format!("invalid knobs: {e}")).into_response();
+    }
+    state.set_knobs(knobs);
+    Json(state.knobs()).into_response()
+}
+
+async fn not_found(uri: axum::http::Uri) -> Response {
+    aimlapi::envelope(StatusCode::NOT_FOUND, "Not Found", uri.path())
+}
+
+/// A running simulator. Dropping it does not stop the server; call [`SimHandle::shutdown`].
+#[derive(Debug)]
+pub struct SimHandle {
+    addr: SocketAddr,
+    state: SimState,
+    shutdown: oneshot::Sender<()>,
+}
+
+impl SimHandle {
+    /// The bound address (the real port when bound to port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT` (or whichever host it is bound to).
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> SimStats {
+        self.state.stats()
+    }
+
+    /// Replaces the knobs; existing generations keep their schedule and fate.
+    pub fn set_knobs(&self, knobs: Knobs) {
+        self.state.set_knobs(knobs);
+    }
+
+    /// The current knobs.
+    pub fn knobs(&self) -> Knobs {
+        self.state.knobs()
+    }
+
+    /// Stops accepting connections and lets open requests finish.
+    pub fn shutdown(self) {
+        let _ = self.shutdown.send(());
+    }
+}
+
+/// Binds `listen` (port 0 picks a free port) and serves in a background tokio task.
+pub async fn spawn(listen: SocketAddr, knobs: Knobs) -> std::io::Result<SimHandle> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let state = SimState::new(knobs);
+    state.set_bound(addr);
+    let (tx, rx) = oneshot::channel::<()>();
+    let app = router(state.clone());
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await;
+        if let Err(e) = served {
+            tracing::warn!(error = %e, "simulator stopped with an error");
+        }
+    });
+    Ok(SimHandle {
+        addr,
+        state,
+        shutdown: tx,
+    })
+}
+
+/// Serves on `listen` until ctrl-c or SIGTERM (`restyle sim --listen`).
+pub async fn serve(listen: SocketAddr, knobs: Knobs) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let state = SimState::new(knobs);
+    state.set_bound(addr);
+    tracing::info!(%addr, base_url = %format!("http://{addr}"), "simulator listening");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("simulator stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

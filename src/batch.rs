@@ -1,1 +1,0 @@
-//! Batch spec, variants, validation and batch ids (being written).

@@ -1,0 +1,401 @@
+//! Batch specs: a TOML file or CLI flags in, a [`ValidatedBatch`] out. Owns the public
+//! entry points, the error type, the shared-option rules and batch id derivation.
+
+mod media;
+mod prompts;
+mod spec;
+#[cfg(test)]
+mod tests;
+
+use crate::model::{BatchShared, ModelKind, ProviderName, ValidatedBatch, PAYLOAD_VERSION};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// Most reference images accepted together with a video (upstream caps images +
+/// elements at 4 when a video is supplied, whatever a provider's schema says).
+pub const MAX_IMAGES: usize = 4;
+/// Most variants (prompts) in one batch.
+pub const MAX_VARIANTS: usize = 10_000;
+/// Longest batch id; leaves room for the `.NNNNN` job suffix in a 128-char client id.
+pub const MAX_BATCH_ID_LEN: usize = 64;
+/// Aspect ratios the reference model accepts.
+pub const ASPECT_RATIOS: &[&str] = &["16:9", "9:16", "1:1"];
+/// Durations (seconds) the reference model accepts.
+pub const DURATIONS: &[u32] = &[5, 10];
+
+const DEFAULT_PROVIDER: &str = "aimlapi";
+const DEFAULT_MODEL: &str = "edit";
+/// Hex digits of the content hash in a derived batch id.
+const DERIVED_HASH_HEX: usize = 10;
+
+/// Size caps applied while validating a batch.
+#[derive(Debug, Clone)]
+pub struct BatchLimits {
+    /// Largest video accepted as a local file (turned into a data URI) or as a given
+    /// data URI (decoded size). Images use the smaller of this and 10 MiB.
+    pub max_video_bytes: u64,
+}
+
+impl Default for BatchLimits {
+    fn default() -> Self {
+        BatchLimits {
+            max_video_bytes: 50 * 1024 * 1024,
+        }
+    }
+}
+
+/// The same batch as a TOML file, given through CLI flags. Relative paths are resolved
+/// against the current directory.
+#[derive(Debug, Clone, Default)]
+pub struct BatchFlags {
+    pub batch_id: Option<String>,
+    /// An https URL, a `data:video/…;base64,…` URI, or a local path.
+    pub video: Option<String>,
+    pub prompts: Vec<String>,
+    pub prompts_file: Option<PathBuf>,
+    /// Default `aimlapi`.
+    pub provider: Option<String>,
+    /// Default `edit`.
+    pub model: Option<String>,
+    pub images: Vec<String>,
+    /// Default `false`.
+    pub keep_audio: Option<bool>,
+    pub aspect_ratio: Option<String>,
+    pub duration: Option<u32>,
+}
+
+/// Why a batch spec was rejected: where, which variant (1-based, in final prompt order),
+/// which field, and what rule it broke.
+///
+/// Renders as `jobs/x.toml: variant 3: prompt: must be 1–2500 characters, got 2612`.
+#[derive(Debug, thiserror::Error)]
+#[error("{source_name}: {}{}{message}", variant_prefix(.variant), field_prefix(.field))]
+pub struct BatchError {
+    /// The batch file's path, or `command line`.
+    pub source_name: String,
+    /// 1-based position of the variant in the batch's prompt list, when one is at fault.
+    pub variant: Option<usize>,
+    /// The key (or flag) at fault; empty when the whole file is.
+    pub field: String,
+    pub message: String,
+}
+
+fn variant_prefix(variant: &Option<usize>) -> String {
+    variant
+        .map(|n| format!("variant {n}: "))
+        .unwrap_or_default()
+}
+
+fn field_prefix(field: &str) -> String {
+    if field.is_empty() {
+        String::new()
+    } else {
+        format!("{field}: ")
+    }
+}
+
+/// Where a spec came from: names errors and anchors relative paths.
+#[derive(Debug)]
+struct Origin {
+    source_name: String,
+    /// Directory relative paths are resolved against (empty = current directory).
+    base_dir: PathBuf,
+    /// Readable prefix of a derived batch id.
+    slug: String,
+}
+
+impl Origin {
+    fn err(&self, field: &str, message: impl Into<String>) -> BatchError {
+        BatchError {
+            source_name: self.source_name.clone(),
+            variant: None,
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    fn variant_err(&self, variant: usize, field: &str, message: impl Into<String>) -> BatchError {
+        BatchError {
+            variant: Some(variant),
+            ..self.err(field, message)
+        }
+    }
+
+    fn resolve(&self, path: &Path) -> PathBuf {
+        self.base_dir.join(path)
+    }
+}
+
+/// A spec as written, before any rule is applied. Both front ends produce one.
+#[derive(Debug, Default)]
+struct RawSpec {
+    batch_id: Option<String>,
+    provider: Option<String>,
+    model: Option<String>,
+    video: Option<String>,
+    images: Vec<String>,
+    keep_audio: Option<bool>,
+    aspect_ratio: Option<String>,
+    duration: Option<i64>,
+    prompts_file: Option<PathBuf>,
+    /// Inline prompts (`[[variants]]` or `--prompt`), before the prompts file's.
+    prompts: Vec<String>,
+}
+
+/// Loads and validates a TOML batch file. Relative paths inside it (video, images,
+/// prompts file) are resolved against the file's directory.
+///
+/// The file format is documented at the top of `jobs/spring-campaign.toml`. Rules:
+///
+/// - `provider` known ([`ProviderName::parse`], default `aimlapi`); `model` is `edit`
+///   (default) or `reference`, or a full model id.
+/// - `aspect_ratio` (`16:9` | `9:16` | `1:1`) and `duration` (5 | 10) only on `reference`.
+/// - `video` is required: an https URL, a `data:video/…;base64,…` URI or a local
+///   .mp4/.mov/.webm file (sent as a data URI); `images` at most 4.
+/// - prompts: inline `[[variants]]` first, then `prompts_file`; 1 to 10 000 of them, each
+///   1 to 2500 characters after trimming.
+/// - `batch_id` given and valid, or derived from the content (so the same spec always
+///   gets the same id and enqueueing it twice creates nothing new).
+pub fn load_file(path: &Path, limits: &BatchLimits) -> Result<ValidatedBatch, BatchError> {
+    let origin = Origin {
+        source_name: path.display().to_string(),
+        base_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        slug: slug_from_stem(path),
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| origin.err("", format!("cannot read the batch file: {e}")))?;
+    let raw = spec::parse(&text, &origin)?;
+    build(raw, &origin, limits)
+}
+
+/// Validates a batch given through CLI flags (same rules as a batch file).
+pub fn from_flags(flags: &BatchFlags, limits: &BatchLimits) -> Result<ValidatedBatch, BatchError> {
+    let origin = Origin {
+        source_name: "command line".to_owned(),
+        base_dir: PathBuf::new(),
+        slug: "batch".to_owned(),
+    };
+    let raw = RawSpec {
+        batch_id: flags.batch_id.clone(),
+        provider: flags.provider.clone(),
+        model: flags.model.clone(),
+        video: flags.video.clone(),
+        images: flags.images.clone(),
+        keep_audio: flags.keep_audio,
+        aspect_ratio: flags.aspect_ratio.clone(),
+        duration: flags.duration.map(i64::from),
+        prompts_file: flags.prompts_file.clone(),
+        prompts: flags.prompts.clone(),
+    };
+    build(raw, &origin, limits)
+}
+
+/// Checks a batch id: 1–64 characters from `[A-Za-z0-9_-]`, starting with a letter or
+/// digit. Returns the reason when it is not valid.
+pub fn validate_batch_id(id: &str) -> Result<(), String> {
+    let len = id.chars().count();
+    if len == 0 || len > MAX_BATCH_ID_LEN {
+        return Err(format!(
+            "must be 1–{MAX_BATCH_ID_LEN} characters, got {len}"
+        ));
+    }
+    if let Some(bad) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+    {
+        return Err(format!(
+            "may only contain A-Z, a-z, 0-9, '-' and '_', found {bad:?}"
+        ));
+    }
+    if !id.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err("must start with a letter or a digit".to_owned());
+    }
+    Ok(())
+}
+
+/// Applies every rule to a raw spec and assembles the validated batch.
+fn build(
+    raw: RawSpec,
+    origin: &Origin,
+    limits: &BatchLimits,
+) -> Result<ValidatedBatch, BatchError> {
+    if let Some(id) = &raw.batch_id {
+        validate_batch_id(id).map_err(|m| origin.err("batch_id", m))?;
+    }
+
+    let provider_name = raw.provider.as_deref().unwrap_or(DEFAULT_PROVIDER);
+    let provider = ProviderName::parse(provider_name).ok_or_else(|| {
+        let known: Vec<&str> = ProviderName::ALL.iter().map(|p| p.as_str()).collect();
+        origin.err(
+            "provider",
+            format!(
+                "unknown provider {provider_name:?}; known providers: {}",
+                known.join(", ")
+            ),
+        )
+    })?;
+
+    let model_name = raw.model.as_deref().unwrap_or(DEFAULT_MODEL);
+    let model = ModelKind::parse(model_name).ok_or_else(|| {
+        origin.err(
+            "model",
+            format!(
+                "unknown model {model_name:?}; expected edit, reference, {} or {}",
+                ModelKind::Edit.aimlapi_id(),
+                ModelKind::Reference.aimlapi_id()
+            ),
+        )
+    })?;
+
+    let aspect_ratio = check_aspect_ratio(raw.aspect_ratio, model, origin)?;
+    let duration = check_duration(raw.duration, model, origin)?;
+
+    let prompts = prompts::collect(raw.prompts, raw.prompts_file.as_deref(), origin)?;
+
+    let video = raw.video.ok_or_else(|| {
+        origin.err(
+            "video",
+            "required: an https URL, a data:video URI or a local file",
+        )
+    })?;
+    let video = media::resolve(&video, media::Kind::Video, origin, limits)
+        .map_err(|m| origin.err("video", m))?;
+
+    if raw.images.len() > MAX_IMAGES {
+        return Err(origin.err(
+            "images",
+            format!(
+                "at most {MAX_IMAGES} images are accepted with a video, got {}",
+                raw.images.len()
+            ),
+        ));
+    }
+    let image_list = raw
+        .images
+        .iter()
+        .enumerate()
+        .map(|(i, image)| {
+            media::resolve(image, media::Kind::Image, origin, limits)
+                .map_err(|m| origin.err("images", format!("image {}: {m}", i + 1)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let mut shared = BatchShared {
+        v: PAYLOAD_VERSION,
+        batch_id: String::new(),
+        provider,
+        model,
+        video,
+        image_list,
+        keep_audio: raw.keep_audio.unwrap_or(false),
+        aspect_ratio,
+        duration,
+    };
+    shared.batch_id = match raw.batch_id {
+        Some(id) => id,
+        None => derive_batch_id(&origin.slug, &shared, &prompts),
+    };
+    Ok(ValidatedBatch { shared, prompts })
+}
+
+fn check_aspect_ratio(
+    value: Option<String>,
+    model: ModelKind,
+    origin: &Origin,
+) -> Result<Option<String>, BatchError> {
+    let Some(value) = value else { return Ok(None) };
+    if model == ModelKind::Edit {
+        return Err(origin.err(
+            "aspect_ratio",
+            "not accepted by the edit model (the output follows the input clip)",
+        ));
+    }
+    if !ASPECT_RATIOS.contains(&value.as_str()) {
+        return Err(origin.err(
+            "aspect_ratio",
+            format!("must be one of {}, got {value:?}", ASPECT_RATIOS.join(", ")),
+        ));
+    }
+    Ok(Some(value))
+}
+
+fn check_duration(
+    value: Option<i64>,
+    model: ModelKind,
+    origin: &Origin,
+) -> Result<Option<u32>, BatchError> {
+    let Some(value) = value else { return Ok(None) };
+    if model == ModelKind::Edit {
+        return Err(origin.err(
+            "duration",
+            "not accepted by the edit model (the output follows the input clip)",
+        ));
+    }
+    match u32::try_from(value) {
+        Ok(secs) if DURATIONS.contains(&secs) => Ok(Some(secs)),
+        _ => Err(origin.err(
+            "duration",
+            format!("must be 5 or 10 (seconds, an integer), got {value}"),
+        )),
+    }
+}
+
+/// What a derived batch id hashes: every shared option except the id, plus the prompts.
+/// Field order is fixed by the struct, so the JSON is canonical.
+#[derive(Serialize)]
+struct IdInput<'a> {
+    v: u32,
+    provider: ProviderName,
+    model: ModelKind,
+    video: &'a str,
+    image_list: &'a [String],
+    keep_audio: bool,
+    aspect_ratio: Option<&'a str>,
+    duration: Option<u32>,
+    prompts: &'a [String],
+}
+
+/// `<slug>-<first 10 hex digits of sha256(canonical JSON)>`.
+fn derive_batch_id(slug: &str, shared: &BatchShared, prompts: &[String]) -> String {
+    let input = IdInput {
+        v: shared.v,
+        provider: shared.provider,
+        model: shared.model,
+        video: &shared.video,
+        image_list: &shared.image_list,
+        keep_audio: shared.keep_audio,
+        aspect_ratio: shared.aspect_ratio.as_deref(),
+        duration: shared.duration,
+        prompts,
+    };
+    let json = serde_json::to_vec(&input).expect("batch options serialize to JSON");
+    let digest = hex::encode(Sha256::digest(&json));
+    format!("{slug}-{}", &digest[..DERIVED_HASH_HEX])
+}
+
+/// The file stem made safe for a batch id: runs of other characters become one `-`, it
+/// starts with a letter or digit, and leaves room for the hash suffix. `batch` if empty.
+fn slug_from_stem(path: &Path) -> String {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut slug = String::new();
+    for c in stem.chars() {
+        if c.is_ascii_alphanumeric() || c == '_' {
+            slug.push(c);
+        } else if !slug.is_empty() && !slug.ends_with('-') {
+            slug.push('-');
+        }
+    }
+    let slug = slug.trim_start_matches(|c: char| !c.is_ascii_alphanumeric());
+    let max = MAX_BATCH_ID_LEN - 1 - DERIVED_HASH_HEX;
+    let slug: String = slug.chars().take(max).collect();
+    let slug = slug.trim_end_matches(['-', '_']);
+    if slug.is_empty() {
+        "batch".to_owned()
+    } else {
+        slug.to_owned()
+    }
+}

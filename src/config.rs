@@ -1,0 +1,476 @@
+//! Layered settings: `config/default.toml` < `config/<env>.toml` < `RESTYLE__…` env vars
+//! (plus `REDIS_URL` and `AIMLAPI_API_KEY`). Raw structs deny unknown keys; conversion
+//! into [`Settings`] is where every value is validated. Secrets stay in `SecretString`.
+
+use crate::model::ProviderName;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A settings problem, naming the key and the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("settings: {0}")]
+    Load(String),
+    #[error("settings: {key}: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        reason: reason.into(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    redis: RawRedis,
+    queue: RawQueue,
+    worker: RawWorker,
+    poll: RawPoll,
+    retry: RawRetry,
+    output: RawOutput,
+    limits: RawLimits,
+    #[serde(default)]
+    providers: BTreeMap<String, RawProvider>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedis {
+    url: SecretString,
+    namespace: String,
+    #[serde(with = "humantime_serde")]
+    connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    response_timeout: Duration,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQueue {
+    #[serde(with = "humantime_serde")]
+    lease: Duration,
+    #[serde(with = "humantime_serde")]
+    renew_every: Duration,
+    #[serde(with = "humantime_serde")]
+    idle_poll: Duration,
+    promote_chunk: u32,
+    sweep_chunk: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorker {
+    concurrency: usize,
+    #[serde(with = "humantime_serde")]
+    shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPoll {
+    #[serde(with = "humantime_serde")]
+    first_delay: Duration,
+    #[serde(with = "humantime_serde")]
+    max_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    deadline: Duration,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPollOverride {
+    #[serde(default, with = "humantime_serde")]
+    first_delay: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    max_interval: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    deadline: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    max_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    base_delay: Duration,
+    #[serde(with = "humantime_serde")]
+    max_delay: Duration,
+    #[serde(with = "humantime_serde")]
+    account_pause: Duration,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOutput {
+    dir: PathBuf,
+    max_download_bytes: u64,
+    allow_http: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_video_bytes: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    base_url: String,
+    #[serde(default)]
+    api_key: Option<SecretString>,
+    #[serde(with = "humantime_serde")]
+    request_timeout: Duration,
+    #[serde(default)]
+    poll: RawPollOverride,
+}
+
+/// Validated settings for every command.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub redis: RedisSettings,
+    pub queue: QueueSettings,
+    pub worker: WorkerSettings,
+    pub poll: PollSettings,
+    pub retry: RetrySettings,
+    pub output: OutputSettings,
+    pub limits: crate::batch::BatchLimits,
+    pub providers: BTreeMap<ProviderName, ProviderSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// May hold a password: only [`RedisSettings::redacted_url`] is ever printed.
+    pub url: SecretString,
+    pub namespace: String,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+}
+
+impl RedisSettings {
+    /// The URL with any password replaced by `***`, safe for logs and errors.
+    pub fn redacted_url(&self) -> String {
+        redact_url(self.url.expose_secret())
+    }
+}
+
+/// Replaces the password (and a lone user token) of a URL with `***`.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            } else if !u.username().is_empty() {
+                let _ = u.set_username("***");
+            }
+            u.to_string()
+        }
+        Err(_) => "<unparseable url>".to_string(),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    /// How long a claim stays valid without renewal.
+    pub lease: Duration,
+    /// Period of the one renewal timer per worker process (also the sweep period).
+    pub renew_every: Duration,
+    /// How long an idle fetcher waits before asking Redis again.
+    pub idle_poll: Duration,
+    pub promote_chunk: u32,
+    pub sweep_chunk: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub concurrency: usize,
+    pub shutdown_grace: Duration,
+}
+
+/// Poll schedule: first delay, exponential growth with full jitter, capped, deadline.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PollSettings {
+    pub first_delay: Duration,
+    pub max_interval: Duration,
+    pub deadline: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RetrySettings {
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    /// How long jobs wait after an account error (401, out of credits) before trying again.
+    pub account_pause: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutputSettings {
+    pub dir: PathBuf,
+    pub max_download_bytes: u64,
+    /// Plain-http output URLs are refused unless this is set (the local simulator).
+    pub allow_http: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProviderSettings {
+    pub base_url: url::Url,
+    pub api_key: Option<SecretString>,
+    pub request_timeout: Duration,
+    pub poll: PollSettings,
+}
+
+/// Where settings come from, for [`Settings::load`].
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Directory holding `default.toml` and `<env>.toml`; `./config` when `None`.
+    pub dir: Option<PathBuf>,
+    /// Environment name (`RESTYLE_ENV` when `None`); selects `config/<env>.toml`.
+    pub env: Option<String>,
+    /// An extra file layered last (before env vars).
+    pub file: Option<PathBuf>,
+}
+
+/// Built-in defaults, so the binary works from any directory; `config/default.toml`
+/// mirrors them for operators to read and copy.
+const BUILTIN: &str = include_str!("../config/default.toml");
+
+impl Settings {
+    /// Loads the layers and validates them.
+    pub fn load(opts: &LoadOptions) -> Result<Settings, ConfigError> {
+        let dir = opts.dir.clone().unwrap_or_else(|| PathBuf::from("config"));
+        let env = opts
+            .env
+            .clone()
+            .or_else(|| std::env::var("RESTYLE_ENV").ok());
+        let mut b = config::Config::builder()
+            .add_source(config::File::from_str(BUILTIN, config::FileFormat::Toml))
+            .add_source(config::File::from(dir.join("default.toml")).required(false));
+        if let Some(env) = &env {
+            let p = dir.join(format!("{env}.toml"));
+            if !p.exists() {
+                return Err(invalid("env", format!("no settings file {}", p.display())));
+            }
+            b = b.add_source(config::File::from(p));
+        }
+        if let Some(f) = &opts.file {
+            b = b.add_source(config::File::from(f.as_path()));
+        }
+        b = b.add_source(
+            config::Environment::with_prefix("RESTYLE")
+                .prefix_separator("__")
+                .separator("__"),
+        );
+        if let Ok(url) = std::env::var("REDIS_URL") {
+            b = b
+                .set_override("redis.url", url)
+                .map_err(|e| ConfigError::Load(e.to_string()))?;
+        }
+        if let Ok(key) = std::env::var("AIMLAPI_API_KEY") {
+            if std::env::var("RESTYLE__PROVIDERS__AIMLAPI__API_KEY").is_err() {
+                b = b
+                    .set_override("providers.aimlapi.api_key", key)
+                    .map_err(|e| ConfigError::Load(e.to_string()))?;
+            }
+        }
+        let raw: Raw = b
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        raw.validate()
+    }
+
+    /// Settings for tests and the demo: the built-in defaults with no files or env vars.
+    pub fn builtin() -> Settings {
+        let raw: Raw = config::Config::builder()
+            .add_source(config::File::from_str(BUILTIN, config::FileFormat::Toml))
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .expect("built-in settings parse");
+        raw.validate().expect("built-in settings are valid")
+    }
+
+    /// The provider's settings; every known provider has an entry after validation.
+    pub fn provider(&self, name: ProviderName) -> &ProviderSettings {
+        &self.providers[&name]
+    }
+
+    /// Points one provider at a base URL (the simulator in tests and the demo).
+    pub fn point_provider_at(&mut self, name: ProviderName, base_url: &str, key: &str) {
+        let p = self.providers.get_mut(&name).expect("known provider");
+        p.base_url = url::Url::parse(base_url).expect("valid base url");
+        p.api_key = Some(SecretString::from(key.to_string()));
+    }
+
+    /// Sets the poll schedule for every provider.
+    pub fn set_poll(&mut self, poll: PollSettings) {
+        self.poll = poll;
+        for p in self.providers.values_mut() {
+            p.poll = poll;
+        }
+    }
+}
+
+fn positive(key: &str, d: Duration) -> Result<Duration, ConfigError> {
+    if d.is_zero() {
+        Err(invalid(key, "must be greater than zero"))
+    } else {
+        Ok(d)
+    }
+}
+
+impl Raw {
+    fn validate(self) -> Result<Settings, ConfigError> {
+        let url = self.redis.url.expose_secret();
+        if !(url.starts_with("redis://")
+            || url.starts_with("rediss://")
+            || url.starts_with("unix://"))
+        {
+            return Err(invalid(
+                "redis.url",
+                "must start with redis://, rediss:// or unix://",
+            ));
+        }
+        let ns = &self.redis.namespace;
+        if ns.is_empty()
+            || ns.len() > 64
+            || !ns
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(invalid(
+                "redis.namespace",
+                "must be 1–64 characters of [A-Za-z0-9_-]",
+            ));
+        }
+        let lease = positive("queue.lease", self.queue.lease)?;
+        let renew = positive("queue.renew_every", self.queue.renew_every)?;
+        if renew * 2 > lease {
+            return Err(invalid(
+                "queue.renew_every",
+                "must be at most half of queue.lease, so one missed renewal loses nothing",
+            ));
+        }
+        if self.worker.concurrency == 0 || self.worker.concurrency > 10_000 {
+            return Err(invalid("worker.concurrency", "must be 1–10000"));
+        }
+        if self.retry.max_attempts == 0 {
+            return Err(invalid("retry.max_attempts", "must be at least 1"));
+        }
+        let poll = PollSettings {
+            first_delay: positive("poll.first_delay", self.poll.first_delay)?,
+            max_interval: positive("poll.max_interval", self.poll.max_interval)?,
+            deadline: positive("poll.deadline", self.poll.deadline)?,
+        };
+        let mut providers = BTreeMap::new();
+        for (name, p) in self.providers {
+            let Some(pn) = ProviderName::parse(&name) else {
+                return Err(invalid(
+                    &format!("providers.{name}"),
+                    "unknown provider (known: aimlapi)",
+                ));
+            };
+            let base_url = url::Url::parse(&p.base_url)
+                .map_err(|e| invalid(&format!("providers.{name}.base_url"), e.to_string()))?;
+            let api_key = p.api_key.filter(|k| !k.expose_secret().is_empty());
+            providers.insert(
+                pn,
+                ProviderSettings {
+                    base_url,
+                    api_key,
+                    request_timeout: positive(
+                        &format!("providers.{name}.request_timeout"),
+                        p.request_timeout,
+                    )?,
+                    poll: PollSettings {
+                        first_delay: p.poll.first_delay.unwrap_or(poll.first_delay),
+                        max_interval: p.poll.max_interval.unwrap_or(poll.max_interval),
+                        deadline: p.poll.deadline.unwrap_or(poll.deadline),
+                    },
+                },
+            );
+        }
+        for pn in ProviderName::ALL {
+            if !providers.contains_key(pn) {
+                return Err(invalid(&format!("providers.{pn}"), "missing"));
+            }
+        }
+        Ok(Settings {
+            redis: RedisSettings {
+                url: self.redis.url,
+                namespace: self.redis.namespace,
+                connect_timeout: positive("redis.connect_timeout", self.redis.connect_timeout)?,
+                response_timeout: positive("redis.response_timeout", self.redis.response_timeout)?,
+            },
+            queue: QueueSettings {
+                lease,
+                renew_every: renew,
+                idle_poll: positive("queue.idle_poll", self.queue.idle_poll)?,
+                promote_chunk: self.queue.promote_chunk.max(1),
+                sweep_chunk: self.queue.sweep_chunk.max(1),
+            },
+            worker: WorkerSettings {
+                concurrency: self.worker.concurrency,
+                shutdown_grace: self.worker.shutdown_grace,
+            },
+            poll,
+            retry: RetrySettings {
+                max_attempts: self.retry.max_attempts,
+                base_delay: positive("retry.base_delay", self.retry.base_delay)?,
+                max_delay: positive("retry.max_delay", self.retry.max_delay)?,
+                account_pause: positive("retry.account_pause", self.retry.account_pause)?,
+            },
+            output: OutputSettings {
+                dir: self.output.dir,
+                max_download_bytes: self.output.max_download_bytes,
+                allow_http: self.output.allow_http,
+            },
+            limits: crate::batch::BatchLimits {
+                max_video_bytes: self.limits.max_video_bytes,
+            },
+            providers,
+        })
+    }
+}
+
+/// Resolves a path from settings against a base directory unless it is absolute.
+pub fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_settings_are_valid() {
+        let s = Settings::builtin();
+        assert_eq!(s.poll.deadline, Duration::from_secs(1000));
+        assert!(s.providers.contains_key(&ProviderName::Aimlapi));
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let mut s = Settings::builtin();
+        s.redis.url = SecretString::from("redis://u:hunter2pass@localhost:6379".to_string());
+        s.point_provider_at(
+            ProviderName::Aimlapi,
+            "http://127.0.0.1:1",
+            "sk-topsecret-123",
+        );
+        let dbg = format!("{s:?}");
+        assert!(!dbg.contains("hunter2pass"), "{dbg}");
+        assert!(!dbg.contains("sk-topsecret-123"), "{dbg}");
+        assert_eq!(s.redis.redacted_url(), "redis://u:***@localhost:6379");
+    }
+}

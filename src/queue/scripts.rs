@@ -1,0 +1,185 @@
+//! The Lua scripts: one per transition. Each changes the job record, the queue structures
+//! and the batch counters in one atomic step. Keys are built inside from the namespace
+//! prefix (all share one hash tag, so they live in one Cluster slot).
+
+use redis::Script;
+
+/// States after which a job is never claimed again (`submit_unknown` waits for an operator).
+pub const TERMINAL_LUA: &str = r#"
+local TERMINAL = {succeeded=true, failed=true, timed_out=true, dead=true, cancelled=true,
+                  submit_unknown=true}
+"#;
+
+/// Creates the batch (once) and its jobs (only those that do not exist yet).
+/// ARGV: prefix, batch_id, spec_json, total, now_ms, digest, [job_id, payload]...
+/// Returns the number of jobs added, or -1 when the batch exists with another digest.
+const ENQUEUE: &str = r#"
+local p, bid = ARGV[1], ARGV[2]
+local bkey = p .. 'batch:' .. bid
+if redis.call('HSETNX', bkey, 'digest', ARGV[6]) == 1 then
+  redis.call('HSET', bkey, 'spec', ARGV[3], 'total', ARGV[4], 'created_at', ARGV[5], 'done', 0)
+  redis.call('ZADD', p .. 'batches', ARGV[5], bid)
+elseif redis.call('HGET', bkey, 'digest') ~= ARGV[6] then
+  return -1
+end
+local added = 0
+for i = 7, #ARGV, 2 do
+  local jkey = p .. 'job:' .. ARGV[i]
+  if redis.call('EXISTS', jkey) == 0 then
+    redis.call('HSET', jkey, 'state', 'queued', 'payload', ARGV[i + 1], 'batch', bid,
+               'attempts', 0, 'created_at', ARGV[5])
+    redis.call('RPUSH', p .. 'ready', ARGV[i])
+    added = added + 1
+  end
+end
+if added > 0 then redis.call('HINCRBY', bkey, 'n:queued', added) end
+return added
+"#;
+
+/// Promotes due parked jobs (bounded), then claims up to N ready jobs with fresh lease tokens.
+/// ARGV: prefix, now_ms, lease_expiry_ms, worker_id, max_claims, promote_chunk
+/// Returns { {job_id, token, field, value, ...}, ... }.
+const CLAIM: &str = r#"
+local p, now = ARGV[1], tonumber(ARGV[2])
+local due = redis.call('ZRANGEBYSCORE', p .. 'parked', '-inf', now, 'LIMIT', 0, tonumber(ARGV[6]))
+if #due > 0 then
+  redis.call('ZREM', p .. 'parked', unpack(due))
+  redis.call('RPUSH', p .. 'ready', unpack(due))
+end
+local out, want, pops = {}, tonumber(ARGV[5]), 0
+while #out < want and pops < want * 4 do
+  pops = pops + 1
+  local id = redis.call('LPOP', p .. 'ready')
+  if not id then break end
+  local jkey = p .. 'job:' .. id
+  local st = redis.call('HGET', jkey, 'state')
+  local held = redis.call('ZSCORE', p .. 'leases', id)
+  if not st then
+    redis.call('ZADD', p .. 'dead', now, id)
+    redis.call('HSET', p .. 'orphans', id, 'no job record for a queued id')
+  elseif not TERMINAL[st] and not (held and tonumber(held) > now) then
+    local seq = redis.call('HINCRBY', jkey, 'claims', 1)
+    local token = ARGV[4] .. '#' .. seq
+    redis.call('HSET', jkey, 'token', token, 'worker', ARGV[4])
+    redis.call('ZADD', p .. 'leases', ARGV[3], id)
+    local rec = redis.call('HGETALL', jkey)
+    table.insert(rec, 1, token)
+    table.insert(rec, 1, id)
+    out[#out + 1] = rec
+  end
+end
+return out
+"#;
+
+/// Extends the leases this worker still holds. ARGV: prefix, expiry_ms, [job_id, token]...
+/// Returns the ids whose lease was lost (token changed: swept and claimed elsewhere).
+const RENEW: &str = r#"
+local p, lost = ARGV[1], {}
+for i = 3, #ARGV, 2 do
+  if redis.call('HGET', p .. 'job:' .. ARGV[i], 'token') == ARGV[i + 1] then
+    redis.call('ZADD', p .. 'leases', ARGV[2], ARGV[i])
+  else
+    lost[#lost + 1] = ARGV[i]
+  end
+end
+return lost
+"#;
+
+/// Moves a job to a new state under its lease token, with the record fields, the batch
+/// counters and the queue structures in one step.
+/// ARGV: prefix, job_id, token, nonce, new_state, mode, at_ms, now_ms, [field, value]...
+/// An empty new_state keeps the current state.
+/// mode: keep (hold the lease until at_ms) | park (parked until at_ms) | release (back to
+/// ready) | done (terminal). An empty value deletes the field.
+/// Returns {'ok', batch_finished} or {'lost', current_state}. A replay of the same nonce
+/// (a retried call whose reply was lost) returns 'ok' again.
+const TRANSITION: &str = r#"
+local p, id, new, mode = ARGV[1], ARGV[2], ARGV[5], ARGV[6]
+local jkey = p .. 'job:' .. id
+local cur = redis.call('HMGET', jkey, 'token', 'state', 'batch', 'last_tx')
+if cur[1] ~= ARGV[3] then
+  if cur[4] == ARGV[4] then return {'ok', 0} end
+  return {'lost', cur[2] or ''}
+end
+local bkey = cur[3] and (p .. 'batch:' .. cur[3])
+if new ~= '' and cur[2] ~= new then
+  redis.call('HSET', jkey, 'state', new)
+  if bkey then
+    redis.call('HINCRBY', bkey, 'n:' .. cur[2], -1)
+    redis.call('HINCRBY', bkey, 'n:' .. new, 1)
+  end
+  redis.call('HINCRBY', p .. 'stats', 'to:' .. new, 1)
+end
+for i = 9, #ARGV, 2 do
+  if ARGV[i + 1] == '' then redis.call('HDEL', jkey, ARGV[i])
+  else redis.call('HSET', jkey, ARGV[i], ARGV[i + 1]) end
+end
+redis.call('HSET', jkey, 'last_tx', ARGV[4], 'updated_at', ARGV[8])
+if mode == 'keep' then
+  redis.call('ZADD', p .. 'leases', ARGV[7], id)
+  return {'ok', 0}
+end
+redis.call('HDEL', jkey, 'token', 'worker')
+redis.call('ZREM', p .. 'leases', id)
+if mode == 'park' then
+  redis.call('ZADD', p .. 'parked', ARGV[7], id)
+elseif mode == 'release' then
+  redis.call('RPUSH', p .. 'ready', id)
+elseif mode == 'done' then
+  redis.call('HSET', jkey, 'finished_at', ARGV[8])
+  if new == 'dead' then redis.call('ZADD', p .. 'dead', ARGV[8], id) end
+  if bkey then
+    local done = redis.call('HINCRBY', bkey, 'done', 1)
+    if done == tonumber(redis.call('HGET', bkey, 'total')) then
+      redis.call('HSET', bkey, 'finished_at', ARGV[8])
+      return {'ok', 1}
+    end
+  end
+end
+return {'ok', 0}
+"#;
+
+/// Returns expired leases to the ready list (bounded). ARGV: prefix, now_ms, chunk.
+/// Returns the number of jobs recovered.
+const SWEEP: &str = r#"
+local p = ARGV[1]
+local ids = redis.call('ZRANGEBYSCORE', p .. 'leases', '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, id in ipairs(ids) do
+  local jkey = p .. 'job:' .. id
+  redis.call('ZREM', p .. 'leases', id)
+  redis.call('HDEL', jkey, 'token', 'worker')
+  redis.call('HINCRBY', jkey, 'redeliveries', 1)
+  redis.call('RPUSH', p .. 'ready', id)
+end
+if #ids > 0 then redis.call('HINCRBY', p .. 'stats', 'lease_recoveries', #ids) end
+return #ids
+"#;
+
+/// The compiled scripts (EVALSHA with a fallback to EVAL after a Redis restart).
+#[derive(Debug)]
+pub struct Scripts {
+    pub enqueue: Script,
+    pub claim: Script,
+    pub renew: Script,
+    pub transition: Script,
+    pub sweep: Script,
+}
+
+impl Scripts {
+    pub fn new() -> Self {
+        let with_terminal = |body: &str| Script::new(&format!("{TERMINAL_LUA}\n{body}"));
+        Scripts {
+            enqueue: Script::new(ENQUEUE),
+            claim: with_terminal(CLAIM),
+            renew: Script::new(RENEW),
+            transition: Script::new(TRANSITION),
+            sweep: Script::new(SWEEP),
+        }
+    }
+}
+
+impl Default for Scripts {
+    fn default() -> Self {
+        Self::new()
+    }
+}

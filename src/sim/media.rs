@@ -1,0 +1,194 @@
+//! Output media: the bytes of each generation's MP4 and the CDN-like route serving them
+//! (`/sim/files/{token}.mp4`, byte ranges, 403 after the output TTL).
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use std::time::Instant;
+
+use super::state::{SimState, View};
+
+/// A real, playable 1 s 160x90 H.264 MP4 (made once with ffmpeg's test source).
+const SAMPLE_MP4: &[u8] = include_bytes!("../../assets/sample.mp4");
+
+/// The exact bytes served as the output of `generation_id`: the sample MP4 followed by a
+/// `free` box holding the id, so every output differs and still plays.
+pub fn output_bytes(generation_id: &str) -> Vec<u8> {
+    let id = generation_id.as_bytes();
+    let size = u32::try_from(8 + id.len()).expect("generation id fits an MP4 box");
+    let mut out = Vec::with_capacity(SAMPLE_MP4.len() + 8 + id.len());
+    out.extend_from_slice(SAMPLE_MP4);
+    out.extend_from_slice(&size.to_be_bytes());
+    out.extend_from_slice(b"free");
+    out.extend_from_slice(id);
+    out
+}
+
+/// The URL-safe file token for a generation id.
+pub(crate) fn token_for(generation_id: &str) -> String {
+    URL_SAFE_NO_PAD.encode(generation_id)
+}
+
+fn id_from_token(token: &str) -> Option<String> {
+    let bytes = URL_SAFE_NO_PAD.decode(token).ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        text,
+    )
+        .into_response()
+}
+
+/// `GET /sim/files/{token}.mp4`.
+pub(crate) async fn download(
+    State(state): State<SimState>,
+    method: Method,
+    Path(file): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(id) = file.strip_suffix(".mp4").and_then(id_from_token) else {
+        return plain(StatusCode::NOT_FOUND, "Not Found");
+    };
+    let now = Instant::now();
+    let expired = {
+        let mut inner = state.lock();
+        let ttl = inner.knobs.output_ttl;
+        match inner.view(&id, now) {
+            Some(View::Completed { at, .. }) => {
+                let expired = ttl.is_some_and(|ttl| now >= at + ttl);
+                if expired {
+                    inner.stats.forbidden_total += 1;
+                }
+                expired
+            }
+            _ => return plain(StatusCode::NOT_FOUND, "Not Found"),
+        }
+    };
+    if expired {
+        return plain(StatusCode::FORBIDDEN, "AccessDenied: Request has expired");
+    }
+
+    let body = output_bytes(&id);
+    let total = body.len();
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| parse_range(v, total));
+    let mut resp = match range {
+        None | Some(Range::Ignored) => {
+            if method == Method::GET {
+                state.count(|s| s.downloads_total += 1);
+            }
+            (StatusCode::OK, body).into_response()
+        }
+        Some(Range::Unsatisfiable) => {
+            let mut r = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{total}")) {
+                r.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return r;
+        }
+        Some(Range::Bytes(start, end)) => {
+            let mut r = (StatusCode::PARTIAL_CONTENT, body[start..=end].to_vec()).into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{total}")) {
+                r.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            r
+        }
+    };
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp4"));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    resp
+}
+
+#[derive(Debug, PartialEq)]
+enum Range {
+    /// Not a single byte range we understand: serve the whole file.
+    Ignored,
+    Unsatisfiable,
+    /// Inclusive bounds.
+    Bytes(usize, usize),
+}
+
+/// Parses a single `bytes=a-b`, `bytes=a-` or `bytes=-n` range against `total` bytes.
+fn parse_range(value: &str, total: usize) -> Range {
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return Range::Ignored;
+    };
+    if spec.contains(',') {
+        return Range::Ignored;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return Range::Ignored;
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let parse = |s: &str| s.parse::<usize>().ok();
+    let (start, end) = match (a.is_empty(), b.is_empty()) {
+        (true, true) => return Range::Ignored,
+        (true, false) => match parse(b) {
+            Some(0) => return Range::Unsatisfiable,
+            Some(n) => (total.saturating_sub(n), total.saturating_sub(1)),
+            None => return Range::Ignored,
+        },
+        (false, _) => {
+            let Some(start) = parse(a) else {
+                return Range::Ignored;
+            };
+            let end = if b.is_empty() {
+                Some(usize::MAX)
+            } else {
+                parse(b)
+            };
+            let Some(end) = end else {
+                return Range::Ignored;
+            };
+            if end < start {
+                return Range::Ignored;
+            }
+            (start, end.min(total.saturating_sub(1)))
+        }
+    };
+    if total == 0 || start >= total {
+        Range::Unsatisfiable
+    } else {
+        Range::Bytes(start, end)
+    }
+}
+
+#[cfg(test)]
+mod range_tests {
+    use super::*;
+
+    #[test]
+    fn ranges_parse() {
+        assert_eq!(parse_range("bytes=0-9", 100), Range::Bytes(0, 9));
+        assert_eq!(parse_range("bytes=90-", 100), Range::Bytes(90, 99));
+        assert_eq!(parse_range("bytes=-10", 100), Range::Bytes(90, 99));
+        assert_eq!(parse_range("bytes=50-500", 100), Range::Bytes(50, 99));
+        assert_eq!(parse_range("bytes=100-", 100), Range::Unsatisfiable);
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), Range::Ignored);
+        assert_eq!(parse_range("items=0-1", 100), Range::Ignored);
+    }
+
+    #[test]
+    fn outputs_are_unique_mp4s() {
+        let a = output_bytes("a:klingai/video-o1-video-to-video-edit");
+        let b = output_bytes("b:klingai/video-o1-video-to-video-edit");
+        assert_ne!(a, b);
+        assert_eq!(&a[4..8], b"ftyp");
+        let tail = &a[SAMPLE_MP4.len()..];
+        assert_eq!(
+            u32::from_be_bytes([tail[0], tail[1], tail[2], tail[3]]) as usize,
+            tail.len()
+        );
+        assert_eq!(&tail[4..8], b"free");
+        assert_eq!(id_from_token(&token_for("x:y/z")).as_deref(), Some("x:y/z"));
+    }
+}

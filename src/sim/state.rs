@@ -1,0 +1,423 @@
+//! The simulator's shared state: knobs, counters, and every generation with its fate,
+//! whose status is derived lazily from the clock (no background timers).
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::model::ModelKind;
+
+/// Behaviour of the simulator: latencies and failure injection. Replaceable at runtime.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Knobs {
+    /// Accepted Bearer keys; empty means any non-empty key is accepted.
+    pub api_keys: Vec<String>,
+    /// Seeds the RNG behind every rate and every generation id; `None` uses the thread RNG.
+    pub seed: Option<u64>,
+    /// Multiplies every generation latency (0.01 turns 200 s into 2 s).
+    pub time_scale: f64,
+    /// Shortest generation time, before `time_scale`.
+    #[serde(with = "humantime_serde")]
+    pub latency_min: Duration,
+    /// Longest generation time, before `time_scale`.
+    #[serde(with = "humantime_serde")]
+    pub latency_max: Duration,
+    /// Probability a submit gets 429 (nothing created).
+    pub submit_429_rate: f64,
+    /// Probability a submit gets 503 `Service unavailable` (nothing created).
+    pub submit_5xx_rate: f64,
+    /// Probability a submit creates the generation but answers 504 `Generation timeout`,
+    /// as if the response had been lost on the way back.
+    pub submit_lost_response_rate: f64,
+    /// When true every submit gets 403 "You've run out of credits" (nothing created).
+    pub no_credits: bool,
+    /// Probability a poll gets 429.
+    pub poll_429_rate: f64,
+    /// Probability a poll gets 500, 502 or 503.
+    pub poll_5xx_rate: f64,
+    /// When set, every 429 carries `Retry-After` with this many seconds.
+    pub retry_after_secs: Option<u64>,
+    /// Probability a new generation stays `generating` forever.
+    pub stuck_rate: f64,
+    /// Probability a new generation ends with `status: "error"`.
+    pub error_rate: f64,
+    /// A prompt containing this substring gets stuck.
+    pub stuck_prompts_containing: Option<String>,
+    /// A prompt containing this substring ends with `status: "error"`.
+    pub fail_prompts_containing: Option<String>,
+    /// Output URLs answer 403 once this long has passed since completion (not time-scaled).
+    #[serde(with = "humantime_serde")]
+    pub output_ttl: Option<Duration>,
+}
+
+impl Default for Knobs {
+    fn default() -> Self {
+        Knobs {
+            api_keys: Vec::new(),
+            seed: None,
+            time_scale: 1.0,
+            latency_min: Duration::from_secs(200),
+            latency_max: Duration::from_secs(240),
+            submit_429_rate: 0.0,
+            submit_5xx_rate: 0.0,
+            submit_lost_response_rate: 0.0,
+            no_credits: false,
+            poll_429_rate: 0.0,
+            poll_5xx_rate: 0.0,
+            retry_after_secs: None,
+            stuck_rate: 0.0,
+            error_rate: 0.0,
+            stuck_prompts_containing: None,
+            fail_prompts_containing: None,
+            output_ttl: None,
+        }
+    }
+}
+
+impl Knobs {
+    /// Rejects rates outside 0..=1 and a negative or non-finite time scale.
+    pub fn check(&self) -> Result<(), String> {
+        let rates = [
+            ("submit_429_rate", self.submit_429_rate),
+            ("submit_5xx_rate", self.submit_5xx_rate),
+            ("submit_lost_response_rate", self.submit_lost_response_rate),
+            ("poll_429_rate", self.poll_429_rate),
+            ("poll_5xx_rate", self.poll_5xx_rate),
+            ("stuck_rate", self.stuck_rate),
+            ("error_rate", self.error_rate),
+        ];
+        for (name, rate) in rates {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(format!("{name} must be within 0..=1, got {rate}"));
+            }
+        }
+        if !self.time_scale.is_finite() || self.time_scale < 0.0 {
+            return Err(format!(
+                "time_scale must be finite and >= 0, got {}",
+                self.time_scale
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Counters since start. `in_flight` and the generation totals follow the clock.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SimStats {
+    /// Generations created (every accepted submit, including lost responses).
+    pub submissions_total: u64,
+    /// Created generations whose valid client request id had already created one.
+    pub duplicate_submissions: u64,
+    /// Authorized poll requests, whatever they were answered.
+    pub polls_total: u64,
+    /// Complete (200) output downloads.
+    pub downloads_total: u64,
+    /// 429 responses served.
+    pub rate_limited_total: u64,
+    /// 5xx responses served.
+    pub server_errors_total: u64,
+    /// 401 responses served.
+    pub unauthorized_total: u64,
+    /// 403 responses served (no credits, expired output URL).
+    pub forbidden_total: u64,
+    /// 400 responses served.
+    pub validation_errors_total: u64,
+    /// Generations that have reached `completed`.
+    pub generations_completed: u64,
+    /// Generations that have reached `error`.
+    pub generations_failed: u64,
+    /// Generations created and not yet terminal (stuck ones included).
+    pub in_flight: u64,
+    /// Highest `in_flight` ever seen.
+    pub peak_in_flight: u64,
+    /// Most generations created under any single client request id.
+    pub submissions_by_client_id_max: u32,
+}
+
+/// What a generation will do when its time is up.
+#[derive(Debug, Clone)]
+pub(crate) enum Fate {
+    Complete { credits: u64 },
+    Fail(Value),
+}
+
+#[derive(Debug, Clone)]
+struct Generation {
+    /// End of the `queued` phase.
+    started: Instant,
+    /// When it turns terminal; `None` means stuck in `generating`.
+    end: Option<Instant>,
+    fate: Fate,
+}
+
+/// A generation's state as of now.
+#[derive(Debug, Clone)]
+pub(crate) enum View {
+    Queued,
+    Generating,
+    Completed { at: Instant, credits: u64 },
+    Failed(Value),
+}
+
+/// What the submit handler learned about a valid body, enough to decide a fate.
+#[derive(Debug, Clone)]
+pub(crate) struct NewGeneration {
+    pub model: ModelKind,
+    pub prompt: String,
+    /// `image_list` items plus `elements` items.
+    pub refs: usize,
+    pub duration: Option<u32>,
+}
+
+/// Cheap to clone: every clone shares one state.
+#[derive(Debug, Clone)]
+pub struct SimState {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub knobs: Knobs,
+    pub stats: SimStats,
+    /// Where the server is bound, when known; fallback for a request without `Host`.
+    pub bound: Option<SocketAddr>,
+    rng: Option<StdRng>,
+    generations: HashMap<String, Generation>,
+    client_ids: HashMap<String, u32>,
+    /// End times of non-stuck, non-settled generations, soonest first; `true` = fails.
+    pending: BinaryHeap<Reverse<(Instant, bool)>>,
+    stuck: u64,
+    failures_assigned: u64,
+}
+
+impl SimState {
+    /// A fresh simulator with no generations.
+    pub fn new(knobs: Knobs) -> Self {
+        let rng = knobs.seed.map(StdRng::seed_from_u64);
+        SimState {
+            inner: Arc::new(Mutex::new(Inner {
+                knobs,
+                stats: SimStats::default(),
+                bound: None,
+                rng,
+                generations: HashMap::new(),
+                client_ids: HashMap::new(),
+                pending: BinaryHeap::new(),
+                stuck: 0,
+                failures_assigned: 0,
+            })),
+        }
+    }
+
+    /// Locks the state; a poisoned lock is recovered (counters stay usable).
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A snapshot of the counters as of now.
+    pub fn stats(&self) -> SimStats {
+        let mut inner = self.lock();
+        inner.settle(Instant::now());
+        let mut stats = inner.stats.clone();
+        stats.in_flight = inner.pending.len() as u64 + inner.stuck;
+        stats
+    }
+
+    /// The current knobs.
+    pub fn knobs(&self) -> Knobs {
+        self.lock().knobs.clone()
+    }
+
+    /// Replaces the knobs. A `seed` restarts the seeded RNG; existing generations keep
+    /// their schedule and fate.
+    pub fn set_knobs(&self, knobs: Knobs) {
+        let mut inner = self.lock();
+        inner.rng = knobs.seed.map(StdRng::seed_from_u64);
+        inner.knobs = knobs;
+    }
+
+    /// Bumps counters under the lock.
+    pub(crate) fn count(&self, f: impl FnOnce(&mut SimStats)) {
+        f(&mut self.lock().stats);
+    }
+
+    pub(crate) fn set_bound(&self, addr: SocketAddr) {
+        self.lock().bound = Some(addr);
+    }
+}
+
+impl Inner {
+    /// True with probability `p`; draws nothing when `p` is 0 or 1.
+    pub fn chance(&mut self, p: f64) -> bool {
+        if p.is_nan() || p <= 0.0 {
+            return false;
+        }
+        if p >= 1.0 {
+            return true;
+        }
+        match &mut self.rng {
+            Some(rng) => rng.random_bool(p),
+            None => rand::rng().random_bool(p),
+        }
+    }
+
+    /// Uniform index below `n` (n > 0).
+    pub fn pick(&mut self, n: usize) -> usize {
+        match &mut self.rng {
+            Some(rng) => rng.random_range(0..n),
+            None => rand::rng().random_range(0..n),
+        }
+    }
+
+    fn random_bytes(&mut self) -> [u8; 16] {
+        match &mut self.rng {
+            Some(rng) => rng.random(),
+            None => rand::rng().random(),
+        }
+    }
+
+    fn latency(&mut self) -> Duration {
+        let (mut lo, mut hi) = (self.knobs.latency_min, self.knobs.latency_max);
+        if hi < lo {
+            std::mem::swap(&mut lo, &mut hi);
+        }
+        let base = if hi == lo {
+            lo
+        } else {
+            let f: f64 = match &mut self.rng {
+                Some(rng) => rng.random(),
+                None => rand::rng().random(),
+            };
+            lo + (hi - lo).mul_f64(f)
+        };
+        let scale = self.knobs.time_scale;
+        if scale.is_finite() && scale > 0.0 {
+            base.mul_f64(scale)
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// Moves every generation whose end has passed into the terminal counters.
+    fn settle(&mut self, now: Instant) {
+        while let Some(Reverse((end, fails))) = self.pending.peek().copied() {
+            if end > now {
+                break;
+            }
+            self.pending.pop();
+            if fails {
+                self.stats.generations_failed += 1;
+            } else {
+                self.stats.generations_completed += 1;
+            }
+        }
+    }
+
+    fn failure_body(&mut self, prompt: &str) -> Value {
+        const MSG: &str = "Content rejected by upstream safety system";
+        self.failures_assigned += 1;
+        if self.failures_assigned % 2 == 1 {
+            json!({"name": "ContentPolicyViolation", "message": MSG})
+        } else {
+            json!({"detail": [{
+                "loc": ["body", "prompt"],
+                "msg": MSG,
+                "type": "content_policy_violation",
+                "input": prompt,
+            }]})
+        }
+    }
+
+    fn decide_fate(&mut self, g: &NewGeneration) -> (bool, Fate) {
+        let contains = |needle: &Option<String>| {
+            needle
+                .as_deref()
+                .is_some_and(|n| !n.is_empty() && g.prompt.contains(n))
+        };
+        let stuck_by_prompt = contains(&self.knobs.stuck_prompts_containing);
+        let fail_by_prompt = contains(&self.knobs.fail_prompts_containing);
+        let stuck = stuck_by_prompt || self.chance(self.knobs.stuck_rate);
+        let fail = fail_by_prompt || self.chance(self.knobs.error_rate);
+        let fate = if g.refs > 4 {
+            Fate::Fail(json!({"detail": [{
+                "loc": ["body", "image_list"],
+                "msg": "The total number of images and elements must not exceed 4 \
+                        when a video is provided",
+                "type": "value_error",
+                "input": g.refs,
+            }]}))
+        } else if fail {
+            Fate::Fail(self.failure_body(&g.prompt))
+        } else {
+            let seconds = match g.model {
+                ModelKind::Reference => u64::from(g.duration.unwrap_or(5)),
+                ModelKind::Edit => 5,
+            };
+            Fate::Complete {
+                credits: seconds * 21_000,
+            }
+        };
+        (stuck, fate)
+    }
+
+    /// Creates a generation and returns its id (`<uuid>:<model id>`).
+    pub fn create(&mut self, g: &NewGeneration, client_id: Option<&str>, now: Instant) -> String {
+        self.settle(now);
+        let latency = self.latency();
+        let (stuck, fate) = self.decide_fate(g);
+        let uuid = uuid::Builder::from_random_bytes(self.random_bytes()).into_uuid();
+        let id = format!("{uuid}:{}", g.model.aimlapi_id());
+        let end = if stuck {
+            self.stuck += 1;
+            None
+        } else {
+            let end = now + latency;
+            self.pending
+                .push(Reverse((end, matches!(fate, Fate::Fail(_)))));
+            Some(end)
+        };
+        let started = now + latency / 10;
+        self.generations
+            .insert(id.clone(), Generation { started, end, fate });
+
+        self.stats.submissions_total += 1;
+        if let Some(cid) = client_id {
+            let n = self.client_ids.entry(cid.to_owned()).or_insert(0);
+            if *n > 0 {
+                self.stats.duplicate_submissions += 1;
+            }
+            *n += 1;
+            self.stats.submissions_by_client_id_max =
+                self.stats.submissions_by_client_id_max.max(*n);
+        }
+        let in_flight = self.pending.len() as u64 + self.stuck;
+        self.stats.peak_in_flight = self.stats.peak_in_flight.max(in_flight);
+        id
+    }
+
+    /// The generation's state as of `now`, or `None` when the id is unknown.
+    pub fn view(&mut self, id: &str, now: Instant) -> Option<View> {
+        self.settle(now);
+        let g = self.generations.get(id)?;
+        Some(match g.end {
+            _ if now < g.started => View::Queued,
+            None => View::Generating,
+            Some(end) if now < end => View::Generating,
+            Some(end) => match &g.fate {
+                Fate::Complete { credits } => View::Completed {
+                    at: end,
+                    credits: *credits,
+                },
+                Fate::Fail(body) => View::Failed(body.clone()),
+            },
+        })
+    }
+}

@@ -1,0 +1,126 @@
+//! Downloads an output into `<out>/<batch>/<job>.mp4`: https only unless allowed, size
+//! capped, streamed through sha256 into a temp file, fsynced and renamed into place.
+
+use super::SinkError;
+use crate::config::OutputSettings;
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use tokio::io::AsyncWriteExt;
+
+/// A finished download.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Downloaded {
+    /// Path relative to the output directory.
+    pub relative: String,
+    pub path: PathBuf,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+/// The file name for a job's output. Built from validated ids only, never from a URL.
+pub fn relative_path(batch_id: &str, job_id: &str) -> String {
+    format!("{batch_id}/{job_id}.mp4")
+}
+
+/// Downloads `url` to the job's file.
+pub async fn download(
+    http: &reqwest::Client,
+    out: &OutputSettings,
+    url: &str,
+    batch_id: &str,
+    job_id: &str,
+) -> Result<Downloaded, SinkError> {
+    let parsed = url::Url::parse(url).map_err(|e| SinkError::Refused(format!("bad URL: {e}")))?;
+    match parsed.scheme() {
+        "https" => {}
+        "http" if out.allow_http => {}
+        s => {
+            return Err(SinkError::Refused(format!(
+                "scheme {s} not allowed (https only unless output.allow_http)"
+            )))
+        }
+    }
+    let resp = http
+        .get(parsed)
+        .send()
+        .await
+        .map_err(|e| SinkError::Transient(e.without_url().to_string()))?;
+    let status = resp.status().as_u16();
+    if status == 403 || status == 404 || status == 410 {
+        return Err(SinkError::Expired(status));
+    }
+    if !resp.status().is_success() {
+        return Err(SinkError::Transient(format!("HTTP {status}")));
+    }
+    if resp
+        .content_length()
+        .is_some_and(|n| n > out.max_download_bytes)
+    {
+        return Err(SinkError::Refused(format!(
+            "output larger than output.max_download_bytes ({})",
+            out.max_download_bytes
+        )));
+    }
+    let relative = relative_path(batch_id, job_id);
+    let path = out.dir.join(&relative);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(|e| SinkError::io(dir, e))?;
+    let tmp = dir.join(format!(".{job_id}.{}.part", uuid::Uuid::new_v4().simple()));
+    let res = write_stream(resp, &tmp, out.max_download_bytes).await;
+    let (sha256, bytes) = match res {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(e);
+        }
+    };
+    tokio::fs::rename(&tmp, &path)
+        .await
+        .map_err(|e| SinkError::io(&path, e))?;
+    if let Ok(d) = tokio::fs::File::open(dir).await {
+        let _ = d.sync_all().await; // make the rename durable
+    }
+    Ok(Downloaded {
+        relative,
+        path,
+        sha256,
+        bytes,
+    })
+}
+
+async fn write_stream(
+    resp: reqwest::Response,
+    tmp: &Path,
+    cap: u64,
+) -> Result<(String, u64), SinkError> {
+    let mut file = tokio::fs::File::create(tmp)
+        .await
+        .map_err(|e| SinkError::io(tmp, e))?;
+    let mut hasher = Sha256::new();
+    let mut bytes = 0u64;
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| SinkError::Transient(e.without_url().to_string()))?;
+        bytes += chunk.len() as u64;
+        if bytes > cap {
+            return Err(SinkError::Refused(format!(
+                "output larger than output.max_download_bytes ({cap})"
+            )));
+        }
+        hasher.update(&chunk);
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| SinkError::io(tmp, e))?;
+    }
+    file.sync_all().await.map_err(|e| SinkError::io(tmp, e))?;
+    Ok((hex::encode(hasher.finalize()), bytes))
+}
+
+/// sha256 of a file on disk, hex (for checks and tests).
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let data = std::fs::read(path)?;
+    Ok(hex::encode(Sha256::digest(&data)))
+}

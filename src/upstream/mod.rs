@@ -1,0 +1,102 @@
+//! The seam to the providers: the [`Upstream`] trait, error classes decided where errors
+//! arise, and the poll/retry schedule. Each provider is one file of wire mapping.
+
+pub mod providers;
+pub mod schedule;
+
+use crate::config::Settings;
+use crate::model::{GenerationRequest, ProviderName};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How the runner must treat a failed upstream call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Safe to try again later. For a submit this means the provider certainly did not
+    /// accept the request (connection refused, 429, 503 from the gateway).
+    Retryable,
+    /// A submit whose outcome is unknown (timeout or reset after the body was sent, 5xx
+    /// from behind the gateway): never re-POST blindly.
+    Ambiguous,
+    /// Terminal for this job (validation, content rejection, unknown generation).
+    Job,
+    /// Terminal for the account (bad key, out of credits): pause the provider.
+    Account,
+}
+
+/// A failed upstream call. `message` never holds credentials.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct UpstreamError {
+    pub class: ErrorClass,
+    pub message: String,
+    /// HTTP status when there was a response.
+    pub status: Option<u16>,
+    /// `Retry-After` when the provider sent one.
+    pub retry_after: Option<Duration>,
+}
+
+impl UpstreamError {
+    pub fn new(class: ErrorClass, message: impl Into<String>) -> Self {
+        UpstreamError {
+            class,
+            message: message.into(),
+            status: None,
+            retry_after: None,
+        }
+    }
+}
+
+/// What a poll found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PollStatus {
+    /// Still queued or running; `status` is the provider's own word for it.
+    Pending { status: String },
+    /// Done; the output is at `url` (download it now: provider URLs expire).
+    Succeeded { url: String },
+    /// The generation failed upstream, with the provider's reason.
+    Failed { reason: String },
+}
+
+/// One provider's protocol. Implementations hold only wire mapping; the worker decides
+/// what to do with each outcome.
+#[async_trait::async_trait]
+pub trait Upstream: Send + Sync + std::fmt::Debug {
+    fn name(&self) -> ProviderName;
+
+    /// Submits one generation; returns the provider's generation id.
+    async fn submit(&self, req: &GenerationRequest) -> Result<String, UpstreamError>;
+
+    /// Asks where a generation stands. Errors are never [`ErrorClass::Ambiguous`].
+    async fn poll(&self, upstream_id: &str) -> Result<PollStatus, UpstreamError>;
+
+    /// Cancels a generation where the provider can. `Ok(false)`: no cancel on this provider.
+    async fn cancel(&self, _upstream_id: &str) -> Result<bool, UpstreamError> {
+        Ok(false)
+    }
+}
+
+/// Every configured provider, by name.
+pub type Upstreams = HashMap<ProviderName, Arc<dyn Upstream>>;
+
+/// Builds a client for every provider in the settings.
+pub fn build_all(settings: &Settings) -> Result<Upstreams, UpstreamError> {
+    let mut out: Upstreams = HashMap::new();
+    for (name, p) in &settings.providers {
+        let up: Arc<dyn Upstream> = match name {
+            ProviderName::Aimlapi => Arc::new(providers::aimlapi::Aimlapi::new(p)?),
+        };
+        out.insert(*name, up);
+    }
+    Ok(out)
+}
+
+/// Parses a `Retry-After` header given in seconds (the HTTP-date form is ignored).
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}

@@ -1,0 +1,308 @@
+//! AI/ML API wire mapping: `POST /v2/video/generations`, `GET /v2/video/generations?
+//! generation_id=` (id percent-encoded), statuses queued/generating/completed/error, output
+//! at `video.url`, errors as `{name,message}` or fal-style `{detail:[…]}`.
+
+use crate::config::ProviderSettings;
+use crate::model::{GenerationRequest, ModelKind, ProviderName};
+use crate::upstream::{retry_after, ErrorClass, PollStatus, Upstream, UpstreamError};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// Client for one aimlapi account.
+pub struct Aimlapi {
+    http: reqwest::Client,
+    base: url::Url,
+    key: Option<SecretString>,
+}
+
+impl std::fmt::Debug for Aimlapi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Aimlapi")
+            .field("base", &self.base.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Generation {
+    id: Option<String>,
+    status: Option<String>,
+    video: Option<VideoRef>,
+    error: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct VideoRef {
+    url: Option<String>,
+}
+
+impl Aimlapi {
+    pub fn new(p: &ProviderSettings) -> Result<Self, UpstreamError> {
+        let http = reqwest::Client::builder()
+            .timeout(p.request_timeout)
+            .connect_timeout(p.request_timeout.min(std::time::Duration::from_secs(10)))
+            .user_agent(concat!("restyle/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| UpstreamError::new(ErrorClass::Account, format!("http client: {e}")))?;
+        Ok(Aimlapi {
+            http,
+            base: p.base_url.clone(),
+            key: p.api_key.clone(),
+        })
+    }
+
+    fn url(&self) -> String {
+        format!(
+            "{}/v2/video/generations",
+            self.base.as_str().trim_end_matches('/')
+        )
+    }
+
+    fn auth(&self, rb: reqwest::RequestBuilder) -> Result<reqwest::RequestBuilder, UpstreamError> {
+        match &self.key {
+            Some(k) => Ok(rb.bearer_auth(k.expose_secret())),
+            None => Err(UpstreamError::new(
+                ErrorClass::Account,
+                "no API key for aimlapi: set RESTYLE__PROVIDERS__AIMLAPI__API_KEY or AIMLAPI_API_KEY",
+            )),
+        }
+    }
+}
+
+/// The JSON body for one generation. `keep_audio` is always explicit.
+pub fn request_body(req: &GenerationRequest) -> Value {
+    let mut body = json!({
+        "model": req.model.aimlapi_id(),
+        "prompt": req.prompt,
+        "video_url": req.video,
+        "keep_audio": req.keep_audio,
+    });
+    if !req.image_list.is_empty() {
+        body["image_list"] = json!(req.image_list);
+    }
+    if req.model == ModelKind::Reference {
+        if let Some(ar) = &req.aspect_ratio {
+            body["aspect_ratio"] = json!(ar);
+        }
+        if let Some(d) = req.duration {
+            body["duration"] = json!(d);
+        }
+    }
+    body
+}
+
+/// Pulls a readable message out of either documented error shape, or the envelope.
+pub fn error_message(v: &Value) -> String {
+    if let Some(m) = v.get("message").and_then(Value::as_str) {
+        let name = v.get("name").and_then(Value::as_str);
+        return match name {
+            Some(n) if !n.is_empty() => format!("{n}: {m}"),
+            _ => m.to_string(),
+        };
+    }
+    if let Some(items) = v.get("detail").and_then(Value::as_array) {
+        let msgs: Vec<String> = items
+            .iter()
+            .map(|d| {
+                let msg = d.get("msg").and_then(Value::as_str).unwrap_or("error");
+                match d.get("loc").and_then(Value::as_array) {
+                    Some(loc) => {
+                        let path: Vec<String> = loc
+                            .iter()
+                            .map(|p| p.as_str().map_or(p.to_string(), str::to_string))
+                            .collect();
+                        format!("{}: {msg}", path.join("."))
+                    }
+                    None => msg.to_string(),
+                }
+            })
+            .collect();
+        return msgs.join("; ");
+    }
+    if let Some(s) = v.as_str() {
+        return s.to_string();
+    }
+    v.to_string()
+}
+
+/// Classifies an HTTP error response. Submits are stricter: a 5xx other than 503 may
+/// have been accepted behind the gateway, so it is ambiguous.
+fn classify(status: u16, body: &str, submit: bool) -> ErrorClass {
+    match status {
+        401 | 403 => ErrorClass::Account,
+        429 | 503 => ErrorClass::Retryable,
+        500..=599 if submit => ErrorClass::Ambiguous,
+        500..=599 => ErrorClass::Retryable,
+        400..=499 => ErrorClass::Job,
+        _ if body.is_empty() => ErrorClass::Retryable,
+        _ => ErrorClass::Job,
+    }
+}
+
+async fn http_error(resp: reqwest::Response, submit: bool, what: &str) -> UpstreamError {
+    let status = resp.status().as_u16();
+    let ra = retry_after(resp.headers());
+    let body = resp.text().await.unwrap_or_default();
+    let msg = serde_json::from_str::<Value>(&body)
+        .map(|v| error_message(&v))
+        .unwrap_or_else(|_| body.chars().take(300).collect());
+    UpstreamError {
+        class: classify(status, &body, submit),
+        message: format!("aimlapi {what}: HTTP {status}: {msg}"),
+        status: Some(status),
+        retry_after: ra,
+    }
+}
+
+fn transport_error(e: reqwest::Error, submit: bool, what: &str) -> UpstreamError {
+    // Connection refused / DNS: the request never left. Anything later is ambiguous for a POST.
+    let class = if e.is_connect() || !submit {
+        ErrorClass::Retryable
+    } else {
+        ErrorClass::Ambiguous
+    };
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "transport error"
+    };
+    UpstreamError::new(
+        class,
+        format!("aimlapi {what}: {kind}: {}", e.without_url()),
+    )
+}
+
+#[async_trait::async_trait]
+impl Upstream for Aimlapi {
+    fn name(&self) -> ProviderName {
+        ProviderName::Aimlapi
+    }
+
+    async fn submit(&self, req: &GenerationRequest) -> Result<String, UpstreamError> {
+        let rb = self
+            .http
+            .post(self.url())
+            .header("X-Client-Request-Id", &req.job_id)
+            .json(&request_body(req));
+        let resp = self
+            .auth(rb)?
+            .send()
+            .await
+            .map_err(|e| transport_error(e, true, "submit"))?;
+        if !resp.status().is_success() {
+            return Err(http_error(resp, true, "submit").await);
+        }
+        // The POST was accepted: a body we cannot read leaves the outcome unknown.
+        let g: Generation = resp.json().await.map_err(|e| {
+            UpstreamError::new(
+                ErrorClass::Ambiguous,
+                format!("aimlapi submit: unreadable response: {}", e.without_url()),
+            )
+        })?;
+        match g.id {
+            Some(id) if !id.is_empty() => Ok(id),
+            _ => Err(UpstreamError::new(
+                ErrorClass::Ambiguous,
+                "aimlapi submit: response has no generation id",
+            )),
+        }
+    }
+
+    async fn poll(&self, upstream_id: &str) -> Result<PollStatus, UpstreamError> {
+        let rb = self
+            .http
+            .get(self.url())
+            .query(&[("generation_id", upstream_id)]);
+        let resp = self
+            .auth(rb)?
+            .send()
+            .await
+            .map_err(|e| transport_error(e, false, "poll"))?;
+        if !resp.status().is_success() {
+            return Err(http_error(resp, false, "poll").await);
+        }
+        let g: Generation = resp.json().await.map_err(|e| {
+            UpstreamError::new(
+                ErrorClass::Retryable,
+                format!("aimlapi poll: unreadable response: {}", e.without_url()),
+            )
+        })?;
+        let status = g.status.unwrap_or_default();
+        Ok(match status.as_str() {
+            "completed" => match g.video.and_then(|v| v.url) {
+                Some(url) => PollStatus::Succeeded { url },
+                None => PollStatus::Failed {
+                    reason: "aimlapi: completed without video.url".to_string(),
+                },
+            },
+            "error" | "failed" => {
+                PollStatus::Failed {
+                    reason: g.error.as_ref().map(error_message).unwrap_or_else(|| {
+                        format!("aimlapi: generation ended with status {status}")
+                    }),
+                }
+            }
+            "queued" | "generating" => PollStatus::Pending { status },
+            other => {
+                tracing::warn!(
+                    upstream_status = other,
+                    "Unknown aimlapi status, still waiting."
+                );
+                PollStatus::Pending {
+                    status: other.to_string(),
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_error_shapes_are_read() {
+        let a = json!({"name": "ContentError", "message": "Content rejected"});
+        assert_eq!(error_message(&a), "ContentError: Content rejected");
+        let b = json!({"detail": [{"loc": ["body", "image_url"], "msg": "Could not detect face",
+                                   "type": "face_detection_error"}]});
+        assert_eq!(error_message(&b), "body.image_url: Could not detect face");
+    }
+
+    #[test]
+    fn submit_5xx_is_ambiguous_but_poll_5xx_retryable() {
+        assert_eq!(classify(500, "{}", true), ErrorClass::Ambiguous);
+        assert_eq!(classify(503, "{}", true), ErrorClass::Retryable);
+        assert_eq!(classify(429, "{}", true), ErrorClass::Retryable);
+        assert_eq!(classify(502, "{}", false), ErrorClass::Retryable);
+        assert_eq!(classify(400, "{}", true), ErrorClass::Job);
+        assert_eq!(classify(401, "{}", false), ErrorClass::Account);
+        assert_eq!(classify(403, "{}", true), ErrorClass::Account);
+    }
+
+    #[test]
+    fn edit_body_has_no_reference_fields_and_explicit_audio() {
+        let req = GenerationRequest {
+            job_id: "b.00001".into(),
+            model: ModelKind::Edit,
+            prompt: "p".into(),
+            video: "https://x/v.mp4".into(),
+            image_list: vec![],
+            keep_audio: false,
+            aspect_ratio: Some("16:9".into()),
+            duration: Some(5),
+        };
+        let b = request_body(&req);
+        assert_eq!(b["keep_audio"], json!(false));
+        assert!(b.get("aspect_ratio").is_none());
+        assert!(b.get("duration").is_none());
+        let mut r2 = req.clone();
+        r2.model = ModelKind::Reference;
+        let b2 = request_body(&r2);
+        assert_eq!(b2["duration"], json!(5));
+        assert_eq!(b2["aspect_ratio"], json!("16:9"));
+    }
+}

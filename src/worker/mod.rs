@@ -1,0 +1,193 @@
+//! The worker: an apalis `Worker` over our Redis backend running the stages, the lease
+//! timer, graceful shutdown, and [`step`], a single-step entry for tests.
+
+pub mod stages;
+
+use crate::config::Settings;
+use crate::model::{BatchShared, ProviderName, PAYLOAD_VERSION};
+use crate::queue::backend::{self, Claimed, Lease, LeaseTable};
+use crate::queue::{now_ms, Queue, QueueError};
+use crate::sink::jsonl::JsonlSink;
+use crate::upstream::Upstreams;
+use apalis::prelude::*;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// Everything a stage needs, shared by all stages of one worker process.
+#[derive(Debug)]
+pub struct Runtime {
+    pub queue: Queue,
+    pub settings: Settings,
+    pub upstreams: Upstreams,
+    pub jsonl: Arc<JsonlSink>,
+    pub http: reqwest::Client,
+    pub leases: Arc<LeaseTable>,
+    /// Unique per process start: host, pid and a random suffix.
+    pub worker_id: String,
+    batches: Mutex<HashMap<String, Arc<BatchShared>>>,
+}
+
+impl Runtime {
+    pub fn new(queue: Queue, settings: Settings, upstreams: Upstreams) -> Self {
+        let host = hostname::get()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "host".into());
+        let worker_id = format!(
+            "{host}-{}-{}",
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .timeout(std::time::Duration::from_secs(600))
+            .build()
+            .expect("http client builds");
+        Runtime {
+            jsonl: Arc::new(JsonlSink::new(settings.output.dir.clone())),
+            queue,
+            settings,
+            upstreams,
+            http,
+            leases: Arc::new(LeaseTable::default()),
+            worker_id,
+            batches: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The batch's shared options, read once per batch (they never change).
+    pub async fn batch_shared(&self, batch_id: &str) -> Result<Arc<BatchShared>, String> {
+        if let Some(s) = self.batches.lock().expect("batch cache").get(batch_id) {
+            return Ok(s.clone());
+        }
+        let info = self
+            .queue
+            .batch(batch_id)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("batch {batch_id} has no record"))?;
+        let shared: BatchShared = serde_json::from_str(&info.spec_json)
+            .map_err(|e| format!("unparseable batch spec: {e}"))?;
+        if shared.v != PAYLOAD_VERSION {
+            return Err(format!("unknown batch spec version {}", shared.v));
+        }
+        let shared = Arc::new(shared);
+        self.batches
+            .lock()
+            .expect("batch cache")
+            .insert(batch_id.to_string(), shared.clone());
+        Ok(shared)
+    }
+
+    /// When the provider is paused for an account error, the time (ms) it resumes.
+    pub async fn paused_until(&self, provider: ProviderName) -> Option<u64> {
+        let until = self.queue.provider_pause(provider.as_str()).await.ok()??;
+        (until.until > now_ms()).then_some(until.until)
+    }
+
+    /// Pauses the provider for every worker; returns when jobs should try again.
+    pub async fn pause_provider(&self, provider: ProviderName, message: &str) -> u64 {
+        let until = now_ms() + self.settings.retry.account_pause.as_millis() as u64;
+        tracing::error!(provider = %provider, reason = %message,
+            "Account error: provider paused for every worker.");
+        if let Err(e) = self
+            .queue
+            .set_provider_pause(provider.as_str(), message, until)
+            .await
+        {
+            tracing::warn!(error = %e, "Could not record the provider pause.");
+        }
+        until
+    }
+}
+
+/// What one [`step`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stepped {
+    /// A stage ran for one job.
+    Processed,
+    /// Nothing was ready.
+    Empty,
+}
+
+/// Claims one ready job (promoting due parked ones) and runs its stage to the end.
+/// Tests call this until [`Stepped::Empty`] instead of sleeping.
+pub async fn step(rt: &Runtime) -> Result<Stepped, QueueError> {
+    let mut claims = rt.queue.claim(&rt.worker_id, 1).await?;
+    let Some(claim) = claims.pop() else {
+        return Ok(Stepped::Empty);
+    };
+    let lease = Lease::new(&claim, rt.leases.clone(), None);
+    stages::run(rt, Claimed { claim, lease }).await;
+    Ok(Stepped::Processed)
+}
+
+async fn handle(job: Claimed, rt: Data<Arc<Runtime>>) -> Result<(), BoxDynError> {
+    use futures::FutureExt;
+    // A panicking stage drops its lease unsettled, which hands the job back to the queue.
+    if let Err(panic) = std::panic::AssertUnwindSafe(stages::run(&rt, job))
+        .catch_unwind()
+        .await
+    {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(panic = %what, "Stage panicked; its job goes back to the queue.");
+    }
+    Ok(())
+}
+
+/// Runs a worker until `stop` is cancelled: claims stop, running stages get the grace
+/// period, and any stage still running after it is released back to the queue.
+pub async fn run(rt: Arc<Runtime>, stop: CancellationToken) -> Result<(), QueueError> {
+    let concurrency = rt.settings.worker.concurrency;
+    let slots = Arc::new(Semaphore::new(concurrency));
+    let (backend, fetcher) = backend::start_fetcher(
+        rt.queue.clone(),
+        rt.worker_id.clone(),
+        rt.leases.clone(),
+        slots,
+        stop.clone(),
+    );
+    let upkeep_stop = CancellationToken::new();
+    let upkeep = tokio::spawn(backend::maintain_leases(
+        rt.queue.clone(),
+        rt.leases.clone(),
+        upkeep_stop.clone(),
+    ));
+    tracing::info!(worker_id = %rt.worker_id, concurrency, "Worker started.");
+    let worker = WorkerBuilder::new(rt.worker_id.clone())
+        .backend(backend)
+        .data(rt.clone())
+        .build(handle);
+    // The backend ends when the fetcher stops (on `stop`); the worker then drains.
+    let mut running = tokio::spawn(async move { worker.run().await });
+    tokio::select! {
+        res = &mut running => {
+            if let Ok(Err(e)) = res { tracing::error!(error = %e, "Worker loop failed."); }
+        }
+        _ = stop.cancelled() => {
+            tracing::info!(in_flight = rt.leases.len(), grace_s = rt.settings.worker.shutdown_grace.as_secs(),
+                "Shutting down: no new claims; waiting for running stages.");
+            match tokio::time::timeout(rt.settings.worker.shutdown_grace, &mut running).await {
+                Ok(_) => {}
+                Err(_) => {
+                    tracing::warn!(in_flight = rt.leases.len(), "Grace period over; releasing running stages.");
+                    running.abort();
+                    let _ = running.await;
+                }
+            }
+        }
+    }
+    let _ = fetcher.await;
+    upkeep_stop.cancel();
+    let _ = upkeep.await;
+    // Stages cut off by the grace period dropped their leases unsettled: hand them back.
+    let released = backend::release_abandoned(&rt.queue, &rt.leases).await?;
+    tracing::info!(released, "Worker stopped.");
+    Ok(())
+}

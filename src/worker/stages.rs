@@ -1,0 +1,391 @@
+//! The stages submit → poll → finish. Each runs one upstream interaction for one claimed
+//! job and ends with exactly one transition that parks the job or finishes it; the
+//! record decides which stage runs, so a redelivered job resumes where it was.
+
+use super::Runtime;
+use crate::model::{GenerationRequest, JobPayload, PAYLOAD_VERSION};
+use crate::queue::backend::Claimed;
+use crate::queue::{now_ms, After, Claim, JobRecord, Transitioned};
+use crate::sink::{download, ResultLine, SinkError};
+use crate::upstream::schedule::{poll_delay, retry_delay};
+use crate::upstream::{ErrorClass, PollStatus, UpstreamError};
+use std::time::Duration;
+use tracing::{debug, info, warn};
+
+/// Transitions for one claim, with a fresh nonce per call.
+struct Step<'a> {
+    rt: &'a Runtime,
+    claim: &'a Claim,
+}
+
+impl Step<'_> {
+    fn rec(&self) -> &JobRecord {
+        &self.claim.record
+    }
+
+    async fn go(&self, state: &str, after: After, fields: &[(&str, String)]) -> bool {
+        let nonce = self.rt.leases.nonce(&self.claim.token);
+        let res = self
+            .rt
+            .queue
+            .transition(
+                &self.claim.job_id,
+                &self.claim.token,
+                &nonce,
+                state,
+                after,
+                fields,
+            )
+            .await;
+        match res {
+            Ok(Transitioned::Ok { batch_finished }) => {
+                if state != self.rec().state() {
+                    info!(job_id = %self.claim.job_id, batch_id = self.rec().get("batch").unwrap_or(""),
+                        from = self.rec().state(), to = state, "Job state changed.");
+                }
+                if batch_finished {
+                    info!(
+                        batch_id = self.rec().get("batch").unwrap_or(""),
+                        "Batch finished."
+                    );
+                }
+                true
+            }
+            Ok(Transitioned::Lost { state }) => {
+                warn!(job_id = %self.claim.job_id, now = %state, "Lease lost; leaving the job to its new owner.");
+                false
+            }
+            Err(e) => {
+                warn!(job_id = %self.claim.job_id, error = %e, "Transition failed; the lease will expire and the job be redelivered.");
+                false
+            }
+        }
+    }
+
+    fn attempts(&self) -> u32 {
+        self.rec().num("attempts") as u32
+    }
+
+    /// Parks the job for a retry in `state`, or kills it when attempts are used up.
+    async fn retry_or_die(&self, payload: &JobPayload, state: &str, err: &UpstreamError) {
+        let attempt = self.attempts() + 1;
+        if attempt >= self.rt.settings.retry.max_attempts {
+            let reason = format!("retries used up ({attempt}): {}", err.message);
+            self.terminal(payload, "dead", &[("error", reason)]).await;
+            return;
+        }
+        let wait = retry_delay(
+            &self.rt.settings.retry,
+            attempt,
+            err.retry_after,
+            rand::random(),
+        );
+        debug!(job_id = %self.claim.job_id, attempt, wait_ms = wait.as_millis() as u64, error = %err, "Retrying later.");
+        let at = now_ms() + wait.as_millis() as u64;
+        self.go(
+            state,
+            After::ParkUntil(at),
+            &[
+                ("attempts", attempt.to_string()),
+                ("error", err.message.clone()),
+            ],
+        )
+        .await;
+    }
+
+    /// Writes the result line, then the terminal transition (so a crash in between
+    /// re-runs into a line that already exists, never a second one).
+    async fn terminal(&self, payload: &JobPayload, state: &str, fields: &[(&str, String)]) {
+        let mut rec = self.rec().clone();
+        for (k, v) in fields {
+            rec.fields.insert(k.to_string(), v.clone());
+        }
+        let line = result_line(&rec, payload, state, now_ms());
+        let sink = self.rt.jsonl.clone();
+        match tokio::task::spawn_blocking(move || sink.append(&line)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                warn!(job_id = %self.claim.job_id, error = %e, "Could not write the result line.")
+            }
+            Err(e) => warn!(job_id = %self.claim.job_id, error = %e, "Result writer panicked."),
+        }
+        self.go(state, After::Done, fields).await;
+    }
+}
+
+/// Builds the result line of a job from its record.
+pub fn result_line(rec: &JobRecord, p: &JobPayload, state: &str, now: u64) -> ResultLine {
+    let submitted = rec.get("submitted_at").and_then(|v| v.parse::<u64>().ok());
+    let s = |k: &str| rec.get(k).filter(|v| !v.is_empty()).map(str::to_string);
+    ResultLine {
+        job_id: rec.job_id.clone(),
+        batch_id: p.batch_id.clone(),
+        index: p.index,
+        prompt: p.prompt.clone(),
+        provider: s("provider").unwrap_or_default(),
+        model: s("model").unwrap_or_default(),
+        state: state.to_string(),
+        upstream_id: s("upstream_id"),
+        output_url: s("output_url"),
+        file: s("file"),
+        sha256: s("sha256"),
+        bytes: rec.get("bytes").and_then(|v| v.parse().ok()),
+        claims: rec.num("claims"),
+        submitted_at: submitted,
+        finished_at: now,
+        upstream_seconds: submitted.map(|t| now.saturating_sub(t) as f64 / 1000.0),
+        estimated_cost: None,
+        error: s("error"),
+    }
+}
+
+fn parse_payload(rec: &JobRecord) -> Result<JobPayload, String> {
+    let raw = rec.get("payload").ok_or("job record has no payload")?;
+    let p: JobPayload =
+        serde_json::from_str(raw).map_err(|e| format!("unparseable payload: {e}"))?;
+    if p.v != PAYLOAD_VERSION {
+        return Err(format!(
+            "unknown payload version {} (this worker reads {PAYLOAD_VERSION})",
+            p.v
+        ));
+    }
+    Ok(p)
+}
+
+/// Runs the stage the job's record calls for.
+pub async fn run(rt: &Runtime, claimed: Claimed) {
+    let Claimed { claim, mut lease } = claimed;
+    let step = Step { rt, claim: &claim };
+    let batch_id = claim.record.get("batch").unwrap_or("").to_string();
+    let span = tracing::info_span!("stage", job_id = %claim.job_id, batch_id = %batch_id);
+    let _enter = span.enter();
+    drop(_enter);
+    let payload = match parse_payload(&claim.record) {
+        Ok(p) => p,
+        Err(reason) => {
+            warn!(job_id = %claim.job_id, reason = %reason, "Poisoned job sent to the dead set.");
+            step.go("dead", After::Done, &[("error", reason)]).await;
+            lease.settle();
+            return;
+        }
+    };
+    let shared = match rt.batch_shared(&payload.batch_id).await {
+        Ok(s) => s,
+        Err(reason) => {
+            warn!(job_id = %claim.job_id, reason = %reason, "Job's batch unreadable; sent to the dead set.");
+            step.go("dead", After::Done, &[("error", reason)]).await;
+            lease.settle();
+            return;
+        }
+    };
+    let req = GenerationRequest::new(&shared, claim.job_id.clone(), payload.prompt.clone());
+    match claim.record.state() {
+        "queued" => submit(&step, &payload, &req, shared.provider).await,
+        "submitting" => {
+            // A worker died or lost its lease mid-POST: the provider may have the job.
+            let reason = "submit outcome unknown: the worker stopped during the POST; \
+                          not re-submitted (reconcile to decide)";
+            step.terminal(&payload, "submit_unknown", &[("error", reason.to_string())])
+                .await;
+        }
+        "polling" => poll(&step, &payload, shared.provider).await,
+        "finishing" => finish(&step, &payload).await,
+        other => {
+            let reason = format!("unknown job state {other:?}");
+            step.go("dead", After::Done, &[("error", reason)]).await;
+        }
+    }
+    lease.settle();
+}
+
+async fn submit(
+    step: &Step<'_>,
+    payload: &JobPayload,
+    req: &GenerationRequest,
+    provider: crate::model::ProviderName,
+) {
+    let rt = step.rt;
+    if let Some(until) = rt.paused_until(provider).await {
+        step.go("queued", After::ParkUntil(until), &[]).await;
+        return;
+    }
+    let Some(up) = rt.upstreams.get(&provider) else {
+        let reason = format!("provider {provider} is not configured in this worker");
+        step.terminal(payload, "failed", &[("error", reason)]).await;
+        return;
+    };
+    let marks = [
+        ("provider", provider.to_string()),
+        ("model", req.model.to_string()),
+    ];
+    if !step.go("submitting", After::Keep, &marks).await {
+        return;
+    }
+    match up.submit(req).await {
+        Ok(upstream_id) => {
+            // Rule 1: the upstream id is the first thing recorded, in the same step that parks.
+            let now = now_ms();
+            let first = rt.settings.provider(provider).poll.first_delay;
+            let at = now + first.as_millis() as u64;
+            info!(job_id = %req.job_id, upstream_id = %upstream_id, "Submitted.");
+            step.go(
+                "polling",
+                After::ParkUntil(at),
+                &[
+                    ("upstream_id", upstream_id),
+                    ("submitted_at", now.to_string()),
+                    ("polls", "0".into()),
+                    ("attempts", "0".into()),
+                    ("error", String::new()),
+                ],
+            )
+            .await;
+        }
+        Err(e) => match e.class {
+            ErrorClass::Retryable => step.retry_or_die(payload, "queued", &e).await,
+            ErrorClass::Ambiguous => {
+                let reason = format!("submit outcome unknown, not re-submitted: {}", e.message);
+                step.terminal(payload, "submit_unknown", &[("error", reason)])
+                    .await;
+            }
+            ErrorClass::Job => {
+                step.terminal(payload, "failed", &[("error", e.message.clone())])
+                    .await;
+            }
+            ErrorClass::Account => {
+                let until = rt.pause_provider(provider, &e.message).await;
+                step.go(
+                    "queued",
+                    After::ParkUntil(until),
+                    &[("error", e.message.clone())],
+                )
+                .await;
+            }
+        },
+    }
+}
+
+async fn poll(step: &Step<'_>, payload: &JobPayload, provider: crate::model::ProviderName) {
+    let rt = step.rt;
+    let rec = step.rec();
+    let Some(upstream_id) = rec.get("upstream_id").map(str::to_string) else {
+        let reason = "polling without an upstream id".to_string();
+        step.terminal(payload, "dead", &[("error", reason)]).await;
+        return;
+    };
+    let sched = rt.settings.provider(provider).poll;
+    let submitted_at = rec.num("submitted_at");
+    let deadline_at = submitted_at + sched.deadline.as_millis() as u64;
+    if now_ms() >= deadline_at {
+        if let Some(up) = rt.upstreams.get(&provider) {
+            if let Err(e) = up.cancel(&upstream_id).await {
+                warn!(job_id = %rec.job_id, error = %e, "Upstream cancel after deadline failed.");
+            }
+        }
+        let reason = format!(
+            "no result within the {}s deadline",
+            sched.deadline.as_secs()
+        );
+        step.terminal(payload, "timed_out", &[("error", reason)])
+            .await;
+        return;
+    }
+    let Some(up) = rt.upstreams.get(&provider) else {
+        let reason = format!("provider {provider} is not configured in this worker");
+        step.terminal(payload, "failed", &[("error", reason)]).await;
+        return;
+    };
+    match up.poll(&upstream_id).await {
+        Ok(PollStatus::Pending { status }) => {
+            let polls = rec.num("polls") as u32 + 1;
+            let wait = poll_delay(&sched, polls, rand::random());
+            let at = (now_ms() + wait.as_millis() as u64).min(deadline_at);
+            debug!(job_id = %rec.job_id, upstream_status = %status, next_in_ms = wait.as_millis() as u64, "Still running.");
+            step.go(
+                "polling",
+                After::ParkUntil(at),
+                &[("polls", polls.to_string()), ("attempts", "0".into())],
+            )
+            .await;
+        }
+        Ok(PollStatus::Succeeded { url }) => {
+            let fields = [("output_url", url.clone()), ("attempts", "0".into())];
+            if step.go("finishing", After::Keep, &fields).await {
+                let mut rec2 = rec.clone();
+                rec2.fields.insert("output_url".into(), url);
+                rec2.fields.insert("attempts".into(), "0".into());
+                let claim2 = Claim {
+                    job_id: step.claim.job_id.clone(),
+                    token: step.claim.token.clone(),
+                    record: rec2,
+                };
+                let next = Step { rt, claim: &claim2 };
+                finish(&next, payload).await;
+            }
+        }
+        Ok(PollStatus::Failed { reason }) => {
+            step.terminal(payload, "failed", &[("error", reason)]).await;
+        }
+        Err(e) => match e.class {
+            ErrorClass::Account => {
+                let until = rt.pause_provider(provider, &e.message).await;
+                step.go(
+                    "polling",
+                    After::ParkUntil(until),
+                    &[("error", e.message.clone())],
+                )
+                .await;
+            }
+            ErrorClass::Job => {
+                step.terminal(payload, "failed", &[("error", e.message.clone())])
+                    .await;
+            }
+            _ => step.retry_or_die(payload, "polling", &e).await,
+        },
+    }
+}
+
+async fn finish(step: &Step<'_>, payload: &JobPayload) {
+    let rt = step.rt;
+    let rec = step.rec();
+    let Some(url) = rec.get("output_url").map(str::to_string) else {
+        step.go("polling", After::ParkUntil(now_ms()), &[]).await;
+        return;
+    };
+    match download::download(
+        &rt.http,
+        &rt.settings.output,
+        &url,
+        &payload.batch_id,
+        &rec.job_id,
+    )
+    .await
+    {
+        Ok(d) => {
+            let fields = [
+                ("file", d.relative),
+                ("sha256", d.sha256),
+                ("bytes", d.bytes.to_string()),
+                ("error", String::new()),
+            ];
+            step.terminal(payload, "succeeded", &fields).await;
+        }
+        Err(SinkError::Expired(code)) => {
+            // The link expired before we got it: poll again for a fresh one.
+            let err = UpstreamError {
+                class: ErrorClass::Retryable,
+                message: format!("output URL answered HTTP {code}; polling for a fresh link"),
+                status: Some(code),
+                retry_after: Some(Duration::ZERO),
+            };
+            step.retry_or_die(payload, "polling", &err).await;
+        }
+        Err(SinkError::Refused(reason)) => {
+            step.terminal(payload, "failed", &[("error", reason)]).await;
+        }
+        Err(e) => {
+            let err = UpstreamError::new(ErrorClass::Retryable, e.to_string());
+            step.retry_or_die(payload, "finishing", &err).await;
+        }
+    }
+}
