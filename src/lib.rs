@@ -19,12 +19,17 @@
 //! The durable truth about a job is its record in Redis, never an in-flight task.
 
 pub mod batch;
+pub mod cli;
 pub mod config;
+pub mod demo;
+pub mod localredis;
 pub mod model;
 pub mod producer;
 pub mod queue;
+pub mod shutdown;
 pub mod sim;
 pub mod sink;
+pub mod status;
 pub mod telemetry;
 pub mod upstream;
 pub mod worker;

@@ -164,8 +164,16 @@ pub async fn run(rt: Arc<Runtime>, stop: CancellationToken) -> Result<(), QueueE
         .backend(backend)
         .data(rt.clone())
         .build(handle);
-    // The backend ends when the fetcher stops (on `stop`); the worker then drains.
-    let mut running = tokio::spawn(async move { worker.run().await });
+    // On `stop` the fetcher stops claiming and apalis drains the running stages.
+    let signal = stop.clone();
+    let mut running = tokio::spawn(async move {
+        worker
+            .run_until(async move {
+                signal.cancelled().await;
+                Ok::<(), std::io::Error>(())
+            })
+            .await
+    });
     tokio::select! {
         res = &mut running => {
             if let Ok(Err(e)) = res { tracing::error!(error = %e, "Worker loop failed."); }

@@ -313,6 +313,7 @@ async fn poll(step: &Step<'_>, payload: &JobPayload, provider: crate::model::Pro
             if step.go("finishing", After::Keep, &fields).await {
                 let mut rec2 = rec.clone();
                 rec2.fields.insert("output_url".into(), url);
+                rec2.fields.insert("state".into(), "finishing".into());
                 rec2.fields.insert("attempts".into(), "0".into());
                 let claim2 = Claim {
                     job_id: step.claim.job_id.clone(),

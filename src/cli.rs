@@ -1,0 +1,278 @@
+//! The command line: clap definitions, dispatch, and the mapping from typed errors to
+//! exit codes (0 ok, 1 failure, 2 invalid input, 3 Redis unavailable, 4 not found).
+#![allow(clippy::print_stdout)]
+
+use crate::batch::{self, BatchError, BatchFlags};
+use crate::config::{ConfigError, LoadOptions, Settings};
+use crate::queue::{Queue, QueueError, RetryMode};
+use crate::telemetry::LogFormat;
+use crate::{producer, sim, status, upstream, worker};
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// restyle: turn one source video into many styled variants with hosted Kling O1
+/// video-to-video models, durably.
+///
+/// Producers enqueue batches into Redis; any number of workers submit them upstream,
+/// poll until done (parked in Redis between polls), download the outputs and write one
+/// result line per job to out/<batch>/results.jsonl.
+///
+/// Start with `restyle demo`: a private Redis, the simulator and two workers on this
+/// machine, no account needed.
+#[derive(Debug, Parser)]
+#[command(name = "restyle", version, about, long_about, propagate_version = true)]
+pub struct Cli {
+    /// Log format: pretty for people, json for machines. Filter with RUST_LOG.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "pretty",
+        env = "RESTYLE_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
+    /// Settings environment: layers config/<env>.toml over config/default.toml.
+    #[arg(long, global = true, env = "RESTYLE_ENV")]
+    pub env: Option<String>,
+    /// Directory holding the settings files.
+    #[arg(long, global = true, default_value = "config")]
+    pub config_dir: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate a batch and enqueue its jobs. Prints the batch id alone on stdout.
+    ///
+    /// Either a batch file (see jobs/spring-campaign.toml) or flags. Enqueueing the same
+    /// batch twice adds nothing. Nothing is enqueued unless every variant is valid.
+    ///
+    /// Examples:
+    ///   restyle enqueue jobs/spring-campaign.toml
+    ///   restyle enqueue --video https://cdn.example.com/clip.mp4 --prompt "neon night" --prompt "autumn"
+    ///   restyle enqueue --video ./clip.mp4 --prompts-file prompts.csv
+    #[command(verbatim_doc_comment)]
+    Enqueue(EnqueueArgs),
+    /// Run a worker until SIGTERM/SIGINT. Run as many as you like, on any machines.
+    Worker {
+        /// Stages run at once (each is one HTTP call; waiting jobs hold no slot).
+        #[arg(long)]
+        concurrency: Option<usize>,
+    },
+    /// Show a batch: counts per state, done/total, failures with reasons.
+    Status {
+        batch_id: String,
+        /// JSON for scripts; counts under `counts`, keyed by state.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the provider simulator (aimlapi protocol) for local runs and tests.
+    Sim {
+        #[arg(long, default_value = "127.0.0.1:8089")]
+        listen: SocketAddr,
+        /// Multiplies generation latency: 0.01 turns a 200 s generation into 2 s.
+        #[arg(long, default_value_t = 1.0)]
+        time_scale: f64,
+        /// JSON file of knobs (failure rates, latency, keys); see `GET /sim/knobs`.
+        #[arg(long)]
+        knobs: Option<PathBuf>,
+    },
+    /// Run the whole pipeline on this machine: private Redis, simulator, workers, results.
+    Demo {
+        /// Batch file to run.
+        #[arg(long, default_value = "jobs/demo.toml")]
+        batch: PathBuf,
+        /// Simulator time scale.
+        #[arg(long, default_value_t = 0.01)]
+        time_scale: f64,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct EnqueueArgs {
+    /// Batch file (TOML). Flags below are for batches given on the command line.
+    pub file: Option<PathBuf>,
+    /// Source video: https URL, data:video/… URI, or a local file (sent as a data URI).
+    #[arg(long)]
+    pub video: Option<String>,
+    /// A prompt; repeat for more variants.
+    #[arg(long = "prompt")]
+    pub prompts: Vec<String>,
+    /// Prompts from a file: CSV with a `prompt` column, or text with one per line.
+    #[arg(long)]
+    pub prompts_file: Option<PathBuf>,
+    /// Provider (aimlapi).
+    #[arg(long)]
+    pub provider: Option<String>,
+    /// Model: edit or reference.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Reference image (https or data URI); up to 4.
+    #[arg(long = "image")]
+    pub images: Vec<String>,
+    /// Keep the source audio (sent explicitly either way).
+    #[arg(long)]
+    pub keep_audio: Option<bool>,
+    /// Reference model only: 16:9, 9:16 or 1:1.
+    #[arg(long)]
+    pub aspect_ratio: Option<String>,
+    /// Reference model only: 5 or 10 seconds.
+    #[arg(long)]
+    pub duration: Option<u32>,
+    /// Batch id; derived from the content when omitted.
+    #[arg(long)]
+    pub batch_id: Option<String>,
+}
+
+/// Every failure a command can end with, each with its exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(match self {
+            CliError::Batch(_) | CliError::Config(_) | CliError::Usage(_) => 2,
+            CliError::Queue(QueueError::Unavailable { .. }) => 3,
+            CliError::Queue(QueueError::BatchConflict(_)) => 2,
+            CliError::NotFound(_) => 4,
+            _ => 1,
+        })
+    }
+}
+
+fn load_settings(cli: &Cli) -> Result<Settings, CliError> {
+    Ok(Settings::load(&LoadOptions {
+        dir: Some(cli.config_dir.clone()),
+        env: cli.env.clone(),
+        file: None,
+    })?)
+}
+
+/// Runs the parsed command.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    match &cli.command {
+        Command::Enqueue(args) => enqueue(&cli, args).await,
+        Command::Worker { concurrency } => {
+            let mut settings = load_settings(&cli)?;
+            if let Some(c) = concurrency {
+                if *c == 0 {
+                    return Err(CliError::Usage("--concurrency must be at least 1".into()));
+                }
+                settings.worker.concurrency = *c;
+            }
+            run_worker(settings).await
+        }
+        Command::Status { batch_id, json } => {
+            let settings = load_settings(&cli)?;
+            let queue =
+                Queue::connect(&settings.redis, &settings.queue, RetryMode::FailFast).await?;
+            let info = queue
+                .batch(batch_id)
+                .await?
+                .ok_or_else(|| CliError::NotFound(format!("no batch {batch_id}")))?;
+            let s = status::gather(&queue, info).await?;
+            if *json {
+                status::print_json(&s);
+            } else {
+                status::print_table(&s);
+            }
+            Ok(())
+        }
+        Command::Sim {
+            listen,
+            time_scale,
+            knobs,
+        } => {
+            let mut k = match knobs {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
+                    serde_json::from_str(&text)
+                        .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?
+                }
+                None => sim::Knobs::default(),
+            };
+            k.time_scale = *time_scale;
+            sim::serve(*listen, k)
+                .await
+                .map_err(|e| CliError::Other(anyhow::anyhow!("simulator on {listen}: {e}")))
+        }
+        Command::Demo { batch, time_scale } => {
+            let settings = load_settings(&cli)?;
+            crate::demo::run(settings, batch, *time_scale).await
+        }
+    }
+}
+
+async fn enqueue(cli: &Cli, args: &EnqueueArgs) -> Result<(), CliError> {
+    let settings = load_settings(cli)?;
+    let batch = match &args.file {
+        Some(path) => {
+            if args.video.is_some() || !args.prompts.is_empty() || args.prompts_file.is_some() {
+                return Err(CliError::Usage(
+                    "give either a batch file or --video/--prompt flags, not both".into(),
+                ));
+            }
+            batch::load_file(path, &settings.limits)?
+        }
+        None => batch::from_flags(
+            &BatchFlags {
+                batch_id: args.batch_id.clone(),
+                video: args.video.clone(),
+                prompts: args.prompts.clone(),
+                prompts_file: args.prompts_file.clone(),
+                provider: args.provider.clone(),
+                model: args.model.clone(),
+                images: args.images.clone(),
+                keep_audio: args.keep_audio,
+                aspect_ratio: args.aspect_ratio.clone(),
+                duration: args.duration,
+            },
+            &settings.limits,
+        )?,
+    };
+    let queue = Queue::connect(&settings.redis, &settings.queue, RetryMode::FailFast).await?;
+    let done = producer::enqueue(&queue, &batch).await?;
+    if done.added == 0 {
+        eprintln!(
+            "batch {} was already enqueued ({} jobs); nothing added",
+            done.batch_id, done.total
+        );
+    } else {
+        eprintln!("enqueued {} jobs in batch {}", done.added, done.batch_id);
+    }
+    println!("{}", done.batch_id);
+    Ok(())
+}
+
+async fn run_worker(settings: Settings) -> Result<(), CliError> {
+    let queue = Queue::connect(&settings.redis, &settings.queue, RetryMode::Persistent).await?;
+    let ups = upstream::build_all(&settings).map_err(|e| CliError::Other(e.into()))?;
+    let rt = Arc::new(worker::Runtime::new(queue, settings, ups));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let s2 = stop.clone();
+    tokio::spawn(async move {
+        crate::shutdown::signal().await;
+        tracing::info!("Signal received; stopping.");
+        s2.cancel();
+    });
+    worker::run(rt, stop).await?;
+    Ok(())
+}

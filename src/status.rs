@@ -1,0 +1,134 @@
+//! The one place that renders batch state for people (tables, progress bars) and for
+//! scripts (JSON). Everything else hands it data.
+#![allow(clippy::print_stdout)]
+
+use crate::queue::{BatchInfo, JobRecord, ProviderPause, Queue, QueueError, STATES};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// A failed, timed-out, dead or unknown job and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    pub job_id: String,
+    pub state: String,
+    pub error: String,
+}
+
+/// Everything `restyle status` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct BatchStatus {
+    pub batch_id: String,
+    pub total: u64,
+    pub done: u64,
+    pub finished: bool,
+    pub counts: BTreeMap<String, u64>,
+    pub failures: Vec<Failure>,
+    pub paused_providers: BTreeMap<String, ProviderPause>,
+}
+
+/// Gathers a batch's status: counters from the batch hash, reasons from the records.
+pub async fn gather(queue: &Queue, info: BatchInfo) -> Result<BatchStatus, QueueError> {
+    let bad = ["failed", "timed_out", "dead", "submit_unknown", "cancelled"];
+    let mut failures = Vec::new();
+    if bad
+        .iter()
+        .any(|s| info.counts.get(*s).copied().unwrap_or(0) > 0)
+    {
+        let ids: Vec<String> = (0..info.total as u32)
+            .map(|i| crate::model::job_id(&info.batch_id, i))
+            .collect();
+        for rec in queue.jobs(&ids).await? {
+            if bad.contains(&rec.state()) {
+                failures.push(failure(&rec));
+            }
+        }
+    }
+    let mut paused_providers = BTreeMap::new();
+    for p in crate::model::ProviderName::ALL {
+        if let Some(pause) = queue.provider_pause(p.as_str()).await? {
+            if pause.until > crate::queue::now_ms() {
+                paused_providers.insert(p.to_string(), pause);
+            }
+        }
+    }
+    Ok(BatchStatus {
+        batch_id: info.batch_id.clone(),
+        total: info.total,
+        done: info.done,
+        finished: info.is_finished(),
+        counts: info.counts.clone(),
+        failures,
+        paused_providers,
+    })
+}
+
+fn failure(rec: &JobRecord) -> Failure {
+    Failure {
+        job_id: rec.job_id.clone(),
+        state: rec.state().to_string(),
+        error: rec.get("error").unwrap_or("").to_string(),
+    }
+}
+
+/// Prints the status as a table for people.
+pub fn print_table(s: &BatchStatus) {
+    println!(
+        "batch {}: {}/{} done{}",
+        s.batch_id,
+        s.done,
+        s.total,
+        if s.finished { " (finished)" } else { "" }
+    );
+    for state in STATES {
+        let n = s.counts.get(*state).copied().unwrap_or(0);
+        if n > 0 {
+            println!("  {state:<15} {n:>7}");
+        }
+    }
+    for (p, pause) in &s.paused_providers {
+        println!("  provider {p} PAUSED: {}", pause.message);
+    }
+    if !s.failures.is_empty() {
+        println!("failures:");
+        for f in s.failures.iter().take(50) {
+            println!("  {} {}: {}", f.job_id, f.state, f.error);
+        }
+        if s.failures.len() > 50 {
+            println!(
+                "  … and {} more (use --json for all)",
+                s.failures.len() - 50
+            );
+        }
+    }
+}
+
+/// Prints the status as one JSON document.
+pub fn print_json(s: &BatchStatus) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(s).expect("status serializes")
+    );
+}
+
+/// A progress bar over a batch's terminal jobs.
+pub fn progress_bar(total: u64) -> ProgressBar {
+    let pb = ProgressBar::new(total);
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
+            .expect("valid template"),
+    );
+    pb
+}
+
+/// One-line summary of the non-zero counts, for progress messages.
+pub fn counts_line(counts: &BTreeMap<String, u64>) -> String {
+    STATES
+        .iter()
+        .filter_map(|s| {
+            let n = counts.get(*s).copied().unwrap_or(0);
+            (n > 0).then(|| format!("{s} {n}"))
+        })
+        .collect::<Vec<_>>()
+        .join(" · ")
+}
