@@ -21,6 +21,15 @@ pub enum LocalRedisError {
     NoAnswer(u16, String),
 }
 
+/// `sh -c` script: $1 = pid to watch, $2 = pid file, the rest = the server command.
+const WATCHDOG: &str = r#"parent=$1; pidfile=$2; shift 2
+"$@" & server=$!
+echo $server > "$pidfile"
+while kill -0 "$parent" 2>/dev/null && kill -0 "$server" 2>/dev/null; do sleep 0.5; done
+kill -9 "$server" 2>/dev/null
+wait "$server" 2>/dev/null
+exit 0"#;
+
 /// A running private Redis.
 #[derive(Debug)]
 pub struct LocalRedis {
@@ -54,8 +63,27 @@ impl LocalRedis {
     }
 
     fn spawn(&mut self) -> Result<(), LocalRedisError> {
+        if Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_err()
+        {
+            return Err(LocalRedisError::NotInstalled);
+        }
         let log = self.dir.join("redis.log");
-        let child = Command::new("redis-server")
+        let pidfile = self.dir.join("redis.pid");
+        let _ = std::fs::remove_file(&pidfile);
+        // A watchdog shell runs the server and kills it when this process dies, even by
+        // SIGKILL, so no test or demo leaves a redis-server behind.
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(WATCHDOG)
+            .arg("restyle-redis")
+            .arg(std::process::id().to_string())
+            .arg(&pidfile)
+            .arg("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", ""])
             .args(["--appendonly", if self.appendonly { "yes" } else { "no" }])
@@ -68,11 +96,7 @@ impl LocalRedis {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => LocalRedisError::NotInstalled,
-                _ => LocalRedisError::Io(e),
-            })?;
+            .spawn()?;
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -87,6 +111,13 @@ impl LocalRedis {
         ))
     }
 
+    fn server_pid(&self) -> Option<String> {
+        std::fs::read_to_string(self.dir.join("redis.pid"))
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -95,17 +126,31 @@ impl LocalRedis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// Stops the server abruptly (SIGKILL); AOF data written so far survives.
+    /// Stops the server abruptly (SIGKILL); AOF data fsynced so far survives.
     pub fn kill(&mut self) {
+        self.signal("-KILL");
+    }
+
+    /// Stops the server cleanly (SIGTERM: Redis flushes its AOF and exits).
+    pub fn stop(&mut self) {
+        self.signal("-TERM");
+    }
+
+    fn signal(&mut self, sig: &str) {
+        if let Some(pid) = self.server_pid() {
+            let _ = Command::new("kill").args([sig, &pid]).status();
+        }
         if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+            let _ = c.wait(); // the watchdog exits once the server is gone
         }
     }
 
-    /// Starts it again on the same port and directory.
+    /// Starts it again on the same port and directory (after [`Self::stop`] or
+    /// [`Self::kill`]; a running server is stopped first).
     pub fn restart(&mut self) -> Result<(), LocalRedisError> {
-        self.kill();
+        if self.child.is_some() {
+            self.stop();
+        }
         self.spawn()
     }
 }

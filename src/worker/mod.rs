@@ -3,13 +3,14 @@
 
 pub mod stages;
 
-use crate::config::Settings;
+use crate::config::{Settings, WorkerSettings};
 use crate::model::{BatchShared, ProviderName, PAYLOAD_VERSION};
 use crate::queue::backend::{self, Claimed, Lease, LeaseTable};
 use crate::queue::{now_ms, Queue, QueueError};
 use crate::sink::jsonl::JsonlSink;
 use crate::upstream::Upstreams;
 use apalis::prelude::*;
+use futures::future::BoxFuture;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
@@ -124,13 +125,34 @@ pub async fn step(rt: &Runtime) -> Result<Stepped, QueueError> {
     Ok(Stepped::Processed)
 }
 
-async fn handle(job: Claimed, rt: Data<Arc<Runtime>>) -> Result<(), BoxDynError> {
+/// A stage handler: what a worker runs for each claimed job. The worker runs
+/// [`stages::run`]; tests and benchmarks plug in their own.
+#[derive(Clone)]
+pub struct Handler(Arc<HandlerFn>);
+
+type HandlerFn = dyn Fn(Claimed) -> BoxFuture<'static, ()> + Send + Sync + 'static;
+
+impl Handler {
+    pub fn new(f: impl Fn(Claimed) -> BoxFuture<'static, ()> + Send + Sync + 'static) -> Self {
+        Handler(Arc::new(f))
+    }
+
+    fn call(&self, job: Claimed) -> BoxFuture<'static, ()> {
+        (self.0)(job)
+    }
+}
+
+impl std::fmt::Debug for Handler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Handler")
+    }
+}
+
+async fn handle(job: Claimed, h: Data<Handler>) -> Result<(), BoxDynError> {
     use futures::FutureExt;
     // A panicking stage drops its lease unsettled, which hands the job back to the queue.
-    if let Err(panic) = std::panic::AssertUnwindSafe(stages::run(&rt, job))
-        .catch_unwind()
-        .await
-    {
+    let fut = h.call(job);
+    if let Err(panic) = std::panic::AssertUnwindSafe(fut).catch_unwind().await {
         let what = panic
             .downcast_ref::<&str>()
             .map(|s| s.to_string())
@@ -141,28 +163,53 @@ async fn handle(job: Claimed, rt: Data<Arc<Runtime>>) -> Result<(), BoxDynError>
     Ok(())
 }
 
-/// Runs a worker until `stop` is cancelled: claims stop, running stages get the grace
-/// period, and any stage still running after it is released back to the queue.
+/// Runs the restyle stages until `stop` is cancelled (see [`run_with`]).
 pub async fn run(rt: Arc<Runtime>, stop: CancellationToken) -> Result<(), QueueError> {
-    let concurrency = rt.settings.worker.concurrency;
-    let slots = Arc::new(Semaphore::new(concurrency));
-    let (backend, fetcher) = backend::start_fetcher(
+    let rt2 = rt.clone();
+    let handler = Handler::new(move |job| {
+        let rt = rt2.clone();
+        Box::pin(async move { stages::run(&rt, job).await })
+    });
+    run_with(
         rt.queue.clone(),
         rt.worker_id.clone(),
         rt.leases.clone(),
+        rt.settings.worker.clone(),
+        handler,
+        stop,
+    )
+    .await
+}
+
+/// Runs an apalis worker over the Redis backend until `stop` is cancelled: claims stop,
+/// running stages get the grace period, and any stage still running after it is
+/// released back to the queue.
+pub async fn run_with(
+    queue: Queue,
+    worker_id: String,
+    leases: Arc<LeaseTable>,
+    ws: WorkerSettings,
+    handler: Handler,
+    stop: CancellationToken,
+) -> Result<(), QueueError> {
+    let slots = Arc::new(Semaphore::new(ws.concurrency));
+    let (backend, fetcher) = backend::start_fetcher(
+        queue.clone(),
+        worker_id.clone(),
+        leases.clone(),
         slots,
         stop.clone(),
     );
     let upkeep_stop = CancellationToken::new();
     let upkeep = tokio::spawn(backend::maintain_leases(
-        rt.queue.clone(),
-        rt.leases.clone(),
+        queue.clone(),
+        leases.clone(),
         upkeep_stop.clone(),
     ));
-    tracing::info!(worker_id = %rt.worker_id, concurrency, "Worker started.");
-    let worker = WorkerBuilder::new(rt.worker_id.clone())
+    tracing::info!(worker_id = %worker_id, concurrency = ws.concurrency, "Worker started.");
+    let worker = WorkerBuilder::new(worker_id.clone())
         .backend(backend)
-        .data(rt.clone())
+        .data(handler)
         .build(handle);
     // On `stop` the fetcher stops claiming and apalis drains the running stages.
     let signal = stop.clone();
@@ -179,15 +226,12 @@ pub async fn run(rt: Arc<Runtime>, stop: CancellationToken) -> Result<(), QueueE
             if let Ok(Err(e)) = res { tracing::error!(error = %e, "Worker loop failed."); }
         }
         _ = stop.cancelled() => {
-            tracing::info!(in_flight = rt.leases.len(), grace_s = rt.settings.worker.shutdown_grace.as_secs(),
+            tracing::info!(in_flight = leases.len(), grace_s = ws.shutdown_grace.as_secs_f64(),
                 "Shutting down: no new claims; waiting for running stages.");
-            match tokio::time::timeout(rt.settings.worker.shutdown_grace, &mut running).await {
-                Ok(_) => {}
-                Err(_) => {
-                    tracing::warn!(in_flight = rt.leases.len(), "Grace period over; releasing running stages.");
-                    running.abort();
-                    let _ = running.await;
-                }
+            if tokio::time::timeout(ws.shutdown_grace, &mut running).await.is_err() {
+                tracing::warn!(in_flight = leases.len(), "Grace period over; releasing running stages.");
+                running.abort();
+                let _ = running.await;
             }
         }
     }
@@ -195,7 +239,7 @@ pub async fn run(rt: Arc<Runtime>, stop: CancellationToken) -> Result<(), QueueE
     upkeep_stop.cancel();
     let _ = upkeep.await;
     // Stages cut off by the grace period dropped their leases unsettled: hand them back.
-    let released = backend::release_abandoned(&rt.queue, &rt.leases).await?;
+    let released = backend::release_abandoned(&queue, &leases).await?;
     tracing::info!(released, "Worker stopped.");
     Ok(())
 }
