@@ -214,7 +214,7 @@ async fn a_full_worker_keeps_its_leases_alive() {
     stop.cancel();
     a.await.unwrap().unwrap();
     b.await.unwrap().unwrap();
-    let runs = runs.lock().unwrap();
+    let runs = runs.lock().unwrap().clone();
     assert_eq!(runs.len(), 6);
     assert!(
         runs.values().all(|&r| r == 1),
