@@ -6,7 +6,7 @@ use crate::batch::{self, BatchError, BatchFlags};
 use crate::config::{ConfigError, LoadOptions, Settings};
 use crate::queue::{Queue, QueueError, RetryMode};
 use crate::telemetry::LogFormat;
-use crate::{producer, sim, status, upstream, worker};
+use crate::{ops, producer, sim, status, upstream, worker};
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -67,6 +67,38 @@ pub enum Command {
     Status {
         batch_id: String,
         /// JSON for scripts; counts under `counts`, keyed by state.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a batch: pending jobs are never submitted; running ones are marked
+    /// cancelled and cancelled upstream where the provider can.
+    Cancel { batch_id: String },
+    /// Requeue a batch's failed, dead or timed-out jobs (succeeded ones are never touched).
+    ///
+    /// A requeued job is submitted again: a new paid generation.
+    Retry {
+        batch_id: String,
+        /// Which states to requeue (repeatable).
+        #[arg(long = "state", value_parser = ["failed", "dead", "timed_out", "cancelled"])]
+        states: Vec<String>,
+    },
+    /// Settle jobs whose submit outcome is unknown (`submit_unknown`).
+    ///
+    /// Without a flag it lists them. The provider may have accepted those POSTs: check its
+    /// dashboard or usage logs first.
+    Reconcile {
+        batch_id: String,
+        /// Submit them again, accepting that the provider may run (and bill) them twice.
+        #[arg(long, conflicts_with = "fail")]
+        resubmit: bool,
+        /// Mark them failed.
+        #[arg(long)]
+        fail: bool,
+    },
+    /// List dead jobs (retries used up, poisoned payloads) with their reasons.
+    Dead {
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
         #[arg(long)]
         json: bool,
     },
@@ -195,6 +227,68 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
             Ok(())
         }
+        Command::Cancel { batch_id } => {
+            let (settings, queue, info) = open_batch(&cli, batch_id).await?;
+            let ups = upstream::build_all(&settings).map_err(|e| CliError::Other(e.into()))?;
+            let r = ops::cancel(&queue, &ups, &info).await?;
+            eprintln!(
+                "cancelled {} jobs ({} cancelled upstream, {} left running upstream: the provider has no cancel)",
+                r.cancelled, r.cancelled_upstream, r.left_running_upstream
+            );
+            Ok(())
+        }
+        Command::Retry { batch_id, states } => {
+            let (_, queue, info) = open_batch(&cli, batch_id).await?;
+            let states: Vec<&str> = if states.is_empty() {
+                vec!["failed", "dead", "timed_out"]
+            } else {
+                states.iter().map(String::as_str).collect()
+            };
+            let n = ops::retry(&queue, &info, &states).await?;
+            eprintln!("requeued {n} jobs ({})", states.join(", "));
+            Ok(())
+        }
+        Command::Reconcile {
+            batch_id,
+            resubmit,
+            fail,
+        } => {
+            let (_, queue, info) = open_batch(&cli, batch_id).await?;
+            let how = match (resubmit, fail) {
+                (true, _) => ops::Reconcile::Resubmit,
+                (_, true) => ops::Reconcile::Fail,
+                _ => ops::Reconcile::List,
+            };
+            let ids = ops::reconcile(&queue, &info, how).await?;
+            for id in &ids {
+                println!("{id}");
+            }
+            let verb = match how {
+                ops::Reconcile::List => "submit outcome unknown (use --resubmit or --fail)",
+                ops::Reconcile::Resubmit => "requeued for a new submit",
+                ops::Reconcile::Fail => "marked failed",
+            };
+            eprintln!("{} jobs {verb}", ids.len());
+            Ok(())
+        }
+        Command::Dead { limit, json } => {
+            let settings = load_settings(&cli)?;
+            let queue =
+                Queue::connect(&settings.redis, &settings.queue, RetryMode::FailFast).await?;
+            let dead = ops::dead(&queue, *limit).await?;
+            if *json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&dead).expect("serializes")
+                );
+            } else {
+                for d in &dead {
+                    println!("{}\t{}", d.job_id, d.reason);
+                }
+                eprintln!("{} dead jobs shown", dead.len());
+            }
+            Ok(())
+        }
         Command::Sim {
             listen,
             time_scale,
@@ -219,6 +313,19 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             crate::demo::run(settings, batch, *time_scale).await
         }
     }
+}
+
+async fn open_batch(
+    cli: &Cli,
+    batch_id: &str,
+) -> Result<(Settings, Queue, crate::queue::BatchInfo), CliError> {
+    let settings = load_settings(cli)?;
+    let queue = Queue::connect(&settings.redis, &settings.queue, RetryMode::FailFast).await?;
+    let info = queue
+        .batch(batch_id)
+        .await?
+        .ok_or_else(|| CliError::NotFound(format!("no batch {batch_id}")))?;
+    Ok((settings, queue, info))
 }
 
 async fn enqueue(cli: &Cli, args: &EnqueueArgs) -> Result<(), CliError> {

@@ -24,6 +24,7 @@ pub mod config;
 pub mod demo;
 pub mod localredis;
 pub mod model;
+pub mod ops;
 pub mod producer;
 pub mod queue;
 pub mod shutdown;

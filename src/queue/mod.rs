@@ -548,4 +548,46 @@ impl Queue {
         })
         .await
     }
+
+    /// Moves the given jobs to `to` when their state is one of `from` (operator commands).
+    /// Returns the ids moved.
+    pub async fn admin_move(
+        &self,
+        ids: &[String],
+        from: &[&str],
+        to: &str,
+        reason: &str,
+    ) -> Result<Vec<String>, QueueError> {
+        let allowed = from.join(",");
+        let mut moved = Vec::new();
+        for chunk in ids.chunks(1000) {
+            let allowed = allowed.as_str();
+            let part: Vec<String> = self
+                .retry(|mut c| async move {
+                    let mut inv = self.scripts.admin_move.key(self.keys.ready());
+                    inv.arg(self.keys.prefix())
+                        .arg(now_ms())
+                        .arg(to)
+                        .arg(reason)
+                        .arg(allowed);
+                    for id in chunk {
+                        inv.arg(id);
+                    }
+                    inv.invoke_async(&mut c).await
+                })
+                .await?;
+            moved.extend(part);
+        }
+        Ok(moved)
+    }
+
+    /// The reason recorded for a dead id that has no job record (garbage pushed raw).
+    pub async fn orphan_reason(&self, id: &str) -> Result<Option<String>, QueueError> {
+        let key = self.keys.orphans();
+        self.retry(|mut c| {
+            let key = key.clone();
+            async move { c.hget::<_, _, Option<String>>(key, id).await }
+        })
+        .await
+    }
 }

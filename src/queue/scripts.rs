@@ -155,6 +155,61 @@ if #ids > 0 then redis.call('HINCRBY', p .. 'stats', 'lease_recoveries', #ids) e
 return #ids
 "#;
 
+/// Operator moves (cancel, retry, reconcile): jobs whose state is allowed go to `to`, with
+/// counters, queue structures and the done count kept right. A running stage loses its
+/// token, so its next transition finds the lease lost and stops.
+/// ARGV: prefix, now_ms, to_state, reason, allowed_from (comma list), job_id...
+/// Returns the ids moved.
+const ADMIN_MOVE: &str = r#"
+local p, now, to, reason = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local allowed = {}
+for s in string.gmatch(ARGV[5], '[^,]+') do allowed[s] = true end
+local moved = {}
+for i = 6, #ARGV do
+  local id = ARGV[i]
+  local jkey = p .. 'job:' .. id
+  local cur = redis.call('HMGET', jkey, 'state', 'batch')
+  local st = cur[1]
+  if st and allowed[st] and st ~= to then
+    redis.call('HSET', jkey, 'state', to, 'updated_at', now)
+    redis.call('HDEL', jkey, 'token', 'worker')
+    redis.call('ZREM', p .. 'leases', id)
+    redis.call('ZREM', p .. 'parked', id)
+    redis.call('HINCRBY', p .. 'stats', 'to:' .. to, 1)
+    local bkey = cur[2] and (p .. 'batch:' .. cur[2])
+    if bkey then
+      redis.call('HINCRBY', bkey, 'n:' .. st, -1)
+      redis.call('HINCRBY', bkey, 'n:' .. to, 1)
+    end
+    if to == 'queued' then
+      local last = redis.call('HGET', jkey, 'error')
+      if last then redis.call('HSET', jkey, 'last_error', last) end
+      redis.call('HDEL', jkey, 'upstream_id', 'submitted_at', 'polls', 'output_url', 'file',
+                 'sha256', 'bytes', 'finished_at', 'error')
+      redis.call('HSET', jkey, 'attempts', 0)
+      redis.call('ZREM', p .. 'dead', id)
+      redis.call('RPUSH', p .. 'ready', id)
+      if bkey and TERMINAL[st] then
+        redis.call('HINCRBY', bkey, 'done', -1)
+        redis.call('HDEL', bkey, 'finished_at')
+      end
+    else
+      redis.call('HSET', jkey, 'finished_at', now)
+      if reason ~= '' then redis.call('HSET', jkey, 'error', reason) end
+      if to == 'dead' then redis.call('ZADD', p .. 'dead', now, id) end
+      if bkey and not TERMINAL[st] then
+        local done = redis.call('HINCRBY', bkey, 'done', 1)
+        if done == tonumber(redis.call('HGET', bkey, 'total')) then
+          redis.call('HSET', bkey, 'finished_at', now)
+        end
+      end
+    end
+    moved[#moved + 1] = id
+  end
+end
+return moved
+"#;
+
 /// The compiled scripts (EVALSHA with a fallback to EVAL after a Redis restart).
 #[derive(Debug)]
 pub struct Scripts {
@@ -163,6 +218,7 @@ pub struct Scripts {
     pub renew: Script,
     pub transition: Script,
     pub sweep: Script,
+    pub admin_move: Script,
 }
 
 impl Scripts {
@@ -174,6 +230,7 @@ impl Scripts {
             renew: Script::new(RENEW),
             transition: Script::new(TRANSITION),
             sweep: Script::new(SWEEP),
+            admin_move: with_terminal(ADMIN_MOVE),
         }
     }
 }

@@ -8,7 +8,7 @@ use restyle::model::{ModelKind, ProviderName, ValidatedBatch};
 use restyle::queue::{BatchInfo, Queue, RetryMode};
 use restyle::sim::{self, Knobs, SimHandle};
 use restyle::worker::{self, Runtime, Stepped};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -75,13 +75,18 @@ pub fn fast_knobs() -> Knobs {
 
 impl TestApp {
     pub async fn new(knobs: Knobs) -> TestApp {
+        Self::with_redis(knobs, &redis_url()).await
+    }
+
+    /// A test world on a Redis of its own (crash and restart tests).
+    pub async fn with_redis(knobs: Knobs, url: &str) -> TestApp {
         init_logs();
         let sim = sim::spawn("127.0.0.1:0".parse().unwrap(), knobs)
             .await
             .expect("simulator starts");
         let out = tempfile::tempdir().expect("tempdir");
         let mut settings = Settings::builtin();
-        settings.redis.url = SecretString::from(redis_url());
+        settings.redis.url = SecretString::from(url.to_string());
         settings.redis.namespace = format!("t{}", uuid::Uuid::new_v4().simple());
         settings.point_provider_at(ProviderName::Aimlapi, &sim.base_url(), API_KEY);
         settings.set_poll(fast_poll());
@@ -188,7 +193,7 @@ impl TestApp {
         let p = self.settings.poll;
         c.current_dir(self.out.path())
             .env_remove("RUST_LOG")
-            .env("REDIS_URL", redis_url())
+            .env("REDIS_URL", self.settings.redis.url.expose_secret())
             .env("RESTYLE__REDIS__NAMESPACE", &self.settings.redis.namespace)
             .env("RESTYLE__PROVIDERS__AIMLAPI__BASE_URL", self.sim.base_url())
             .env("AIMLAPI_API_KEY", API_KEY)

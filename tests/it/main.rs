@@ -1,7 +1,9 @@
 //! Integration tests: real Redis, real HTTP to the simulator, real worker processes.
 
+mod crash;
 mod failures;
 mod helpers;
+mod operator;
 mod pipeline;
 mod queue_traps;
 mod secrets;

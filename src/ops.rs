@@ -1,0 +1,148 @@
+//! Operator commands on a batch: cancel, retry, reconcile ambiguous submits, list the
+//! dead set. Each is one atomic script call per chunk of jobs (see `queue::admin_move`).
+
+use crate::model::job_id;
+use crate::queue::{BatchInfo, Queue, QueueError};
+use crate::upstream::Upstreams;
+use serde::Serialize;
+
+/// States a job can be cancelled from (everything not terminal).
+pub const CANCELLABLE: &[&str] = &["queued", "submitting", "polling", "finishing"];
+/// States `retry` accepts.
+pub const RETRYABLE: &[&str] = &["failed", "dead", "timed_out", "cancelled"];
+
+/// Every job id of a batch.
+pub fn job_ids(info: &BatchInfo) -> Vec<String> {
+    (0..info.total as u32)
+        .map(|i| job_id(&info.batch_id, i))
+        .collect()
+}
+
+/// What `cancel` did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Cancelled {
+    pub cancelled: usize,
+    /// Jobs also cancelled upstream (only providers with a cancel call).
+    pub cancelled_upstream: usize,
+    /// Jobs with an upstream generation that the provider cannot cancel.
+    pub left_running_upstream: usize,
+}
+
+/// Cancels every job not yet terminal. Pending jobs are never submitted; running ones are
+/// marked cancelled (their stage stops at its next step) and cancelled upstream where the
+/// provider can.
+pub async fn cancel(
+    queue: &Queue,
+    ups: &Upstreams,
+    info: &BatchInfo,
+) -> Result<Cancelled, QueueError> {
+    let moved = queue
+        .admin_move(
+            &job_ids(info),
+            CANCELLABLE,
+            "cancelled",
+            "cancelled by operator",
+        )
+        .await?;
+    let mut out = Cancelled {
+        cancelled: moved.len(),
+        ..Cancelled::default()
+    };
+    for rec in queue.jobs(&moved).await? {
+        let Some(upstream_id) = rec.get("upstream_id") else {
+            continue;
+        };
+        let provider = rec
+            .get("provider")
+            .and_then(crate::model::ProviderName::parse);
+        match provider.and_then(|p| ups.get(&p)) {
+            Some(up) => match up.cancel(upstream_id).await {
+                Ok(true) => out.cancelled_upstream += 1,
+                Ok(false) => out.left_running_upstream += 1,
+                Err(e) => {
+                    tracing::warn!(job_id = %rec.job_id, error = %e, "Upstream cancel failed.");
+                    out.left_running_upstream += 1;
+                }
+            },
+            None => out.left_running_upstream += 1,
+        }
+    }
+    Ok(out)
+}
+
+/// Requeues the batch's jobs in the given states (never touching succeeded ones).
+pub async fn retry(queue: &Queue, info: &BatchInfo, states: &[&str]) -> Result<usize, QueueError> {
+    Ok(queue
+        .admin_move(&job_ids(info), states, "queued", "")
+        .await?
+        .len())
+}
+
+/// How to settle jobs whose submit outcome is unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reconcile {
+    /// Only list them.
+    List,
+    /// Submit again: the operator accepts that the provider may run (and bill) it twice.
+    Resubmit,
+    /// Mark them failed.
+    Fail,
+}
+
+/// Lists or settles the batch's `submit_unknown` jobs; returns their ids.
+pub async fn reconcile(
+    queue: &Queue,
+    info: &BatchInfo,
+    how: Reconcile,
+) -> Result<Vec<String>, QueueError> {
+    let unknown: Vec<String> = queue
+        .jobs(&job_ids(info))
+        .await?
+        .into_iter()
+        .filter(|r| r.state() == "submit_unknown")
+        .map(|r| r.job_id)
+        .collect();
+    match how {
+        Reconcile::List => Ok(unknown),
+        Reconcile::Resubmit => {
+            queue
+                .admin_move(&unknown, &["submit_unknown"], "queued", "")
+                .await
+        }
+        Reconcile::Fail => {
+            queue
+                .admin_move(
+                    &unknown,
+                    &["submit_unknown"],
+                    "failed",
+                    "submit outcome unknown; marked failed by reconcile --fail",
+                )
+                .await
+        }
+    }
+}
+
+/// One entry of the dead set.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadJob {
+    pub job_id: String,
+    pub died_at: u64,
+    pub reason: String,
+}
+
+/// The newest `limit` dead jobs with their reasons.
+pub async fn dead(queue: &Queue, limit: usize) -> Result<Vec<DeadJob>, QueueError> {
+    let mut out = Vec::new();
+    for (id, at) in queue.dead(limit).await? {
+        let reason = match queue.job(&id).await? {
+            Some(rec) => rec.get("error").unwrap_or("").to_string(),
+            None => queue.orphan_reason(&id).await?.unwrap_or_default(),
+        };
+        out.push(DeadJob {
+            job_id: id,
+            died_at: at,
+            reason,
+        });
+    }
+    Ok(out)
+}
