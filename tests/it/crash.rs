@@ -95,7 +95,7 @@ async fn chaos_kill_9_workers_until_the_batch_ends() {
             kills += 1;
             next_kill_at = info.done + n as u64 / 20;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        poll_interval().await;
     }
     drop(workers);
     let lines = assert_nothing_lost(&app, "chaos", n).await;
@@ -142,7 +142,7 @@ async fn redis_restart_mid_batch_loses_nothing_and_no_worker_restarts() {
     let end = Instant::now() + Duration::from_secs(60);
     while app.info("rr").await.done < 10 {
         assert!(Instant::now() < end, "batch made no progress");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        poll_interval().await;
     }
     redis.stop(); // SIGTERM: Redis flushes its AOF
                   // While Redis is down, the workers stay up, retrying.
@@ -156,7 +156,7 @@ async fn redis_restart_mid_batch_loses_nothing_and_no_worker_restarts() {
             w2.child.try_wait().unwrap().is_none(),
             "worker 2 died with Redis down"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        poll_interval().await;
     }
     redis.restart().unwrap();
     let info = app.wait_finished("rr", Duration::from_secs(120)).await;
@@ -189,7 +189,7 @@ async fn sigterm_exits_zero_within_grace_and_another_worker_finishes() {
     let end = Instant::now() + Duration::from_secs(60);
     while app.info("term").await.done < 5 {
         assert!(Instant::now() < end, "no progress");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        poll_interval().await;
     }
     let asked = Instant::now();
     let status = w1.terminate();

@@ -44,6 +44,11 @@ pub fn init_logs() {
     }
 }
 
+/// The pause between two checks of a condition that a loop awaits with a deadline.
+pub async fn poll_interval() {
+    tokio::time::sleep(Duration::from_millis(20)).await;
+}
+
 /// One test's world: namespace, output dir, simulator, settings pointing at both.
 #[derive(Debug)]
 pub struct TestApp {
@@ -163,7 +168,7 @@ impl TestApp {
                         info.counts
                     );
                     // Parked jobs fall due on the clock; look again shortly.
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    poll_interval().await;
                 }
             }
         }
@@ -182,7 +187,7 @@ impl TestApp {
                 "batch {batch_id} not finished in {deadline:?}: {:?}",
                 info.counts
             );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            poll_interval().await;
         }
     }
 

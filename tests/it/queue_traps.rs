@@ -177,7 +177,7 @@ async fn a_full_worker_keeps_its_leases_alive() {
     let end = Instant::now() + Duration::from_secs(10);
     while table_a.len() < 4 {
         assert!(Instant::now() < end, "worker A never filled its slots");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        poll_interval().await;
     }
     let t0 = restyle::queue::now_ms();
     let held: Vec<String> = table_a.held().into_iter().map(|(id, _)| id).collect();
@@ -198,7 +198,7 @@ async fn a_full_worker_keeps_its_leases_alive() {
             break;
         }
         assert!(Instant::now() < end, "leases were not renewed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        poll_interval().await;
     }
     gate.notify_waiters();
     // Let every remaining stage through as it arrives.
@@ -209,7 +209,7 @@ async fn a_full_worker_keeps_its_leases_alive() {
             break;
         }
         assert!(Instant::now() < end, "batch did not finish");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        poll_interval().await;
     }
     stop.cancel();
     a.await.unwrap().unwrap();
@@ -262,7 +262,7 @@ async fn shutdown_with_fifty_stages_running_finishes_or_requeues_them() {
             "stages did not all start: {}",
             table.len()
         );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        poll_interval().await;
     }
     stop.cancel();
     gate.notify_waiters(); // even stages finish within the grace period; odd ones never do

@@ -58,7 +58,7 @@ async fn api_key_appears_in_no_log_record_result_or_error() {
     let end = Instant::now() + Duration::from_secs(30);
     while app.queue.provider_pause("aimlapi").await.unwrap().is_none() {
         assert!(Instant::now() < end, "no pause recorded after a 401");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        poll_interval().await;
     }
     assert!(w.terminate().success());
 
