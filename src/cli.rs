@@ -95,6 +95,12 @@ pub enum Command {
         #[arg(long)]
         fail: bool,
     },
+    /// Lift a provider's account pause (after a 401 or out-of-credits) for every worker;
+    /// the jobs that waited for it go back to the queue at once.
+    Resume {
+        /// Provider name, e.g. aimlapi.
+        provider: String,
+    },
     /// List dead jobs (retries used up, poisoned payloads) with their reasons.
     Dead {
         #[arg(long, default_value_t = 100)]
@@ -112,6 +118,12 @@ pub enum Command {
         /// JSON file of knobs (failure rates, latency, keys); see `GET /sim/knobs`.
         #[arg(long)]
         knobs: Option<PathBuf>,
+        /// Requests per second allowed per API key (429 beyond), as the provider does.
+        #[arg(long)]
+        rate_limit: Option<f64>,
+        /// Generations in flight allowed per API key (429 beyond).
+        #[arg(long)]
+        max_in_flight: Option<u32>,
     },
     /// Run the whole pipeline on this machine: private Redis, simulator, workers, results.
     Demo {
@@ -219,7 +231,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 .batch(batch_id)
                 .await?
                 .ok_or_else(|| CliError::NotFound(format!("no batch {batch_id}")))?;
-            let s = status::gather(&queue, info).await?;
+            let s = status::gather(&queue, &settings, info).await?;
             if *json {
                 status::print_json(&s);
             } else {
@@ -271,6 +283,16 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             eprintln!("{} jobs {verb}", ids.len());
             Ok(())
         }
+        Command::Resume { provider } => {
+            let p = crate::model::ProviderName::parse(provider)
+                .ok_or_else(|| CliError::Usage(format!("unknown provider {provider:?}")))?;
+            let settings = load_settings(&cli)?;
+            let queue =
+                Queue::connect(&settings.redis, &settings.queue, RetryMode::FailFast).await?;
+            let n = queue.resume_provider(p.as_str()).await?;
+            eprintln!("provider {p} resumed; {n} waiting jobs back in the queue");
+            Ok(())
+        }
         Command::Dead { limit, json } => {
             let settings = load_settings(&cli)?;
             let queue =
@@ -293,6 +315,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             listen,
             time_scale,
             knobs,
+            rate_limit,
+            max_in_flight,
         } => {
             let mut k = match knobs {
                 Some(path) => {
@@ -304,6 +328,13 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 None => sim::Knobs::default(),
             };
             k.time_scale = *time_scale;
+            if rate_limit.is_some() {
+                k.rate_limit = *rate_limit;
+            }
+            if max_in_flight.is_some() {
+                k.max_in_flight = *max_in_flight;
+            }
+            k.check().map_err(CliError::Usage)?;
             sim::serve(*listen, k)
                 .await
                 .map_err(|e| CliError::Other(anyhow::anyhow!("simulator on {listen}: {e}")))

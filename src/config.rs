@@ -129,6 +129,37 @@ struct RawProvider {
     request_timeout: Duration,
     #[serde(default)]
     poll: RawPollOverride,
+    /// Requests per second for the whole account, every worker together; 0 = no limit.
+    #[serde(default)]
+    rate_limit: f64,
+    /// Requests that may go at once after a quiet spell.
+    #[serde(default = "one")]
+    rate_burst: u32,
+    /// Which calls the provider counts against the rate: "submit", "poll".
+    #[serde(default = "all_calls")]
+    rate_counts: Vec<String>,
+    /// Generations in flight for the account (submit until terminal); 0 = no cap.
+    #[serde(default)]
+    max_in_flight: u32,
+    /// false: only the per-process limiter (each process alone gets the full rate).
+    #[serde(default = "yes")]
+    global_limiter: bool,
+    /// Fleet-wide pause after a 429 without Retry-After.
+    #[serde(default = "five_s", with = "humantime_serde")]
+    cooldown: Duration,
+}
+
+fn one() -> u32 {
+    1
+}
+fn yes() -> bool {
+    true
+}
+fn five_s() -> Duration {
+    Duration::from_secs(5)
+}
+fn all_calls() -> Vec<String> {
+    vec!["submit".into(), "poll".into()]
 }
 
 /// Validated settings for every command.
@@ -224,6 +255,23 @@ pub struct ProviderSettings {
     pub api_key: Option<SecretString>,
     pub request_timeout: Duration,
     pub poll: PollSettings,
+    pub limits: ProviderLimits,
+}
+
+/// Admission limits for one provider account, shared by every worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderLimits {
+    /// Requests per second; 0 = no limit.
+    pub rate_limit: f64,
+    pub rate_burst: u32,
+    pub count_submit: bool,
+    pub count_poll: bool,
+    /// Generations in flight; 0 = no cap.
+    pub max_in_flight: u32,
+    /// Enforce the rate in Redis for the whole fleet (false: per process only).
+    pub global: bool,
+    /// Fleet-wide pause after a 429 that carries no Retry-After.
+    pub cooldown: Duration,
 }
 
 /// Where settings come from, for [`Settings::load`].
@@ -265,7 +313,10 @@ impl Settings {
         b = b.add_source(
             config::Environment::with_prefix("RESTYLE")
                 .prefix_separator("__")
-                .separator("__"),
+                .separator("__")
+                .list_separator(",")
+                .with_list_parse_key("providers.aimlapi.rate_counts")
+                .try_parsing(true),
         );
         if let Ok(url) = std::env::var("REDIS_URL") {
             b = b
@@ -379,6 +430,33 @@ impl Raw {
             let base_url = url::Url::parse(&p.base_url)
                 .map_err(|e| invalid(&format!("providers.{name}.base_url"), e.to_string()))?;
             let api_key = p.api_key.filter(|k| !k.expose_secret().is_empty());
+            let key = |k: &str| format!("providers.{name}.{k}");
+            if !(p.rate_limit >= 0.0 && p.rate_limit.is_finite()) {
+                return Err(invalid(
+                    &key("rate_limit"),
+                    "must be a number ≥ 0 (0 = no limit)",
+                ));
+            }
+            if p.rate_burst == 0 {
+                return Err(invalid(&key("rate_burst"), "must be at least 1"));
+            }
+            for c in &p.rate_counts {
+                if c != "submit" && c != "poll" {
+                    return Err(invalid(
+                        &key("rate_counts"),
+                        format!("unknown call {c:?} (known: submit, poll)"),
+                    ));
+                }
+            }
+            let limits = ProviderLimits {
+                rate_limit: p.rate_limit,
+                rate_burst: p.rate_burst,
+                count_submit: p.rate_counts.iter().any(|c| c == "submit"),
+                count_poll: p.rate_counts.iter().any(|c| c == "poll"),
+                max_in_flight: p.max_in_flight,
+                global: p.global_limiter,
+                cooldown: positive(&key("cooldown"), p.cooldown)?,
+            };
             providers.insert(
                 pn,
                 ProviderSettings {
@@ -393,6 +471,7 @@ impl Raw {
                         max_interval: p.poll.max_interval.unwrap_or(poll.max_interval),
                         deadline: p.poll.deadline.unwrap_or(poll.deadline),
                     },
+                    limits,
                 },
             );
         }

@@ -94,7 +94,7 @@ pub async fn run(
     for w in workers {
         let _ = w.await;
     }
-    let st = status::gather(&queue, info).await?;
+    let st = status::gather(&queue, &settings, info).await?;
     let sims = simh.stats();
     simh.shutdown();
     println!();

@@ -10,6 +10,7 @@
 //! - [`queue`]: the apalis `Backend` on Redis; owns every Redis key and Lua script
 //!   (job records, batch counters, leases, parked jobs, the dead set).
 //! - [`worker`]: the stages submit → poll → finish, the run loop and a single-step entry.
+//! - [`admission`]: fleet-wide request rate, 429 cool-down and in-flight cap per provider.
 //! - [`upstream`]: the provider trait, error classes, the poll schedule; one file per provider.
 //! - [`sink`]: results: JSONL file and downloaded outputs.
 //! - [`sim`]: the simulator, a real HTTP peer speaking each provider's protocol.
@@ -18,6 +19,7 @@
 //!
 //! The durable truth about a job is its record in Redis, never an in-flight task.
 
+pub mod admission;
 pub mod batch;
 pub mod cli;
 pub mod config;

@@ -2,6 +2,7 @@
 //! scripts (JSON). Everything else hands it data.
 #![allow(clippy::print_stdout)]
 
+use crate::config::Settings;
 use crate::queue::{BatchInfo, JobRecord, ProviderPause, Queue, QueueError, STATES};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -25,10 +26,32 @@ pub struct BatchStatus {
     pub counts: BTreeMap<String, u64>,
     pub failures: Vec<Failure>,
     pub paused_providers: BTreeMap<String, ProviderPause>,
+    /// Admission state of every provider (shared by all batches of the namespace).
+    pub providers: BTreeMap<String, ProviderStatus>,
+}
+
+/// One provider's admission state: in flight against its cap, rate, cool-down, pause.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProviderStatus {
+    pub in_flight: u64,
+    /// 0 = no cap.
+    pub max_in_flight: u32,
+    pub waiting_for_slot: u64,
+    pub waiting_for_resume: u64,
+    pub rate_last_second: u64,
+    /// Requests per second allowed (0 = no limit).
+    pub rate_limit: f64,
+    pub cooldown_ms: u64,
+    /// The provider's message when the account is paused.
+    pub paused: Option<String>,
 }
 
 /// Gathers a batch's status: counters from the batch hash, reasons from the records.
-pub async fn gather(queue: &Queue, info: BatchInfo) -> Result<BatchStatus, QueueError> {
+pub async fn gather(
+    queue: &Queue,
+    settings: &Settings,
+    info: BatchInfo,
+) -> Result<BatchStatus, QueueError> {
     let bad = ["failed", "timed_out", "dead", "submit_unknown", "cancelled"];
     let mut failures = Vec::new();
     if bad
@@ -45,12 +68,30 @@ pub async fn gather(queue: &Queue, info: BatchInfo) -> Result<BatchStatus, Queue
         }
     }
     let mut paused_providers = BTreeMap::new();
+    let mut providers = BTreeMap::new();
     for p in crate::model::ProviderName::ALL {
-        if let Some(pause) = queue.provider_pause(p.as_str()).await? {
-            if pause.until > crate::queue::now_ms() {
-                paused_providers.insert(p.to_string(), pause);
-            }
+        let pause = queue
+            .provider_pause(p.as_str())
+            .await?
+            .filter(|pause| pause.until > crate::queue::now_ms());
+        if let Some(pause) = &pause {
+            paused_providers.insert(p.to_string(), pause.clone());
         }
+        let v = queue.provider_view(p.as_str()).await?;
+        let limits = &settings.provider(*p).limits;
+        providers.insert(
+            p.to_string(),
+            ProviderStatus {
+                in_flight: v.in_flight,
+                max_in_flight: limits.max_in_flight,
+                waiting_for_slot: v.waiting_for_slot,
+                waiting_for_resume: v.waiting_for_resume,
+                rate_last_second: v.rate_last_second,
+                rate_limit: limits.rate_limit,
+                cooldown_ms: v.cooldown_ms,
+                paused: pause.map(|p| p.message),
+            },
+        );
     }
     Ok(BatchStatus {
         batch_id: info.batch_id.clone(),
@@ -60,6 +101,7 @@ pub async fn gather(queue: &Queue, info: BatchInfo) -> Result<BatchStatus, Queue
         counts: info.counts.clone(),
         failures,
         paused_providers,
+        providers,
     })
 }
 
@@ -86,8 +128,31 @@ pub fn print_table(s: &BatchStatus) {
             println!("  {state:<15} {n:>7}");
         }
     }
-    for (p, pause) in &s.paused_providers {
-        println!("  provider {p} PAUSED: {}", pause.message);
+    for (name, p) in &s.providers {
+        let cap = if p.max_in_flight == 0 {
+            "no cap".to_string()
+        } else {
+            p.max_in_flight.to_string()
+        };
+        let rate = if p.rate_limit > 0.0 {
+            format!("{}/{} req/s", p.rate_last_second, p.rate_limit)
+        } else {
+            format!("{} req/s", p.rate_last_second)
+        };
+        println!(
+            "provider {name}: in flight {}/{cap} (waiting {}), {rate}",
+            p.in_flight, p.waiting_for_slot
+        );
+        if p.cooldown_ms > 0 {
+            println!("  cooling down after 429: {} ms left", p.cooldown_ms);
+        }
+        if let Some(msg) = &p.paused {
+            println!(
+                "  PAUSED (account error, {} jobs waiting): {msg}",
+                p.waiting_for_resume
+            );
+            println!("  fix the account, then: restyle resume {name}");
+        }
     }
     if !s.failures.is_empty() {
         println!("failures:");

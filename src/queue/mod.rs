@@ -123,7 +123,7 @@ pub struct ProviderPause {
 }
 
 /// How a transition leaves the job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum After {
     /// Keep the lease (the stage goes on) and extend it.
     Keep,
@@ -133,6 +133,40 @@ pub enum After {
     Release,
     /// Terminal.
     Done,
+    /// Onto a wait list until woken (a freed slot, a resumed provider), with a safety-net
+    /// park until the given time (ms).
+    Wait(WaitList, u64),
+}
+
+/// Lists jobs wait on, per provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaitList {
+    /// Waiting for an in-flight slot; woken when one frees.
+    Slot(String),
+    /// Waiting for an account pause to end; woken by `resume`.
+    Pause(String),
+}
+
+/// The provider slot a transition maintains (see the TRANSITION script).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotCtx {
+    pub provider: String,
+    /// The provider's in-flight cap (0 = none), to wake a waiter at once if under it.
+    pub cap: u32,
+    /// How long past the job's next due time its slot stays valid untouched.
+    pub ttl_ms: u64,
+}
+
+/// A provider's admission state, for `status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ProviderView {
+    pub in_flight: u64,
+    pub waiting_for_slot: u64,
+    pub waiting_for_resume: u64,
+    /// Requests admitted in the last full second.
+    pub rate_last_second: u64,
+    /// Milliseconds of fleet-wide cool-down left.
+    pub cooldown_ms: u64,
 }
 
 /// What a transition did.
@@ -385,12 +419,41 @@ impl Queue {
         after: After,
         fields: &[(&str, String)],
     ) -> Result<Transitioned, QueueError> {
-        let (mode, at) = match after {
+        self.transition_with(job_id, token, nonce, new_state, after, fields, None)
+            .await
+    }
+
+    /// [`Queue::transition`] that also keeps the job's provider slot right.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn transition_with(
+        &self,
+        job_id: &str,
+        token: &str,
+        nonce: &str,
+        new_state: &str,
+        after: After,
+        fields: &[(&str, String)],
+        slot: Option<&SlotCtx>,
+    ) -> Result<Transitioned, QueueError> {
+        let mut list = String::new();
+        let (mode, at) = match &after {
             After::Keep => ("keep", now_ms() + self.settings.lease.as_millis() as u64),
-            After::ParkUntil(t) => ("park", t),
+            After::ParkUntil(t) => ("park", *t),
             After::Release => ("release", 0),
             After::Done => ("done", 0),
+            After::Wait(w, t) => {
+                list = match w {
+                    WaitList::Slot(p) => format!("waiting:{p}"),
+                    WaitList::Pause(p) => format!("paused:{p}"),
+                };
+                ("wait", *t)
+            }
         };
+        let (prov, cap, ttl) = match slot {
+            Some(s) => (s.provider.as_str(), s.cap, s.ttl_ms),
+            None => ("", 0, 0),
+        };
+        let list = list.as_str();
         let reply: (String, redis::Value) = self
             .retry(|mut c| async move {
                 let mut inv = self.scripts.transition.key(self.keys.ready());
@@ -401,7 +464,11 @@ impl Queue {
                     .arg(new_state)
                     .arg(mode)
                     .arg(at)
-                    .arg(now_ms());
+                    .arg(now_ms())
+                    .arg(prov)
+                    .arg(cap)
+                    .arg(ttl)
+                    .arg(list);
                 for (k, v) in fields {
                     inv.arg(*k).arg(v.as_str());
                 }
@@ -415,6 +482,120 @@ impl Queue {
             (_, v) => Transitioned::Lost {
                 state: redis::from_redis_value::<String>(v).unwrap_or_default(),
             },
+        })
+    }
+
+    /// Asks the fleet-wide limiter for one request: 0 = go now, else ms to wait.
+    /// `interval_ms` = 1000 / rate (0 = no rate limit), `tolerance_ms` = (burst − 1) × interval.
+    pub async fn admit(
+        &self,
+        provider: &str,
+        interval_ms: f64,
+        tolerance_ms: f64,
+    ) -> Result<u64, QueueError> {
+        self.retry(|mut c| async move {
+            self.scripts
+                .admit
+                .key(self.keys.ready())
+                .arg(self.keys.prefix())
+                .arg(provider)
+                .arg(interval_ms)
+                .arg(tolerance_ms)
+                .invoke_async(&mut c)
+                .await
+        })
+        .await
+    }
+
+    /// Pauses every request to the provider for `ms` (extends, never shortens).
+    /// Returns the end of the cool-down (Redis clock, ms).
+    pub async fn cooldown(&self, provider: &str, ms: u64) -> Result<u64, QueueError> {
+        self.retry(|mut c| async move {
+            self.scripts
+                .cooldown
+                .key(self.keys.ready())
+                .arg(self.keys.prefix())
+                .arg(provider)
+                .arg(ms)
+                .invoke_async(&mut c)
+                .await
+        })
+        .await
+    }
+
+    /// Takes or refreshes the job's in-flight slot; false when the provider is full.
+    pub async fn slot(
+        &self,
+        provider: &str,
+        job_id: &str,
+        cap: u32,
+        ttl_ms: u64,
+    ) -> Result<bool, QueueError> {
+        let held: i64 = self
+            .retry(|mut c| async move {
+                self.scripts
+                    .slot
+                    .key(self.keys.ready())
+                    .arg(self.keys.prefix())
+                    .arg(provider)
+                    .arg(job_id)
+                    .arg(cap)
+                    .arg(ttl_ms)
+                    .arg(now_ms())
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(held == 1)
+    }
+
+    /// Lifts a provider's account pause; returns how many waiting jobs were woken.
+    pub async fn resume_provider(&self, provider: &str) -> Result<u64, QueueError> {
+        self.retry(|mut c| async move {
+            self.scripts
+                .resume
+                .key(self.keys.ready())
+                .arg(self.keys.prefix())
+                .arg(provider)
+                .invoke_async(&mut c)
+                .await
+        })
+        .await
+    }
+
+    /// A provider's admission state (in flight, waiters, rate, cool-down).
+    pub async fn provider_view(&self, provider: &str) -> Result<ProviderView, QueueError> {
+        let p = self.keys.prefix().to_string();
+        let (in_flight, waiting, paused, cooldown, time): (u64, u64, u64, Option<u64>, (u64, u64)) =
+            self.retry(|mut c| {
+                let p = p.clone();
+                async move {
+                    redis::pipe()
+                        .zcount(format!("{p}slots:{provider}"), now_ms(), "+inf")
+                        .llen(format!("{p}waiting:{provider}"))
+                        .llen(format!("{p}paused:{provider}"))
+                        .get(format!("{p}cooldown:{provider}"))
+                        .cmd("TIME")
+                        .query_async(&mut c)
+                        .await
+                }
+            })
+            .await?;
+        let now = time.0 * 1000 + time.1 / 1000;
+        let last_sec = now / 1000 - 1;
+        let key = format!("{p}rate:{provider}:{last_sec}");
+        let rate: Option<u64> = self
+            .retry(|mut c| {
+                let key = key.clone();
+                async move { c.get(key).await }
+            })
+            .await?;
+        Ok(ProviderView {
+            in_flight,
+            waiting_for_slot: waiting,
+            waiting_for_resume: paused,
+            rate_last_second: rate.unwrap_or(0),
+            cooldown_ms: cooldown.map_or(0, |c| c.saturating_sub(now)),
         })
     }
 

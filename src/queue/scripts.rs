@@ -10,6 +10,19 @@ local TERMINAL = {succeeded=true, failed=true, timed_out=true, dead=true, cancel
                   submit_unknown=true}
 "#;
 
+/// Shared Lua: states that hold a provider slot, and waking jobs that wait for one.
+const SLOTS_LUA: &str = r#"
+local HOLD = {submitting=true, polling=true, finishing=true}
+local function wake(p, prov, n)
+  for _ = 1, n do
+    local w = redis.call('LPOP', p .. 'waiting:' .. prov)
+    if not w then return end
+    redis.call('ZREM', p .. 'parked', w)
+    redis.call('RPUSH', p .. 'ready', w)
+  end
+end
+"#;
+
 /// Creates the batch (once) and its jobs (only those that do not exist yet).
 /// ARGV: prefix, batch_id, spec_json, total, now_ms, digest, [job_id, payload]...
 /// Returns the number of jobs added, or -1 when the batch exists with another digest.
@@ -86,15 +99,19 @@ return lost
 "#;
 
 /// Moves a job to a new state under its lease token, with the record fields, the batch
-/// counters and the queue structures in one step.
-/// ARGV: prefix, job_id, token, nonce, new_state, mode, at_ms, now_ms, [field, value]...
-/// An empty new_state keeps the current state.
+/// counters, the queue structures and the provider's in-flight slot in one step.
+/// ARGV: prefix, job_id, token, nonce, new_state, mode, at_ms, now_ms, provider, cap,
+/// slot_ttl_ms, wait_list, [field, value]...
 /// mode: keep (hold the lease until at_ms) | park (parked until at_ms) | release (back to
-/// ready) | done (terminal). An empty value deletes the field.
+/// ready) | done (terminal) | wait (onto `wait_list`, with a parked safety net at at_ms).
+/// An empty new_state keeps the current state; an empty value deletes the field.
+/// A job holds a slot of its provider while submitting, polling or finishing; any other
+/// state frees it and wakes one job waiting for a slot.
 /// Returns {'ok', batch_finished} or {'lost', current_state}. A replay of the same nonce
 /// (a retried call whose reply was lost) returns 'ok' again.
 const TRANSITION: &str = r#"
 local p, id, new, mode = ARGV[1], ARGV[2], ARGV[5], ARGV[6]
+local now, prov = tonumber(ARGV[8]), ARGV[9]
 local jkey = p .. 'job:' .. id
 local cur = redis.call('HMGET', jkey, 'token', 'state', 'batch', 'last_tx')
 if cur[1] ~= ARGV[3] then
@@ -110,11 +127,21 @@ if new ~= '' and cur[2] ~= new then
   end
   redis.call('HINCRBY', p .. 'stats', 'to:' .. new, 1)
 end
-for i = 9, #ARGV, 2 do
+for i = 13, #ARGV, 2 do
   if ARGV[i + 1] == '' then redis.call('HDEL', jkey, ARGV[i])
   else redis.call('HSET', jkey, ARGV[i], ARGV[i + 1]) end
 end
-redis.call('HSET', jkey, 'last_tx', ARGV[4], 'updated_at', ARGV[8])
+redis.call('HSET', jkey, 'last_tx', ARGV[4], 'updated_at', now)
+local final = (new ~= '' and new) or cur[2]
+if prov ~= '' then
+  local skey = p .. 'slots:' .. prov
+  if HOLD[final] and mode ~= 'done' then
+    local base = math.max(tonumber(ARGV[7]), now)
+    redis.call('ZADD', skey, base + tonumber(ARGV[11]), id)
+  elseif redis.call('ZREM', skey, id) == 1 then
+    wake(p, prov, 1)
+  end
+end
 if mode == 'keep' then
   redis.call('ZADD', p .. 'leases', ARGV[7], id)
   return {'ok', 0}
@@ -125,13 +152,21 @@ if mode == 'park' then
   redis.call('ZADD', p .. 'parked', ARGV[7], id)
 elseif mode == 'release' then
   redis.call('RPUSH', p .. 'ready', id)
+elseif mode == 'wait' then
+  redis.call('ZADD', p .. 'parked', ARGV[7], id)
+  redis.call('RPUSH', p .. ARGV[12], id)
+  local cap = tonumber(ARGV[10])
+  if ARGV[12] == 'waiting:' .. prov and
+     (cap == 0 or redis.call('ZCARD', p .. 'slots:' .. prov) < cap) then
+    wake(p, prov, 1)   -- a slot freed meanwhile: no missed wake-up
+  end
 elseif mode == 'done' then
-  redis.call('HSET', jkey, 'finished_at', ARGV[8])
-  if new == 'dead' then redis.call('ZADD', p .. 'dead', ARGV[8], id) end
+  redis.call('HSET', jkey, 'finished_at', now)
+  if new == 'dead' then redis.call('ZADD', p .. 'dead', now, id) end
   if bkey then
     local done = redis.call('HINCRBY', bkey, 'done', 1)
     if done == tonumber(redis.call('HGET', bkey, 'total')) then
-      redis.call('HSET', bkey, 'finished_at', ARGV[8])
+      redis.call('HSET', bkey, 'finished_at', now)
       return {'ok', 1}
     end
   end
@@ -171,6 +206,10 @@ for i = 6, #ARGV do
   local cur = redis.call('HMGET', jkey, 'state', 'batch')
   local st = cur[1]
   if st and allowed[st] and st ~= to then
+    local prov = redis.call('HGET', jkey, 'provider')
+    if prov and not HOLD[to] and redis.call('ZREM', p .. 'slots:' .. prov, id) == 1 then
+      wake(p, prov, 1)
+    end
     redis.call('HSET', jkey, 'state', to, 'updated_at', now)
     redis.call('HDEL', jkey, 'token', 'worker')
     redis.call('ZREM', p .. 'leases', id)
@@ -210,6 +249,84 @@ end
 return moved
 "#;
 
+/// Request admission for a provider account: the fleet-wide cool-down, then GCRA on the
+/// Redis clock. ARGV: prefix, provider, emission_interval_ms, tolerance_ms (0 interval =
+/// no rate limit). Returns 0 to go now, else the milliseconds to wait.
+const ADMIT: &str = r#"
+local p, prov = ARGV[1], ARGV[2]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local cd = tonumber(redis.call('GET', p .. 'cooldown:' .. prov) or '0')
+if cd > now then return cd - now end
+local T, tau = tonumber(ARGV[3]), tonumber(ARGV[4])
+if T > 0 then
+  local key = p .. 'gcra:' .. prov
+  local tat = tonumber(redis.call('GET', key) or '0')
+  if tat < now then tat = now end
+  if tat - tau > now then return math.ceil(tat - tau - now) end
+  local nxt = tat + T
+  redis.call('SET', key, string.format('%.3f', nxt), 'PX', math.ceil(nxt - now + tau) + 1000)
+end
+local ck = p .. 'rate:' .. prov .. ':' .. math.floor(now / 1000)
+redis.call('INCR', ck)
+redis.call('PEXPIRE', ck, 5000)
+return 0
+"#;
+
+/// Sets the fleet-wide cool-down (only ever extended). ARGV: prefix, provider, ms.
+/// Returns the cool-down's end (Redis clock, ms).
+const COOLDOWN: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local key = ARGV[1] .. 'cooldown:' .. ARGV[2]
+local untl = now + tonumber(ARGV[3])
+local cur = tonumber(redis.call('GET', key) or '0')
+if cur < untl then
+  redis.call('SET', key, untl, 'PX', tonumber(ARGV[3]) + 1000)
+  return untl
+end
+return cur
+"#;
+
+/// Takes (or refreshes) the job's in-flight slot for its provider. Expired slots (of jobs
+/// nobody touched in time) are reclaimed first and wake as many waiters.
+/// ARGV: prefix, provider, job_id, cap, ttl_ms, now_ms. Returns 1 (held) or 0 (full).
+const SLOT: &str = r#"
+local p, prov, id = ARGV[1], ARGV[2], ARGV[3]
+local key = p .. 'slots:' .. prov
+local now = tonumber(ARGV[6])
+local n = redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+if n > 0 then
+  redis.call('HINCRBY', p .. 'stats', 'slot_reclaims', n)
+  wake(p, prov, n)
+end
+local exp = now + tonumber(ARGV[5])
+if redis.call('ZSCORE', key, id) then
+  redis.call('ZADD', key, exp, id)
+  return 1
+end
+local cap = tonumber(ARGV[4])
+if cap > 0 and redis.call('ZCARD', key) >= cap then return 0 end
+redis.call('ZADD', key, exp, id)
+return 1
+"#;
+
+/// Lifts a provider's account pause and sends the jobs that waited for it back to the
+/// ready list. ARGV: prefix, provider. Returns the number of jobs woken.
+const RESUME: &str = r#"
+local p, prov = ARGV[1], ARGV[2]
+redis.call('DEL', p .. 'pause:' .. prov)
+local n = 0
+while true do
+  local id = redis.call('LPOP', p .. 'paused:' .. prov)
+  if not id then break end
+  redis.call('ZREM', p .. 'parked', id)
+  redis.call('RPUSH', p .. 'ready', id)
+  n = n + 1
+end
+return n
+"#;
+
 /// The compiled scripts (EVALSHA with a fallback to EVAL after a Redis restart).
 #[derive(Debug)]
 pub struct Scripts {
@@ -219,18 +336,27 @@ pub struct Scripts {
     pub transition: Script,
     pub sweep: Script,
     pub admin_move: Script,
+    pub admit: Script,
+    pub cooldown: Script,
+    pub slot: Script,
+    pub resume: Script,
 }
 
 impl Scripts {
     pub fn new() -> Self {
         let with_terminal = |body: &str| Script::new(&format!("{TERMINAL_LUA}\n{body}"));
+        let with_slots = |body: &str| Script::new(&format!("{TERMINAL_LUA}\n{SLOTS_LUA}\n{body}"));
         Scripts {
             enqueue: Script::new(ENQUEUE),
             claim: with_terminal(CLAIM),
             renew: Script::new(RENEW),
-            transition: Script::new(TRANSITION),
+            transition: with_slots(TRANSITION),
             sweep: Script::new(SWEEP),
-            admin_move: with_terminal(ADMIN_MOVE),
+            admin_move: with_slots(ADMIN_MOVE),
+            admit: Script::new(ADMIT),
+            cooldown: Script::new(COOLDOWN),
+            slot: with_slots(SLOT),
+            resume: Script::new(RESUME),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The aimlapi video protocol: `POST`/`GET /v2/video/generations`, Bearer auth, the
-//! error envelope, correlation headers and the injected 403/429/5xx failures.
+//! error envelope, correlation headers, per-key rate/concurrency limits and the injected
+//! 403/429/5xx failures.
 
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
@@ -8,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use super::limits::RequestKind;
 use super::media::token_for;
 use super::state::{SimState, View};
 use super::validate::validate;
@@ -64,17 +66,35 @@ fn client_request_id(headers: &HeaderMap) -> Option<String> {
     ok.then(|| v.to_owned())
 }
 
-fn authorized(state: &SimState, headers: &HeaderMap) -> bool {
+/// The request's Bearer key when it is accepted, `None` when the request is unauthorized.
+fn api_key(state: &SimState, headers: &HeaderMap) -> Option<String> {
     let key = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, key)| key.trim())
-        .filter(|key| !key.is_empty());
-    let Some(key) = key else { return false };
+        .filter(|key| !key.is_empty())?;
     let keys = &state.lock().knobs.api_keys;
-    keys.is_empty() || keys.iter().any(|k| k == key)
+    (keys.is_empty() || keys.iter().any(|k| k == key)).then(|| key.to_owned())
+}
+
+/// The key's token bucket: a 429 response when it has no token left.
+fn rate_gate(state: &SimState, key: &str) -> Option<Response> {
+    let retry_after = {
+        let mut guard = state.lock();
+        let inner = &mut *guard;
+        if inner.limits.take_token(key, Instant::now(), &inner.knobs) {
+            return None;
+        }
+        inner.stats.rate_limited_total += 1;
+        inner.knobs.retry_after_secs
+    };
+    tracing::debug!("sim: request over the per-key rate limit");
+    Some(injected_response(
+        Injected::TooMany(retry_after),
+        GENERATIONS_PATH,
+    ))
 }
 
 /// A failure injected before the request is handled, as the gateway would answer it.
@@ -134,10 +154,22 @@ pub(crate) async fn submit(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let arrival = SystemTime::now();
     let client_id = client_request_id(&headers);
     let cid = client_id.as_deref();
-    if !authorized(&state, &headers) {
+    let Some(key) = api_key(&state, &headers) else {
         return with_headers(unauthorized(&state), None, cid);
+    };
+    let resp = submit_authorized(&state, &key, cid, &body);
+    state.record_request(arrival, RequestKind::Submit, resp.status().as_u16());
+    resp
+}
+
+/// Order: per-key rate limit, injected 429/503/403, body validation, then (under one lock,
+/// so concurrent submits cannot overshoot) the per-key in-flight cap and creation.
+fn submit_authorized(state: &SimState, key: &str, cid: Option<&str>, body: &[u8]) -> Response {
+    if let Some(resp) = rate_gate(state, key) {
+        return with_headers(resp, None, cid);
     }
     let injected = {
         let mut inner = state.lock();
@@ -159,7 +191,7 @@ pub(crate) async fn submit(
         return with_headers(injected_response(inj, GENERATIONS_PATH), None, cid);
     }
 
-    let new = match validate(&body) {
+    let new = match validate(body) {
         Ok(new) => new,
         Err(lines) => {
             state.count(|s| s.validation_errors_total += 1);
@@ -169,15 +201,31 @@ pub(crate) async fn submit(
         }
     };
 
-    let (id, lost) = {
+    let created = {
         let mut inner = state.lock();
-        let id = inner.create(&new, cid, Instant::now());
-        let rate = inner.knobs.submit_lost_response_rate;
-        let lost = inner.chance(rate);
-        if lost {
-            inner.stats.server_errors_total += 1;
+        let now = Instant::now();
+        let cap = inner.knobs.max_in_flight.map(u64::from);
+        if cap.is_some_and(|cap| inner.limits.in_flight(key, now) >= cap) {
+            inner.stats.rate_limited_total += 1;
+            inner.stats.concurrency_limited_total += 1;
+            Err(inner.knobs.retry_after_secs)
+        } else {
+            let id = inner.create(&new, Some(key), cid, now);
+            let rate = inner.knobs.submit_lost_response_rate;
+            let lost = inner.chance(rate);
+            if lost {
+                inner.stats.server_errors_total += 1;
+            }
+            Ok((id, lost))
         }
-        (id, lost)
+    };
+    let (id, lost) = match created {
+        Ok(created) => created,
+        Err(retry_after) => {
+            tracing::debug!("sim: submit over the per-key concurrency limit");
+            let resp = injected_response(Injected::TooMany(retry_after), GENERATIONS_PATH);
+            return with_headers(resp, None, cid);
+        }
     };
     tracing::debug!(generation_id = %id, client_request_id = ?cid, lost, "sim: generation created");
     let resp = if lost {
@@ -202,14 +250,31 @@ pub(crate) async fn poll(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
+    let arrival = SystemTime::now();
     let client_id = client_request_id(&headers);
     let cid = client_id.as_deref();
-    if !authorized(&state, &headers) {
+    let Some(key) = api_key(&state, &headers) else {
         return with_headers(unauthorized(&state), None, cid);
+    };
+    state.count(|s| s.polls_total += 1);
+    let resp = poll_authorized(&state, &key, cid, query.as_deref(), &headers);
+    state.record_request(arrival, RequestKind::Poll, resp.status().as_u16());
+    resp
+}
+
+/// Order: per-key rate limit, injected 429/5xx, query validation, then the lookup.
+fn poll_authorized(
+    state: &SimState,
+    key: &str,
+    cid: Option<&str>,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Response {
+    if let Some(resp) = rate_gate(state, key) {
+        return with_headers(resp, None, cid);
     }
     let injected = {
         let mut inner = state.lock();
-        inner.stats.polls_total += 1;
         let k = inner.knobs.clone();
         if inner.chance(k.poll_429_rate) {
             inner.stats.rate_limited_total += 1;
@@ -230,7 +295,7 @@ pub(crate) async fn poll(
         return with_headers(injected_response(inj, GENERATIONS_PATH), None, cid);
     }
 
-    let id = query.as_deref().and_then(|q| {
+    let id = query.and_then(|q| {
         url::form_urlencoded::parse(q.as_bytes())
             .find(|(k, _)| k == "generation_id")
             .map(|(_, v)| v.into_owned())
@@ -265,7 +330,7 @@ pub(crate) async fn poll(
         View::Completed { credits, .. } => {
             let url = format!(
                 "{}/sim/files/{}.mp4",
-                base_url(&state, &headers),
+                base_url(state, headers),
                 token_for(&id)
             );
             ("completed", json!({ "url": url }), Value::Null, credits)

@@ -2,13 +2,17 @@
 //! knobs and counters. Public API, the router, and spawning/serving it.
 
 mod aimlapi;
+mod limits;
 mod media;
 mod state;
 mod validate;
 
 #[cfg(test)]
+mod limit_tests;
+#[cfg(test)]
 mod tests;
 
+pub use limits::{RequestKind, RequestLogEntry};
 pub use media::output_bytes;
 pub use state::{Knobs, SimState, SimStats};
 
@@ -31,12 +35,18 @@ pub fn router(state: SimState) -> Router {
         .route("/sim/files/{file}", get(media::download))
         .route("/sim/stats", get(get_stats))
         .route("/sim/knobs", get(get_knobs).put(put_knobs))
+        .route("/sim/requests", get(get_requests))
         .fallback(not_found)
         .with_state(state)
 }
 
 async fn get_stats(State(state): State<SimState>) -> Json<SimStats> {
     Json(state.stats())
+}
+
+/// `GET /sim/requests`: every authorized API request still in the log, oldest first.
+async fn get_requests(State(state): State<SimState>) -> Json<Vec<RequestLogEntry>> {
+    Json(state.requests())
 }
 
 async fn get_knobs(State(state): State<SimState>) -> Json<Knobs> {
@@ -82,6 +92,11 @@ impl SimHandle {
     /// A snapshot of the counters.
     pub fn stats(&self) -> SimStats {
         self.state.stats()
+    }
+
+    /// Every authorized API request (submit or poll) still in the log, oldest first.
+    pub fn requests(&self) -> Vec<RequestLogEntry> {
+        self.state.requests()
     }
 
     /// Replaces the knobs; existing generations keep their schedule and fate.

@@ -6,11 +6,12 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use super::limits::Limits;
 use crate::model::ModelKind;
 
 /// Behaviour of the simulator: latencies and failure injection. Replaceable at runtime.
@@ -55,6 +56,13 @@ pub struct Knobs {
     /// Output URLs answer 403 once this long has passed since completion (not time-scaled).
     #[serde(with = "humantime_serde")]
     pub output_ttl: Option<Duration>,
+    /// Requests per second allowed per API key (submits and polls); `None` = unlimited.
+    pub rate_limit: Option<f64>,
+    /// Token-bucket capacity per key; `None` = `max(1, ceil(rate_limit))`.
+    pub rate_burst: Option<u32>,
+    /// Generations per API key created and not yet terminal (stuck ones count) beyond
+    /// which a submit gets 429; `None` = unlimited.
+    pub max_in_flight: Option<u32>,
 }
 
 impl Default for Knobs {
@@ -77,12 +85,25 @@ impl Default for Knobs {
             stuck_prompts_containing: None,
             fail_prompts_containing: None,
             output_ttl: None,
+            rate_limit: None,
+            rate_burst: None,
+            max_in_flight: None,
         }
     }
 }
 
 impl Knobs {
-    /// Rejects rates outside 0..=1 and a negative or non-finite time scale.
+    /// The token-bucket capacity in force, or `None` when there is no rate limit.
+    pub fn effective_burst(&self) -> Option<u32> {
+        let rate = self.rate_limit?;
+        Some(self.rate_burst.unwrap_or_else(|| {
+            // Saturating float-to-int cast; `check` rejects non-finite rates.
+            (rate.ceil() as u32).max(1)
+        }))
+    }
+
+    /// Rejects rates outside 0..=1, a negative or non-finite time scale, a rate limit that
+    /// is not a positive number, and a burst or in-flight cap of 0.
     pub fn check(&self) -> Result<(), String> {
         let rates = [
             ("submit_429_rate", self.submit_429_rate),
@@ -104,6 +125,17 @@ impl Knobs {
                 self.time_scale
             ));
         }
+        if let Some(rate) = self.rate_limit {
+            if !rate.is_finite() || rate <= 0.0 {
+                return Err(format!("rate_limit must be finite and > 0, got {rate}"));
+            }
+        }
+        if self.rate_burst == Some(0) {
+            return Err("rate_burst must be >= 1".to_owned());
+        }
+        if self.max_in_flight == Some(0) {
+            return Err("max_in_flight must be >= 1".to_owned());
+        }
         Ok(())
     }
 }
@@ -120,8 +152,10 @@ pub struct SimStats {
     pub polls_total: u64,
     /// Complete (200) output downloads.
     pub downloads_total: u64,
-    /// 429 responses served.
+    /// 429 responses served (injected, per-key rate limit, per-key concurrency cap).
     pub rate_limited_total: u64,
+    /// Submits answered 429 because their key had `max_in_flight` generations in flight.
+    pub concurrency_limited_total: u64,
     /// 5xx responses served.
     pub server_errors_total: u64,
     /// 401 responses served.
@@ -136,10 +170,17 @@ pub struct SimStats {
     pub generations_failed: u64,
     /// Generations created and not yet terminal (stuck ones included).
     pub in_flight: u64,
-    /// Highest `in_flight` ever seen.
+    /// Highest `in_flight` ever seen (all keys together).
     pub peak_in_flight: u64,
+    /// Highest in-flight count any single API key reached.
+    pub peak_in_flight_by_key_max: u64,
     /// Most generations created under any single client request id.
     pub submissions_by_client_id_max: u32,
+    /// Authorized API requests (submits and polls, whatever the answer) by Unix second of
+    /// arrival; the last hour only.
+    pub requests_per_second: BTreeMap<u64, u64>,
+    /// Like `requests_per_second`, but only requests not answered 429.
+    pub accepted_per_second: BTreeMap<u64, u64>,
 }
 
 /// What a generation will do when its time is up.
@@ -189,6 +230,8 @@ pub(crate) struct Inner {
     pub stats: SimStats,
     /// Where the server is bound, when known; fallback for a request without `Host`.
     pub bound: Option<SocketAddr>,
+    /// Per-key buckets and in-flight sets, and the request log.
+    pub limits: Limits,
     rng: Option<StdRng>,
     generations: HashMap<String, Generation>,
     client_ids: HashMap<String, u32>,
@@ -207,6 +250,7 @@ impl SimState {
                 knobs,
                 stats: SimStats::default(),
                 bound: None,
+                limits: Limits::default(),
                 rng,
                 generations: HashMap::new(),
                 client_ids: HashMap::new(),
@@ -237,10 +281,14 @@ impl SimState {
     }
 
     /// Replaces the knobs. A `seed` restarts the seeded RNG; existing generations keep
-    /// their schedule and fate.
+    /// their schedule and fate. Changing `rate_limit` or `rate_burst` refills every bucket.
     pub fn set_knobs(&self, knobs: Knobs) {
         let mut inner = self.lock();
         inner.rng = knobs.seed.map(StdRng::seed_from_u64);
+        if (knobs.rate_limit, knobs.rate_burst) != (inner.knobs.rate_limit, inner.knobs.rate_burst)
+        {
+            inner.limits.reset_buckets();
+        }
         inner.knobs = knobs;
     }
 
@@ -368,8 +416,15 @@ impl Inner {
         (stuck, fate)
     }
 
-    /// Creates a generation and returns its id (`<uuid>:<model id>`).
-    pub fn create(&mut self, g: &NewGeneration, client_id: Option<&str>, now: Instant) -> String {
+    /// Creates a generation and returns its id (`<uuid>:<model id>`). With an API `key`
+    /// it counts towards that key's in-flight generations.
+    pub fn create(
+        &mut self,
+        g: &NewGeneration,
+        key: Option<&str>,
+        client_id: Option<&str>,
+        now: Instant,
+    ) -> String {
         self.settle(now);
         let latency = self.latency();
         let (stuck, fate) = self.decide_fate(g);
@@ -400,6 +455,10 @@ impl Inner {
         }
         let in_flight = self.pending.len() as u64 + self.stuck;
         self.stats.peak_in_flight = self.stats.peak_in_flight.max(in_flight);
+        if let Some(key) = key {
+            let by_key = self.limits.track(key, end, now);
+            self.stats.peak_in_flight_by_key_max = self.stats.peak_in_flight_by_key_max.max(by_key);
+        }
         id
     }
 

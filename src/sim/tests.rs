@@ -6,11 +6,11 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::time::{Duration, Instant};
 
-const EDIT: &str = "klingai/video-o1-video-to-video-edit";
+pub(super) const EDIT: &str = "klingai/video-o1-video-to-video-edit";
 const REFERENCE: &str = "klingai/video-o1-video-to-video-reference";
 const KEY: &str = "test-key";
 
-fn fast_knobs() -> Knobs {
+pub(super) fn fast_knobs() -> Knobs {
     Knobs {
         // 1.5 s in all, the first 150 ms of it queued.
         latency_min: Duration::from_secs(30),
@@ -21,11 +21,11 @@ fn fast_knobs() -> Knobs {
     }
 }
 
-async fn start(knobs: Knobs) -> SimHandle {
+pub(super) async fn start(knobs: Knobs) -> SimHandle {
     spawn("127.0.0.1:0".parse().unwrap(), knobs).await.unwrap()
 }
 
-fn edit_body(prompt: &str) -> Value {
+pub(super) fn edit_body(prompt: &str) -> Value {
     json!({
         "model": EDIT,
         "prompt": prompt,
@@ -34,10 +34,23 @@ fn edit_body(prompt: &str) -> Value {
     })
 }
 
-async fn submit(sim: &SimHandle, body: &Value, client_id: Option<&str>) -> reqwest::Response {
+pub(super) async fn submit(
+    sim: &SimHandle,
+    body: &Value,
+    client_id: Option<&str>,
+) -> reqwest::Response {
+    submit_as(sim, KEY, body, client_id).await
+}
+
+pub(super) async fn submit_as(
+    sim: &SimHandle,
+    key: &str,
+    body: &Value,
+    client_id: Option<&str>,
+) -> reqwest::Response {
     let mut req = Client::new()
         .post(format!("{}/v2/video/generations", sim.base_url()))
-        .bearer_auth(KEY)
+        .bearer_auth(key)
         .json(body);
     if let Some(cid) = client_id {
         req = req.header("X-Client-Request-Id", cid);
@@ -45,7 +58,7 @@ async fn submit(sim: &SimHandle, body: &Value, client_id: Option<&str>) -> reqwe
     req.send().await.unwrap()
 }
 
-async fn submit_ok(sim: &SimHandle, body: &Value) -> String {
+pub(super) async fn submit_ok(sim: &SimHandle, body: &Value) -> String {
     let resp = submit(sim, body, None).await;
     assert_eq!(resp.status(), StatusCode::OK);
     let v: Value = resp.json().await.unwrap();
@@ -53,18 +66,22 @@ async fn submit_ok(sim: &SimHandle, body: &Value) -> String {
     v["id"].as_str().unwrap().to_owned()
 }
 
-async fn poll(sim: &SimHandle, id: &str) -> reqwest::Response {
+pub(super) async fn poll(sim: &SimHandle, id: &str) -> reqwest::Response {
+    poll_as(sim, KEY, id).await
+}
+
+pub(super) async fn poll_as(sim: &SimHandle, key: &str, id: &str) -> reqwest::Response {
     Client::new()
         .get(format!("{}/v2/video/generations", sim.base_url()))
         .query(&[("generation_id", id)])
-        .bearer_auth(KEY)
+        .bearer_auth(key)
         .send()
         .await
         .unwrap()
 }
 
 /// Polls until the status is terminal; returns every status seen and the last body.
-async fn poll_until_terminal(sim: &SimHandle, id: &str) -> (Vec<String>, Value) {
+pub(super) async fn poll_until_terminal(sim: &SimHandle, id: &str) -> (Vec<String>, Value) {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut seen: Vec<String> = Vec::new();
     loop {
@@ -86,7 +103,7 @@ async fn poll_until_terminal(sim: &SimHandle, id: &str) -> (Vec<String>, Value) 
     }
 }
 
-async fn error_message(resp: reqwest::Response, code: &str) -> String {
+pub(super) async fn error_message(resp: reqwest::Response, code: &str) -> String {
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["statusCode"], code, "{v}");
     assert!(
@@ -443,7 +460,7 @@ fn seeded_rates_are_reproducible() {
         };
         let mut inner = state.lock();
         (0..20)
-            .map(|_| inner.create(&new, None, Instant::now()))
+            .map(|_| inner.create(&new, None, None, Instant::now()))
             .collect::<Vec<_>>()
     };
     assert_eq!(outcomes(), outcomes());

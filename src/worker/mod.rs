@@ -25,6 +25,7 @@ pub struct Runtime {
     pub jsonl: Arc<JsonlSink>,
     pub http: reqwest::Client,
     pub leases: Arc<LeaseTable>,
+    pub admission: crate::admission::Admission,
     /// Unique per process start: host, pid and a random suffix.
     pub worker_id: String,
     batches: Mutex<HashMap<String, Arc<BatchShared>>>,
@@ -47,6 +48,7 @@ impl Runtime {
             .build()
             .expect("http client builds");
         Runtime {
+            admission: crate::admission::Admission::new(queue.clone(), &settings),
             jsonl: Arc::new(JsonlSink::new(settings.output.dir.clone())),
             queue,
             settings,

@@ -3,9 +3,11 @@
 //! record decides which stage runs, so a redelivered job resumes where it was.
 
 use super::Runtime;
+use crate::admission::{Admit, Call};
+use crate::model::ProviderName;
 use crate::model::{GenerationRequest, JobPayload, PAYLOAD_VERSION};
 use crate::queue::backend::Claimed;
-use crate::queue::{now_ms, After, Claim, JobRecord, Transitioned};
+use crate::queue::{now_ms, After, Claim, JobRecord, SlotCtx, Transitioned, WaitList};
 use crate::sink::{download, ResultLine, SinkError};
 use crate::upstream::schedule::{poll_delay, retry_delay};
 use crate::upstream::{ErrorClass, PollStatus, UpstreamError};
@@ -16,6 +18,8 @@ use tracing::{debug, info, warn};
 struct Step<'a> {
     rt: &'a Runtime,
     claim: &'a Claim,
+    /// The job's provider slot, kept right by every transition once the batch is known.
+    slot: Option<SlotCtx>,
 }
 
 impl Step<'_> {
@@ -28,13 +32,14 @@ impl Step<'_> {
         let res = self
             .rt
             .queue
-            .transition(
+            .transition_with(
                 &self.claim.job_id,
                 &self.claim.token,
                 &nonce,
                 state,
                 after,
                 fields,
+                self.slot.as_ref(),
             )
             .await;
         match res {
@@ -155,7 +160,11 @@ fn parse_payload(rec: &JobRecord) -> Result<JobPayload, String> {
 /// Runs the stage the job's record calls for.
 pub async fn run(rt: &Runtime, claimed: Claimed) {
     let Claimed { claim, mut lease } = claimed;
-    let step = Step { rt, claim: &claim };
+    let mut step = Step {
+        rt,
+        claim: &claim,
+        slot: None,
+    };
     let batch_id = claim.record.get("batch").unwrap_or("").to_string();
     let span = tracing::info_span!("stage", job_id = %claim.job_id, batch_id = %batch_id);
     let _enter = span.enter();
@@ -178,6 +187,7 @@ pub async fn run(rt: &Runtime, claimed: Claimed) {
             return;
         }
     };
+    step.slot = Some(rt.admission.slot_ctx(shared.provider));
     let req = GenerationRequest::new(&shared, claim.job_id.clone(), payload.prompt.clone());
     match claim.record.state() {
         "queued" => submit(&step, &payload, &req, shared.provider).await,
@@ -198,15 +208,42 @@ pub async fn run(rt: &Runtime, claimed: Claimed) {
     lease.settle();
 }
 
+/// Parks the job until `d` from now in `state`, using no attempt (admission waits).
+async fn park_for(step: &Step<'_>, state: &str, d: Duration, fields: &[(&str, String)]) {
+    let at = now_ms() + d.as_millis() as u64;
+    step.go(state, After::ParkUntil(at), fields).await;
+}
+
+/// A 429: the whole fleet cools down; this job waits it out without using an attempt.
+async fn rate_limited(step: &Step<'_>, provider: ProviderName, state: &str, e: &UpstreamError) {
+    match step
+        .rt
+        .admission
+        .rate_limited(provider, e.retry_after)
+        .await
+    {
+        Ok(d) => park_for(step, state, d, &[("error", e.message.clone())]).await,
+        Err(err) => {
+            warn!(job_id = %step.claim.job_id, error = %err, "Could not record the cool-down.")
+        }
+    }
+}
+
+/// Waits for the provider's account pause to be lifted (or to run out).
+async fn wait_for_resume(step: &Step<'_>, provider: ProviderName, state: &str, until: u64) {
+    let list = WaitList::Pause(provider.to_string());
+    step.go(state, After::Wait(list, until), &[]).await;
+}
+
 async fn submit(
     step: &Step<'_>,
     payload: &JobPayload,
     req: &GenerationRequest,
-    provider: crate::model::ProviderName,
+    provider: ProviderName,
 ) {
     let rt = step.rt;
     if let Some(until) = rt.paused_until(provider).await {
-        step.go("queued", After::ParkUntil(until), &[]).await;
+        wait_for_resume(step, provider, "queued", until).await;
         return;
     }
     let Some(up) = rt.upstreams.get(&provider) else {
@@ -214,6 +251,31 @@ async fn submit(
         step.terminal(payload, "failed", &[("error", reason)]).await;
         return;
     };
+    match rt.admission.slot(provider, &req.job_id).await {
+        Ok(true) => {}
+        Ok(false) => {
+            // At the in-flight cap: wait on the provider's list, woken when a slot frees.
+            let safety = now_ms() + 30_000;
+            let list = WaitList::Slot(provider.to_string());
+            step.go("queued", After::Wait(list, safety), &[]).await;
+            return;
+        }
+        Err(e) => {
+            warn!(job_id = %req.job_id, error = %e, "Slot check failed; the job will be redelivered.");
+            return;
+        }
+    }
+    match rt.admission.request(provider, Call::Submit).await {
+        Ok(Admit::Go) => {}
+        Ok(Admit::Later(d)) => {
+            park_for(step, "queued", d, &[]).await;
+            return;
+        }
+        Err(e) => {
+            warn!(job_id = %req.job_id, error = %e, "Admission failed; the job will be redelivered.");
+            return;
+        }
+    }
     let marks = [
         ("provider", provider.to_string()),
         ("model", req.model.to_string()),
@@ -228,19 +290,19 @@ async fn submit(
             let first = rt.settings.provider(provider).poll.first_delay;
             let at = now + first.as_millis() as u64;
             info!(job_id = %req.job_id, upstream_id = %upstream_id, "Submitted.");
-            step.go(
-                "polling",
-                After::ParkUntil(at),
-                &[
-                    ("upstream_id", upstream_id),
-                    ("submitted_at", now.to_string()),
-                    ("polls", "0".into()),
-                    ("attempts", "0".into()),
-                    ("error", String::new()),
-                ],
-            )
-            .await;
+            let fields = [
+                ("upstream_id", upstream_id.clone()),
+                ("submitted_at", now.to_string()),
+                ("polls", "0".into()),
+                ("attempts", "0".into()),
+                ("error", String::new()),
+            ];
+            if !step.go("polling", After::ParkUntil(at), &fields).await {
+                warn!(job_id = %req.job_id, upstream_id = %upstream_id,
+                    "Submitted, but the lease was lost before the upstream id was recorded.");
+            }
         }
+        Err(e) if e.status == Some(429) => rate_limited(step, provider, "queued", &e).await,
         Err(e) => match e.class {
             ErrorClass::Retryable => step.retry_or_die(payload, "queued", &e).await,
             ErrorClass::Ambiguous => {
@@ -254,9 +316,10 @@ async fn submit(
             }
             ErrorClass::Account => {
                 let until = rt.pause_provider(provider, &e.message).await;
+                let list = WaitList::Pause(provider.to_string());
                 step.go(
                     "queued",
-                    After::ParkUntil(until),
+                    After::Wait(list, until),
                     &[("error", e.message.clone())],
                 )
                 .await;
@@ -265,7 +328,7 @@ async fn submit(
     }
 }
 
-async fn poll(step: &Step<'_>, payload: &JobPayload, provider: crate::model::ProviderName) {
+async fn poll(step: &Step<'_>, payload: &JobPayload, provider: ProviderName) {
     let rt = step.rt;
     let rec = step.rec();
     let Some(upstream_id) = rec.get("upstream_id").map(str::to_string) else {
@@ -295,6 +358,22 @@ async fn poll(step: &Step<'_>, payload: &JobPayload, provider: crate::model::Pro
         step.terminal(payload, "failed", &[("error", reason)]).await;
         return;
     };
+    if let Some(until) = rt.paused_until(provider).await {
+        wait_for_resume(step, provider, "polling", until.min(deadline_at)).await;
+        return;
+    }
+    match rt.admission.request(provider, Call::Poll).await {
+        Ok(Admit::Go) => {}
+        Ok(Admit::Later(d)) => {
+            let at = (now_ms() + d.as_millis() as u64).min(deadline_at);
+            step.go("polling", After::ParkUntil(at), &[]).await;
+            return;
+        }
+        Err(e) => {
+            warn!(job_id = %rec.job_id, error = %e, "Admission failed; the job will be redelivered.");
+            return;
+        }
+    }
     match up.poll(&upstream_id).await {
         Ok(PollStatus::Pending { status }) => {
             let polls = rec.num("polls") as u32 + 1;
@@ -320,7 +399,11 @@ async fn poll(step: &Step<'_>, payload: &JobPayload, provider: crate::model::Pro
                     token: step.claim.token.clone(),
                     record: rec2,
                 };
-                let next = Step { rt, claim: &claim2 };
+                let next = Step {
+                    rt,
+                    claim: &claim2,
+                    slot: step.slot.clone(),
+                };
                 finish(&next, payload).await;
             }
         }

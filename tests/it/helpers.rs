@@ -100,6 +100,11 @@ impl TestApp {
         settings.queue.idle_poll = Duration::from_millis(20);
         settings.retry.base_delay = Duration::from_millis(20);
         settings.retry.max_delay = Duration::from_millis(200);
+        // Admission limits are off unless a test is about them.
+        for p in settings.providers.values_mut() {
+            p.limits.rate_limit = 0.0;
+            p.limits.max_in_flight = 0;
+        }
         let queue = Queue::connect(&settings.redis, &settings.queue, RetryMode::Persistent)
             .await
             .expect("redis reachable");
@@ -209,7 +214,9 @@ impl TestApp {
             .env("RESTYLE__POLL__DEADLINE", fmt_ms(p.deadline))
             .env("RESTYLE__QUEUE__IDLE_POLL", "20ms")
             .env("RESTYLE__RETRY__BASE_DELAY", "20ms")
-            .env("RESTYLE__RETRY__MAX_DELAY", "200ms");
+            .env("RESTYLE__RETRY__MAX_DELAY", "200ms")
+            .env("RESTYLE__PROVIDERS__AIMLAPI__RATE_LIMIT", "0")
+            .env("RESTYLE__PROVIDERS__AIMLAPI__MAX_IN_FLIGHT", "0");
         c
     }
 
