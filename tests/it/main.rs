@@ -1,5 +1,6 @@
 //! Integration tests: real Redis, real HTTP to the simulator, real worker processes.
 
+mod admission;
 mod crash;
 mod failures;
 mod helpers;
