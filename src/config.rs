@@ -125,6 +125,11 @@ struct RawProvider {
     base_url: String,
     #[serde(default)]
     api_key: Option<SecretString>,
+    /// Kling: the access key (JWT issuer) and the secret key that signs it.
+    #[serde(default)]
+    access_key: Option<SecretString>,
+    #[serde(default)]
+    secret_key: Option<SecretString>,
     #[serde(with = "humantime_serde")]
     request_timeout: Duration,
     #[serde(default)]
@@ -253,6 +258,9 @@ pub struct OutputSettings {
 pub struct ProviderSettings {
     pub base_url: url::Url,
     pub api_key: Option<SecretString>,
+    /// Kling only: JWT issuer and signing secret.
+    pub access_key: Option<SecretString>,
+    pub secret_key: Option<SecretString>,
     pub request_timeout: Duration,
     pub poll: PollSettings,
     pub limits: ProviderLimits,
@@ -316,6 +324,9 @@ impl Settings {
                 .separator("__")
                 .list_separator(",")
                 .with_list_parse_key("providers.aimlapi.rate_counts")
+                .with_list_parse_key("providers.oxen.rate_counts")
+                .with_list_parse_key("providers.fal.rate_counts")
+                .with_list_parse_key("providers.kling.rate_counts")
                 .try_parsing(true),
         );
         if let Ok(url) = std::env::var("REDIS_URL") {
@@ -323,10 +334,18 @@ impl Settings {
                 .set_override("redis.url", url)
                 .map_err(|e| ConfigError::Load(e.to_string()))?;
         }
-        if let Ok(key) = std::env::var("AIMLAPI_API_KEY") {
-            if std::env::var("RESTYLE__PROVIDERS__AIMLAPI__API_KEY").is_err() {
+        // The providers' own conventional variables, when the RESTYLE__ one is unset.
+        for (var, key) in [
+            ("AIMLAPI_API_KEY", "providers.aimlapi.api_key"),
+            ("OXEN_API_KEY", "providers.oxen.api_key"),
+            ("FAL_KEY", "providers.fal.api_key"),
+            ("KLING_ACCESS_KEY", "providers.kling.access_key"),
+            ("KLING_SECRET_KEY", "providers.kling.secret_key"),
+        ] {
+            let ours = format!("RESTYLE__{}", key.replace('.', "__").to_uppercase());
+            if let (Ok(v), Err(_)) = (std::env::var(var), std::env::var(&ours)) {
                 b = b
-                    .set_override("providers.aimlapi.api_key", key)
+                    .set_override(key, v)
                     .map_err(|e| ConfigError::Load(e.to_string()))?;
             }
         }
@@ -424,12 +443,15 @@ impl Raw {
             let Some(pn) = ProviderName::parse(&name) else {
                 return Err(invalid(
                     &format!("providers.{name}"),
-                    "unknown provider (known: aimlapi)",
+                    "unknown provider (known: aimlapi, oxen, fal, kling)",
                 ));
             };
             let base_url = url::Url::parse(&p.base_url)
                 .map_err(|e| invalid(&format!("providers.{name}.base_url"), e.to_string()))?;
-            let api_key = p.api_key.filter(|k| !k.expose_secret().is_empty());
+            let nonempty = |k: Option<SecretString>| k.filter(|k| !k.expose_secret().is_empty());
+            let api_key = nonempty(p.api_key);
+            let access_key = nonempty(p.access_key);
+            let secret_key = nonempty(p.secret_key);
             let key = |k: &str| format!("providers.{name}.{k}");
             if !(p.rate_limit >= 0.0 && p.rate_limit.is_finite()) {
                 return Err(invalid(
@@ -462,6 +484,8 @@ impl Raw {
                 ProviderSettings {
                     base_url,
                     api_key,
+                    access_key,
+                    secret_key,
                     request_timeout: positive(
                         &format!("providers.{name}.request_timeout"),
                         p.request_timeout,

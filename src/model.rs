@@ -14,16 +14,30 @@ pub const PAYLOAD_VERSION: u32 = 1;
 pub enum ProviderName {
     /// AI/ML API (`api.aimlapi.com`).
     Aimlapi,
+    /// Oxen.ai inference queue (`hub.oxen.ai/api`); edit model only.
+    Oxen,
+    /// fal.ai queue (`queue.fal.run`).
+    Fal,
+    /// Kling's own API (`api-singapore.klingai.com`), JWT-authenticated.
+    Kling,
 }
 
 impl ProviderName {
     /// Every provider this build speaks, in order of priority.
-    pub const ALL: &'static [ProviderName] = &[ProviderName::Aimlapi];
+    pub const ALL: &'static [ProviderName] = &[
+        ProviderName::Aimlapi,
+        ProviderName::Oxen,
+        ProviderName::Fal,
+        ProviderName::Kling,
+    ];
 
     /// The lowercase name used in settings, CLI flags and records.
     pub fn as_str(self) -> &'static str {
         match self {
             ProviderName::Aimlapi => "aimlapi",
+            ProviderName::Oxen => "oxen",
+            ProviderName::Fal => "fal",
+            ProviderName::Kling => "kling",
         }
     }
 
@@ -104,9 +118,22 @@ pub struct BatchShared {
     /// Reference model only: `16:9`, `9:16` or `1:1`.
     #[serde(default)]
     pub aspect_ratio: Option<String>,
-    /// Reference model only: seconds, 5 or 10.
+    /// Reference model only: seconds (each provider's enum; see `batch`).
     #[serde(default)]
     pub duration: Option<u32>,
+    /// Elements: a frontal image plus reference images each (images + elements ≤ 4).
+    #[serde(default)]
+    pub elements: Vec<Element>,
+}
+
+/// A character or object the prompt refers to as `@Element1`…: one frontal image and
+/// reference images of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Element {
+    pub frontal_image_url: String,
+    #[serde(default)]
+    pub reference_image_urls: Vec<String>,
 }
 
 /// A validated batch, ready to enqueue: shared options plus one prompt per variant.
@@ -145,6 +172,8 @@ pub struct GenerationRequest {
     pub keep_audio: bool,
     pub aspect_ratio: Option<String>,
     pub duration: Option<u32>,
+    /// Prompts refer to them as `@Element1`…; each provider file translates.
+    pub elements: Vec<Element>,
 }
 
 impl GenerationRequest {
@@ -159,6 +188,7 @@ impl GenerationRequest {
             keep_audio: shared.keep_audio,
             aspect_ratio: shared.aspect_ratio.clone(),
             duration: shared.duration,
+            elements: shared.elements.clone(),
         }
     }
 }

@@ -291,6 +291,7 @@ fn build(
         keep_audio: raw.keep_audio.unwrap_or(false),
         aspect_ratio,
         duration,
+        elements: Vec::new(),
     };
     shared.batch_id = match raw.batch_id {
         Some(id) => id,

@@ -549,6 +549,24 @@ impl Queue {
         Ok(held == 1)
     }
 
+    /// A provider event: the job of `upstream_id`, if parked, becomes due now.
+    pub async fn poke(&self, provider: &str, upstream_id: &str) -> Result<bool, QueueError> {
+        let moved: i64 = self
+            .retry(|mut c| async move {
+                self.scripts
+                    .poke
+                    .key(self.keys.ready())
+                    .arg(self.keys.prefix())
+                    .arg(provider)
+                    .arg(upstream_id)
+                    .arg(now_ms())
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(moved == 1)
+    }
+
     /// Lifts a provider's account pause; returns how many waiting jobs were woken.
     pub async fn resume_provider(&self, provider: &str) -> Result<u64, QueueError> {
         self.retry(|mut c| async move {

@@ -129,7 +129,12 @@ if new ~= '' and cur[2] ~= new then
 end
 for i = 13, #ARGV, 2 do
   if ARGV[i + 1] == '' then redis.call('HDEL', jkey, ARGV[i])
-  else redis.call('HSET', jkey, ARGV[i], ARGV[i + 1]) end
+  else
+    redis.call('HSET', jkey, ARGV[i], ARGV[i + 1])
+    if ARGV[i] == 'upstream_id' and prov ~= '' then
+      redis.call('HSET', p .. 'upstreams:' .. prov, ARGV[i + 1], id)
+    end
+  end
 end
 redis.call('HSET', jkey, 'last_tx', ARGV[4], 'updated_at', now)
 local final = (new ~= '' and new) or cur[2]
@@ -327,6 +332,18 @@ end
 return n
 "#;
 
+/// A provider event says a generation finished: if its job is parked, make it due now.
+/// ARGV: prefix, provider, upstream_id, now_ms. Returns 1 when a parked job was moved up.
+const POKE: &str = r#"
+local p = ARGV[1]
+local id = redis.call('HGET', p .. 'upstreams:' .. ARGV[2], ARGV[3])
+if not id then return 0 end
+local due = redis.call('ZSCORE', p .. 'parked', id)
+if not due or tonumber(due) <= tonumber(ARGV[4]) then return 0 end
+redis.call('ZADD', p .. 'parked', ARGV[4], id)
+return 1
+"#;
+
 /// The compiled scripts (EVALSHA with a fallback to EVAL after a Redis restart).
 #[derive(Debug)]
 pub struct Scripts {
@@ -340,6 +357,7 @@ pub struct Scripts {
     pub cooldown: Script,
     pub slot: Script,
     pub resume: Script,
+    pub poke: Script,
 }
 
 impl Scripts {
@@ -357,6 +375,7 @@ impl Scripts {
             cooldown: Script::new(COOLDOWN),
             slot: with_slots(SLOT),
             resume: Script::new(RESUME),
+            poke: Script::new(POKE),
         }
     }
 }

@@ -75,6 +75,30 @@ pub trait Upstream: Send + Sync + std::fmt::Debug {
     async fn cancel(&self, _upstream_id: &str) -> Result<bool, UpstreamError> {
         Ok(false)
     }
+
+    /// Finds the generation submitted for our job id, where the provider can look one up
+    /// by a client key (Kling's `external_task_id`). Resolves ambiguous submits.
+    async fn lookup(&self, _job_id: &str) -> Result<Lookup, UpstreamError> {
+        Ok(Lookup::Unsupported)
+    }
+
+    /// Completion events (the upstream ids of generations that just finished), where the
+    /// provider pushes them (Oxen SSE). The stream reconnects by itself and ends only when
+    /// dropped. Events trigger an immediate poll; polling stays the source of truth.
+    fn events(&self) -> Option<futures::stream::BoxStream<'static, String>> {
+        None
+    }
+}
+
+/// What a lookup by our job id found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// The provider cannot look generations up by a client key.
+    Unsupported,
+    /// The provider has a generation for this job: its upstream id.
+    Found(String),
+    /// The provider certainly has no generation for this job: submitting is safe.
+    NotFound,
 }
 
 /// Every configured provider, by name.
@@ -86,6 +110,9 @@ pub fn build_all(settings: &Settings) -> Result<Upstreams, UpstreamError> {
     for (name, p) in &settings.providers {
         let up: Arc<dyn Upstream> = match name {
             ProviderName::Aimlapi => Arc::new(providers::aimlapi::Aimlapi::new(p)?),
+            ProviderName::Oxen => Arc::new(providers::oxen::Oxen::new(p)?),
+            ProviderName::Fal => Arc::new(providers::fal::Fal::new(p)?),
+            ProviderName::Kling => Arc::new(providers::kling::Kling::new(p)?),
         };
         out.insert(*name, up);
     }

@@ -172,7 +172,8 @@ pub async fn run(rt: Arc<Runtime>, stop: CancellationToken) -> Result<(), QueueE
         let rt = rt2.clone();
         Box::pin(async move { stages::run(&rt, job).await })
     });
-    run_with(
+    let listeners = spawn_event_listeners(&rt, &stop);
+    let res = run_with(
         rt.queue.clone(),
         rt.worker_id.clone(),
         rt.leases.clone(),
@@ -180,7 +181,42 @@ pub async fn run(rt: Arc<Runtime>, stop: CancellationToken) -> Result<(), QueueE
         handler,
         stop,
     )
-    .await
+    .await;
+    for l in listeners {
+        l.abort();
+    }
+    res
+}
+
+/// For providers that push completion events (Oxen SSE): each event makes the job of
+/// that generation due for a poll now. Polling stays the source of truth.
+fn spawn_event_listeners(
+    rt: &Runtime,
+    stop: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    use futures::StreamExt;
+    let mut out = Vec::new();
+    for (provider, up) in &rt.upstreams {
+        let Some(mut events) = up.events() else {
+            continue;
+        };
+        let (queue, stop, provider) = (rt.queue.clone(), stop.clone(), *provider);
+        out.push(tokio::spawn(async move {
+            loop {
+                let upstream_id = tokio::select! {
+                    e = events.next() => match e { Some(e) => e, None => break },
+                    _ = stop.cancelled() => break,
+                };
+                match queue.poke(provider.as_str(), &upstream_id).await {
+                    Ok(true) => tracing::debug!(provider = %provider, upstream_id = %upstream_id,
+                        "Completion event: poll moved up."),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "Could not act on a completion event."),
+                }
+            }
+        }));
+    }
+    out
 }
 
 /// Runs an apalis worker over the Redis backend until `stop` is cancelled: claims stop,

@@ -10,7 +10,7 @@ use crate::queue::backend::Claimed;
 use crate::queue::{now_ms, After, Claim, JobRecord, SlotCtx, Transitioned, WaitList};
 use crate::sink::{download, ResultLine, SinkError};
 use crate::upstream::schedule::{poll_delay, retry_delay};
-use crate::upstream::{ErrorClass, PollStatus, UpstreamError};
+use crate::upstream::{ErrorClass, Lookup, PollStatus, UpstreamError};
 use std::time::Duration;
 use tracing::{debug, info, warn};
 
@@ -193,10 +193,8 @@ pub async fn run(rt: &Runtime, claimed: Claimed) {
         "queued" => submit(&step, &payload, &req, shared.provider).await,
         "submitting" => {
             // A worker died or lost its lease mid-POST: the provider may have the job.
-            let reason = "submit outcome unknown: the worker stopped during the POST; \
-                          not re-submitted (reconcile to decide)";
-            step.terminal(&payload, "submit_unknown", &[("error", reason.to_string())])
-                .await;
+            let reason = "submit outcome unknown: the worker stopped during the POST";
+            resolve_unknown(&step, &payload, &req, shared.provider, reason).await;
         }
         "polling" => poll(&step, &payload, shared.provider).await,
         "finishing" => finish(&step, &payload).await,
@@ -206,6 +204,66 @@ pub async fn run(rt: &Runtime, claimed: Claimed) {
         }
     }
     lease.settle();
+}
+
+/// Rule 1: the upstream id is the first thing recorded, in the same step that parks the
+/// job until its first poll.
+async fn record_submitted(step: &Step<'_>, provider: ProviderName, upstream_id: &str) {
+    let now = now_ms();
+    let first = step.rt.settings.provider(provider).poll.first_delay;
+    let at = now + first.as_millis() as u64;
+    let job_id = &step.claim.job_id;
+    info!(job_id = %job_id, upstream_id = %upstream_id, "Submitted.");
+    let fields = [
+        ("upstream_id", upstream_id.to_string()),
+        ("submitted_at", now.to_string()),
+        ("polls", "0".into()),
+        ("attempts", "0".into()),
+        ("error", String::new()),
+    ];
+    if !step.go("polling", After::ParkUntil(at), &fields).await {
+        warn!(job_id = %job_id, upstream_id = %upstream_id,
+            "Submitted, but the lease was lost before the upstream id was recorded.");
+    }
+}
+
+/// The POST's outcome is unknown. Where the provider can look the job up by our id,
+/// ask it: found → poll that generation; certainly absent → submitting again is safe.
+/// Elsewhere the job is `submit_unknown` and never re-POSTed automatically.
+async fn resolve_unknown(
+    step: &Step<'_>,
+    payload: &JobPayload,
+    req: &GenerationRequest,
+    provider: ProviderName,
+    reason: &str,
+) {
+    let lookup = match step.rt.upstreams.get(&provider) {
+        Some(up) => up.lookup(&req.job_id).await,
+        None => Ok(Lookup::Unsupported),
+    };
+    match lookup {
+        Ok(Lookup::Found(upstream_id)) => {
+            info!(job_id = %req.job_id, upstream_id = %upstream_id, "Ambiguous submit resolved by lookup.");
+            record_submitted(step, provider, &upstream_id).await;
+        }
+        Ok(Lookup::NotFound) => {
+            let e = UpstreamError::new(
+                ErrorClass::Retryable,
+                format!("{reason}; the provider has no such job, submitting again"),
+            );
+            step.retry_or_die(payload, "queued", &e).await;
+        }
+        Ok(Lookup::Unsupported) => {
+            let reason = format!("{reason}; not re-submitted (restyle reconcile decides)");
+            step.terminal(payload, "submit_unknown", &[("error", reason)])
+                .await;
+        }
+        Err(e) => {
+            // The lookup itself failed: try it again later from the same state.
+            warn!(job_id = %req.job_id, error = %e, "Lookup after an ambiguous submit failed.");
+            step.retry_or_die(payload, "submitting", &e).await;
+        }
+    }
 }
 
 /// Parks the job until `d` from now in `state`, using no attempt (admission waits).
@@ -284,31 +342,13 @@ async fn submit(
         return;
     }
     match up.submit(req).await {
-        Ok(upstream_id) => {
-            // Rule 1: the upstream id is the first thing recorded, in the same step that parks.
-            let now = now_ms();
-            let first = rt.settings.provider(provider).poll.first_delay;
-            let at = now + first.as_millis() as u64;
-            info!(job_id = %req.job_id, upstream_id = %upstream_id, "Submitted.");
-            let fields = [
-                ("upstream_id", upstream_id.clone()),
-                ("submitted_at", now.to_string()),
-                ("polls", "0".into()),
-                ("attempts", "0".into()),
-                ("error", String::new()),
-            ];
-            if !step.go("polling", After::ParkUntil(at), &fields).await {
-                warn!(job_id = %req.job_id, upstream_id = %upstream_id,
-                    "Submitted, but the lease was lost before the upstream id was recorded.");
-            }
-        }
+        Ok(upstream_id) => record_submitted(step, provider, &upstream_id).await,
         Err(e) if e.status == Some(429) => rate_limited(step, provider, "queued", &e).await,
         Err(e) => match e.class {
             ErrorClass::Retryable => step.retry_or_die(payload, "queued", &e).await,
             ErrorClass::Ambiguous => {
-                let reason = format!("submit outcome unknown, not re-submitted: {}", e.message);
-                step.terminal(payload, "submit_unknown", &[("error", reason)])
-                    .await;
+                let reason = format!("submit outcome unknown: {}", e.message);
+                resolve_unknown(step, payload, req, provider, &reason).await;
             }
             ErrorClass::Job => {
                 step.terminal(payload, "failed", &[("error", e.message.clone())])

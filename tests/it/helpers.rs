@@ -135,6 +135,7 @@ impl TestApp {
                 keep_audio: false,
                 aspect_ratio: None,
                 duration: None,
+                elements: vec![],
             },
             prompts: prompts.to_vec(),
         }

@@ -81,6 +81,9 @@ pub fn request_body(req: &GenerationRequest) -> Value {
     if !req.image_list.is_empty() {
         body["image_list"] = json!(req.image_list);
     }
+    if !req.elements.is_empty() {
+        body["elements"] = json!(req.elements);
+    }
     if req.model == ModelKind::Reference {
         if let Some(ar) = &req.aspect_ratio {
             body["aspect_ratio"] = json!(ar);
@@ -294,6 +297,7 @@ mod tests {
             keep_audio: false,
             aspect_ratio: Some("16:9".into()),
             duration: Some(5),
+            elements: vec![],
         };
         let b = request_body(&req);
         assert_eq!(b["keep_audio"], json!(false));
