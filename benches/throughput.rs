@@ -282,6 +282,7 @@ fn make_batch(batch_id: &str, n: usize) -> ValidatedBatch {
             keep_audio: false,
             aspect_ratio: None,
             duration: None,
+            elements: vec![],
         },
         prompts: (0..n)
             .map(|i| {
