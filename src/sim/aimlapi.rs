@@ -336,6 +336,8 @@ fn poll_authorized(
             ("completed", json!({ "url": url }), Value::Null, credits)
         }
         View::Failed(err) => ("error", Value::Null, err, 0),
+        // aimlapi has no cancel; a cancelled generation can only come from elsewhere.
+        View::Cancelled => ("error", Value::Null, json!({"message": "cancelled"}), 0),
     };
     let body = json!({
         "id": id,

@@ -121,6 +121,24 @@ impl Limits {
         flight.count_at(now)
     }
 
+    /// Forgets one in-flight generation of `key` ending at `end` (`None` = stuck): a cancel.
+    #[allow(dead_code)] // the cancel of Oxen and fal, being added
+    pub fn untrack(&mut self, key: &str, end: Option<Instant>) {
+        let Some(flight) = self.flights.get_mut(key) else {
+            return;
+        };
+        match end {
+            None => flight.stuck = flight.stuck.saturating_sub(1),
+            Some(end) => {
+                let mut rest = std::mem::take(&mut flight.ends).into_vec();
+                if let Some(pos) = rest.iter().position(|Reverse(e)| *e == end) {
+                    rest.swap_remove(pos);
+                }
+                flight.ends = rest.into_iter().collect();
+            }
+        }
+    }
+
     fn log(&mut self, entry: RequestLogEntry) {
         if self.log.len() >= REQUEST_LOG_CAP {
             self.log.pop_front();

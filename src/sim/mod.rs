@@ -2,8 +2,11 @@
 //! knobs and counters. Public API, the router, and spawning/serving it.
 
 mod aimlapi;
+mod fal;
+mod kling;
 mod limits;
 mod media;
+mod oxen;
 mod state;
 mod validate;
 
@@ -14,7 +17,7 @@ mod tests;
 
 pub use limits::{RequestKind, RequestLogEntry};
 pub use media::output_bytes;
-pub use state::{Knobs, SimState, SimStats};
+pub use state::{Knobs, ProviderCounters, SimState, SimStats};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -32,6 +35,9 @@ pub fn router(state: SimState) -> Router {
             aimlapi::GENERATIONS_PATH,
             get(aimlapi::poll).post(aimlapi::submit),
         )
+        .merge(oxen::routes())
+        .merge(fal::routes())
+        .merge(kling::routes())
         .route("/sim/files/{file}", get(media::download))
         .route("/sim/stats", get(get_stats))
         .route("/sim/knobs", get(get_knobs).put(put_knobs))

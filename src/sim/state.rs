@@ -181,6 +181,30 @@ pub struct SimStats {
     pub requests_per_second: BTreeMap<u64, u64>,
     /// Like `requests_per_second`, but only requests not answered 429.
     pub accepted_per_second: BTreeMap<u64, u64>,
+    /// The same story per provider protocol (`aimlapi`, `oxen`, `fal`, `kling`).
+    pub by_provider: BTreeMap<String, ProviderCounters>,
+}
+
+/// Counters for one provider protocol.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProviderCounters {
+    /// Generations created.
+    pub submissions_total: u64,
+    /// Created generations whose client key (client request id, `external_task_id`, or
+    /// for providers without one the prompt + video) had already created one.
+    pub duplicate_submissions: u64,
+    pub polls_total: u64,
+    /// Result fetches (fal `response_url`).
+    pub results_total: u64,
+    pub cancels_total: u64,
+    /// Completion events sent (Oxen SSE) and dropped by the `drop_events_rate` knob.
+    pub events_sent: u64,
+    pub events_dropped: u64,
+    pub rate_limited_total: u64,
+    pub server_errors_total: u64,
+    pub unauthorized_total: u64,
+    pub validation_errors_total: u64,
 }
 
 /// What a generation will do when its time is up.
@@ -194,6 +218,11 @@ pub(crate) enum Fate {
 struct Generation {
     /// End of the `queued` phase.
     started: Instant,
+    /// Set when the client cancelled it.
+    cancelled: bool,
+    /// The API key it counts against.
+    #[allow(dead_code)] // read by `cancel`, which Oxen and fal (being added) call
+    key: Option<String>,
     /// When it turns terminal; `None` means stuck in `generating`.
     end: Option<Instant>,
     fate: Fate,
@@ -204,7 +233,12 @@ struct Generation {
 pub(crate) enum View {
     Queued,
     Generating,
-    Completed { at: Instant, credits: u64 },
+    /// Cancelled by the client before it finished.
+    Cancelled,
+    Completed {
+        at: Instant,
+        credits: u64,
+    },
     Failed(Value),
 }
 
@@ -239,6 +273,13 @@ pub(crate) struct Inner {
     pending: BinaryHeap<Reverse<(Instant, bool)>>,
     stuck: u64,
     failures_assigned: u64,
+    /// Each protocol's own bookkeeping (ids, subscribers, URLs).
+    #[allow(dead_code)] // filled in by the protocols being added
+    pub oxen: super::oxen::OxenState,
+    #[allow(dead_code)]
+    pub fal: super::fal::FalState,
+    #[allow(dead_code)]
+    pub kling: super::kling::KlingState,
 }
 
 impl SimState {
@@ -257,6 +298,9 @@ impl SimState {
                 pending: BinaryHeap::new(),
                 stuck: 0,
                 failures_assigned: 0,
+                oxen: Default::default(),
+                fal: Default::default(),
+                kling: Default::default(),
             })),
         }
     }
@@ -425,11 +469,29 @@ impl Inner {
         client_id: Option<&str>,
         now: Instant,
     ) -> String {
+        let id = format!("{}:{}", self.new_uuid(), g.model.aimlapi_id());
+        self.create_as("aimlapi", id, g, key, client_id, now)
+    }
+
+    /// A fresh uuid (seeded when the `seed` knob is set).
+    pub fn new_uuid(&mut self) -> uuid::Uuid {
+        uuid::Builder::from_random_bytes(self.random_bytes()).into_uuid()
+    }
+
+    /// Creates a generation under a caller-chosen id for `provider`'s protocol. `dedupe`
+    /// is the client key that makes a second creation a duplicate submission.
+    pub fn create_as(
+        &mut self,
+        provider: &str,
+        id: String,
+        g: &NewGeneration,
+        key: Option<&str>,
+        dedupe: Option<&str>,
+        now: Instant,
+    ) -> String {
         self.settle(now);
         let latency = self.latency();
         let (stuck, fate) = self.decide_fate(g);
-        let uuid = uuid::Builder::from_random_bytes(self.random_bytes()).into_uuid();
-        let id = format!("{uuid}:{}", g.model.aimlapi_id());
         let end = if stuck {
             self.stuck += 1;
             None
@@ -440,18 +502,32 @@ impl Inner {
             Some(end)
         };
         let started = now + latency / 10;
-        self.generations
-            .insert(id.clone(), Generation { started, end, fate });
+        self.generations.insert(
+            id.clone(),
+            Generation {
+                started,
+                end,
+                fate,
+                cancelled: false,
+                key: key.map(str::to_string),
+            },
+        );
 
         self.stats.submissions_total += 1;
-        if let Some(cid) = client_id {
-            let n = self.client_ids.entry(cid.to_owned()).or_insert(0);
-            if *n > 0 {
-                self.stats.duplicate_submissions += 1;
-            }
+        self.counters(provider).submissions_total += 1;
+        if let Some(cid) = dedupe {
+            let n = self
+                .client_ids
+                .entry(format!("{provider}\u{0}{cid}"))
+                .or_insert(0);
             *n += 1;
+            let n = *n;
+            if n > 1 {
+                self.stats.duplicate_submissions += 1;
+                self.counters(provider).duplicate_submissions += 1;
+            }
             self.stats.submissions_by_client_id_max =
-                self.stats.submissions_by_client_id_max.max(*n);
+                self.stats.submissions_by_client_id_max.max(n);
         }
         let in_flight = self.pending.len() as u64 + self.stuck;
         self.stats.peak_in_flight = self.stats.peak_in_flight.max(in_flight);
@@ -462,11 +538,55 @@ impl Inner {
         id
     }
 
+    /// The counters of one provider protocol.
+    pub fn counters(&mut self, provider: &str) -> &mut ProviderCounters {
+        self.stats
+            .by_provider
+            .entry(provider.to_string())
+            .or_default()
+    }
+
+    /// Cancels a generation that has not finished. `running_too`: also one that already
+    /// left the queue (Oxen); otherwise only a queued one is cancelled (fal's best effort).
+    /// Returns the view after the attempt, `None` for an unknown id.
+    #[allow(dead_code)] // Oxen DELETE and fal PUT, being added
+    pub fn cancel(&mut self, id: &str, running_too: bool, now: Instant) -> Option<View> {
+        let view = self.view(id, now)?;
+        let cancellable = match view {
+            View::Queued => true,
+            View::Generating => running_too,
+            _ => false,
+        };
+        if cancellable {
+            let g = self.generations.get_mut(id)?;
+            g.cancelled = true;
+            let (key, end) = (g.key.clone(), g.end);
+            if let Some(key) = key {
+                self.limits.untrack(&key, end);
+            }
+            let g = self.generations.get_mut(id)?;
+            if g.end.is_none() {
+                self.stuck = self.stuck.saturating_sub(1);
+            } else if let Some(end) = g.end {
+                // Leaves the in-flight heap: rebuild without this end time (rare path).
+                let fails = matches!(g.fate, Fate::Fail(_));
+                let mut rest: Vec<_> = std::mem::take(&mut self.pending).into_vec();
+                if let Some(pos) = rest.iter().position(|Reverse(e)| *e == (end, fails)) {
+                    rest.swap_remove(pos);
+                }
+                self.pending = rest.into_iter().collect();
+            }
+            return Some(View::Cancelled);
+        }
+        Some(view)
+    }
+
     /// The generation's state as of `now`, or `None` when the id is unknown.
     pub fn view(&mut self, id: &str, now: Instant) -> Option<View> {
         self.settle(now);
         let g = self.generations.get(id)?;
         Some(match g.end {
+            _ if g.cancelled => View::Cancelled,
             _ if now < g.started => View::Queued,
             None => View::Generating,
             Some(end) if now < end => View::Generating,

@@ -465,3 +465,34 @@ fn seeded_rates_are_reproducible() {
     };
     assert_eq!(outcomes(), outcomes());
 }
+
+#[test]
+fn cancel_stops_a_generation_and_frees_its_key_slot() {
+    let state = SimState::new(Knobs {
+        latency_min: Duration::from_secs(100),
+        latency_max: Duration::from_secs(100),
+        ..Knobs::default()
+    });
+    let mut inner = state.lock();
+    let now = Instant::now();
+    let new = super::state::NewGeneration {
+        model: crate::model::ModelKind::Edit,
+        prompt: "p".into(),
+        refs: 0,
+        duration: None,
+    };
+    let id = inner.create_as("oxen", "g1".into(), &new, Some("k"), Some("p"), now);
+    assert_eq!(inner.limits.in_flight("k", now), 1);
+    assert!(matches!(
+        inner.cancel(&id, false, now),
+        Some(super::state::View::Cancelled)
+    ));
+    assert_eq!(inner.limits.in_flight("k", now), 0);
+    assert!(matches!(
+        inner.view(&id, now),
+        Some(super::state::View::Cancelled)
+    ));
+    assert_eq!(inner.counters("oxen").submissions_total, 1);
+    inner.create_as("oxen", "g2".into(), &new, Some("k"), Some("p"), now);
+    assert_eq!(inner.counters("oxen").duplicate_submissions, 1);
+}

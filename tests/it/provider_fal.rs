@@ -1,0 +1,1 @@
+//! Provider fal against the simulator over real HTTP (being written).

@@ -1,0 +1,1 @@
+//! Provider kling against the simulator over real HTTP (being written).

@@ -1,0 +1,1 @@
+//! Provider oxen against the simulator over real HTTP (being written).
