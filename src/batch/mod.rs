@@ -4,6 +4,7 @@
 mod media;
 mod prompts;
 mod spec;
+pub mod table;
 #[cfg(test)]
 mod tests;
 
@@ -12,17 +13,10 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
-/// Most reference images accepted together with a video (upstream caps images +
-/// elements at 4 when a video is supplied, whatever a provider's schema says).
-pub const MAX_IMAGES: usize = 4;
 /// Most variants (prompts) in one batch.
 pub const MAX_VARIANTS: usize = 10_000;
 /// Longest batch id; leaves room for the `.NNNNN` job suffix in a 128-char client id.
 pub const MAX_BATCH_ID_LEN: usize = 64;
-/// Aspect ratios the reference model accepts.
-pub const ASPECT_RATIOS: &[&str] = &["16:9", "9:16", "1:1"];
-/// Durations (seconds) the reference model accepts.
-pub const DURATIONS: &[u32] = &[5, 10];
 
 const DEFAULT_PROVIDER: &str = "aimlapi";
 const DEFAULT_MODEL: &str = "edit";
@@ -141,6 +135,14 @@ struct RawSpec {
     prompts_file: Option<PathBuf>,
     /// Inline prompts (`[[variants]]` or `--prompt`), before the prompts file's.
     prompts: Vec<String>,
+    elements: Vec<RawElement>,
+}
+
+/// An `[[elements]]` entry as written.
+#[derive(Debug, Default)]
+struct RawElement {
+    frontal_image: String,
+    reference_images: Vec<String>,
 }
 
 /// Loads and validates a TOML batch file. Relative paths inside it (video, images,
@@ -150,7 +152,8 @@ struct RawSpec {
 ///
 /// - `provider` known ([`ProviderName::parse`], default `aimlapi`); `model` is `edit`
 ///   (default) or `reference`, or a full model id.
-/// - `aspect_ratio` (`16:9` | `9:16` | `1:1`) and `duration` (5 | 10) only on `reference`.
+/// - the provider offers the model, and `aspect_ratio`, `duration`, `images` and
+///   `elements` are within what that provider's model takes ([`table`]).
 /// - `video` is required: an https URL, a `data:video/…;base64,…` URI or a local
 ///   .mp4/.mov/.webm file (sent as a data URI); `images` at most 4.
 /// - prompts: inline `[[variants]]` first, then `prompts_file`; 1 to 10 000 of them, each
@@ -187,6 +190,7 @@ pub fn from_flags(flags: &BatchFlags, limits: &BatchLimits) -> Result<ValidatedB
         duration: flags.duration.map(i64::from),
         prompts_file: flags.prompts_file.clone(),
         prompts: flags.prompts.clone(),
+        elements: Vec::new(),
     };
     build(raw, &origin, limits)
 }
@@ -248,8 +252,9 @@ fn build(
         )
     })?;
 
-    let aspect_ratio = check_aspect_ratio(raw.aspect_ratio, model, origin)?;
-    let duration = check_duration(raw.duration, model, origin)?;
+    let table = table::limits(provider, model).map_err(|m| origin.err("model", m))?;
+    let aspect_ratio = check_aspect_ratio(raw.aspect_ratio, model, &table, origin)?;
+    let duration = check_duration(raw.duration, model, &table, origin)?;
 
     let prompts = prompts::collect(raw.prompts, raw.prompts_file.as_deref(), origin)?;
 
@@ -262,13 +267,31 @@ fn build(
     let video = media::resolve(&video, media::Kind::Video, origin, limits)
         .map_err(|m| origin.err("video", m))?;
 
-    if raw.images.len() > MAX_IMAGES {
+    if raw.images.len() > table.max_refs {
         return Err(origin.err(
             "images",
             format!(
-                "at most {MAX_IMAGES} images are accepted with a video, got {}",
+                "at most {} images are accepted with a video, got {}",
+                table.max_refs,
                 raw.images.len()
             ),
+        ));
+    }
+    if raw.images.len() + raw.elements.len() > table.max_refs {
+        return Err(origin.err(
+            "elements",
+            format!(
+                "images + elements must be at most {} with a video, got {} + {}",
+                table.max_refs,
+                raw.images.len(),
+                raw.elements.len()
+            ),
+        ));
+    }
+    if !raw.elements.is_empty() && !table.inline_elements {
+        return Err(origin.err(
+            "elements",
+            format!("{provider} takes only pre-registered element ids, not inline elements"),
         ));
     }
     let image_list = raw
@@ -278,6 +301,34 @@ fn build(
         .map(|(i, image)| {
             media::resolve(image, media::Kind::Image, origin, limits)
                 .map_err(|m| origin.err("images", format!("image {}: {m}", i + 1)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let elements = raw
+        .elements
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let n = i + 1;
+            let field = |m: String| origin.err("elements", format!("element {n}: {m}"));
+            if e.reference_images.is_empty() || e.reference_images.len() > table.max_element_refs {
+                return Err(field(format!(
+                    "needs 1–{} reference images, got {}",
+                    table.max_element_refs,
+                    e.reference_images.len()
+                )));
+            }
+            let frontal = media::resolve(&e.frontal_image, media::Kind::Image, origin, limits)
+                .map_err(|m| field(format!("frontal_image: {m}")))?;
+            let refs = e
+                .reference_images
+                .iter()
+                .map(|r| media::resolve(r, media::Kind::Image, origin, limits))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|m| field(format!("reference_images: {m}")))?;
+            Ok(crate::model::Element {
+                frontal_image_url: frontal,
+                reference_image_urls: refs,
+            })
         })
         .collect::<Result<Vec<_>, _>>()?;
 
@@ -291,7 +342,7 @@ fn build(
         keep_audio: raw.keep_audio.unwrap_or(false),
         aspect_ratio,
         duration,
-        elements: Vec::new(),
+        elements,
     };
     shared.batch_id = match raw.batch_id {
         Some(id) => id,
@@ -303,19 +354,23 @@ fn build(
 fn check_aspect_ratio(
     value: Option<String>,
     model: ModelKind,
+    table: &table::ModelLimits,
     origin: &Origin,
 ) -> Result<Option<String>, BatchError> {
     let Some(value) = value else { return Ok(None) };
-    if model == ModelKind::Edit {
+    if table.aspect_ratios.is_empty() {
         return Err(origin.err(
             "aspect_ratio",
-            "not accepted by the edit model (the output follows the input clip)",
+            format!("not accepted by the {model} model (the output follows the input clip)"),
         ));
     }
-    if !ASPECT_RATIOS.contains(&value.as_str()) {
+    if !table.aspect_ratios.contains(&value.as_str()) {
         return Err(origin.err(
             "aspect_ratio",
-            format!("must be one of {}, got {value:?}", ASPECT_RATIOS.join(", ")),
+            format!(
+                "must be one of {}, got {value:?}",
+                table.aspect_ratios.join(", ")
+            ),
         ));
     }
     Ok(Some(value))
@@ -324,21 +379,28 @@ fn check_aspect_ratio(
 fn check_duration(
     value: Option<i64>,
     model: ModelKind,
+    table: &table::ModelLimits,
     origin: &Origin,
 ) -> Result<Option<u32>, BatchError> {
     let Some(value) = value else { return Ok(None) };
-    if model == ModelKind::Edit {
+    if table.durations.is_empty() {
         return Err(origin.err(
             "duration",
-            "not accepted by the edit model (the output follows the input clip)",
+            format!("not accepted by the {model} model (the output follows the input clip)"),
         ));
     }
     match u32::try_from(value) {
-        Ok(secs) if DURATIONS.contains(&secs) => Ok(Some(secs)),
-        _ => Err(origin.err(
-            "duration",
-            format!("must be 5 or 10 (seconds, an integer), got {value}"),
-        )),
+        Ok(secs) if table.durations.contains(&secs) => Ok(Some(secs)),
+        _ => {
+            let allowed: Vec<String> = table.durations.iter().map(u32::to_string).collect();
+            Err(origin.err(
+                "duration",
+                format!(
+                    "must be one of {} (seconds, an integer), got {value}",
+                    allowed.join(", ")
+                ),
+            ))
+        }
     }
 }
 
@@ -354,6 +416,8 @@ struct IdInput<'a> {
     keep_audio: bool,
     aspect_ratio: Option<&'a str>,
     duration: Option<u32>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    elements: &'a [crate::model::Element],
     prompts: &'a [String],
 }
 
@@ -368,6 +432,7 @@ fn derive_batch_id(slug: &str, shared: &BatchShared, prompts: &[String]) -> Stri
         keep_audio: shared.keep_audio,
         aspect_ratio: shared.aspect_ratio.as_deref(),
         duration: shared.duration,
+        elements: &shared.elements,
         prompts,
     };
     let json = serde_json::to_vec(&input).expect("batch options serialize to JSON");

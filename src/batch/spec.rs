@@ -1,7 +1,7 @@
 //! The TOML front end: reads a batch file into a raw spec, checking value types and
 //! rejecting unknown keys by name. No batch rules are applied here.
 
-use super::{BatchError, Origin, RawSpec};
+use super::{BatchError, Origin, RawElement, RawSpec};
 use std::path::PathBuf;
 use toml::{Table, Value};
 
@@ -17,7 +17,10 @@ const TOP_KEYS: &[&str] = &[
     "duration",
     "prompts_file",
     "variants",
+    "elements",
 ];
+
+const ELEMENT_KEYS: &[&str] = &["frontal_image", "reference_images"];
 
 /// Keys of one `[[variants]]` entry. `name` is a label for people; it is not sent.
 const VARIANT_KEYS: &[&str] = &["prompt", "name"];
@@ -59,6 +62,7 @@ pub(super) fn parse(text: &str, origin: &Origin) -> Result<RawSpec, BatchError> 
             .map_err(field_err("prompts_file"))?
             .map(PathBuf::from),
         prompts: take_variants(&mut table, origin)?,
+        elements: take_elements(&mut table, origin)?,
     })
 }
 
@@ -103,6 +107,41 @@ fn take_variants(table: &mut Table, origin: &Origin) -> Result<Vec<String>, Batc
 }
 
 /// The first key of `table` (in the table's own order) that is not in `known`.
+fn take_elements(table: &mut Table, origin: &Origin) -> Result<Vec<RawElement>, BatchError> {
+    let Some(value) = table.remove("elements") else {
+        return Ok(Vec::new());
+    };
+    let Value::Array(entries) = value else {
+        return Err(origin.err(
+            "elements",
+            format!("must be an array of tables ([[elements]]), got {}", value.type_str()),
+        ));
+    };
+    let mut out = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.into_iter().enumerate() {
+        let n = i + 1;
+        let err = |m: String| origin.err("elements", format!("element {n}: {m}"));
+        let Value::Table(mut entry) = entry else {
+            return Err(err(format!("must be a table, got {}", entry.type_str())));
+        };
+        if let Some(key) = unknown_key(&entry, ELEMENT_KEYS) {
+            return Err(err(format!(
+                "unknown key {key}; expected one of {}",
+                ELEMENT_KEYS.join(", ")
+            )));
+        }
+        let frontal_image = take_string(&mut entry, "frontal_image")
+            .map_err(&err)?
+            .ok_or_else(|| err("frontal_image is required".into()))?;
+        let reference_images = take_string_list(&mut entry, "reference_images").map_err(&err)?;
+        out.push(RawElement {
+            frontal_image,
+            reference_images,
+        });
+    }
+    Ok(out)
+}
+
 fn unknown_key<'t>(table: &'t Table, known: &[&str]) -> Option<&'t str> {
     table
         .keys()

@@ -257,7 +257,7 @@ fn reference_checks_duration_and_aspect_ratio_enums() {
     let e = flags_err(&f);
     assert_eq!(e.field, "duration");
     assert!(
-        e.message.contains("5 or 10") && e.message.contains('7'),
+        e.message.contains("5, 10") && e.message.contains('7'),
         "{e}"
     );
 
@@ -474,3 +474,49 @@ fn shipped_spring_campaign_loads() {
     assert!(batch.prompts[0].starts_with("Opening hero shot"));
     assert!(!batch.prompts[0].contains('\n'));
 }
+
+#[test]
+fn provider_table_rules_apply() {
+    // Oxen has no reference model.
+    let mut f = flags(&["p"]);
+    f.provider = Some("oxen".into());
+    f.model = Some("reference".into());
+    let e = flags_err(&f);
+    assert_eq!(e.field, "model");
+    assert!(e.message.contains("Oxen offers no"), "{e}");
+    // fal's reference takes 3..10 s; aimlapi's only 5 or 10.
+    let mut f = flags(&["p"]);
+    f.provider = Some("fal".into());
+    f.model = Some("reference".into());
+    f.duration = Some(7);
+    assert!(from_flags(&f, &BatchLimits::default()).is_ok());
+    f.provider = Some("aimlapi".into());
+    assert_eq!(flags_err(&f).field, "duration");
+}
+
+#[test]
+fn elements_count_with_images_and_kling_takes_none_inline() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = |provider: &str, images: usize| {
+        let imgs: Vec<String> = (0..images).map(|i| format!("\"https://i.example/{i}.png\"")).collect();
+        format!(
+            "provider = \"{provider}\"\nvideo = \"https://v.example/a.mp4\"\nimages = [{}]\n\
+             [[elements]]\nfrontal_image = \"https://i.example/f.png\"\n\
+             reference_images = [\"https://i.example/r.png\"]\n\
+             [[variants]]\nprompt = \"@Element1 waves\"\n",
+            imgs.join(",")
+        )
+    };
+    let path = dir.path().join("b.toml");
+    std::fs::write(&path, body("aimlapi", 3)).unwrap();
+    let ok = load_file(&path, &BatchLimits::default()).unwrap();
+    assert_eq!(ok.shared.elements.len(), 1);
+    std::fs::write(&path, body("aimlapi", 4)).unwrap();
+    let e = load_file(&path, &BatchLimits::default()).unwrap_err();
+    assert_eq!(e.field, "elements");
+    assert!(e.message.contains("at most 4"), "{e}");
+    std::fs::write(&path, body("kling", 1)).unwrap();
+    let e = load_file(&path, &BatchLimits::default()).unwrap_err();
+    assert!(e.message.contains("pre-registered"), "{e}");
+}
+

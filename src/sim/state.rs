@@ -56,6 +56,11 @@ pub struct Knobs {
     /// Output URLs answer 403 once this long has passed since completion (not time-scaled).
     #[serde(with = "humantime_serde")]
     pub output_ttl: Option<Duration>,
+    /// Oxen: probability a completion event is not sent on the SSE stream.
+    pub drop_events_rate: f64,
+    /// fal: probability a result fetch of a COMPLETED request answers 504 (a later fetch
+    /// succeeds).
+    pub result_504_rate: f64,
     /// Requests per second allowed per API key (submits and polls); `None` = unlimited.
     pub rate_limit: Option<f64>,
     /// Token-bucket capacity per key; `None` = `max(1, ceil(rate_limit))`.
@@ -85,6 +90,8 @@ impl Default for Knobs {
             stuck_prompts_containing: None,
             fail_prompts_containing: None,
             output_ttl: None,
+            drop_events_rate: 0.0,
+            result_504_rate: 0.0,
             rate_limit: None,
             rate_burst: None,
             max_in_flight: None,
@@ -113,6 +120,8 @@ impl Knobs {
             ("poll_5xx_rate", self.poll_5xx_rate),
             ("stuck_rate", self.stuck_rate),
             ("error_rate", self.error_rate),
+            ("drop_events_rate", self.drop_events_rate),
+            ("result_504_rate", self.result_504_rate),
         ];
         for (name, rate) in rates {
             if !(0.0..=1.0).contains(&rate) {
