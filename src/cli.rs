@@ -1,5 +1,6 @@
 //! The command line: clap definitions, dispatch, and the mapping from typed errors to
-//! exit codes (0 ok, 1 failure, 2 invalid input, 3 Redis unavailable, 4 not found).
+//! exit codes (0 ok, 1 failure, 2 invalid input, 3 Redis unavailable, 4 not found,
+//! 5 finished with failed jobs).
 #![allow(clippy::print_stdout)]
 
 use crate::batch::{self, BatchError, BatchFlags};
@@ -69,6 +70,30 @@ pub enum Command {
         /// JSON for scripts; counts under `counts`, keyed by state.
         #[arg(long)]
         json: bool,
+    },
+    /// Follow a batch live: progress per state, rate, ETA, cost, provider pauses.
+    ///
+    /// Exits 0 when every job is terminal and none failed; 5 when some failed (0 with
+    /// --allow-failures). Without a terminal it prints one plain line every few seconds.
+    Watch {
+        batch_id: String,
+        /// Exit 0 even when jobs failed.
+        #[arg(long)]
+        allow_failures: bool,
+        /// Seconds between plain lines when not on a terminal.
+        #[arg(long, default_value_t = 5)]
+        every: u64,
+    },
+    /// Write the batch's contact sheet (out/<batch>/index.html): one card per variant.
+    Report { batch_id: String },
+    /// Export a batch's results to stdout.
+    Results {
+        batch_id: String,
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: crate::export::Format,
+        /// Only jobs in these states (repeatable).
+        #[arg(long = "state")]
+        states: Vec<String>,
     },
     /// Cancel a batch: pending jobs are never submitted; running ones are marked
     /// cancelled and cancelled upstream where the provider can.
@@ -185,6 +210,9 @@ pub enum CliError {
     Usage(String),
     #[error("{0}")]
     NotFound(String),
+    /// The command worked, and found failed jobs (`watch`).
+    #[error("{0}")]
+    Failures(String),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -196,6 +224,7 @@ impl CliError {
             CliError::Queue(QueueError::Unavailable { .. }) => 3,
             CliError::Queue(QueueError::BatchConflict(_)) => 2,
             CliError::NotFound(_) => 4,
+            CliError::Failures(_) => 5,
             _ => 1,
         })
     }
@@ -237,6 +266,40 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             } else {
                 status::print_table(&s);
             }
+            Ok(())
+        }
+        Command::Watch {
+            batch_id,
+            allow_failures,
+            every,
+        } => {
+            let (settings, queue, _) = open_batch(&cli, batch_id).await?;
+            let opts = status::WatchOptions {
+                plain_every: std::time::Duration::from_secs((*every).max(1)),
+                tty: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            };
+            match status::watch(&queue, &settings, batch_id, &opts).await? {
+                status::WatchEnd::FinishedWithFailures if !allow_failures => {
+                    Err(CliError::Failures(format!("batch {batch_id} finished with failures")))
+                }
+                _ => Ok(()),
+            }
+        }
+        Command::Report { batch_id } => {
+            let (settings, queue, _) = open_batch(&cli, batch_id).await?;
+            let path = crate::report::write(&queue, &settings, batch_id).await?;
+            println!("{}", path.display());
+            Ok(())
+        }
+        Command::Results {
+            batch_id,
+            format,
+            states,
+        } => {
+            let (_, queue, _) = open_batch(&cli, batch_id).await?;
+            let mut out = std::io::stdout();
+            let n = crate::export::write(&queue, batch_id, *format, states, &mut out).await?;
+            eprintln!("{n} jobs exported");
             Ok(())
         }
         Command::Cancel { batch_id } => {

@@ -14,7 +14,8 @@
 //! - [`upstream`]: the provider trait, error classes, the poll schedule; one file per provider.
 //! - [`sink`]: results: JSONL file and downloaded outputs.
 //! - [`sim`]: the simulator, a real HTTP peer speaking each provider's protocol.
-//! - [`status`]: the one place that renders tables and progress.
+//! - [`status`]: the one place that renders tables and progress; [`report`] the
+//!   HTML contact sheet; [`export`] results as JSONL or CSV.
 //! - [`config`], [`telemetry`], [`cli`], [`demo`]: settings, logs, the command line.
 //!
 //! The durable truth about a job is its record in Redis, never an in-flight task.
@@ -24,11 +25,13 @@ pub mod batch;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod export;
 pub mod localredis;
 pub mod model;
 pub mod ops;
 pub mod producer;
 pub mod queue;
+pub mod report;
 pub mod shutdown;
 pub mod sim;
 pub mod sink;

@@ -197,3 +197,33 @@ pub fn counts_line(counts: &BTreeMap<String, u64>) -> String {
         .collect::<Vec<_>>()
         .join(" · ")
 }
+
+/// How `watch` ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchEnd {
+    /// Every job terminal, none failed (or failures allowed).
+    Finished,
+    /// Every job terminal, some failed, timed out, died or are unknown.
+    FinishedWithFailures,
+}
+
+/// Options of `restyle watch`.
+#[derive(Debug, Clone)]
+pub struct WatchOptions {
+    /// Plain lines every this often when stderr is not a terminal.
+    pub plain_every: std::time::Duration,
+    /// Draw bars (a terminal) or print plain lines.
+    pub tty: bool,
+}
+
+/// Follows a batch until every job is terminal (being written).
+pub async fn watch(
+    queue: &Queue,
+    settings: &Settings,
+    batch_id: &str,
+    _opts: &WatchOptions,
+) -> Result<WatchEnd, QueueError> {
+    let _ = (queue, settings, batch_id);
+    Ok(WatchEnd::Finished)
+}
+
