@@ -283,6 +283,9 @@ fn make_batch(batch_id: &str, n: usize) -> ValidatedBatch {
             aspect_ratio: None,
             duration: None,
             elements: vec![],
+            clip_seconds: None,
+            max_cost: None,
+            on_done: None,
         },
         prompts: (0..n)
             .map(|i| {

@@ -120,6 +120,12 @@ pub enum Command {
         #[arg(long)]
         fail: bool,
     },
+    /// Set a batch's budget (USD); jobs that waited for budget try again at once.
+    Budget {
+        batch_id: String,
+        #[arg(long = "max")]
+        max_cost: f64,
+    },
     /// Lift a provider's account pause (after a 401 or out-of-credits) for every worker;
     /// the jobs that waited for it go back to the queue at once.
     Resume {
@@ -195,6 +201,15 @@ pub struct EnqueueArgs {
     /// Batch id; derived from the content when omitted.
     #[arg(long)]
     pub batch_id: Option<String>,
+    /// Budget in USD: no submission that would pass it (needs prices in settings).
+    #[arg(long)]
+    pub max_cost: Option<f64>,
+    /// Length of the source clip in seconds (what an edit's cost follows).
+    #[arg(long)]
+    pub clip_seconds: Option<f64>,
+    /// Webhook told once when the batch finishes (POST of the summary).
+    #[arg(long)]
+    pub webhook: Option<String>,
 }
 
 /// Every failure a command can end with, each with its exit code.
@@ -279,9 +294,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 tty: std::io::IsTerminal::is_terminal(&std::io::stderr()),
             };
             match status::watch(&queue, &settings, batch_id, &opts).await? {
-                status::WatchEnd::FinishedWithFailures if !allow_failures => {
-                    Err(CliError::Failures(format!("batch {batch_id} finished with failures")))
-                }
+                status::WatchEnd::FinishedWithFailures if !allow_failures => Err(
+                    CliError::Failures(format!("batch {batch_id} finished with failures")),
+                ),
                 _ => Ok(()),
             }
         }
@@ -344,6 +359,18 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 ops::Reconcile::Fail => "marked failed",
             };
             eprintln!("{} jobs {verb}", ids.len());
+            Ok(())
+        }
+        Command::Budget { batch_id, max_cost } => {
+            if !(max_cost.is_finite() && *max_cost >= 0.0) {
+                return Err(CliError::Usage("--max must be a number ≥ 0".into()));
+            }
+            let (_, queue, info) = open_batch(&cli, batch_id).await?;
+            let n = queue.set_budget(batch_id, *max_cost).await?;
+            eprintln!(
+                "batch {batch_id}: budget {max_cost:.2} (committed so far {:.2}); {n} waiting jobs back in the queue",
+                info.cost_committed
+            );
             Ok(())
         }
         Command::Resume { provider } => {
@@ -445,6 +472,9 @@ async fn enqueue(cli: &Cli, args: &EnqueueArgs) -> Result<(), CliError> {
                 keep_audio: args.keep_audio,
                 aspect_ratio: args.aspect_ratio.clone(),
                 duration: args.duration,
+                max_cost: args.max_cost,
+                clip_seconds: args.clip_seconds,
+                webhook: args.webhook.clone(),
             },
             &settings.limits,
         )?,

@@ -152,6 +152,18 @@ struct RawProvider {
     /// Fleet-wide pause after a 429 without Retry-After.
     #[serde(default = "five_s", with = "humantime_serde")]
     cooldown: Duration,
+    /// USD per output second, per model; unset = unknown (cost shown as unknown).
+    #[serde(default)]
+    price_per_second: RawPrices,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrices {
+    #[serde(default)]
+    edit: Option<f64>,
+    #[serde(default)]
+    reference: Option<f64>,
 }
 
 fn one() -> u32 {
@@ -264,6 +276,7 @@ pub struct ProviderSettings {
     pub request_timeout: Duration,
     pub poll: PollSettings,
     pub limits: ProviderLimits,
+    pub prices: Prices,
 }
 
 /// Admission limits for one provider account, shared by every worker.
@@ -280,6 +293,22 @@ pub struct ProviderLimits {
     pub global: bool,
     /// Fleet-wide pause after a 429 that carries no Retry-After.
     pub cooldown: Duration,
+}
+
+/// USD per second of output video, per model; `None` = unknown, never invented.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Prices {
+    pub edit: Option<f64>,
+    pub reference: Option<f64>,
+}
+
+impl Prices {
+    pub fn for_model(&self, m: crate::model::ModelKind) -> Option<f64> {
+        match m {
+            crate::model::ModelKind::Edit => self.edit,
+            crate::model::ModelKind::Reference => self.reference,
+        }
+    }
 }
 
 /// Where settings come from, for [`Settings::load`].
@@ -479,6 +508,21 @@ impl Raw {
                 global: p.global_limiter,
                 cooldown: positive(&key("cooldown"), p.cooldown)?,
             };
+            for (m, v) in [
+                ("edit", p.price_per_second.edit),
+                ("reference", p.price_per_second.reference),
+            ] {
+                if v.is_some_and(|v| !(v >= 0.0 && v.is_finite())) {
+                    return Err(invalid(
+                        &key(&format!("price_per_second.{m}")),
+                        "must be a number ≥ 0",
+                    ));
+                }
+            }
+            let prices = Prices {
+                edit: p.price_per_second.edit,
+                reference: p.price_per_second.reference,
+            };
             providers.insert(
                 pn,
                 ProviderSettings {
@@ -496,6 +540,7 @@ impl Raw {
                         deadline: p.poll.deadline.unwrap_or(poll.deadline),
                     },
                     limits,
+                    prices,
                 },
             );
         }

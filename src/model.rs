@@ -124,6 +124,57 @@ pub struct BatchShared {
     /// Elements: a frontal image plus reference images each (images + elements ≤ 4).
     #[serde(default)]
     pub elements: Vec<Element>,
+    /// Length of the source clip in seconds, when known: what an edit's output (and its
+    /// cost) follows.
+    #[serde(default)]
+    pub clip_seconds: Option<f64>,
+    /// Budget in USD at enqueue (`restyle budget` changes the live one).
+    #[serde(default)]
+    pub max_cost: Option<f64>,
+    /// Told once each time the batch's last job turns terminal.
+    #[serde(default)]
+    pub on_done: Option<OnDone>,
+}
+
+/// Where a finished batch is announced: a webhook (POST of the batch summary with an
+/// `Idempotency-Key`), a command (summary JSON on stdin), or both.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnDone {
+    #[serde(default)]
+    pub webhook: Option<String>,
+    #[serde(default)]
+    pub command: Option<String>,
+}
+
+impl BatchShared {
+    /// A batch with only the required options; the rest take their defaults
+    /// (no images or elements, `keep_audio` false, provider defaults, no budget or hook).
+    pub fn new(batch_id: &str, provider: ProviderName, model: ModelKind, video: &str) -> Self {
+        BatchShared {
+            v: PAYLOAD_VERSION,
+            batch_id: batch_id.to_string(),
+            provider,
+            model,
+            video: video.to_string(),
+            image_list: Vec::new(),
+            keep_audio: false,
+            aspect_ratio: None,
+            duration: None,
+            elements: Vec::new(),
+            clip_seconds: None,
+            max_cost: None,
+            on_done: None,
+        }
+    }
+
+    /// Seconds of output one job of this batch produces, when known.
+    pub fn output_seconds(&self) -> Option<f64> {
+        match self.model {
+            ModelKind::Reference => Some(f64::from(self.duration.unwrap_or(5))),
+            ModelKind::Edit => self.clip_seconds,
+        }
+    }
 }
 
 /// A character or object the prompt refers to as `@Element1`…: one frontal image and

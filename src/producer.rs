@@ -41,8 +41,12 @@ pub async fn enqueue(queue: &Queue, batch: &ValidatedBatch) -> Result<Enqueued, 
         h.update(p.as_bytes());
     }
     let digest = hex::encode(h.finalize());
+    let extras = crate::queue::BatchExtras {
+        max_cost: shared.max_cost,
+        on_done: shared.on_done.is_some(),
+    };
     let added = queue
-        .enqueue_batch(&shared.batch_id, &spec_json, &digest, &jobs)
+        .enqueue_batch(&shared.batch_id, &spec_json, &digest, &extras, &jobs)
         .await?;
     Ok(Enqueued {
         batch_id: shared.batch_id.clone(),

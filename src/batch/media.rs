@@ -83,7 +83,7 @@ pub(super) fn resolve(
 }
 
 /// https with a host; plain http only to the loopback (the local simulator).
-fn check_url(source: &str) -> Result<(), String> {
+pub(super) fn check_url(source: &str) -> Result<(), String> {
     let url = Url::parse(source).map_err(|e| format!("invalid URL {source:?}: {e}"))?;
     // The URL parser repairs `https:///x` into host `x`; a spec that wrote no host has none.
     let wrote_host = source

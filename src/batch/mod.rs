@@ -57,6 +57,12 @@ pub struct BatchFlags {
     pub keep_audio: Option<bool>,
     pub aspect_ratio: Option<String>,
     pub duration: Option<u32>,
+    /// Budget in USD: no submission that would pass it.
+    pub max_cost: Option<f64>,
+    /// Source clip length in seconds (for the cost of edits).
+    pub clip_seconds: Option<f64>,
+    /// Webhook told once when the batch finishes.
+    pub webhook: Option<String>,
 }
 
 /// Why a batch spec was rejected: where, which variant (1-based, in final prompt order),
@@ -136,6 +142,10 @@ struct RawSpec {
     /// Inline prompts (`[[variants]]` or `--prompt`), before the prompts file's.
     prompts: Vec<String>,
     elements: Vec<RawElement>,
+    max_cost: Option<f64>,
+    clip_seconds: Option<f64>,
+    webhook: Option<String>,
+    command: Option<String>,
 }
 
 /// An `[[elements]]` entry as written.
@@ -191,6 +201,10 @@ pub fn from_flags(flags: &BatchFlags, limits: &BatchLimits) -> Result<ValidatedB
         prompts_file: flags.prompts_file.clone(),
         prompts: flags.prompts.clone(),
         elements: Vec::new(),
+        max_cost: flags.max_cost,
+        clip_seconds: flags.clip_seconds,
+        webhook: flags.webhook.clone(),
+        command: None,
     };
     build(raw, &origin, limits)
 }
@@ -332,6 +346,25 @@ fn build(
         })
         .collect::<Result<Vec<_>, _>>()?;
 
+    for (field, v) in [
+        ("max_cost", raw.max_cost),
+        ("clip_seconds", raw.clip_seconds),
+    ] {
+        if v.is_some_and(|v| !(v >= 0.0 && v.is_finite())) {
+            return Err(origin.err(field, "must be a number ≥ 0"));
+        }
+    }
+    if let Some(hook) = &raw.webhook {
+        media::check_url(hook).map_err(|m| origin.err("on_done.webhook", m))?;
+    }
+    if raw.command.as_deref().is_some_and(|c| c.trim().is_empty()) {
+        return Err(origin.err("on_done.command", "must not be empty"));
+    }
+    let on_done = (raw.webhook.is_some() || raw.command.is_some()).then(|| crate::model::OnDone {
+        webhook: raw.webhook.clone(),
+        command: raw.command.clone(),
+    });
+
     let mut shared = BatchShared {
         v: PAYLOAD_VERSION,
         batch_id: String::new(),
@@ -343,6 +376,9 @@ fn build(
         aspect_ratio,
         duration,
         elements,
+        clip_seconds: raw.clip_seconds,
+        max_cost: raw.max_cost,
+        on_done,
     };
     shared.batch_id = match raw.batch_id {
         Some(id) => id,

@@ -18,7 +18,12 @@ const TOP_KEYS: &[&str] = &[
     "prompts_file",
     "variants",
     "elements",
+    "max_cost",
+    "clip_seconds",
+    "on_done",
 ];
+
+const ON_DONE_KEYS: &[&str] = &["webhook", "command"];
 
 const ELEMENT_KEYS: &[&str] = &["frontal_image", "reference_images"];
 
@@ -49,6 +54,7 @@ pub(super) fn parse(text: &str, origin: &Origin) -> Result<RawSpec, BatchError> 
     }
 
     let field_err = |key: &'static str| move |message: String| origin.err(key, message);
+    let (webhook, command) = take_on_done(&mut table, origin)?;
     Ok(RawSpec {
         batch_id: take_string(&mut table, "batch_id").map_err(field_err("batch_id"))?,
         provider: take_string(&mut table, "provider").map_err(field_err("provider"))?,
@@ -63,6 +69,10 @@ pub(super) fn parse(text: &str, origin: &Origin) -> Result<RawSpec, BatchError> 
             .map(PathBuf::from),
         prompts: take_variants(&mut table, origin)?,
         elements: take_elements(&mut table, origin)?,
+        max_cost: take_number(&mut table, "max_cost").map_err(field_err("max_cost"))?,
+        clip_seconds: take_number(&mut table, "clip_seconds").map_err(field_err("clip_seconds"))?,
+        webhook,
+        command,
     })
 }
 
@@ -107,6 +117,41 @@ fn take_variants(table: &mut Table, origin: &Origin) -> Result<Vec<String>, Batc
 }
 
 /// The first key of `table` (in the table's own order) that is not in `known`.
+fn take_number(table: &mut Table, key: &str) -> Result<Option<f64>, String> {
+    match table.remove(key) {
+        None => Ok(None),
+        Some(Value::Float(f)) => Ok(Some(f)),
+        Some(Value::Integer(i)) => Ok(Some(i as f64)),
+        Some(other) => Err(type_mismatch("a number", &other)),
+    }
+}
+
+type OnDoneParts = (Option<String>, Option<String>);
+
+fn take_on_done(table: &mut Table, origin: &Origin) -> Result<OnDoneParts, BatchError> {
+    let Some(value) = table.remove("on_done") else {
+        return Ok((None, None));
+    };
+    let Value::Table(mut t) = value else {
+        return Err(origin.err(
+            "on_done",
+            format!("must be a table, got {}", value.type_str()),
+        ));
+    };
+    if let Some(key) = unknown_key(&t, ON_DONE_KEYS) {
+        return Err(origin.err(
+            "on_done",
+            format!(
+                "unknown key {key}; expected one of {}",
+                ON_DONE_KEYS.join(", ")
+            ),
+        ));
+    }
+    let webhook = take_string(&mut t, "webhook").map_err(|m| origin.err("on_done.webhook", m))?;
+    let command = take_string(&mut t, "command").map_err(|m| origin.err("on_done.command", m))?;
+    Ok((webhook, command))
+}
+
 fn take_elements(table: &mut Table, origin: &Origin) -> Result<Vec<RawElement>, BatchError> {
     let Some(value) = table.remove("elements") else {
         return Ok(Vec::new());
@@ -114,7 +159,10 @@ fn take_elements(table: &mut Table, origin: &Origin) -> Result<Vec<RawElement>, 
     let Value::Array(entries) = value else {
         return Err(origin.err(
             "elements",
-            format!("must be an array of tables ([[elements]]), got {}", value.type_str()),
+            format!(
+                "must be an array of tables ([[elements]]), got {}",
+                value.type_str()
+            ),
         ));
     };
     let mut out = Vec::with_capacity(entries.len());

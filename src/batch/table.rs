@@ -97,6 +97,9 @@ mod tests {
         let f = limits(ProviderName::Fal, ModelKind::Reference).unwrap();
         assert_eq!(a.durations, &[5, 10]);
         assert!(f.durations.contains(&3));
-        assert!(limits(ProviderName::Kling, ModelKind::Edit).unwrap().durations.is_empty());
+        assert!(limits(ProviderName::Kling, ModelKind::Edit)
+            .unwrap()
+            .durations
+            .is_empty());
     }
 }

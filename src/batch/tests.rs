@@ -498,7 +498,9 @@ fn provider_table_rules_apply() {
 fn elements_count_with_images_and_kling_takes_none_inline() {
     let dir = tempfile::tempdir().unwrap();
     let body = |provider: &str, images: usize| {
-        let imgs: Vec<String> = (0..images).map(|i| format!("\"https://i.example/{i}.png\"")).collect();
+        let imgs: Vec<String> = (0..images)
+            .map(|i| format!("\"https://i.example/{i}.png\""))
+            .collect();
         format!(
             "provider = \"{provider}\"\nvideo = \"https://v.example/a.mp4\"\nimages = [{}]\n\
              [[elements]]\nfrontal_image = \"https://i.example/f.png\"\n\
@@ -519,4 +521,3 @@ fn elements_count_with_images_and_kling_takes_none_inline() {
     let e = load_file(&path, &BatchLimits::default()).unwrap_err();
     assert!(e.message.contains("pre-registered"), "{e}");
 }
-

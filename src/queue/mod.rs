@@ -7,6 +7,7 @@ mod records;
 mod scripts;
 
 pub use records::{is_terminal, BatchInfo, JobRecord, STATES};
+
 pub use scripts::Scripts;
 
 use crate::config::{QueueSettings, RedisSettings};
@@ -138,13 +139,35 @@ pub enum After {
     Wait(WaitList, u64),
 }
 
-/// Lists jobs wait on, per provider.
+/// Lists jobs wait on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WaitList {
-    /// Waiting for an in-flight slot; woken when one frees.
+    /// Waiting for an in-flight slot of a provider; woken when one frees.
     Slot(String),
-    /// Waiting for an account pause to end; woken by `resume`.
+    /// Waiting for a provider's account pause to end; woken by `resume`.
     Pause(String),
+    /// Waiting for budget in a batch; woken by `restyle budget` or a released reservation.
+    Budget(String),
+}
+
+/// What a batch carries besides its spec and jobs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BatchExtras {
+    /// Budget in USD.
+    pub max_cost: Option<f64>,
+    /// Announce each completion (webhook / command): a `batch_done` job is queued.
+    pub on_done: bool,
+}
+
+/// What a budget check said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budget {
+    /// Within budget (reserved), or the batch has none.
+    Go,
+    /// Submitting would pass the budget.
+    Exceeded,
+    /// The batch has a budget but the job's cost is unknown (no price configured).
+    UnknownCost,
 }
 
 /// The provider slot a transition maintains (see the TRANSITION script).
@@ -299,8 +322,12 @@ impl Queue {
         batch_id: &str,
         spec_json: &str,
         digest: &str,
+        extras: &BatchExtras,
         jobs: &[(String, String)],
     ) -> Result<u64, QueueError> {
+        let max_cost = extras.max_cost.map(|c| c.to_string()).unwrap_or_default();
+        let on_done = if extras.on_done { "1" } else { "" };
+        let (max_cost, on_done) = (max_cost.as_str(), on_done);
         const CHUNK: usize = 1000;
         let now = now_ms();
         let total = jobs.len();
@@ -323,7 +350,9 @@ impl Queue {
                         .arg(spec_json)
                         .arg(total)
                         .arg(now)
-                        .arg(digest);
+                        .arg(digest)
+                        .arg(max_cost)
+                        .arg(on_done);
                     for (id, payload) in chunk {
                         inv.arg(id).arg(payload);
                     }
@@ -445,6 +474,7 @@ impl Queue {
                 list = match w {
                     WaitList::Slot(p) => format!("waiting:{p}"),
                     WaitList::Pause(p) => format!("paused:{p}"),
+                    WaitList::Budget(b) => format!("budget:{b}"),
                 };
                 ("wait", *t)
             }
@@ -547,6 +577,59 @@ impl Queue {
             })
             .await?;
         Ok(held == 1)
+    }
+
+    /// Reserves the job's estimated cost (`None` = unknown) against its batch's budget.
+    pub async fn reserve_budget(
+        &self,
+        batch_id: &str,
+        job_id: &str,
+        cost: Option<f64>,
+    ) -> Result<Budget, QueueError> {
+        let cost = cost.unwrap_or(-1.0);
+        let r: i64 = self
+            .retry(|mut c| async move {
+                self.scripts
+                    .reserve
+                    .key(self.keys.ready())
+                    .arg(self.keys.prefix())
+                    .arg(batch_id)
+                    .arg(job_id)
+                    .arg(cost)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(match r {
+            1 => Budget::Go,
+            0 => Budget::Exceeded,
+            _ => Budget::UnknownCost,
+        })
+    }
+
+    /// Sets a batch's budget; returns how many jobs that waited for budget were woken.
+    pub async fn set_budget(&self, batch_id: &str, max_cost: f64) -> Result<u64, QueueError> {
+        self.retry(|mut c| async move {
+            self.scripts
+                .set_budget
+                .key(self.keys.ready())
+                .arg(self.keys.prefix())
+                .arg(batch_id)
+                .arg(max_cost)
+                .invoke_async(&mut c)
+                .await
+        })
+        .await
+    }
+
+    /// Jobs of the batch waiting for budget.
+    pub async fn budget_waiting(&self, batch_id: &str) -> Result<u64, QueueError> {
+        let key = format!("{}budget:{batch_id}", self.keys.prefix());
+        self.retry(|mut c| {
+            let key = key.clone();
+            async move { c.llen(key).await }
+        })
+        .await
     }
 
     /// A provider event: the job of `upstream_id`, if parked, becomes due now.

@@ -68,6 +68,12 @@ pub struct BatchInfo {
     pub finished_at: Option<u64>,
     /// Counts keyed by state name (every state present, zero when none).
     pub counts: BTreeMap<String, u64>,
+    /// Budget in USD, when the batch has one.
+    pub max_cost: Option<f64>,
+    /// Estimated cost reserved by submitted jobs (released when a job fails upstream).
+    pub cost_committed: f64,
+    /// How many times the batch has finished (and been announced, with `on_done`).
+    pub completions: u64,
     #[serde(skip)]
     pub spec_json: String,
 }
@@ -88,6 +94,12 @@ impl BatchInfo {
             created_at: rec.num("created_at"),
             finished_at: rec.get("finished_at").and_then(|v| v.parse().ok()),
             counts,
+            max_cost: rec.get("max_cost").and_then(|v| v.parse().ok()),
+            cost_committed: rec
+                .get("cost_committed")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0),
+            completions: rec.num("completions"),
             spec_json: rec.get("spec").unwrap_or_default().to_string(),
         }
     }

@@ -13,6 +13,19 @@ local TERMINAL = {succeeded=true, failed=true, timed_out=true, dead=true, cancel
 /// Shared Lua: states that hold a provider slot, and waking jobs that wait for one.
 const SLOTS_LUA: &str = r#"
 local HOLD = {submitting=true, polling=true, finishing=true}
+-- Gives back a job's budget reservation (it will not be billed) and wakes a job that
+-- waited for budget.
+local function release_budget(p, jkey, bid)
+  local r = redis.call('HGET', jkey, 'cost_reserved')
+  if not r or not bid then return end
+  redis.call('HINCRBYFLOAT', p .. 'batch:' .. bid, 'cost_committed', -tonumber(r))
+  redis.call('HDEL', jkey, 'cost_reserved')
+  local w = redis.call('LPOP', p .. 'budget:' .. bid)
+  if w then
+    redis.call('ZREM', p .. 'parked', w)
+    redis.call('RPUSH', p .. 'ready', w)
+  end
+end
 local function wake(p, prov, n)
   for _ = 1, n do
     local w = redis.call('LPOP', p .. 'waiting:' .. prov)
@@ -24,19 +37,22 @@ end
 "#;
 
 /// Creates the batch (once) and its jobs (only those that do not exist yet).
-/// ARGV: prefix, batch_id, spec_json, total, now_ms, digest, [job_id, payload]...
+/// ARGV: prefix, batch_id, spec_json, total, now_ms, digest, max_cost ('' = none),
+/// on_done ('1' = announce completions), [job_id, payload]...
 /// Returns the number of jobs added, or -1 when the batch exists with another digest.
 const ENQUEUE: &str = r#"
 local p, bid = ARGV[1], ARGV[2]
 local bkey = p .. 'batch:' .. bid
 if redis.call('HSETNX', bkey, 'digest', ARGV[6]) == 1 then
   redis.call('HSET', bkey, 'spec', ARGV[3], 'total', ARGV[4], 'created_at', ARGV[5], 'done', 0)
+  if ARGV[7] ~= '' then redis.call('HSET', bkey, 'max_cost', ARGV[7]) end
+  if ARGV[8] == '1' then redis.call('HSET', bkey, 'on_done', '1') end
   redis.call('ZADD', p .. 'batches', ARGV[5], bid)
 elseif redis.call('HGET', bkey, 'digest') ~= ARGV[6] then
   return -1
 end
 local added = 0
-for i = 7, #ARGV, 2 do
+for i = 9, #ARGV, 2 do
   local jkey = p .. 'job:' .. ARGV[i]
   if redis.call('EXISTS', jkey) == 0 then
     redis.call('HSET', jkey, 'state', 'queued', 'payload', ARGV[i + 1], 'batch', bid,
@@ -168,10 +184,19 @@ elseif mode == 'wait' then
 elseif mode == 'done' then
   redis.call('HSET', jkey, 'finished_at', now)
   if new == 'dead' then redis.call('ZADD', p .. 'dead', now, id) end
+  if new == 'failed' or new == 'cancelled' then release_budget(p, jkey, cur[3]) end
   if bkey then
     local done = redis.call('HINCRBY', bkey, 'done', 1)
     if done == tonumber(redis.call('HGET', bkey, 'total')) then
       redis.call('HSET', bkey, 'finished_at', now)
+      if redis.call('HGET', bkey, 'on_done') == '1' then
+        -- Announce this completion exactly once: a job of its own, delivered durably.
+        local n = redis.call('HINCRBY', bkey, 'completions', 1)
+        local hid = 'done:' .. cur[3] .. ':' .. n
+        redis.call('HSET', p .. 'job:' .. hid, 'state', 'queued', 'kind', 'batch_done',
+                   'of_batch', cur[3], 'completion', n, 'attempts', 0, 'created_at', now)
+        redis.call('RPUSH', p .. 'ready', hid)
+      end
       return {'ok', 1}
     end
   end
@@ -224,6 +249,9 @@ for i = 6, #ARGV do
     if bkey then
       redis.call('HINCRBY', bkey, 'n:' .. st, -1)
       redis.call('HINCRBY', bkey, 'n:' .. to, 1)
+    end
+    if to == 'queued' or to == 'cancelled' or to == 'failed' then
+      release_budget(p, jkey, cur[2])
     end
     if to == 'queued' then
       local last = redis.call('HGET', jkey, 'error')
@@ -344,6 +372,41 @@ redis.call('ZADD', p .. 'parked', ARGV[4], id)
 return 1
 "#;
 
+/// Reserves a job's estimated cost against its batch's budget, once per job.
+/// ARGV: prefix, batch_id, job_id, cost (negative = unknown).
+/// Returns 1 (go: reserved, already reserved, or no budget), 0 (over budget), -1 (the
+/// batch has a budget but this job's cost is unknown).
+const RESERVE: &str = r#"
+local p, bid, id = ARGV[1], ARGV[2], ARGV[3]
+local bkey, jkey = p .. 'batch:' .. bid, p .. 'job:' .. id
+local max = redis.call('HGET', bkey, 'max_cost')
+if not max then return 1 end
+if redis.call('HEXISTS', jkey, 'cost_reserved') == 1 then return 1 end
+local cost = tonumber(ARGV[4])
+if cost < 0 then return -1 end
+local committed = tonumber(redis.call('HGET', bkey, 'cost_committed') or '0')
+if committed + cost > tonumber(max) + 1e-9 then return 0 end
+redis.call('HINCRBYFLOAT', bkey, 'cost_committed', cost)
+redis.call('HSET', jkey, 'cost_reserved', cost)
+return 1
+"#;
+
+/// Sets a batch's budget and sends the jobs that waited for budget back to the ready
+/// list (they check it again). ARGV: prefix, batch_id, max_cost. Returns jobs woken.
+const SET_BUDGET: &str = r#"
+local p, bid = ARGV[1], ARGV[2]
+redis.call('HSET', p .. 'batch:' .. bid, 'max_cost', ARGV[3])
+local n = 0
+while true do
+  local id = redis.call('LPOP', p .. 'budget:' .. bid)
+  if not id then break end
+  redis.call('ZREM', p .. 'parked', id)
+  redis.call('RPUSH', p .. 'ready', id)
+  n = n + 1
+end
+return n
+"#;
+
 /// The compiled scripts (EVALSHA with a fallback to EVAL after a Redis restart).
 #[derive(Debug)]
 pub struct Scripts {
@@ -358,6 +421,8 @@ pub struct Scripts {
     pub slot: Script,
     pub resume: Script,
     pub poke: Script,
+    pub reserve: Script,
+    pub set_budget: Script,
 }
 
 impl Scripts {
@@ -376,6 +441,8 @@ impl Scripts {
             slot: with_slots(SLOT),
             resume: Script::new(RESUME),
             poke: Script::new(POKE),
+            reserve: Script::new(RESERVE),
+            set_budget: Script::new(SET_BUDGET),
         }
     }
 }

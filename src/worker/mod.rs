@@ -1,6 +1,7 @@
 //! The worker: an apalis `Worker` over our Redis backend running the stages, the lease
 //! timer, graceful shutdown, and [`step`], a single-step entry for tests.
 
+pub mod announce;
 pub mod stages;
 
 use crate::config::{Settings, WorkerSettings};

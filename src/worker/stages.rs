@@ -5,9 +5,9 @@
 use super::Runtime;
 use crate::admission::{Admit, Call};
 use crate::model::ProviderName;
-use crate::model::{GenerationRequest, JobPayload, PAYLOAD_VERSION};
+use crate::model::{BatchShared, GenerationRequest, JobPayload, PAYLOAD_VERSION};
 use crate::queue::backend::Claimed;
-use crate::queue::{now_ms, After, Claim, JobRecord, SlotCtx, Transitioned, WaitList};
+use crate::queue::{now_ms, After, Budget, Claim, JobRecord, SlotCtx, Transitioned, WaitList};
 use crate::sink::{download, ResultLine, SinkError};
 use crate::upstream::schedule::{poll_delay, retry_delay};
 use crate::upstream::{ErrorClass, Lookup, PollStatus, UpstreamError};
@@ -139,7 +139,7 @@ pub fn result_line(rec: &JobRecord, p: &JobPayload, state: &str, now: u64) -> Re
         submitted_at: submitted,
         finished_at: now,
         upstream_seconds: submitted.map(|t| now.saturating_sub(t) as f64 / 1000.0),
-        estimated_cost: None,
+        estimated_cost: rec.get("estimated_cost").and_then(|v| v.parse().ok()),
         error: s("error"),
     }
 }
@@ -159,6 +159,9 @@ fn parse_payload(rec: &JobRecord) -> Result<JobPayload, String> {
 
 /// Runs the stage the job's record calls for.
 pub async fn run(rt: &Runtime, claimed: Claimed) {
+    if claimed.claim.record.get("kind") == Some("batch_done") {
+        return super::announce::run(rt, claimed).await;
+    }
     let Claimed { claim, mut lease } = claimed;
     let mut step = Step {
         rt,
@@ -190,7 +193,7 @@ pub async fn run(rt: &Runtime, claimed: Claimed) {
     step.slot = Some(rt.admission.slot_ctx(shared.provider));
     let req = GenerationRequest::new(&shared, claim.job_id.clone(), payload.prompt.clone());
     match claim.record.state() {
-        "queued" => submit(&step, &payload, &req, shared.provider).await,
+        "queued" => submit(&step, &payload, &req, &shared).await,
         "submitting" => {
             // A worker died or lost its lease mid-POST: the provider may have the job.
             let reason = "submit outcome unknown: the worker stopped during the POST";
@@ -293,15 +296,55 @@ async fn wait_for_resume(step: &Step<'_>, provider: ProviderName, state: &str, u
     step.go(state, After::Wait(list, until), &[]).await;
 }
 
+/// The estimated cost of one job of this batch, when a price and the output length are
+/// known; never invented.
+pub fn estimated_cost(rt: &Runtime, shared: &BatchShared) -> Option<f64> {
+    let price = rt
+        .settings
+        .provider(shared.provider)
+        .prices
+        .for_model(shared.model)?;
+    Some(price * shared.output_seconds()?)
+}
+
 async fn submit(
     step: &Step<'_>,
     payload: &JobPayload,
     req: &GenerationRequest,
-    provider: ProviderName,
+    shared: &BatchShared,
 ) {
     let rt = step.rt;
+    let provider = shared.provider;
     if let Some(until) = rt.paused_until(provider).await {
         wait_for_resume(step, provider, "queued", until).await;
+        return;
+    }
+    let cost = estimated_cost(rt, shared);
+    let budget = rt
+        .queue
+        .reserve_budget(&payload.batch_id, &req.job_id, cost)
+        .await;
+    let why = match budget {
+        Ok(Budget::Go) => None,
+        Ok(Budget::Exceeded) => Some(
+            "budget: submitting would pass the batch's max_cost (raise it with restyle budget)"
+                .to_string(),
+        ),
+        Ok(Budget::UnknownCost) => Some(format!(
+            "budget: the batch has a max_cost but the cost is unknown \
+             (set providers.{provider}.price_per_second.{})",
+            shared.model
+        )),
+        Err(e) => {
+            warn!(job_id = %req.job_id, error = %e, "Budget check failed; the job will be redelivered.");
+            return;
+        }
+    };
+    if let Some(why) = why {
+        let list = WaitList::Budget(payload.batch_id.clone());
+        let safety = now_ms() + 300_000;
+        let fields = [("wait_reason", "budget".to_string()), ("error", why)];
+        step.go("queued", After::Wait(list, safety), &fields).await;
         return;
     }
     let Some(up) = rt.upstreams.get(&provider) else {
@@ -337,6 +380,11 @@ async fn submit(
     let marks = [
         ("provider", provider.to_string()),
         ("model", req.model.to_string()),
+        (
+            "estimated_cost",
+            cost.map(|c| format!("{c:.4}")).unwrap_or_default(),
+        ),
+        ("wait_reason", String::new()),
     ];
     if !step.go("submitting", After::Keep, &marks).await {
         return;

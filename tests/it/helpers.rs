@@ -136,6 +136,9 @@ impl TestApp {
                 aspect_ratio: None,
                 duration: None,
                 elements: vec![],
+                clip_seconds: None,
+                max_cost: None,
+                on_done: None,
             },
             prompts: prompts.to_vec(),
         }

@@ -1,6 +1,7 @@
 //! Integration tests: real Redis, real HTTP to the simulator, real worker processes.
 
 mod admission;
+mod budget;
 mod crash;
 mod failures;
 mod helpers;
