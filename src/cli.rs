@@ -139,6 +139,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Load and validate the layered settings; print the effective values, secrets
+    /// redacted. Exits 2 naming the key and the reason when something is wrong (unknown
+    /// keys included). Use it before a deploy (systemd ExecStartPre, CI).
+    CheckConfig,
     /// Run the provider simulator (aimlapi protocol) for local runs and tests.
     Sim {
         #[arg(long, default_value = "127.0.0.1:8089")]
@@ -399,6 +403,14 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 }
                 eprintln!("{} dead jobs shown", dead.len());
             }
+            Ok(())
+        }
+        Command::CheckConfig => {
+            let settings = load_settings(&cli)?;
+            for (k, v) in settings.effective() {
+                println!("{k} = {v}");
+            }
+            eprintln!("settings are valid");
             Ok(())
         }
         Command::Sim {

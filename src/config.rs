@@ -416,6 +416,100 @@ impl Settings {
     }
 }
 
+fn secret_state(s: &Option<SecretString>) -> String {
+    match s {
+        Some(_) => "*** (set)".to_string(),
+        None => "(unset)".to_string(),
+    }
+}
+
+fn dur(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+impl Settings {
+    /// Every effective value as `key = value`, secrets redacted (for `check-config`).
+    pub fn effective(&self) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = vec![
+            ("redis.url".into(), self.redis.redacted_url()),
+            ("redis.namespace".into(), self.redis.namespace.clone()),
+            (
+                "redis.connect_timeout".into(),
+                dur(self.redis.connect_timeout),
+            ),
+            (
+                "redis.response_timeout".into(),
+                dur(self.redis.response_timeout),
+            ),
+            ("queue.lease".into(), dur(self.queue.lease)),
+            ("queue.renew_every".into(), dur(self.queue.renew_every)),
+            ("queue.idle_poll".into(), dur(self.queue.idle_poll)),
+            (
+                "queue.promote_chunk".into(),
+                self.queue.promote_chunk.to_string(),
+            ),
+            (
+                "queue.sweep_chunk".into(),
+                self.queue.sweep_chunk.to_string(),
+            ),
+            (
+                "worker.concurrency".into(),
+                self.worker.concurrency.to_string(),
+            ),
+            (
+                "worker.shutdown_grace".into(),
+                dur(self.worker.shutdown_grace),
+            ),
+            ("poll.first_delay".into(), dur(self.poll.first_delay)),
+            ("poll.max_interval".into(), dur(self.poll.max_interval)),
+            ("poll.deadline".into(), dur(self.poll.deadline)),
+            (
+                "retry.max_attempts".into(),
+                self.retry.max_attempts.to_string(),
+            ),
+            ("retry.base_delay".into(), dur(self.retry.base_delay)),
+            ("retry.max_delay".into(), dur(self.retry.max_delay)),
+            ("retry.account_pause".into(), dur(self.retry.account_pause)),
+            ("output.dir".into(), self.output.dir.display().to_string()),
+            (
+                "output.max_download_bytes".into(),
+                self.output.max_download_bytes.to_string(),
+            ),
+            (
+                "output.allow_http".into(),
+                self.output.allow_http.to_string(),
+            ),
+            (
+                "limits.max_video_bytes".into(),
+                self.limits.max_video_bytes.to_string(),
+            ),
+        ];
+        for (name, p) in &self.providers {
+            let k = |f: &str| format!("providers.{name}.{f}");
+            let l = &p.limits;
+            let price = |x: Option<f64>| x.map_or("(unknown)".to_string(), |x| x.to_string());
+            v.extend([
+                (k("base_url"), p.base_url.to_string()),
+                (k("api_key"), secret_state(&p.api_key)),
+                (k("access_key"), secret_state(&p.access_key)),
+                (k("secret_key"), secret_state(&p.secret_key)),
+                (k("request_timeout"), dur(p.request_timeout)),
+                (k("poll.first_delay"), dur(p.poll.first_delay)),
+                (k("poll.max_interval"), dur(p.poll.max_interval)),
+                (k("poll.deadline"), dur(p.poll.deadline)),
+                (k("rate_limit"), l.rate_limit.to_string()),
+                (k("rate_burst"), l.rate_burst.to_string()),
+                (k("max_in_flight"), l.max_in_flight.to_string()),
+                (k("global_limiter"), l.global.to_string()),
+                (k("cooldown"), dur(l.cooldown)),
+                (k("price_per_second.edit"), price(p.prices.edit)),
+                (k("price_per_second.reference"), price(p.prices.reference)),
+            ]);
+        }
+        v
+    }
+}
+
 fn positive(key: &str, d: Duration) -> Result<Duration, ConfigError> {
     if d.is_zero() {
         Err(invalid(key, "must be greater than zero"))
@@ -605,6 +699,31 @@ mod tests {
         let s = Settings::builtin();
         assert_eq!(s.poll.deadline, Duration::from_secs(1000));
         assert!(s.providers.contains_key(&ProviderName::Aimlapi));
+    }
+
+    #[test]
+    fn effective_values_redact_secrets() {
+        let mut s = Settings::builtin();
+        s.redis.url = SecretString::from("redis://u:hunter2pass@localhost:6379".to_string());
+        s.point_provider_at(
+            ProviderName::Aimlapi,
+            "http://127.0.0.1:1",
+            "sk-topsecret-123",
+        );
+        let all: String = s
+            .effective()
+            .iter()
+            .map(|(k, v)| format!("{k} = {v}\n"))
+            .collect();
+        assert!(
+            !all.contains("hunter2pass") && !all.contains("sk-topsecret-123"),
+            "{all}"
+        );
+        assert!(
+            all.contains("providers.aimlapi.api_key = *** (set)"),
+            "{all}"
+        );
+        assert!(all.contains("poll.deadline = 16m 40s"), "{all}");
     }
 
     #[test]

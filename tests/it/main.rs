@@ -2,6 +2,7 @@
 
 mod admission;
 mod budget;
+mod check_config;
 mod crash;
 mod failures;
 mod helpers;
