@@ -226,4 +226,3 @@ pub async fn watch(
     let _ = (queue, settings, batch_id);
     Ok(WatchEnd::Finished)
 }
-
