@@ -132,6 +132,7 @@ impl Admission {
             if wait > MAX_INLINE_WAIT {
                 return Ok(Admit::Later(wait));
             }
+            crate::metrics::limiter_wait(p, wait.as_secs_f64());
             tokio::time::sleep(wait).await;
         }
     }

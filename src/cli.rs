@@ -63,6 +63,9 @@ pub enum Command {
         /// Stages run at once (each is one HTTP call; waiting jobs hold no slot).
         #[arg(long)]
         concurrency: Option<usize>,
+        /// Serve Prometheus /metrics, /healthz and /readyz on this address.
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
     },
     /// Show a batch: counts per state, done/total, failures with reasons.
     Status {
@@ -261,7 +264,10 @@ fn load_settings(cli: &Cli) -> Result<Settings, CliError> {
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     match &cli.command {
         Command::Enqueue(args) => enqueue(&cli, args).await,
-        Command::Worker { concurrency } => {
+        Command::Worker {
+            concurrency,
+            metrics_listen,
+        } => {
             let mut settings = load_settings(&cli)?;
             if let Some(c) = concurrency {
                 if *c == 0 {
@@ -269,7 +275,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 }
                 settings.worker.concurrency = *c;
             }
-            run_worker(settings).await
+            run_worker(settings, *metrics_listen).await
         }
         Command::Status { batch_id, json } => {
             let settings = load_settings(&cli)?;
@@ -505,10 +511,18 @@ async fn enqueue(cli: &Cli, args: &EnqueueArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-async fn run_worker(settings: Settings) -> Result<(), CliError> {
+async fn run_worker(settings: Settings, metrics: Option<SocketAddr>) -> Result<(), CliError> {
+    if metrics.is_some() {
+        crate::metrics::install();
+    }
     let queue = Queue::connect(&settings.redis, &settings.queue, RetryMode::Persistent).await?;
     let ups = upstream::build_all(&settings).map_err(|e| CliError::Other(e.into()))?;
     let rt = Arc::new(worker::Runtime::new(queue, settings, ups));
+    if let Some(addr) = metrics {
+        crate::metrics::serve(addr, rt.queue.clone(), rt.health.clone())
+            .await
+            .map_err(|e| CliError::Other(anyhow::anyhow!("metrics listener on {addr}: {e}")))?;
+    }
     let stop = tokio_util::sync::CancellationToken::new();
     let s2 = stop.clone();
     tokio::spawn(async move {

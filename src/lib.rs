@@ -16,7 +16,8 @@
 //! - [`sim`]: the simulator, a real HTTP peer speaking each provider's protocol.
 //! - [`status`]: the one place that renders tables and progress; [`report`] the
 //!   HTML contact sheet; [`export`] results as JSONL or CSV.
-//! - [`config`], [`telemetry`], [`cli`], [`demo`]: settings, logs, the command line.
+//! - [`config`], [`telemetry`], [`metrics`], [`cli`], [`demo`]: settings, logs, metrics
+//!   and health, the command line.
 //!
 //! The durable truth about a job is its record in Redis, never an in-flight task.
 
@@ -27,6 +28,7 @@ pub mod config;
 pub mod demo;
 pub mod export;
 pub mod localredis;
+pub mod metrics;
 pub mod model;
 pub mod ops;
 pub mod producer;

@@ -233,6 +233,7 @@ pub async fn maintain_once(queue: &Queue, table: &LeaseTable) -> Result<(), Queu
     release_abandoned(queue, table).await?;
     let recovered = queue.sweep().await?;
     if recovered > 0 {
+        crate::metrics::lease_recoveries(recovered);
         tracing::info!(recovered, "Expired leases returned to the queue.");
     }
     Ok(())

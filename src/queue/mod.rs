@@ -759,6 +759,28 @@ impl Queue {
         .await
     }
 
+    /// One PING without retries: is Redis answering right now? (`/readyz`)
+    pub async fn ping(&self) -> Result<(), QueueError> {
+        let mut c = self.conn.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut c)
+            .await
+            .map(|_| ())
+            .map_err(|e| QueueError::from_redis(&e))
+    }
+
+    /// Queue depth without retries (for gauges, which skip a beat during an outage).
+    pub async fn depth_once(&self) -> Result<(u64, u64, u64), QueueError> {
+        let mut c = self.conn.clone();
+        redis::pipe()
+            .llen(self.keys.ready())
+            .zcard(self.keys.parked())
+            .zcard(self.keys.leases())
+            .query_async(&mut c)
+            .await
+            .map_err(|e| QueueError::from_redis(&e))
+    }
+
     /// Queue depth: (ready, parked, leased).
     pub async fn depth(&self) -> Result<(u64, u64, u64), QueueError> {
         self.retry(|mut c| async move {

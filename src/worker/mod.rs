@@ -27,6 +27,8 @@ pub struct Runtime {
     pub http: reqwest::Client,
     pub leases: Arc<LeaseTable>,
     pub admission: crate::admission::Admission,
+    /// `/readyz`: true while the worker loop runs.
+    pub health: Arc<crate::metrics::Health>,
     /// Unique per process start: host, pid and a random suffix.
     pub worker_id: String,
     batches: Mutex<HashMap<String, Arc<BatchShared>>>,
@@ -50,6 +52,7 @@ impl Runtime {
             .expect("http client builds");
         Runtime {
             admission: crate::admission::Admission::new(queue.clone(), &settings),
+            health: Arc::new(crate::metrics::Health::default()),
             jsonl: Arc::new(JsonlSink::new(settings.output.dir.clone())),
             queue,
             settings,
@@ -174,6 +177,7 @@ pub async fn run(rt: Arc<Runtime>, stop: CancellationToken) -> Result<(), QueueE
         Box::pin(async move { stages::run(&rt, job).await })
     });
     let listeners = spawn_event_listeners(&rt, &stop);
+    rt.health.set_running(true);
     let res = run_with(
         rt.queue.clone(),
         rt.worker_id.clone(),
@@ -183,6 +187,7 @@ pub async fn run(rt: Arc<Runtime>, stop: CancellationToken) -> Result<(), QueueE
         stop,
     )
     .await;
+    rt.health.set_running(false);
     for l in listeners {
         l.abort();
     }

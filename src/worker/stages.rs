@@ -44,6 +44,9 @@ impl Step<'_> {
             .await;
         match res {
             Ok(Transitioned::Ok { batch_finished }) => {
+                if !state.is_empty() && state != self.rec().state() {
+                    crate::metrics::transition(state);
+                }
                 if state != self.rec().state() {
                     info!(job_id = %self.claim.job_id, batch_id = self.rec().get("batch").unwrap_or(""),
                         from = self.rec().state(), to = state, "Job state changed.");
@@ -74,6 +77,9 @@ impl Step<'_> {
     /// Parks the job for a retry in `state`, or kills it when attempts are used up.
     async fn retry_or_die(&self, payload: &JobPayload, state: &str, err: &UpstreamError) {
         let attempt = self.attempts() + 1;
+        if let Some(slot) = &self.slot {
+            crate::metrics::retry(&slot.provider);
+        }
         if attempt >= self.rt.settings.retry.max_attempts {
             let reason = format!("retries used up ({attempt}): {}", err.message);
             self.terminal(payload, "dead", &[("error", reason)]).await;
@@ -106,6 +112,14 @@ impl Step<'_> {
             rec.fields.insert(k.to_string(), v.clone());
         }
         let line = result_line(&rec, payload, state, now_ms());
+        if state == "succeeded" {
+            if let (Some(cost), Some(p)) = (
+                line.estimated_cost,
+                crate::model::ProviderName::parse(&line.provider),
+            ) {
+                crate::metrics::cost(p, cost);
+            }
+        }
         let sink = self.rt.jsonl.clone();
         match tokio::task::spawn_blocking(move || sink.append(&line)).await {
             Ok(Ok(_)) => {}
@@ -157,21 +171,41 @@ fn parse_payload(rec: &JobRecord) -> Result<JobPayload, String> {
     Ok(p)
 }
 
-/// Runs the stage the job's record calls for.
+/// Runs the stage the job's record calls for. Every log line inside carries the job's
+/// `job_id` and `batch_id` (a span), and the stage's duration is measured.
 pub async fn run(rt: &Runtime, claimed: Claimed) {
-    if claimed.claim.record.get("kind") == Some("batch_done") {
-        return super::announce::run(rt, claimed).await;
+    use tracing::Instrument;
+    let rec = &claimed.claim.record;
+    let stage = match (rec.get("kind"), rec.state()) {
+        (Some("batch_done"), _) => "announce",
+        (_, "queued") => "submit",
+        (_, "submitting") => "resolve",
+        (_, "polling") => "poll",
+        (_, "finishing") => "finish",
+        _ => "other",
+    };
+    let batch_id = rec
+        .get("batch")
+        .or(rec.get("of_batch"))
+        .unwrap_or("")
+        .to_string();
+    let span = tracing::info_span!("job", job_id = %claimed.claim.job_id, batch_id = %batch_id);
+    let started = std::time::Instant::now();
+    if stage == "announce" {
+        super::announce::run(rt, claimed).instrument(span).await;
+    } else {
+        run_stage(rt, claimed).instrument(span).await;
     }
+    crate::metrics::stage(stage, started.elapsed().as_secs_f64());
+}
+
+async fn run_stage(rt: &Runtime, claimed: Claimed) {
     let Claimed { claim, mut lease } = claimed;
     let mut step = Step {
         rt,
         claim: &claim,
         slot: None,
     };
-    let batch_id = claim.record.get("batch").unwrap_or("").to_string();
-    let span = tracing::info_span!("stage", job_id = %claim.job_id, batch_id = %batch_id);
-    let _enter = span.enter();
-    drop(_enter);
     let payload = match parse_payload(&claim.record) {
         Ok(p) => p,
         Err(reason) => {
@@ -207,6 +241,20 @@ pub async fn run(rt: &Runtime, claimed: Claimed) {
         }
     }
     lease.settle();
+}
+
+/// The metrics label of an upstream call's result.
+fn outcome<T>(res: &Result<T, UpstreamError>) -> &'static str {
+    match res {
+        Ok(_) => "ok",
+        Err(e) if e.status == Some(429) => "rate_limited",
+        Err(e) => match e.class {
+            ErrorClass::Retryable => "retryable",
+            ErrorClass::Ambiguous => "ambiguous",
+            ErrorClass::Job => "job",
+            ErrorClass::Account => "account",
+        },
+    }
 }
 
 /// Rule 1: the upstream id is the first thing recorded, in the same step that parks the
@@ -389,7 +437,10 @@ async fn submit(
     if !step.go("submitting", After::Keep, &marks).await {
         return;
     }
-    match up.submit(req).await {
+    let t = std::time::Instant::now();
+    let res = up.submit(req).await;
+    crate::metrics::upstream(provider, "submit", outcome(&res), t.elapsed().as_secs_f64());
+    match res {
         Ok(upstream_id) => record_submitted(step, provider, &upstream_id).await,
         Err(e) if e.status == Some(429) => rate_limited(step, provider, "queued", &e).await,
         Err(e) => match e.class {
@@ -462,7 +513,10 @@ async fn poll(step: &Step<'_>, payload: &JobPayload, provider: ProviderName) {
             return;
         }
     }
-    match up.poll(&upstream_id).await {
+    let t = std::time::Instant::now();
+    let res = up.poll(&upstream_id).await;
+    crate::metrics::upstream(provider, "poll", outcome(&res), t.elapsed().as_secs_f64());
+    match res {
         Ok(PollStatus::Pending { status }) => {
             let polls = rec.num("polls") as u32 + 1;
             let wait = poll_delay(&sched, polls, rand::random());

@@ -6,6 +6,7 @@ mod check_config;
 mod crash;
 mod failures;
 mod helpers;
+mod metrics;
 mod operator;
 mod pipeline;
 mod provider_fal;

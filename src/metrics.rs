@@ -1,0 +1,160 @@
+//! Prometheus metrics (every name `restyle_…`, labels bounded: never a job or batch id)
+//! and the worker's `/metrics`, `/healthz` and `/readyz` listener.
+
+use crate::model::ProviderName;
+use crate::queue::Queue;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the Prometheus recorder once per process; later calls return the same handle.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let buckets = [
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ];
+            PrometheusBuilder::new()
+                .set_buckets(&buckets)
+                .expect("valid buckets")
+                .install_recorder()
+                .expect("one metrics recorder per process")
+        })
+        .clone()
+}
+
+/// A job changed state.
+pub fn transition(state: &str) {
+    counter!("restyle_job_transitions_total", "state" => state.to_string()).increment(1);
+    if state == "dead" {
+        counter!("restyle_dead_jobs_total").increment(1);
+    }
+}
+
+/// A stage (submit, poll, finish, announce) ran for `secs`.
+pub fn stage(stage: &'static str, secs: f64) {
+    histogram!("restyle_stage_duration_seconds", "stage" => stage).record(secs);
+}
+
+/// One upstream request and how it ended (`ok`, `retryable`, `ambiguous`, `job`,
+/// `account`, `rate_limited`).
+pub fn upstream(provider: ProviderName, call: &'static str, outcome: &'static str, secs: f64) {
+    let p = provider.as_str();
+    counter!("restyle_upstream_requests_total", "provider" => p, "call" => call, "outcome" => outcome)
+        .increment(1);
+    histogram!("restyle_upstream_request_duration_seconds", "provider" => p, "call" => call)
+        .record(secs);
+}
+
+/// Time spent waiting for the fleet-wide limiter before a request.
+pub fn limiter_wait(provider: ProviderName, secs: f64) {
+    counter!("restyle_limiter_waits_total", "provider" => provider.as_str()).increment(1);
+    gauge!("restyle_limiter_wait_seconds_total", "provider" => provider.as_str()).increment(secs);
+}
+
+/// Expired leases of dead workers returned to the queue.
+pub fn lease_recoveries(n: u64) {
+    counter!("restyle_lease_recoveries_total").increment(n);
+}
+
+/// A retryable failure that will be tried again.
+pub fn retry(provider: &str) {
+    counter!("restyle_retries_total", "provider" => provider.to_string()).increment(1);
+}
+
+/// Estimated cost of a job that succeeded (USD; a monotonic gauge, since counters are
+/// integers).
+pub fn cost(provider: ProviderName, usd: f64) {
+    gauge!("restyle_estimated_cost_usd_total", "provider" => provider.as_str()).increment(usd);
+}
+
+/// Liveness of the worker loop, for `/readyz`.
+#[derive(Debug, Default)]
+pub struct Health {
+    running: AtomicBool,
+}
+
+impl Health {
+    pub fn set_running(&self, on: bool) {
+        self.running.store(on, Ordering::SeqCst);
+    }
+    pub fn running(&self) -> bool {
+        self.running.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Ctx {
+    handle: PrometheusHandle,
+    queue: Queue,
+    health: Arc<Health>,
+}
+
+/// Serves `/metrics`, `/healthz` (the process answers) and `/readyz` (Redis answers and
+/// the worker loop runs) until the process ends. Also refreshes the queue gauges.
+pub async fn serve(
+    listen: SocketAddr,
+    queue: Queue,
+    health: Arc<Health>,
+) -> std::io::Result<SocketAddr> {
+    let handle = install();
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let ctx = Ctx {
+        handle,
+        queue: queue.clone(),
+        health,
+    };
+    let app = Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .with_state(ctx);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    tokio::spawn(refresh_gauges(queue));
+    tracing::info!(%addr, "Metrics and health listening.");
+    Ok(addr)
+}
+
+async fn metrics_text(State(ctx): State<Ctx>) -> String {
+    ctx.handle.render()
+}
+
+async fn ready(State(ctx): State<Ctx>) -> (StatusCode, &'static str) {
+    if !ctx.health.running() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "worker loop not running\n");
+    }
+    match tokio::time::timeout(Duration::from_secs(2), ctx.queue.ping()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready\n"),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "redis unreachable\n"),
+    }
+}
+
+/// Queue depth and in-flight per provider, read from Redis every few seconds.
+async fn refresh_gauges(queue: Queue) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        if let Ok((ready, parked, leased)) = queue.depth_once().await {
+            gauge!("restyle_queue_depth", "queue" => "ready").set(ready as f64);
+            gauge!("restyle_queue_depth", "queue" => "parked").set(parked as f64);
+            gauge!("restyle_queue_depth", "queue" => "leased").set(leased as f64);
+        }
+        for p in ProviderName::ALL {
+            if let Ok(v) = queue.provider_view(p.as_str()).await {
+                gauge!("restyle_in_flight", "provider" => p.as_str()).set(v.in_flight as f64);
+            }
+        }
+    }
+}
