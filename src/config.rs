@@ -48,6 +48,13 @@ struct RawRedis {
     connect_timeout: Duration,
     #[serde(with = "humantime_serde")]
     response_timeout: Duration,
+    /// The URL is a seed node of a Redis Cluster.
+    #[serde(default)]
+    cluster: bool,
+    /// PEM file of the CA that signed the server's certificate (`rediss://` with a
+    /// private CA); public CAs need nothing.
+    #[serde(default)]
+    tls_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -199,6 +206,8 @@ pub struct RedisSettings {
     pub namespace: String,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
+    pub cluster: bool,
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl RedisSettings {
@@ -649,6 +658,8 @@ impl Raw {
                 namespace: self.redis.namespace,
                 connect_timeout: positive("redis.connect_timeout", self.redis.connect_timeout)?,
                 response_timeout: positive("redis.response_timeout", self.redis.response_timeout)?,
+                cluster: self.redis.cluster,
+                tls_ca_file: self.redis.tls_ca_file,
             },
             queue: QueueSettings {
                 lease,

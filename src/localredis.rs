@@ -37,6 +37,7 @@ pub struct LocalRedis {
     port: u16,
     dir: PathBuf,
     appendonly: bool,
+    extra: Vec<String>,
 }
 
 /// Picks a free loopback port.
@@ -48,6 +49,16 @@ impl LocalRedis {
     /// Starts `redis-server` with its data and log under `dir`. With `appendonly`, writes
     /// are kept in an AOF (fsync every second) so a restart keeps them.
     pub fn start(dir: &Path, appendonly: bool) -> Result<LocalRedis, LocalRedisError> {
+        Self::start_with(dir, appendonly, &[])
+    }
+
+    /// [`LocalRedis::start`] with extra `redis-server` arguments (cluster mode, ACL
+    /// users, a TLS port); the plain port stays on for the readiness check.
+    pub fn start_with(
+        dir: &Path,
+        appendonly: bool,
+        extra: &[String],
+    ) -> Result<LocalRedis, LocalRedisError> {
         std::fs::create_dir_all(dir)?;
         // redis-server changes into --dir before opening the log: paths must be absolute.
         let dir = &std::fs::canonicalize(dir)?;
@@ -57,6 +68,7 @@ impl LocalRedis {
             port,
             dir: dir.to_path_buf(),
             appendonly,
+            extra: extra.to_vec(),
         };
         r.spawn()?;
         Ok(r)
@@ -93,6 +105,7 @@ impl LocalRedis {
             .arg(&self.dir)
             .arg("--logfile")
             .arg(&log)
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -171,5 +184,6 @@ pub fn ping(port: u16) -> bool {
         return false;
     }
     let mut buf = [0u8; 16];
-    matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
+    // A server that wants a password (ACL tests) still answers: it is up.
+    matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG") || buf[..n].starts_with(b"-NOAUTH"))
 }

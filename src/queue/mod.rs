@@ -3,6 +3,7 @@
 //! builds a key. [`backend`] adapts it to apalis's `Backend`.
 
 pub mod backend;
+mod conn;
 mod records;
 mod scripts;
 
@@ -11,9 +12,8 @@ pub use records::{is_terminal, BatchInfo, JobRecord, STATES};
 pub use scripts::Scripts;
 
 use crate::config::{QueueSettings, RedisSettings};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+pub use conn::Conn;
 use redis::{AsyncCommands, RedisError};
-use secrecy::ExposeSecret;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -212,7 +212,7 @@ pub struct Claim {
 /// Handle to one namespace of the queue. Cheap to clone (one multiplexed connection).
 #[derive(Clone)]
 pub struct Queue {
-    conn: ConnectionManager,
+    conn: Conn,
     keys: Keys,
     scripts: Arc<Scripts>,
     mode: RetryMode,
@@ -242,15 +242,10 @@ impl Queue {
             url: url.clone(),
             reason: e.to_string(),
         };
-        let client = redis::Client::open(redis.url.expose_secret()).map_err(unavailable)?;
-        let cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(redis.connect_timeout))
-            .set_response_timeout(Some(redis.response_timeout))
-            .set_number_of_retries(if mode == RetryMode::FailFast { 1 } else { 6 })
-            .set_max_delay(Duration::from_secs(2));
+        let retries = if mode == RetryMode::FailFast { 1 } else { 6 };
         let connect = async {
             loop {
-                match ConnectionManager::new_with_config(client.clone(), cfg.clone()).await {
+                match conn::open(redis, retries).await {
                     Ok(c) => return Ok(c),
                     Err(e) if mode == RetryMode::Persistent && transient(&e) => {
                         tracing::warn!(redis = %url, error = %e, "Redis unreachable, retrying.");
@@ -279,14 +274,14 @@ impl Queue {
     }
 
     /// A raw connection for read-only inspection (status, tests, benchmarks).
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> Conn {
         self.conn.clone()
     }
 
     /// Runs a Redis call, retrying transient failures per the retry mode.
     pub async fn retry<T, F, Fut>(&self, f: F) -> Result<T, QueueError>
     where
-        F: Fn(ConnectionManager) -> Fut,
+        F: Fn(Conn) -> Fut,
         Fut: std::future::Future<Output = Result<T, RedisError>>,
     {
         let mut delay = Duration::from_millis(50);
@@ -331,15 +326,46 @@ impl Queue {
         const CHUNK: usize = 1000;
         let now = now_ms();
         let total = jobs.len();
-        let results: Vec<i64> = self
-            .retry(|mut c| async move {
+        let chunks: Vec<&[(String, String)]> = if jobs.is_empty() {
+            vec![&[]]
+        } else {
+            jobs.chunks(CHUNK).collect()
+        };
+        let invocation = |chunk: &[(String, String)]| {
+            let mut inv = self.scripts.enqueue.key(self.keys.ready());
+            inv.arg(self.keys.prefix())
+                .arg(batch_id)
+                .arg(spec_json)
+                .arg(total)
+                .arg(now)
+                .arg(digest)
+                .arg(max_cost)
+                .arg(on_done);
+            for (id, payload) in chunk {
+                inv.arg(id).arg(payload);
+            }
+            inv
+        };
+        let results: Vec<i64> = if matches!(self.conn, Conn::Cluster(_)) {
+            // A cluster takes no MULTI across script loads: one atomic script call per
+            // chunk (a re-run enqueue fills in whatever a crash left out).
+            let mut out = Vec::new();
+            for chunk in &chunks {
+                let inv = invocation(chunk);
+                out.push(
+                    self.retry(|mut c| {
+                        let inv = &inv;
+                        async move { inv.invoke_async(&mut c).await }
+                    })
+                    .await?,
+                );
+            }
+            out
+        } else {
+            let chunks = &chunks;
+            self.retry(|mut c| async move {
                 let mut pipe = redis::pipe();
                 pipe.atomic();
-                let chunks: Vec<&[(String, String)]> = if jobs.is_empty() {
-                    vec![&[]]
-                } else {
-                    jobs.chunks(CHUNK).collect()
-                };
                 for chunk in chunks {
                     let mut inv = redis::cmd("EVALSHA");
                     inv.arg(self.scripts.enqueue.get_hash())
@@ -353,7 +379,7 @@ impl Queue {
                         .arg(digest)
                         .arg(max_cost)
                         .arg(on_done);
-                    for (id, payload) in chunk {
+                    for (id, payload) in *chunk {
                         inv.arg(id).arg(payload);
                     }
                     pipe.add_command(inv);
@@ -362,7 +388,8 @@ impl Queue {
                 self.scripts.enqueue.load_async(&mut c).await?;
                 pipe.query_async::<Vec<i64>>(&mut c).await
             })
-            .await?;
+            .await?
+        };
         if results.contains(&-1) {
             return Err(QueueError::BatchConflict(batch_id.to_string()));
         }

@@ -13,5 +13,6 @@ mod provider_fal;
 mod provider_kling;
 mod provider_oxen;
 mod queue_traps;
+mod redis_ops;
 mod secrets;
 mod validation;

@@ -1,28 +1,331 @@
-//! fal.ai wire mapping (being written).
+//! fal.ai queue wire mapping: `POST {base}/fal-ai/kling-video/o1/video-to-video/{edit,
+//! reference}` (`Authorization: Key …`, `X-Fal-No-Retry: 1`) returns a `request_id` and the
+//! status, result and cancel URLs, all four kept in the upstream id. A poll is `GET
+//! status_url` (202 `IN_QUEUE`/`IN_PROGRESS`, 200 `COMPLETED`) and, once completed, `GET
+//! response_url` at once: `{"video":{"url"}}` is success, a 4xx with `detail` is the job's
+//! failure, and a 5xx/504 after COMPLETED is only ever retried. Cancel is `PUT cancel_url`.
 
 use crate::config::ProviderSettings;
-use crate::model::{GenerationRequest, ProviderName};
-use crate::upstream::{ErrorClass, PollStatus, Upstream, UpstreamError};
+use crate::model::{GenerationRequest, ModelKind, ProviderName};
+use crate::upstream::{retry_after, ErrorClass, PollStatus, Upstream, UpstreamError};
+use reqwest::header::{HeaderValue, AUTHORIZATION};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::{json, Value};
 
 /// Client for one fal.ai account.
-#[derive(Debug)]
 pub struct Fal {
-    _base: url::Url,
+    http: reqwest::Client,
+    base: url::Url,
+    key: Option<SecretString>,
+}
+
+impl std::fmt::Debug for Fal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fal")
+            .field("base", &self.base.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The submit answer (the in-queue status).
+#[derive(Debug, Deserialize)]
+struct Queued {
+    request_id: Option<String>,
+    status_url: Option<String>,
+    response_url: Option<String>,
+    cancel_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Status {
+    status: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Output {
+    video: Option<File>,
+}
+
+#[derive(Debug, Deserialize)]
+struct File {
+    url: Option<String>,
+}
+
+/// The endpoint id of a model (Pro tier).
+pub fn model_path(model: ModelKind) -> &'static str {
+    match model {
+        ModelKind::Edit => "fal-ai/kling-video/o1/video-to-video/edit",
+        ModelKind::Reference => "fal-ai/kling-video/o1/video-to-video/reference",
+    }
+}
+
+/// The `OmniV2VEditInput` / `OmniV2VReferenceInput` body. `keep_audio` is always explicit;
+/// the reference `duration` is fal's string enum ("5").
+pub fn request_body(req: &GenerationRequest) -> Value {
+    let mut body = json!({
+        "prompt": req.prompt,
+        "video_url": req.video,
+        "keep_audio": req.keep_audio,
+    });
+    if !req.image_list.is_empty() {
+        body["image_urls"] = json!(req.image_list);
+    }
+    if !req.elements.is_empty() {
+        let elements: Vec<Value> = req
+            .elements
+            .iter()
+            .map(|e| {
+                json!({
+                    "frontal_image_url": e.frontal_image_url,
+                    "reference_image_urls": e.reference_image_urls,
+                })
+            })
+            .collect();
+        body["elements"] = json!(elements);
+    }
+    if req.model == ModelKind::Reference {
+        if let Some(ar) = &req.aspect_ratio {
+            body["aspect_ratio"] = json!(ar);
+        }
+        if let Some(d) = req.duration {
+            body["duration"] = json!(d.to_string());
+        }
+    }
+    body
+}
+
+/// Where one request is polled, fetched and cancelled. Stored as the upstream id:
+/// `request_id|status_url|response_url|cancel_url` (a bare request id also works).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handle {
+    pub request_id: String,
+    pub status_url: String,
+    pub response_url: String,
+    pub cancel_url: String,
+}
+
+impl Handle {
+    /// Uses the returned URLs when they are on the configured host (the key is only ever
+    /// sent there); builds `{base}/fal-ai/kling-video/requests/{id}…` otherwise.
+    fn new(base: &url::Url, id: &str, urls: [Option<&str>; 3]) -> Handle {
+        let built = |suffix: &str| {
+            let mut u = base.clone();
+            if let Ok(mut segs) = u.path_segments_mut() {
+                segs.pop_if_empty()
+                    .extend(["fal-ai", "kling-video", "requests", id]);
+                if !suffix.is_empty() {
+                    segs.push(suffix);
+                }
+            }
+            u.to_string()
+        };
+        let pick =
+            |given: Option<&str>, suffix: &str| match given.and_then(|g| url::Url::parse(g).ok()) {
+                Some(u) if u.origin() == base.origin() => u.as_str().replace('|', "%7C"),
+                Some(u) => {
+                    tracing::warn!(
+                        host = u.host_str().unwrap_or(""),
+                        "fal returned a URL on another host; using the configured base"
+                    );
+                    built(suffix)
+                }
+                None => built(suffix),
+            };
+        Handle {
+            request_id: id.to_string(),
+            status_url: pick(urls[0], "status"),
+            response_url: pick(urls[1], ""),
+            cancel_url: pick(urls[2], "cancel"),
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        [
+            &self.request_id,
+            &self.status_url,
+            &self.response_url,
+            &self.cancel_url,
+        ]
+        .map(String::as_str)
+        .join("|")
+    }
+
+    /// Reads an upstream id written by [`Handle::encode`], or a bare request id.
+    pub fn decode(base: &url::Url, upstream_id: &str) -> Result<Handle, UpstreamError> {
+        let parts: Vec<&str> = upstream_id.split('|').collect();
+        match parts.as_slice() {
+            [id] if !id.is_empty() => Ok(Handle::new(base, id, [None; 3])),
+            [id, s, r, c] if !id.is_empty() => {
+                Ok(Handle::new(base, id, [Some(s), Some(r), Some(c)]))
+            }
+            _ => Err(UpstreamError::new(
+                ErrorClass::Job,
+                format!("fal: unreadable upstream id {upstream_id:?}"),
+            )),
+        }
+    }
+}
+
+/// A readable message from a fal error body: `detail` as a list of `{loc,msg,type}` or a
+/// string, else the raw text.
+pub fn detail_message(body: &str) -> String {
+    let Ok(v) = serde_json::from_str::<Value>(body) else {
+        return body.chars().take(300).collect();
+    };
+    match v.get("detail") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|d| {
+                let msg = d.get("msg").and_then(Value::as_str).unwrap_or("error");
+                let loc: Vec<String> = d
+                    .get("loc")
+                    .and_then(Value::as_array)
+                    .map(|l| {
+                        l.iter()
+                            .filter(|p| p.as_str() != Some("body"))
+                            .map(|p| p.as_str().map_or(p.to_string(), str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if loc.is_empty() {
+                    msg.to_string()
+                } else {
+                    format!("{}: {msg}", loc.join("."))
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        _ => v
+            .get("status")
+            .and_then(Value::as_str)
+            .map_or_else(|| v.to_string(), str::to_string),
+    }
+}
+
+/// Classifies an HTTP error. A submit 5xx other than 503 may have been accepted behind the
+/// gateway, so it is ambiguous; every GET error is retryable unless it is about the job.
+fn classify(status: u16, submit: bool) -> ErrorClass {
+    match status {
+        401 | 403 => ErrorClass::Account,
+        408 | 429 | 503 => ErrorClass::Retryable,
+        500..=599 if submit => ErrorClass::Ambiguous,
+        500..=599 => ErrorClass::Retryable,
+        400..=499 => ErrorClass::Job,
+        _ if submit => ErrorClass::Ambiguous,
+        _ => ErrorClass::Retryable,
+    }
+}
+
+async fn http_error(resp: reqwest::Response, submit: bool, what: &str) -> UpstreamError {
+    let status = resp.status().as_u16();
+    let ra = retry_after(resp.headers());
+    let body = resp.text().await.unwrap_or_default();
+    UpstreamError {
+        class: classify(status, submit),
+        message: format!("fal {what}: HTTP {status}: {}", detail_message(&body)),
+        status: Some(status),
+        retry_after: ra,
+    }
+}
+
+fn transport_error(e: reqwest::Error, submit: bool, what: &str) -> UpstreamError {
+    // Never connected: the request never left. Anything later is ambiguous for the POST.
+    let class = if e.is_connect() || !submit {
+        ErrorClass::Retryable
+    } else {
+        ErrorClass::Ambiguous
+    };
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "transport error"
+    };
+    UpstreamError::new(class, format!("fal {what}: {kind}: {}", e.without_url()))
+}
+
+fn unreadable(class: ErrorClass, what: &str, e: reqwest::Error) -> UpstreamError {
+    UpstreamError::new(
+        class,
+        format!("fal {what}: unreadable response: {}", e.without_url()),
+    )
 }
 
 impl Fal {
     pub fn new(p: &ProviderSettings) -> Result<Self, UpstreamError> {
+        let http = reqwest::Client::builder()
+            .timeout(p.request_timeout)
+            .connect_timeout(p.request_timeout.min(std::time::Duration::from_secs(10)))
+            .user_agent(concat!("restyle/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| UpstreamError::new(ErrorClass::Account, format!("http client: {e}")))?;
         Ok(Fal {
-            _base: p.base_url.clone(),
+            http,
+            base: p.base_url.clone(),
+            key: p.api_key.clone(),
         })
     }
-}
 
-fn unavailable() -> UpstreamError {
-    UpstreamError::new(
-        ErrorClass::Job,
-        "fal: provider not available in this build yet",
-    )
+    fn auth(&self, rb: reqwest::RequestBuilder) -> Result<reqwest::RequestBuilder, UpstreamError> {
+        let no_key = || {
+            UpstreamError::new(
+                ErrorClass::Account,
+                "no API key for fal: set RESTYLE__PROVIDERS__FAL__API_KEY or FAL_KEY",
+            )
+        };
+        let key = self.key.as_ref().ok_or_else(no_key)?;
+        let mut v =
+            HeaderValue::from_str(&format!("Key {}", key.expose_secret())).map_err(|_| {
+                UpstreamError::new(
+                    ErrorClass::Account,
+                    "fal API key is not a valid header value",
+                )
+            })?;
+        v.set_sensitive(true);
+        Ok(rb.header(AUTHORIZATION, v))
+    }
+
+    /// `GET response_url` right after COMPLETED: the model's answer decides the outcome.
+    async fn result(&self, h: &Handle) -> Result<PollStatus, UpstreamError> {
+        let resp = self
+            .auth(self.http.get(&h.response_url))?
+            .send()
+            .await
+            .map_err(|e| transport_error(e, false, "result"))?;
+        let status = resp.status().as_u16();
+        if resp.status().is_success() {
+            let out: Output = resp
+                .json()
+                .await
+                .map_err(|e| unreadable(ErrorClass::Retryable, "result", e))?;
+            return Ok(match out.video.and_then(|v| v.url) {
+                Some(url) => PollStatus::Succeeded { url },
+                None => PollStatus::Failed {
+                    reason: "fal: result has no video.url".to_string(),
+                },
+            });
+        }
+        // A start timeout the caller set (we set none) is final; any other 504 is not.
+        let user_timeout = resp
+            .headers()
+            .get("x-fal-request-timeout-type")
+            .is_some_and(|v| v.as_bytes() == b"user");
+        match status {
+            401 | 403 | 408 | 429 | 500..=599 if !(status == 504 && user_timeout) => {
+                Err(http_error(resp, false, "result").await)
+            }
+            400..=599 => {
+                let body = resp.text().await.unwrap_or_default();
+                Ok(PollStatus::Failed {
+                    reason: format!("fal: HTTP {status}: {}", detail_message(&body)),
+                })
+            }
+            _ => Err(http_error(resp, false, "result").await),
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -31,11 +334,177 @@ impl Upstream for Fal {
         ProviderName::Fal
     }
 
-    async fn submit(&self, _req: &GenerationRequest) -> Result<String, UpstreamError> {
-        Err(unavailable())
+    async fn submit(&self, req: &GenerationRequest) -> Result<String, UpstreamError> {
+        let url = format!(
+            "{}/{}",
+            self.base.as_str().trim_end_matches('/'),
+            model_path(req.model)
+        );
+        let rb = self
+            .http
+            .post(url)
+            .header("X-Fal-No-Retry", "1")
+            .json(&request_body(req));
+        let resp = self
+            .auth(rb)?
+            .send()
+            .await
+            .map_err(|e| transport_error(e, true, "submit"))?;
+        if !resp.status().is_success() {
+            return Err(http_error(resp, true, "submit").await);
+        }
+        // Accepted: from here on a body we cannot use leaves the outcome unknown.
+        let q: Queued = resp
+            .json()
+            .await
+            .map_err(|e| unreadable(ErrorClass::Ambiguous, "submit", e))?;
+        let id = q
+            .request_id
+            .filter(|id| !id.is_empty() && !id.contains('|'))
+            .ok_or_else(|| {
+                UpstreamError::new(
+                    ErrorClass::Ambiguous,
+                    "fal submit: response has no request_id",
+                )
+            })?;
+        let urls = [&q.status_url, &q.response_url, &q.cancel_url].map(|u| u.as_deref());
+        Ok(Handle::new(&self.base, &id, urls).encode())
     }
 
-    async fn poll(&self, _upstream_id: &str) -> Result<PollStatus, UpstreamError> {
-        Err(unavailable())
+    async fn poll(&self, upstream_id: &str) -> Result<PollStatus, UpstreamError> {
+        let h = Handle::decode(&self.base, upstream_id)?;
+        let resp = self
+            .auth(self.http.get(&h.status_url))?
+            .send()
+            .await
+            .map_err(|e| transport_error(e, false, "status"))?;
+        if !resp.status().is_success() {
+            return Err(http_error(resp, false, "status").await);
+        }
+        let st: Status = resp
+            .json()
+            .await
+            .map_err(|e| unreadable(ErrorClass::Retryable, "status", e))?;
+        let status = st.status.unwrap_or_default();
+        match status.as_str() {
+            "COMPLETED" => self.result(&h).await,
+            "IN_QUEUE" | "IN_PROGRESS" => Ok(PollStatus::Pending { status }),
+            other => {
+                tracing::warn!(
+                    upstream_status = other,
+                    "Unknown fal status, still waiting."
+                );
+                Ok(PollStatus::Pending { status })
+            }
+        }
+    }
+
+    /// `Ok(true)`: removed from the queue, or the runner was signalled (best effort: a
+    /// running generation may still complete and be billed). `Ok(false)`: already done.
+    async fn cancel(&self, upstream_id: &str) -> Result<bool, UpstreamError> {
+        let h = Handle::decode(&self.base, upstream_id)?;
+        let resp = self
+            .auth(self.http.put(&h.cancel_url))?
+            .send()
+            .await
+            .map_err(|e| transport_error(e, false, "cancel"))?;
+        let status = resp.status().as_u16();
+        if resp.status().is_success() {
+            return Ok(true);
+        }
+        if matches!(status, 400 | 404 | 409 | 410) {
+            let body = resp.text().await.unwrap_or_default();
+            let answer = detail_message(&body);
+            tracing::debug!(status, %answer, "fal cancel: nothing to cancel");
+            return Ok(false);
+        }
+        Err(http_error(resp, false, "cancel").await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Element;
+
+    fn base() -> url::Url {
+        url::Url::parse("https://queue.fal.run").unwrap()
+    }
+
+    #[test]
+    fn classes_follow_the_submit_rules() {
+        assert_eq!(classify(500, true), ErrorClass::Ambiguous);
+        assert_eq!(classify(504, true), ErrorClass::Ambiguous);
+        assert_eq!(classify(503, true), ErrorClass::Retryable);
+        assert_eq!(classify(429, true), ErrorClass::Retryable);
+        assert_eq!(classify(504, false), ErrorClass::Retryable);
+        assert_eq!(classify(422, true), ErrorClass::Job);
+        assert_eq!(classify(404, false), ErrorClass::Job);
+        assert_eq!(classify(401, false), ErrorClass::Account);
+        assert_eq!(classify(403, true), ErrorClass::Account);
+    }
+
+    #[test]
+    fn bodies_use_fal_names_and_a_string_duration() {
+        let mut req = GenerationRequest {
+            job_id: "b.00000".into(),
+            model: ModelKind::Edit,
+            prompt: "p".into(),
+            video: "https://x/v.mp4".into(),
+            image_list: vec!["https://x/i.png".into()],
+            keep_audio: false,
+            aspect_ratio: Some("9:16".into()),
+            duration: Some(5),
+            elements: vec![Element {
+                frontal_image_url: "https://x/f.png".into(),
+                reference_image_urls: vec!["https://x/r.png".into()],
+            }],
+        };
+        let b = request_body(&req);
+        assert_eq!(b["keep_audio"], json!(false));
+        assert_eq!(b["image_urls"], json!(["https://x/i.png"]));
+        assert_eq!(
+            b["elements"][0]["reference_image_urls"],
+            json!(["https://x/r.png"])
+        );
+        assert!(b.get("duration").is_none() && b.get("aspect_ratio").is_none());
+        assert!(b.get("image_list").is_none() && b.get("model").is_none());
+        req.model = ModelKind::Reference;
+        let b = request_body(&req);
+        assert_eq!(b["duration"], json!("5"));
+        assert_eq!(b["aspect_ratio"], json!("9:16"));
+    }
+
+    #[test]
+    fn handles_round_trip_and_keep_the_key_on_our_host() {
+        let r = "https://queue.fal.run/fal-ai/kling-video/requests/abc";
+        let urls = [format!("{r}/status"), r.to_string(), format!("{r}/cancel")];
+        let h = Handle::new(&base(), "abc", urls.each_ref().map(|u| Some(u.as_str())));
+        assert_eq!(h.status_url, urls[0]);
+        let back = Handle::decode(&base(), &h.encode()).unwrap();
+        assert_eq!(back, h);
+        assert_eq!(
+            Handle::decode(&base(), "abc").unwrap(),
+            h,
+            "bare ids build the same URLs"
+        );
+        let evil = Handle::new(&base(), "abc", [Some("https://evil.example/x"), None, None]);
+        assert_eq!(evil.status_url, urls[0]);
+        assert!(Handle::decode(&base(), "a|b").is_err());
+    }
+
+    #[test]
+    fn detail_messages_read_both_shapes() {
+        let list = r#"{"detail":[{"loc":["body","video_url"],"msg":"Bad clip","type":"x"}]}"#;
+        assert_eq!(detail_message(list), "video_url: Bad clip");
+        assert_eq!(
+            detail_message(r#"{"detail":"Request not found"}"#),
+            "Request not found"
+        );
+        assert_eq!(
+            detail_message(r#"{"status":"ALREADY_COMPLETED"}"#),
+            "ALREADY_COMPLETED"
+        );
+        assert_eq!(detail_message("Gateway Timeout"), "Gateway Timeout");
     }
 }
