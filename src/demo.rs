@@ -1,6 +1,7 @@
 //! `restyle demo`: the whole pipeline on one machine with nothing but `redis-server`
 //! installed — a private Redis (unless `REDIS_URL` is set), the simulator in-process and
-//! time-scaled, the demo batch, two workers, a progress bar, downloaded results.
+//! time-scaled, the demo batch, two workers, live progress (`status::watch`), downloaded
+//! results.
 #![allow(clippy::print_stdout)]
 
 use crate::cli::CliError;
@@ -73,23 +74,19 @@ pub async fn run(
         workers.push(tokio::spawn(worker::run(rt, stop.clone())));
     }
 
-    let pb = status::progress_bar(enq.total);
-    let info = loop {
-        let info = queue
-            .batch(&batch_id)
-            .await?
-            .ok_or_else(|| CliError::NotFound(format!("batch {batch_id} vanished")))?;
-        pb.set_position(info.done);
-        pb.set_message(status::counts_line(&info.counts));
-        if info.is_finished() {
-            break info;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-            _ = crate::shutdown::signal() => { stop.cancel(); return Err(CliError::Usage("interrupted".into())); }
-        }
+    // Live progress (bars on a terminal, plain lines elsewhere) until every job is terminal.
+    let opts = status::WatchOptions {
+        plain_every: Duration::from_secs(5),
+        tty: std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
-    pb.finish_with_message(status::counts_line(&info.counts));
+    tokio::select! {
+        watched = status::watch(&queue, &settings, &batch_id, &opts) => { watched?; }
+        _ = crate::shutdown::signal() => { stop.cancel(); return Err(CliError::Usage("interrupted".into())); }
+    }
+    let info = queue
+        .batch(&batch_id)
+        .await?
+        .ok_or_else(|| CliError::NotFound(format!("batch {batch_id} vanished")))?;
     stop.cancel();
     for w in workers {
         let _ = w.await;

@@ -1,6 +1,19 @@
-//! `restyle results`: a batch's results as JSONL or CSV on stdout (being written).
+//! `restyle results`: a batch's results as JSONL or CSV, read from the job records in
+//! Redis (the durable truth), not from `results.jsonl`.
+//!
+//! Every line is a [`ResultLine`] built by the worker's own [`result_line`], so an export
+//! line has exactly the fields of a `results.jsonl` line; CSV has one column per field, in
+//! the same order, under a header row. A job that is not terminal yet is exported with its
+//! current state, `finished_at` 0 and no `upstream_seconds`.
 
-use crate::queue::{Queue, QueueError};
+use crate::model::JobPayload;
+use crate::queue::{is_terminal, JobRecord, Queue, QueueError};
+use crate::sink::ResultLine;
+use crate::worker::stages::result_line;
+use std::io::{ErrorKind, Write};
+
+/// Job records read per round trip.
+const CHUNK: usize = 500;
 
 /// Output format of an export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -9,13 +22,199 @@ pub enum Format {
     Csv,
 }
 
-/// Writes the batch's results (only jobs in `states`, all when empty) to `out`.
+/// Writes the batch's results (only jobs in `states`, all when empty) to `out`, in job
+/// index order. Returns how many jobs were written. A reader that goes away (a closed
+/// pipe, as with `| head`) ends the export quietly.
 pub async fn write(
-    _queue: &Queue,
-    _batch_id: &str,
-    _format: Format,
-    _states: &[String],
-    _out: &mut (dyn std::io::Write + Send),
+    queue: &Queue,
+    batch_id: &str,
+    format: Format,
+    states: &[String],
+    out: &mut (dyn Write + Send),
 ) -> Result<usize, QueueError> {
-    Ok(0)
+    let info = queue
+        .batch(batch_id)
+        .await?
+        .ok_or_else(|| QueueError::Redis(format!("no batch {batch_id}")))?;
+    let ids = crate::ops::job_ids(&info);
+    let mut sink = match format {
+        Format::Csv => {
+            let mut w = csv::WriterBuilder::new()
+                .has_headers(false)
+                .from_writer(out);
+            match w.write_record(&csv_header()) {
+                Ok(()) => Sink::Csv(Box::new(w)),
+                Err(e) if gone(&e) => return Ok(0),
+                Err(e) => return Err(write_error(e)),
+            }
+        }
+        Format::Jsonl => Sink::Jsonl(out),
+    };
+    let mut n = 0;
+    for (c, chunk) in ids.chunks(CHUNK).enumerate() {
+        for (i, rec) in queue.jobs(chunk).await?.iter().enumerate() {
+            if !states.is_empty() && !states.iter().any(|s| s == rec.state()) {
+                continue;
+            }
+            match sink.line(&export_line(rec, batch_id, (c * CHUNK + i) as u32)) {
+                Ok(()) => n += 1,
+                Err(e) if gone(&e) => return Ok(n),
+                Err(e) => return Err(write_error(e)),
+            }
+        }
+    }
+    match sink.flush() {
+        Err(e) if !gone(&e) => Err(write_error(e)),
+        _ => Ok(n),
+    }
+}
+
+/// Where lines go, in their format.
+enum Sink<'a> {
+    Jsonl(&'a mut (dyn Write + Send)),
+    Csv(Box<csv::Writer<&'a mut (dyn Write + Send)>>),
+}
+
+impl Sink<'_> {
+    fn line(&mut self, line: &ResultLine) -> Result<(), csv::Error> {
+        match self {
+            Sink::Csv(w) => w.serialize(line),
+            Sink::Jsonl(out) => {
+                let mut v = serde_json::to_vec(line).map_err(std::io::Error::from)?;
+                v.push(b'\n');
+                Ok(out.write_all(&v)?)
+            }
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), csv::Error> {
+        match self {
+            Sink::Csv(w) => Ok(w.flush()?),
+            Sink::Jsonl(out) => Ok(out.flush()?),
+        }
+    }
+}
+
+/// A job's result line from its record, as the worker writes it (see the module doc for
+/// jobs not terminal yet). `fallback_index` stands in when the payload is unreadable.
+pub fn export_line(rec: &JobRecord, batch_id: &str, fallback_index: u32) -> ResultLine {
+    let payload = rec
+        .get("payload")
+        .and_then(|p| serde_json::from_str::<JobPayload>(p).ok())
+        .unwrap_or_else(|| JobPayload {
+            v: 0,
+            batch_id: batch_id.to_string(),
+            index: fallback_index,
+            prompt: String::new(),
+        });
+    let state = rec.state();
+    let finished = rec
+        .get("finished_at")
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|_| is_terminal(state));
+    let mut line = result_line(rec, &payload, state, finished.unwrap_or(0));
+    if finished.is_none() {
+        line.finished_at = 0;
+        line.upstream_seconds = None;
+    }
+    if line.estimated_cost.is_none() {
+        line.estimated_cost = rec
+            .get("estimated_cost")
+            .and_then(|c| c.trim().parse().ok());
+    }
+    line
+}
+
+/// The CSV header: the serialized field names of [`ResultLine`], in order.
+fn csv_header() -> csv::StringRecord {
+    let sample = ResultLine {
+        job_id: String::new(),
+        batch_id: String::new(),
+        index: 0,
+        prompt: String::new(),
+        provider: String::new(),
+        model: String::new(),
+        state: String::new(),
+        upstream_id: None,
+        output_url: None,
+        file: None,
+        sha256: None,
+        bytes: None,
+        claims: 0,
+        submitted_at: None,
+        finished_at: 0,
+        upstream_seconds: None,
+        estimated_cost: None,
+        error: None,
+    };
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.serialize(&sample).expect("a result line serializes");
+    let bytes = w.into_inner().expect("writing to memory");
+    let mut r = csv::Reader::from_reader(bytes.as_slice());
+    r.headers().expect("the header just written").clone()
+}
+
+fn gone(e: &csv::Error) -> bool {
+    matches!(e.kind(), csv::ErrorKind::Io(io) if io.kind() == ErrorKind::BrokenPipe)
+}
+
+fn write_error(e: csv::Error) -> QueueError {
+    QueueError::Redis(format!("writing results: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(fields: &[(&str, &str)]) -> JobRecord {
+        JobRecord::from_pairs(
+            "b.00003",
+            fields
+                .iter()
+                .flat_map(|(k, v)| [k.to_string(), v.to_string()])
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn header_follows_the_result_line_fields() {
+        let h = csv_header();
+        assert_eq!(h.get(0), Some("job_id"));
+        assert_eq!(h.get(h.len() - 1), Some("error"));
+        assert!(h.iter().any(|c| c == "estimated_cost"));
+        assert_eq!(h.len(), 18);
+    }
+
+    #[test]
+    fn terminal_jobs_keep_their_times_running_ones_have_none() {
+        let p = r#"{"v":1,"batch_id":"b","index":3,"prompt":"hi"}"#;
+        let done = export_line(
+            &rec(&[
+                ("state", "succeeded"),
+                ("payload", p),
+                ("submitted_at", "1000"),
+                ("finished_at", "3500"),
+                ("estimated_cost", "0.25"),
+            ]),
+            "b",
+            9,
+        );
+        assert_eq!((done.index, done.prompt.as_str()), (3, "hi"));
+        assert_eq!(done.finished_at, 3500);
+        assert_eq!(done.upstream_seconds, Some(2.5));
+        assert_eq!(done.estimated_cost, Some(0.25));
+        let running = export_line(
+            &rec(&[
+                ("state", "polling"),
+                ("payload", p),
+                ("submitted_at", "1000"),
+            ]),
+            "b",
+            9,
+        );
+        assert_eq!(running.state, "polling");
+        assert_eq!((running.finished_at, running.upstream_seconds), (0, None));
+        let poisoned = export_line(&rec(&[("state", "dead"), ("payload", "{x")]), "b", 9);
+        assert_eq!((poisoned.index, poisoned.batch_id.as_str()), (9, "b"));
+    }
 }

@@ -1,14 +1,463 @@
-//! The contact sheet: `out/<batch>/index.html`, one card per variant (being written).
+//! The contact sheet: `<out>/<batch>/index.html`, one card per variant of the batch.
+//!
+//! A succeeded variant shows its video (a path relative to the page, so the folder can be
+//! moved or zipped as a whole); a failed, timed-out, dead, unknown or cancelled one shows
+//! its reason; a pending or running one its state. The header has the counts per state
+//! (which double as filters) and the cost known so far. Everything is inline — CSS, no
+//! script, nothing fetched — so the page opens from disk, and every piece of text from a
+//! record (prompts, provider messages, ids) is HTML-escaped.
+//!
+//! The filters are plain links to `#only-<state>`: the CSS `:target` rule hides the other
+//! cards, so a filtered view can be bookmarked or shared as a URL.
 
 use crate::config::Settings;
-use crate::queue::{Queue, QueueError};
-use std::path::PathBuf;
+use crate::queue::{now_ms, BatchInfo, JobRecord, Queue, QueueError, STATES};
+use crate::status::{format_usd, parse_usd, CostTally};
+use std::collections::HashMap;
+use std::fmt::{self, Write as _};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
 
-/// Writes the batch's contact sheet and returns its path.
+/// Writes the batch's contact sheet (temp file + rename) and returns its path.
 pub async fn write(
-    _queue: &Queue,
+    queue: &Queue,
     settings: &Settings,
     batch_id: &str,
 ) -> Result<PathBuf, QueueError> {
-    Ok(settings.output.dir.join(batch_id).join("index.html"))
+    let info = queue
+        .batch(batch_id)
+        .await?
+        .ok_or_else(|| QueueError::Redis(format!("no batch {batch_id}")))?;
+    let records = queue.jobs(&crate::ops::job_ids(&info)).await?;
+    let html = render(&info, &records, now_ms());
+    let dir = settings.output.dir.join(batch_id);
+    tokio::task::spawn_blocking(move || write_atomically(&dir, "index.html", html.as_bytes()))
+        .await
+        .map_err(|e| QueueError::Redis(format!("writing the contact sheet: {e}")))?
+        .map_err(|e| QueueError::Redis(format!("writing the contact sheet: {e}")))
+}
+
+/// Writes `name` in `dir` through a temp file in the same directory and a rename, so a
+/// reader never sees half a page.
+fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
+    let at = |e: std::io::Error, p: &Path| {
+        std::io::Error::new(e.kind(), format!("{}: {e}", p.display()))
+    };
+    std::fs::create_dir_all(dir).map_err(|e| at(e, dir))?;
+    let path = dir.join(name);
+    let tmp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
+    let res = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(at(e, &path));
+    }
+    Ok(path)
+}
+
+/// Escapes text for HTML content and attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A file name as a relative URL: `./` then every byte outside `A-Za-z0-9-._~`
+/// percent-encoded (so no name can turn into a scheme, a query or a fragment).
+fn relative_url(name: &str) -> String {
+    let mut out = String::from("./");
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The CSS key of a state: a known state's name, `missing` (no record) or `other`.
+fn state_key(state: Option<&str>) -> &'static str {
+    match state {
+        None => "missing",
+        Some(s) => STATES.iter().find(|k| **k == s).copied().unwrap_or("other"),
+    }
+}
+
+/// The colour family of a state key.
+fn kind(key: &str) -> &'static str {
+    match key {
+        "succeeded" => "ok",
+        "failed" | "timed_out" | "dead" | "submit_unknown" | "missing" | "other" => "bad",
+        "cancelled" => "stop",
+        "queued" => "wait",
+        _ => "run",
+    }
+}
+
+fn label(key: &str) -> String {
+    key.replace('_', " ")
+}
+
+fn when(ms: u64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(ms);
+    humantime::format_rfc3339_seconds(t)
+        .to_string()
+        .replace('T', " ")
+        .replace('Z', " UTC")
+}
+
+/// One variant: its index, id and record (absent when the record is gone).
+struct Card<'a> {
+    index: usize,
+    job_id: &'a str,
+    rec: Option<&'a JobRecord>,
+    key: &'static str,
+}
+
+impl Card<'_> {
+    fn field(&self, k: &str) -> Option<&str> {
+        self.rec?.get(k).filter(|v| !v.is_empty())
+    }
+
+    fn prompt(&self) -> String {
+        self.field("payload")
+            .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
+            .and_then(|v| v.get("prompt")?.as_str().map(str::to_string))
+            .unwrap_or_else(|| "(prompt unreadable)".to_string())
+    }
+
+    fn seconds(&self) -> Option<f64> {
+        let from: u64 = self.field("submitted_at")?.parse().ok()?;
+        let to: u64 = self.field("finished_at")?.parse().ok()?;
+        Some(to.saturating_sub(from) as f64 / 1000.0)
+    }
+}
+
+/// Renders the page for a batch from its job records (in any order; missing ones get a
+/// card saying so).
+pub fn render(info: &BatchInfo, records: &[JobRecord], generated_at: u64) -> String {
+    let by_id: HashMap<&str, &JobRecord> = records.iter().map(|r| (r.job_id.as_str(), r)).collect();
+    let ids = crate::ops::job_ids(info);
+    let cards: Vec<Card<'_>> = ids
+        .iter()
+        .enumerate()
+        .map(|(index, id)| {
+            let rec = by_id.get(id.as_str()).copied();
+            Card {
+                index,
+                job_id: id,
+                rec,
+                key: state_key(rec.map(JobRecord::state)),
+            }
+        })
+        .collect();
+    let mut out = String::new();
+    page(&mut out, info, &cards, generated_at).expect("writing to a String");
+    out
+}
+
+fn page(out: &mut String, info: &BatchInfo, cards: &[Card<'_>], now: u64) -> fmt::Result {
+    let mut counts: Vec<(&'static str, usize)> = Vec::new();
+    for key in STATES.iter().copied().chain(["missing", "other"]) {
+        let n = cards.iter().filter(|c| c.key == key).count();
+        if n > 0 {
+            counts.push((key, n));
+        }
+    }
+    let mut cost = CostTally::default();
+    for c in cards.iter().filter(|c| c.key == "succeeded") {
+        cost.add(c.field("estimated_cost"));
+    }
+    let id = escape(&info.batch_id);
+    write!(
+        out,
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{id} · restyle</title>\n<style>{CSS}"
+    )?;
+    for (key, _) in &counts {
+        writeln!(
+            out,
+            "#only-{key}:target~main .card:not(.s-{key}){{display:none}}\
+             #only-{key}:target~nav a[href=\"#only-{key}\"]{{background:var(--ink);color:var(--bg)}}"
+        )?;
+    }
+    out.push_str("</style></head>\n<body>\n");
+    for (key, _) in &counts {
+        writeln!(out, "<i class=\"anchor\" id=\"only-{key}\"></i>")?;
+    }
+    write!(
+        out,
+        "<header><h1>{id}</h1><p class=\"sub\">{} variants",
+        cards.len()
+    )?;
+    if info.created_at > 0 {
+        write!(out, " · enqueued {}", when(info.created_at))?;
+    }
+    match info.finished_at {
+        Some(t) => write!(out, " · finished {}", when(t))?,
+        None => write!(out, " · {} of {} done so far", info.done, info.total)?,
+    }
+    writeln!(
+        out,
+        " · page written {} · <a href=\"results.jsonl\">results.jsonl</a></p>\
+         <p class=\"cost\">Cost so far: <b>{}</b> <span class=\"muted\">(succeeded jobs)</span></p></header>",
+        when(now),
+        escape(&cost.to_string())
+    )?;
+    write!(
+        out,
+        "<nav><a class=\"all\" href=\"#all\">all <b>{}</b></a>",
+        cards.len()
+    )?;
+    for (key, n) in &counts {
+        write!(
+            out,
+            "<a class=\"k-{}\" href=\"#only-{key}\"><i></i>{} <b>{n}</b></a>",
+            kind(key),
+            label(key)
+        )?;
+    }
+    out.push_str("</nav>\n<main class=\"grid\">\n");
+    for c in cards {
+        card(out, info, c)?;
+    }
+    out.push_str("</main>\n</body></html>\n");
+    Ok(())
+}
+
+fn card(out: &mut String, info: &BatchInfo, c: &Card<'_>) -> fmt::Result {
+    let state = c.rec.map_or("missing", JobRecord::state);
+    write!(
+        out,
+        "<article class=\"card s-{} k-{}\" id=\"job-{}\"><div class=\"media\">",
+        c.key,
+        kind(c.key),
+        escape(c.job_id)
+    )?;
+    let file = c.field("file").map(|f| {
+        let prefix = format!("{}/", info.batch_id);
+        let name = f
+            .strip_prefix(&prefix)
+            .unwrap_or_else(|| f.rsplit('/').next().unwrap_or(f));
+        relative_url(name)
+    });
+    let error = c.field("error").map(escape);
+    match (c.key, &file) {
+        ("succeeded", Some(src)) => write!(
+            out,
+            "<video controls muted loop playsinline preload=\"metadata\" src=\"{}\"></video>",
+            escape(src)
+        )?,
+        (key, _) => {
+            let note = match kind(key) {
+                "ok" => "no file recorded".to_string(),
+                "bad" | "stop" => error.clone().unwrap_or_else(|| "no reason recorded".into()),
+                _ => match key {
+                    "queued" => "waiting to be submitted",
+                    "submitting" => "being submitted",
+                    "polling" => "generating upstream",
+                    "finishing" => "downloading the output",
+                    _ => "in progress",
+                }
+                .into(),
+            };
+            write!(
+                out,
+                "<div class=\"placeholder\"><span class=\"big\">{}</span>\
+                 <span class=\"reason\">{note}</span></div>",
+                escape(&label(state)),
+            )?;
+        }
+    }
+    write!(
+        out,
+        "</div><div class=\"body\"><div class=\"top\"><span>#{}</span><span class=\"badge\">{}</span></div>\
+         <p class=\"prompt\">{}</p>",
+        c.index + 1,
+        escape(&label(state)),
+        escape(&c.prompt())
+    )?;
+    if matches!(kind(c.key), "wait" | "run") {
+        if let Some(e) = &error {
+            write!(out, "<p class=\"retry\">last error: {e}</p>")?;
+        }
+    }
+    out.push_str("<dl class=\"meta\">");
+    let seconds = c.seconds().map_or("—".to_string(), |s| format!("{s:.1} s"));
+    let cost = c
+        .field("estimated_cost")
+        .and_then(parse_usd)
+        .map_or("unknown".to_string(), format_usd);
+    let dash = || "—".to_string();
+    let rows = [
+        ("upstream", seconds),
+        ("cost", cost),
+        ("provider", c.field("provider").map_or_else(dash, escape)),
+        (
+            "upstream id",
+            c.field("upstream_id")
+                .map_or_else(dash, |u| format!("<code>{}</code>", escape(u))),
+        ),
+        ("job", format!("<code>{}</code>", escape(c.job_id))),
+    ];
+    for (k, v) in rows {
+        write!(out, "<dt>{k}</dt><dd>{v}</dd>")?;
+    }
+    out.push_str("</dl>");
+    if let (Some(src), "succeeded") = (&file, c.key) {
+        write!(
+            out,
+            "<a class=\"file\" href=\"{}\" download>download</a>",
+            escape(src)
+        )?;
+    }
+    out.push_str("</div></article>\n");
+    Ok(())
+}
+
+const CSS: &str = r#"
+:root{--bg:#f5f4f1;--card:#fff;--ink:#1c1c1f;--muted:#6c6c73;--line:#e3e1dc;--ok:#1e8a4c;--bad:#c23a2b;--run:#b7791f;--wait:#56677d;--stop:#7b5ba6;color-scheme:light dark}
+@media (prefers-color-scheme:dark){:root{--bg:#141416;--card:#1e1e22;--ink:#ececef;--muted:#9a9aa3;--line:#2f2f35}}
+*{box-sizing:border-box}
+body{margin:0;font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;background:var(--bg);color:var(--ink)}
+a{color:inherit}
+.anchor{position:absolute;top:0}
+header{padding:26px 28px 6px}
+h1{margin:0 0 4px;font-size:22px;font-weight:650;overflow-wrap:anywhere}
+.sub{margin:0;color:var(--muted);font-size:13px}
+.cost{margin:10px 0 0}
+.muted{color:var(--muted);font-size:13px}
+nav{display:flex;flex-wrap:wrap;gap:8px;padding:12px 28px 2px}
+nav a{display:inline-flex;align-items:center;gap:6px;padding:5px 12px;border:1px solid var(--line);border-radius:999px;background:var(--card);text-decoration:none;font-size:13px}
+nav a i{width:8px;height:8px;border-radius:50%;background:var(--wait)}
+body:not(:has(.anchor:target)) nav a.all,#all:target~nav a.all{background:var(--ink);color:var(--bg)}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:18px;padding:16px 28px 40px}
+.card{background:var(--card);border:1px solid var(--line);border-radius:12px;overflow:hidden;display:flex;flex-direction:column;box-shadow:0 1px 2px rgba(0,0,0,.05)}
+.media{aspect-ratio:16/9;background:#101013;display:flex;align-items:center;justify-content:center;overflow:auto}
+.media video{width:100%;height:100%;object-fit:contain;background:#000;display:block}
+.placeholder{color:#d9d9de;text-align:center;padding:14px 18px;font-size:13px;max-height:100%}
+.placeholder .big{display:block;font-size:18px;font-weight:650;margin-bottom:6px;text-transform:capitalize}
+.placeholder .reason{display:block;overflow-wrap:anywhere;white-space:pre-wrap}
+.k-bad .placeholder .big{color:#ff8a7a}
+.body{padding:12px 14px 14px;display:flex;flex-direction:column;gap:8px;flex:1}
+.top{display:flex;justify-content:space-between;align-items:center;font-size:13px;color:var(--muted)}
+.badge{font-size:12px;font-weight:600;padding:2px 9px;border-radius:999px;color:#fff;background:var(--wait)}
+.k-ok .badge,.k-ok i{background:var(--ok)!important}
+.k-bad .badge,.k-bad i{background:var(--bad)!important}
+.k-run .badge,.k-run i{background:var(--run)!important}
+.k-stop .badge,.k-stop i{background:var(--stop)!important}
+.prompt{margin:0;white-space:pre-wrap;overflow-wrap:anywhere}
+.retry{margin:0;font-size:12.5px;color:var(--run);overflow-wrap:anywhere}
+dl.meta{display:grid;grid-template-columns:auto 1fr;gap:2px 12px;margin:auto 0 0;font-size:12.5px;color:var(--muted)}
+dl.meta dd{margin:0;color:var(--ink);overflow-wrap:anywhere}
+code{font:12px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
+.file{font-size:12.5px;align-self:flex-start}
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: &str, fields: &[(&str, &str)]) -> JobRecord {
+        JobRecord::from_pairs(
+            id,
+            fields
+                .iter()
+                .flat_map(|(k, v)| [k.to_string(), v.to_string()])
+                .collect(),
+        )
+    }
+
+    fn payload(i: u32, prompt: &str) -> String {
+        serde_json::json!({"v": 1, "batch_id": "b", "index": i, "prompt": prompt}).to_string()
+    }
+
+    #[test]
+    fn escapes_every_special_character() {
+        assert_eq!(
+            escape(r#"<script>alert("x")</script> & 'q'"#),
+            "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &#39;q&#39;"
+        );
+    }
+
+    #[test]
+    fn relative_urls_cannot_escape_the_folder() {
+        assert_eq!(relative_url("b.00001.mp4"), "./b.00001.mp4");
+        assert_eq!(relative_url("a:b c.mp4"), "./a%3Ab%20c.mp4");
+        assert_eq!(relative_url("../x\"<"), "./..%2Fx%22%3C");
+    }
+
+    #[test]
+    fn one_card_per_variant_with_players_reasons_and_states() {
+        let info = BatchInfo::from_pairs("b", vec!["total".into(), "4".into()]);
+        let hostile = r#"<script>alert("x")</script> & "quotes""#;
+        let records = vec![
+            rec(
+                "b.00000",
+                &[
+                    ("state", "succeeded"),
+                    ("payload", &payload(0, hostile)),
+                    ("file", "b/b.00000.mp4"),
+                    ("provider", "aimlapi"),
+                    ("upstream_id", "gen-1"),
+                    ("submitted_at", "1000"),
+                    ("finished_at", "13340"),
+                    ("estimated_cost", "0.42"),
+                ],
+            ),
+            rec(
+                "b.00001",
+                &[
+                    ("state", "failed"),
+                    ("payload", &payload(1, "plain")),
+                    ("error", "Content <rejected>"),
+                ],
+            ),
+            rec(
+                "b.00002",
+                &[("state", "polling"), ("payload", &payload(2, "p"))],
+            ),
+        ];
+        let html = render(&info, &records, 0);
+        assert_eq!(html.matches("<article class=\"card").count(), 4);
+        assert_eq!(html.matches("<video").count(), 1);
+        assert!(html.contains("src=\"./b.00000.mp4\""));
+        assert!(!html.contains("<script>alert"));
+        assert!(html.contains(
+            "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &quot;quotes&quot;"
+        ));
+        assert!(html.contains("Content &lt;rejected&gt;"));
+        assert!(html.contains("12.3 s") && html.contains("$0.42"));
+        assert!(
+            html.contains("class=\"card s-missing"),
+            "the record-less job still has a card"
+        );
+        assert!(html.contains("Cost so far: <b>$0.42</b>"));
+        assert!(html.contains("#only-failed:target"));
+    }
+
+    #[test]
+    fn unknown_costs_are_counted_not_invented() {
+        let info = BatchInfo::from_pairs("b", vec!["total".into(), "2".into()]);
+        let records = vec![
+            rec(
+                "b.00000",
+                &[("state", "succeeded"), ("estimated_cost", "1.5")],
+            ),
+            rec("b.00001", &[("state", "succeeded")]),
+        ];
+        let html = render(&info, &records, 0);
+        assert!(html.contains("$1.50 + 1 job of unknown cost"), "{html}");
+        assert!(html.contains("<dt>cost</dt><dd>unknown</dd>"));
+    }
 }

@@ -1,6 +1,15 @@
 //! The one place that renders batch state for people (tables, progress bars) and for
 //! scripts (JSON). Everything else hands it data.
+//!
+//! [`watch`] follows a batch live; [`cost`] formats and sums estimated costs (also used
+//! by the contact sheet in [`crate::report`]).
 #![allow(clippy::print_stdout)]
+
+pub mod cost;
+mod watch;
+
+pub use cost::{format_usd, parse_usd, CostTally};
+pub use watch::{watch, WatchEnd, WatchOptions, FAILURE_STATES};
 
 use crate::config::Settings;
 use crate::queue::{BatchInfo, JobRecord, ProviderPause, Queue, QueueError, STATES};
@@ -67,6 +76,30 @@ pub async fn gather(
             }
         }
     }
+    let (paused_providers, providers) = provider_statuses(queue, settings).await?;
+    Ok(BatchStatus {
+        batch_id: info.batch_id.clone(),
+        total: info.total,
+        done: info.done,
+        finished: info.is_finished(),
+        counts: info.counts.clone(),
+        failures,
+        paused_providers,
+        providers,
+    })
+}
+
+/// Every provider's admission state, and the providers whose account is paused now.
+pub async fn provider_statuses(
+    queue: &Queue,
+    settings: &Settings,
+) -> Result<
+    (
+        BTreeMap<String, ProviderPause>,
+        BTreeMap<String, ProviderStatus>,
+    ),
+    QueueError,
+> {
     let mut paused_providers = BTreeMap::new();
     let mut providers = BTreeMap::new();
     for p in crate::model::ProviderName::ALL {
@@ -93,16 +126,7 @@ pub async fn gather(
             },
         );
     }
-    Ok(BatchStatus {
-        batch_id: info.batch_id.clone(),
-        total: info.total,
-        done: info.done,
-        finished: info.is_finished(),
-        counts: info.counts.clone(),
-        failures,
-        paused_providers,
-        providers,
-    })
+    Ok((paused_providers, providers))
 }
 
 fn failure(rec: &JobRecord) -> Failure {
@@ -196,33 +220,4 @@ pub fn counts_line(counts: &BTreeMap<String, u64>) -> String {
         })
         .collect::<Vec<_>>()
         .join(" · ")
-}
-
-/// How `watch` ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WatchEnd {
-    /// Every job terminal, none failed (or failures allowed).
-    Finished,
-    /// Every job terminal, some failed, timed out, died or are unknown.
-    FinishedWithFailures,
-}
-
-/// Options of `restyle watch`.
-#[derive(Debug, Clone)]
-pub struct WatchOptions {
-    /// Plain lines every this often when stderr is not a terminal.
-    pub plain_every: std::time::Duration,
-    /// Draw bars (a terminal) or print plain lines.
-    pub tty: bool,
-}
-
-/// Follows a batch until every job is terminal (being written).
-pub async fn watch(
-    queue: &Queue,
-    settings: &Settings,
-    batch_id: &str,
-    _opts: &WatchOptions,
-) -> Result<WatchEnd, QueueError> {
-    let _ = (queue, settings, batch_id);
-    Ok(WatchEnd::Finished)
 }

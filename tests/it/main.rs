@@ -14,5 +14,6 @@ mod provider_kling;
 mod provider_oxen;
 mod queue_traps;
 mod redis_ops;
+mod report;
 mod secrets;
 mod validation;
