@@ -95,7 +95,7 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "jsonl")]
         format: crate::export::Format,
         /// Only jobs in these states (repeatable).
-        #[arg(long = "state")]
+        #[arg(long = "state", value_parser = clap::builder::PossibleValuesParser::new(crate::queue::STATES))]
         states: Vec<String>,
     },
     /// Cancel a batch: pending jobs are never submitted; running ones are marked
@@ -245,6 +245,7 @@ impl CliError {
             CliError::Batch(_) | CliError::Config(_) | CliError::Usage(_) => 2,
             CliError::Queue(QueueError::Unavailable { .. }) => 3,
             CliError::Queue(QueueError::BatchConflict(_)) => 2,
+            CliError::Queue(QueueError::NoBatch(_)) => 4,
             CliError::NotFound(_) => 4,
             CliError::Failures(_) => 5,
             _ => 1,

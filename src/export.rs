@@ -35,7 +35,7 @@ pub async fn write(
     let info = queue
         .batch(batch_id)
         .await?
-        .ok_or_else(|| QueueError::Redis(format!("no batch {batch_id}")))?;
+        .ok_or_else(|| QueueError::NoBatch(batch_id.to_string()))?;
     let ids = crate::ops::job_ids(&info);
     let mut sink = match format {
         Format::Csv => {
@@ -159,7 +159,7 @@ fn gone(e: &csv::Error) -> bool {
 }
 
 fn write_error(e: csv::Error) -> QueueError {
-    QueueError::Redis(format!("writing results: {e}"))
+    QueueError::Io(format!("writing results: {e}"))
 }
 
 #[cfg(test)]

@@ -27,14 +27,14 @@ pub async fn write(
     let info = queue
         .batch(batch_id)
         .await?
-        .ok_or_else(|| QueueError::Redis(format!("no batch {batch_id}")))?;
+        .ok_or_else(|| QueueError::NoBatch(batch_id.to_string()))?;
     let records = queue.jobs(&crate::ops::job_ids(&info)).await?;
     let html = render(&info, &records, now_ms());
     let dir = settings.output.dir.join(batch_id);
     tokio::task::spawn_blocking(move || write_atomically(&dir, "index.html", html.as_bytes()))
         .await
-        .map_err(|e| QueueError::Redis(format!("writing the contact sheet: {e}")))?
-        .map_err(|e| QueueError::Redis(format!("writing the contact sheet: {e}")))
+        .map_err(|e| QueueError::Io(format!("writing the contact sheet: {e}")))?
+        .map_err(|e| QueueError::Io(format!("writing the contact sheet: {e}")))
 }
 
 /// Writes `name` in `dir` through a temp file in the same directory and a rename, so a

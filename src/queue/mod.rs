@@ -28,6 +28,12 @@ pub enum QueueError {
         "batch {0} already exists with different content; give the new batch another batch_id"
     )]
     BatchConflict(String),
+    /// A batch a command was asked about is not in Redis.
+    #[error("no batch {0}")]
+    NoBatch(String),
+    /// Writing something derived from the queue (contact sheet, export) failed.
+    #[error("{0}")]
+    Io(String),
 }
 
 impl QueueError {

@@ -153,7 +153,7 @@ impl Tracker {
         let info = queue
             .batch(batch_id)
             .await?
-            .ok_or_else(|| QueueError::Redis(format!("batch {batch_id} no longer exists")))?;
+            .ok_or_else(|| QueueError::NoBatch(batch_id.to_string()))?;
         if self.provider.is_none() {
             self.provider = serde_json::from_str::<serde_json::Value>(&info.spec_json)
                 .ok()
