@@ -442,7 +442,9 @@ async fn submit(
     crate::metrics::upstream(provider, "submit", outcome(&res), t.elapsed().as_secs_f64());
     match res {
         Ok(upstream_id) => record_submitted(step, provider, &upstream_id).await,
-        Err(e) if e.status == Some(429) => rate_limited(step, provider, "queued", &e).await,
+        Err(e) if e.status == Some(429) && e.class == ErrorClass::Retryable => {
+            rate_limited(step, provider, "queued", &e).await
+        }
         Err(e) => match e.class {
             ErrorClass::Retryable => step.retry_or_die(payload, "queued", &e).await,
             ErrorClass::Ambiguous => {
@@ -552,13 +554,18 @@ async fn poll(step: &Step<'_>, payload: &JobPayload, provider: ProviderName) {
         Ok(PollStatus::Failed { reason }) => {
             step.terminal(payload, "failed", &[("error", reason)]).await;
         }
+        Err(e) if e.status == Some(429) && e.class == ErrorClass::Retryable => {
+            rate_limited(step, provider, "polling", &e).await
+        }
         Err(e) => match e.class {
             ErrorClass::Account => {
                 let until = rt.pause_provider(provider, &e.message).await;
+                let list = WaitList::Pause(provider.to_string());
+                let fields = [("error", e.message.clone())];
                 step.go(
                     "polling",
-                    After::ParkUntil(until),
-                    &[("error", e.message.clone())],
+                    After::Wait(list, until.min(deadline_at)),
+                    &fields,
                 )
                 .await;
             }

@@ -104,6 +104,8 @@ impl TestApp {
         for p in settings.providers.values_mut() {
             p.limits.rate_limit = 0.0;
             p.limits.max_in_flight = 0;
+            // A 429 without Retry-After cools the fleet down briefly in tests.
+            p.limits.cooldown = Duration::from_millis(200);
         }
         let queue = Queue::connect(&settings.redis, &settings.queue, RetryMode::Persistent)
             .await
@@ -220,7 +222,8 @@ impl TestApp {
             .env("RESTYLE__RETRY__BASE_DELAY", "20ms")
             .env("RESTYLE__RETRY__MAX_DELAY", "200ms")
             .env("RESTYLE__PROVIDERS__AIMLAPI__RATE_LIMIT", "0")
-            .env("RESTYLE__PROVIDERS__AIMLAPI__MAX_IN_FLIGHT", "0");
+            .env("RESTYLE__PROVIDERS__AIMLAPI__MAX_IN_FLIGHT", "0")
+            .env("RESTYLE__PROVIDERS__AIMLAPI__COOLDOWN", "200ms");
         c
     }
 

@@ -4,6 +4,7 @@ mod admission;
 mod budget;
 mod check_config;
 mod crash;
+mod deploy;
 mod failures;
 mod helpers;
 mod metrics;
