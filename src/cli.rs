@@ -513,17 +513,20 @@ async fn enqueue(cli: &Cli, args: &EnqueueArgs) -> Result<(), CliError> {
 }
 
 async fn run_worker(settings: Settings, metrics: Option<SocketAddr>) -> Result<(), CliError> {
-    if metrics.is_some() {
-        crate::metrics::install();
-    }
-    let queue = Queue::connect(&settings.redis, &settings.queue, RetryMode::Persistent).await?;
-    let ups = upstream::build_all(&settings).map_err(|e| CliError::Other(e.into()))?;
-    let rt = Arc::new(worker::Runtime::new(queue, settings, ups));
+    let cell: crate::metrics::QueueCell = Default::default();
+    let health = Arc::new(crate::metrics::Health::default());
     if let Some(addr) = metrics {
-        crate::metrics::serve(addr, rt.queue.clone(), rt.health.clone())
+        // Listening first: /healthz answers (and /readyz says why not) while Redis is down.
+        crate::metrics::serve(addr, cell.clone(), health.clone())
             .await
             .map_err(|e| CliError::Other(anyhow::anyhow!("metrics listener on {addr}: {e}")))?;
     }
+    let queue = Queue::connect(&settings.redis, &settings.queue, RetryMode::Persistent).await?;
+    let _ = cell.set(queue.clone());
+    let ups = upstream::build_all(&settings).map_err(|e| CliError::Other(e.into()))?;
+    let mut runtime = worker::Runtime::new(queue, settings, ups);
+    runtime.health = health;
+    let rt = Arc::new(runtime);
     let stop = tokio_util::sync::CancellationToken::new();
     let s2 = stop.clone();
     tokio::spawn(async move {

@@ -92,10 +92,14 @@ impl Health {
     }
 }
 
+/// The queue, once the worker has connected (the listener starts before that, so
+/// `/healthz` answers while Redis is still unreachable).
+pub type QueueCell = Arc<OnceLock<Queue>>;
+
 #[derive(Debug, Clone)]
 struct Ctx {
     handle: PrometheusHandle,
-    queue: Queue,
+    queue: QueueCell,
     health: Arc<Health>,
 }
 
@@ -103,7 +107,7 @@ struct Ctx {
 /// the worker loop runs) until the process ends. Also refreshes the queue gauges.
 pub async fn serve(
     listen: SocketAddr,
-    queue: Queue,
+    queue: QueueCell,
     health: Arc<Health>,
 ) -> std::io::Result<SocketAddr> {
     let handle = install();
@@ -135,17 +139,21 @@ async fn ready(State(ctx): State<Ctx>) -> (StatusCode, &'static str) {
     if !ctx.health.running() {
         return (StatusCode::SERVICE_UNAVAILABLE, "worker loop not running\n");
     }
-    match tokio::time::timeout(Duration::from_secs(2), ctx.queue.ping()).await {
+    let Some(queue) = ctx.queue.get() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "connecting to redis\n");
+    };
+    match tokio::time::timeout(Duration::from_secs(2), queue.ping()).await {
         Ok(Ok(())) => (StatusCode::OK, "ready\n"),
         _ => (StatusCode::SERVICE_UNAVAILABLE, "redis unreachable\n"),
     }
 }
 
 /// Queue depth and in-flight per provider, read from Redis every few seconds.
-async fn refresh_gauges(queue: Queue) {
+async fn refresh_gauges(cell: QueueCell) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tick.tick().await;
+        let Some(queue) = cell.get() else { continue };
         if let Ok((ready, parked, leased)) = queue.depth_once().await {
             gauge!("restyle_queue_depth", "queue" => "ready").set(ready as f64);
             gauge!("restyle_queue_depth", "queue" => "parked").set(parked as f64);

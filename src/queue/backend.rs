@@ -30,6 +30,15 @@ impl LeaseTable {
         g.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
+    /// True while this process still holds `id` under `token`.
+    pub fn holds(&self, id: &str, token: &str) -> bool {
+        self.held
+            .lock()
+            .expect("lease table")
+            .get(id)
+            .is_some_and(|t| t == token)
+    }
+
     pub fn len(&self) -> usize {
         self.held.lock().expect("lease table").len()
     }
@@ -225,10 +234,16 @@ pub async fn maintain_leases(queue: Queue, table: Arc<LeaseTable>, stop: CancelT
 
 /// One round of lease upkeep (exposed for tests that drive the worker step by step).
 pub async fn maintain_once(queue: &Queue, table: &LeaseTable) -> Result<(), QueueError> {
-    let lost = queue.renew(&table.held()).await?;
+    let held = table.held();
+    let lost = queue.renew(&held).await?;
     for id in &lost {
-        tracing::warn!(job_id = %id, "Lease lost; another worker owns this job now.");
-        table.forget(id);
+        // A stage that settled between the snapshot and the renewal cleared its own
+        // token: not a loss. Only a lease still held here was taken by another worker.
+        let token = held.iter().find(|(h, _)| h == id).map(|(_, t)| t.clone());
+        if token.is_some() && table.holds(id, token.as_deref().unwrap_or_default()) {
+            tracing::warn!(job_id = %id, "Lease lost; another worker owns this job now.");
+            table.forget(id);
+        }
     }
     release_abandoned(queue, table).await?;
     let recovered = queue.sweep().await?;

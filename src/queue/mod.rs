@@ -54,7 +54,11 @@ fn transient(e: &RedisError) -> bool {
                 | redis::ErrorKind::Server(redis::ServerErrorKind::TryAgain)
                 | redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown)
                 | redis::ErrorKind::Server(redis::ServerErrorKind::MasterDown)
+                // A replica being promoted answers READONLY for a moment.
+                | redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
         )
+        // A full Redis (noeviction) refuses writes until memory frees: wait, do not crash.
+        || e.code() == Some("OOM")
 }
 
 /// How a caller wants Redis trouble handled.
