@@ -122,7 +122,6 @@ impl Limits {
     }
 
     /// Forgets one in-flight generation of `key` ending at `end` (`None` = stuck): a cancel.
-    #[allow(dead_code)] // the cancel of Oxen and fal, being added
     pub fn untrack(&mut self, key: &str, end: Option<Instant>) {
         let Some(flight) = self.flights.get_mut(key) else {
             return;

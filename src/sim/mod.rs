@@ -1,5 +1,5 @@
-//! The simulator: a real HTTP peer speaking the aimlapi video protocol, with failure
-//! knobs and counters. Public API, the router, and spawning/serving it.
+//! The simulator: a real HTTP peer speaking each provider's protocol (aimlapi, Oxen, fal,
+//! Kling), with failure knobs and counters. Public API, the router, spawning/serving it.
 
 mod aimlapi;
 mod fal;

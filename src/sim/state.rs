@@ -18,7 +18,9 @@ use crate::model::ModelKind;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Knobs {
-    /// Accepted Bearer keys; empty means any non-empty key is accepted.
+    /// Accepted keys (Bearer for aimlapi and Oxen, `Key` for fal; for Kling `AK:SK`
+    /// pairs whose JWTs are verified). Empty: any non-empty key, and any unexpired Kling
+    /// JWT without a signature check.
     pub api_keys: Vec<String>,
     /// Seeds the RNG behind every rate and every generation id; `None` uses the thread RNG.
     pub seed: Option<u64>,
@@ -230,7 +232,6 @@ struct Generation {
     /// Set when the client cancelled it.
     cancelled: bool,
     /// The API key it counts against.
-    #[allow(dead_code)] // read by `cancel`, which Oxen and fal (being added) call
     key: Option<String>,
     /// When it turns terminal; `None` means stuck in `generating`.
     end: Option<Instant>,
@@ -283,11 +284,8 @@ pub(crate) struct Inner {
     stuck: u64,
     failures_assigned: u64,
     /// Each protocol's own bookkeeping (ids, subscribers, URLs).
-    #[allow(dead_code)] // filled in by the protocols being added
     pub oxen: super::oxen::OxenState,
-    #[allow(dead_code)]
     pub fal: super::fal::FalState,
-    #[allow(dead_code)]
     pub kling: super::kling::KlingState,
 }
 
@@ -558,7 +556,6 @@ impl Inner {
     /// Cancels a generation that has not finished. `running_too`: also one that already
     /// left the queue (Oxen); otherwise only a queued one is cancelled (fal's best effort).
     /// Returns the view after the attempt, `None` for an unknown id.
-    #[allow(dead_code)] // Oxen DELETE and fal PUT, being added
     pub fn cancel(&mut self, id: &str, running_too: bool, now: Instant) -> Option<View> {
         let view = self.view(id, now)?;
         let cancellable = match view {
