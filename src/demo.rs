@@ -105,6 +105,8 @@ pub async fn run(
         out_dir.join(&batch_id).join("results.jsonl").display()
     );
     println!("videos:  {}/", out_dir.join(&batch_id).display());
+    let sheet = crate::report::write(&queue, &settings, &batch_id).await?;
+    println!("contact sheet: {} (open it in a browser)", sheet.display());
     let ok = st.counts.get("succeeded").copied().unwrap_or(0) == st.total;
     if ok {
         Ok(())
