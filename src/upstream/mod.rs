@@ -119,6 +119,33 @@ pub fn build_all(settings: &Settings) -> Result<Upstreams, UpstreamError> {
     Ok(out)
 }
 
+/// Classifies a failed HTTP call that got no response. A request that never connected
+/// certainly did not reach the provider (retryable); any later failure of a POST leaves
+/// its outcome unknown (ambiguous); a GET is always safe to retry.
+pub fn transport_error(
+    provider: ProviderName,
+    e: reqwest::Error,
+    submit: bool,
+    what: &str,
+) -> UpstreamError {
+    let class = if e.is_connect() || !submit {
+        ErrorClass::Retryable
+    } else {
+        ErrorClass::Ambiguous
+    };
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "transport error"
+    };
+    UpstreamError::new(
+        class,
+        format!("{provider} {what}: {kind}: {}", e.without_url()),
+    )
+}
+
 /// Parses a `Retry-After` header given in seconds (the HTTP-date form is ignored).
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     headers

@@ -158,26 +158,6 @@ async fn http_error(resp: reqwest::Response, submit: bool, what: &str) -> Upstre
     }
 }
 
-fn transport_error(e: reqwest::Error, submit: bool, what: &str) -> UpstreamError {
-    // Connection refused / DNS: the request never left. Anything later is ambiguous for a POST.
-    let class = if e.is_connect() || !submit {
-        ErrorClass::Retryable
-    } else {
-        ErrorClass::Ambiguous
-    };
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else {
-        "transport error"
-    };
-    UpstreamError::new(
-        class,
-        format!("aimlapi {what}: {kind}: {}", e.without_url()),
-    )
-}
-
 #[async_trait::async_trait]
 impl Upstream for Aimlapi {
     fn name(&self) -> ProviderName {
@@ -190,11 +170,9 @@ impl Upstream for Aimlapi {
             .post(self.url())
             .header("X-Client-Request-Id", &req.job_id)
             .json(&request_body(req));
-        let resp = self
-            .auth(rb)?
-            .send()
-            .await
-            .map_err(|e| transport_error(e, true, "submit"))?;
+        let resp = self.auth(rb)?.send().await.map_err(|e| {
+            crate::upstream::transport_error(ProviderName::Aimlapi, e, true, "submit")
+        })?;
         if !resp.status().is_success() {
             return Err(http_error(resp, true, "submit").await);
         }
@@ -219,11 +197,9 @@ impl Upstream for Aimlapi {
             .http
             .get(self.url())
             .query(&[("generation_id", upstream_id)]);
-        let resp = self
-            .auth(rb)?
-            .send()
-            .await
-            .map_err(|e| transport_error(e, false, "poll"))?;
+        let resp = self.auth(rb)?.send().await.map_err(|e| {
+            crate::upstream::transport_error(ProviderName::Aimlapi, e, false, "poll")
+        })?;
         if !resp.status().is_success() {
             return Err(http_error(resp, false, "poll").await);
         }

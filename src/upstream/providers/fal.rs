@@ -230,23 +230,6 @@ async fn http_error(resp: reqwest::Response, submit: bool, what: &str) -> Upstre
     }
 }
 
-fn transport_error(e: reqwest::Error, submit: bool, what: &str) -> UpstreamError {
-    // Never connected: the request never left. Anything later is ambiguous for the POST.
-    let class = if e.is_connect() || !submit {
-        ErrorClass::Retryable
-    } else {
-        ErrorClass::Ambiguous
-    };
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else {
-        "transport error"
-    };
-    UpstreamError::new(class, format!("fal {what}: {kind}: {}", e.without_url()))
-}
-
 fn unreadable(class: ErrorClass, what: &str, e: reqwest::Error) -> UpstreamError {
     UpstreamError::new(
         class,
@@ -294,7 +277,7 @@ impl Fal {
             .auth(self.http.get(&h.response_url))?
             .send()
             .await
-            .map_err(|e| transport_error(e, false, "result"))?;
+            .map_err(|e| crate::upstream::transport_error(ProviderName::Fal, e, false, "result"))?;
         let status = resp.status().as_u16();
         if resp.status().is_success() {
             let out: Output = resp
@@ -345,11 +328,10 @@ impl Upstream for Fal {
             .post(url)
             .header("X-Fal-No-Retry", "1")
             .json(&request_body(req));
-        let resp = self
-            .auth(rb)?
-            .send()
-            .await
-            .map_err(|e| transport_error(e, true, "submit"))?;
+        let resp =
+            self.auth(rb)?.send().await.map_err(|e| {
+                crate::upstream::transport_error(ProviderName::Fal, e, true, "submit")
+            })?;
         if !resp.status().is_success() {
             return Err(http_error(resp, true, "submit").await);
         }
@@ -377,7 +359,7 @@ impl Upstream for Fal {
             .auth(self.http.get(&h.status_url))?
             .send()
             .await
-            .map_err(|e| transport_error(e, false, "status"))?;
+            .map_err(|e| crate::upstream::transport_error(ProviderName::Fal, e, false, "status"))?;
         if !resp.status().is_success() {
             return Err(http_error(resp, false, "status").await);
         }
@@ -407,7 +389,7 @@ impl Upstream for Fal {
             .auth(self.http.put(&h.cancel_url))?
             .send()
             .await
-            .map_err(|e| transport_error(e, false, "cancel"))?;
+            .map_err(|e| crate::upstream::transport_error(ProviderName::Fal, e, false, "cancel"))?;
         let status = resp.status().as_u16();
         if resp.status().is_success() {
             return Ok(true);

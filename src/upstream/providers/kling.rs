@@ -202,23 +202,6 @@ fn answer_error(status: u16, body: &Value, raw: &str, submit: bool, what: &str) 
     }
 }
 
-fn transport_error(e: reqwest::Error, submit: bool, what: &str) -> UpstreamError {
-    // Connection refused / DNS: the request never left. Anything later is ambiguous for a POST.
-    let class = if e.is_connect() || !submit {
-        ErrorClass::Retryable
-    } else {
-        ErrorClass::Ambiguous
-    };
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else {
-        "transport error"
-    };
-    UpstreamError::new(class, format!("kling {what}: {kind}: {}", e.without_url()))
-}
-
 /// A refused call: the classified error and the business code when there was one.
 #[derive(Debug)]
 struct Refused {
@@ -322,11 +305,10 @@ impl Kling {
     /// `GET /v1/videos/omni-video/{id}`: the task's `data`.
     async fn query(&self, id: &str, what: &str) -> Result<Value, Refused> {
         let rb = self.http.get(self.url(Some(id))?);
-        let resp = self
-            .auth(rb)?
-            .send()
-            .await
-            .map_err(|e| transport_error(e, false, what))?;
+        let resp =
+            self.auth(rb)?.send().await.map_err(|e| {
+                crate::upstream::transport_error(ProviderName::Kling, e, false, what)
+            })?;
         read_answer(resp, false, what).await
     }
 }
@@ -340,11 +322,9 @@ impl Upstream for Kling {
     async fn submit(&self, req: &GenerationRequest) -> Result<String, UpstreamError> {
         let body = request_body(req)?;
         let rb = self.http.post(self.url(None)?).json(&body);
-        let resp = self
-            .auth(rb)?
-            .send()
-            .await
-            .map_err(|e| transport_error(e, true, "submit"))?;
+        let resp = self.auth(rb)?.send().await.map_err(|e| {
+            crate::upstream::transport_error(ProviderName::Kling, e, true, "submit")
+        })?;
         let data = match read_answer(resp, true, "submit").await {
             Ok(data) => data,
             Err(Refused {

@@ -170,23 +170,6 @@ async fn http_error(resp: reqwest::Response, submit: bool, what: &str) -> Upstre
     }
 }
 
-fn transport_error(e: reqwest::Error, submit: bool, what: &str) -> UpstreamError {
-    // Connection refused / DNS: the request never left. Anything later is ambiguous for a POST.
-    let class = if e.is_connect() || !submit {
-        ErrorClass::Retryable
-    } else {
-        ErrorClass::Ambiguous
-    };
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else {
-        "transport error"
-    };
-    UpstreamError::new(class, format!("oxen {what}: {kind}: {}", e.without_url()))
-}
-
 /// Maps a queue row to a poll outcome.
 fn poll_status(row: Row) -> PollStatus {
     let status = row.status.unwrap_or_default();
@@ -235,11 +218,10 @@ impl Upstream for Oxen {
             .http
             .post(format!("{}/ai/queue", self.base))
             .json(&request_body(req));
-        let resp = self
-            .auth(rb)?
-            .send()
-            .await
-            .map_err(|e| transport_error(e, true, "submit"))?;
+        let resp =
+            self.auth(rb)?.send().await.map_err(|e| {
+                crate::upstream::transport_error(ProviderName::Oxen, e, true, "submit")
+            })?;
         if !resp.status().is_success() {
             return Err(http_error(resp, true, "submit").await);
         }
@@ -266,11 +248,10 @@ impl Upstream for Oxen {
 
     async fn poll(&self, upstream_id: &str) -> Result<PollStatus, UpstreamError> {
         let rb = self.http.get(self.row_url(upstream_id));
-        let resp = self
-            .auth(rb)?
-            .send()
-            .await
-            .map_err(|e| transport_error(e, false, "poll"))?;
+        let resp =
+            self.auth(rb)?.send().await.map_err(|e| {
+                crate::upstream::transport_error(ProviderName::Oxen, e, false, "poll")
+            })?;
         if !resp.status().is_success() {
             return Err(http_error(resp, false, "poll").await);
         }
@@ -287,11 +268,9 @@ impl Upstream for Oxen {
     /// when it already finished).
     async fn cancel(&self, upstream_id: &str) -> Result<bool, UpstreamError> {
         let rb = self.http.delete(self.row_url(upstream_id));
-        let resp = self
-            .auth(rb)?
-            .send()
-            .await
-            .map_err(|e| transport_error(e, false, "cancel"))?;
+        let resp = self.auth(rb)?.send().await.map_err(|e| {
+            crate::upstream::transport_error(ProviderName::Oxen, e, false, "cancel")
+        })?;
         if !resp.status().is_success() {
             return Err(http_error(resp, false, "cancel").await);
         }
