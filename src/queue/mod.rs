@@ -2,8 +2,19 @@
 //! ready list, parked set, leases, dead set). Others call these methods; nobody else
 //! builds a key. [`backend`] adapts it to apalis's `Backend`.
 
+/// Script arguments, each encoded the way Redis receives it.
+macro_rules! args {
+    ($($a:expr),* $(,)?) => {{
+        let mut v: Vec<Vec<u8>> = Vec::new();
+        $( v.extend(redis::ToRedisArgs::to_redis_args(&$a)); )*
+        v
+    }};
+}
+
+mod admission;
 pub mod backend;
 mod conn;
+mod read;
 mod records;
 mod scripts;
 
@@ -13,7 +24,7 @@ pub use scripts::Scripts;
 
 use crate::config::{QueueSettings, RedisSettings};
 pub use conn::Conn;
-use redis::{AsyncCommands, RedisError};
+use redis::RedisError;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -319,6 +330,24 @@ impl Queue {
         }
     }
 
+    /// Runs one of our scripts with the namespace prefix and `args` (routed by the ready
+    /// list's key, so a cluster sends it to the namespace's shard), retrying per mode.
+    async fn eval<T: redis::FromRedisValue>(
+        &self,
+        script: &redis::Script,
+        args: &[Vec<u8>],
+    ) -> Result<T, QueueError> {
+        self.retry(|mut c| async move {
+            let mut inv = script.key(self.keys.ready());
+            inv.arg(self.keys.prefix());
+            for a in args {
+                inv.arg(a.as_slice());
+            }
+            inv.invoke_async(&mut c).await
+        })
+        .await
+    }
+
     /// Enqueues a batch: the batch hash once, and each job that does not exist yet, in one
     /// MULTI/EXEC of chunked script calls (a round trip per batch, not per job).
     /// Returns how many jobs were added (0 when the batch was enqueued before).
@@ -341,56 +370,37 @@ impl Queue {
         } else {
             jobs.chunks(CHUNK).collect()
         };
-        let invocation = |chunk: &[(String, String)]| {
-            let mut inv = self.scripts.enqueue.key(self.keys.ready());
-            inv.arg(self.keys.prefix())
-                .arg(batch_id)
-                .arg(spec_json)
-                .arg(total)
-                .arg(now)
-                .arg(digest)
-                .arg(max_cost)
-                .arg(on_done);
-            for (id, payload) in chunk {
-                inv.arg(id).arg(payload);
-            }
-            inv
-        };
+        let chunk_args: Vec<Vec<Vec<u8>>> = chunks
+            .iter()
+            .map(|chunk| {
+                let mut a = args![batch_id, spec_json, total, now, digest, max_cost, on_done];
+                for (id, payload) in *chunk {
+                    a.extend(args![id, payload]);
+                }
+                a
+            })
+            .collect();
         let results: Vec<i64> = if matches!(self.conn, Conn::Cluster(_)) {
             // A cluster takes no MULTI across script loads: one atomic script call per
             // chunk (a re-run enqueue fills in whatever a crash left out).
             let mut out = Vec::new();
-            for chunk in &chunks {
-                let inv = invocation(chunk);
-                out.push(
-                    self.retry(|mut c| {
-                        let inv = &inv;
-                        async move { inv.invoke_async(&mut c).await }
-                    })
-                    .await?,
-                );
+            for a in &chunk_args {
+                out.push(self.eval(&self.scripts.enqueue, a).await?);
             }
             out
         } else {
-            let chunks = &chunks;
+            let chunk_args = &chunk_args;
             self.retry(|mut c| async move {
                 let mut pipe = redis::pipe();
                 pipe.atomic();
-                for chunk in chunks {
+                for a in chunk_args {
                     let mut inv = redis::cmd("EVALSHA");
                     inv.arg(self.scripts.enqueue.get_hash())
                         .arg(1)
                         .arg(self.keys.ready())
-                        .arg(self.keys.prefix())
-                        .arg(batch_id)
-                        .arg(spec_json)
-                        .arg(total)
-                        .arg(now)
-                        .arg(digest)
-                        .arg(max_cost)
-                        .arg(on_done);
-                    for (id, payload) in *chunk {
-                        inv.arg(id).arg(payload);
+                        .arg(self.keys.prefix());
+                    for arg in a {
+                        inv.arg(arg.as_slice());
                     }
                     pipe.add_command(inv);
                 }
@@ -447,31 +457,17 @@ impl Queue {
         if held.is_empty() {
             return Ok(Vec::new());
         }
-        self.retry(|mut c| async move {
-            let mut inv = self.scripts.renew.key(self.keys.ready());
-            inv.arg(self.keys.prefix())
-                .arg(now_ms() + self.settings.lease.as_millis() as u64);
-            for (id, tok) in held {
-                inv.arg(id).arg(tok);
-            }
-            inv.invoke_async(&mut c).await
-        })
-        .await
+        let mut a = args![now_ms() + self.settings.lease.as_millis() as u64];
+        for (id, tok) in held {
+            a.extend(args![id, tok]);
+        }
+        self.eval(&self.scripts.renew, &a).await
     }
 
     /// Returns expired leases to the ready list; the count recovered.
     pub async fn sweep(&self) -> Result<u64, QueueError> {
-        self.retry(|mut c| async move {
-            self.scripts
-                .sweep
-                .key(self.keys.ready())
-                .arg(self.keys.prefix())
-                .arg(now_ms())
-                .arg(self.settings.sweep_chunk)
-                .invoke_async(&mut c)
-                .await
-        })
-        .await
+        let a = args![now_ms(), self.settings.sweep_chunk];
+        self.eval(&self.scripts.sweep, &a).await
     }
 
     /// Applies one transition under the claim's lease token (see the Lua doc).
@@ -520,28 +516,23 @@ impl Queue {
             Some(s) => (s.provider.as_str(), s.cap, s.ttl_ms),
             None => ("", 0, 0),
         };
-        let list = list.as_str();
-        let reply: (String, redis::Value) = self
-            .retry(|mut c| async move {
-                let mut inv = self.scripts.transition.key(self.keys.ready());
-                inv.arg(self.keys.prefix())
-                    .arg(job_id)
-                    .arg(token)
-                    .arg(nonce)
-                    .arg(new_state)
-                    .arg(mode)
-                    .arg(at)
-                    .arg(now_ms())
-                    .arg(prov)
-                    .arg(cap)
-                    .arg(ttl)
-                    .arg(list);
-                for (k, v) in fields {
-                    inv.arg(*k).arg(v.as_str());
-                }
-                inv.invoke_async(&mut c).await
-            })
-            .await?;
+        let mut a = args![
+            job_id,
+            token,
+            nonce,
+            new_state,
+            mode,
+            at,
+            now_ms(),
+            prov,
+            cap,
+            ttl,
+            list
+        ];
+        for (k, v) in fields {
+            a.extend(args![*k, v.as_str()]);
+        }
+        let reply: (String, redis::Value) = self.eval(&self.scripts.transition, &a).await?;
         Ok(match reply {
             (s, v) if s == "ok" => Transitioned::Ok {
                 batch_finished: matches!(v, redis::Value::Int(1)),
@@ -550,344 +541,6 @@ impl Queue {
                 state: redis::from_redis_value::<String>(v).unwrap_or_default(),
             },
         })
-    }
-
-    /// Asks the fleet-wide limiter for one request: 0 = go now, else ms to wait.
-    /// `interval_ms` = 1000 / rate (0 = no rate limit), `tolerance_ms` = (burst − 1) × interval.
-    pub async fn admit(
-        &self,
-        provider: &str,
-        interval_ms: f64,
-        tolerance_ms: f64,
-    ) -> Result<u64, QueueError> {
-        self.retry(|mut c| async move {
-            self.scripts
-                .admit
-                .key(self.keys.ready())
-                .arg(self.keys.prefix())
-                .arg(provider)
-                .arg(interval_ms)
-                .arg(tolerance_ms)
-                .invoke_async(&mut c)
-                .await
-        })
-        .await
-    }
-
-    /// Pauses every request to the provider for `ms` (extends, never shortens).
-    /// Returns the end of the cool-down (Redis clock, ms).
-    pub async fn cooldown(&self, provider: &str, ms: u64) -> Result<u64, QueueError> {
-        self.retry(|mut c| async move {
-            self.scripts
-                .cooldown
-                .key(self.keys.ready())
-                .arg(self.keys.prefix())
-                .arg(provider)
-                .arg(ms)
-                .invoke_async(&mut c)
-                .await
-        })
-        .await
-    }
-
-    /// Takes or refreshes the job's in-flight slot; false when the provider is full.
-    pub async fn slot(
-        &self,
-        provider: &str,
-        job_id: &str,
-        cap: u32,
-        ttl_ms: u64,
-    ) -> Result<bool, QueueError> {
-        let held: i64 = self
-            .retry(|mut c| async move {
-                self.scripts
-                    .slot
-                    .key(self.keys.ready())
-                    .arg(self.keys.prefix())
-                    .arg(provider)
-                    .arg(job_id)
-                    .arg(cap)
-                    .arg(ttl_ms)
-                    .arg(now_ms())
-                    .invoke_async(&mut c)
-                    .await
-            })
-            .await?;
-        Ok(held == 1)
-    }
-
-    /// Reserves the job's estimated cost (`None` = unknown) against its batch's budget.
-    pub async fn reserve_budget(
-        &self,
-        batch_id: &str,
-        job_id: &str,
-        cost: Option<f64>,
-    ) -> Result<Budget, QueueError> {
-        let cost = cost.unwrap_or(-1.0);
-        let r: i64 = self
-            .retry(|mut c| async move {
-                self.scripts
-                    .reserve
-                    .key(self.keys.ready())
-                    .arg(self.keys.prefix())
-                    .arg(batch_id)
-                    .arg(job_id)
-                    .arg(cost)
-                    .invoke_async(&mut c)
-                    .await
-            })
-            .await?;
-        Ok(match r {
-            1 => Budget::Go,
-            0 => Budget::Exceeded,
-            _ => Budget::UnknownCost,
-        })
-    }
-
-    /// Sets a batch's budget; returns how many jobs that waited for budget were woken.
-    pub async fn set_budget(&self, batch_id: &str, max_cost: f64) -> Result<u64, QueueError> {
-        self.retry(|mut c| async move {
-            self.scripts
-                .set_budget
-                .key(self.keys.ready())
-                .arg(self.keys.prefix())
-                .arg(batch_id)
-                .arg(max_cost)
-                .invoke_async(&mut c)
-                .await
-        })
-        .await
-    }
-
-    /// Jobs of the batch waiting for budget.
-    pub async fn budget_waiting(&self, batch_id: &str) -> Result<u64, QueueError> {
-        let key = format!("{}budget:{batch_id}", self.keys.prefix());
-        self.retry(|mut c| {
-            let key = key.clone();
-            async move { c.llen(key).await }
-        })
-        .await
-    }
-
-    /// A provider event: the job of `upstream_id`, if parked, becomes due now.
-    pub async fn poke(&self, provider: &str, upstream_id: &str) -> Result<bool, QueueError> {
-        let moved: i64 = self
-            .retry(|mut c| async move {
-                self.scripts
-                    .poke
-                    .key(self.keys.ready())
-                    .arg(self.keys.prefix())
-                    .arg(provider)
-                    .arg(upstream_id)
-                    .arg(now_ms())
-                    .invoke_async(&mut c)
-                    .await
-            })
-            .await?;
-        Ok(moved == 1)
-    }
-
-    /// Lifts a provider's account pause; returns how many waiting jobs were woken.
-    pub async fn resume_provider(&self, provider: &str) -> Result<u64, QueueError> {
-        self.retry(|mut c| async move {
-            self.scripts
-                .resume
-                .key(self.keys.ready())
-                .arg(self.keys.prefix())
-                .arg(provider)
-                .invoke_async(&mut c)
-                .await
-        })
-        .await
-    }
-
-    /// A provider's admission state (in flight, waiters, rate, cool-down).
-    pub async fn provider_view(&self, provider: &str) -> Result<ProviderView, QueueError> {
-        let p = self.keys.prefix().to_string();
-        let (in_flight, waiting, paused, cooldown, time): (u64, u64, u64, Option<u64>, (u64, u64)) =
-            self.retry(|mut c| {
-                let p = p.clone();
-                async move {
-                    redis::pipe()
-                        .zcount(format!("{p}slots:{provider}"), now_ms(), "+inf")
-                        .llen(format!("{p}waiting:{provider}"))
-                        .llen(format!("{p}paused:{provider}"))
-                        .get(format!("{p}cooldown:{provider}"))
-                        .cmd("TIME")
-                        .query_async(&mut c)
-                        .await
-                }
-            })
-            .await?;
-        let now = time.0 * 1000 + time.1 / 1000;
-        let last_sec = now / 1000 - 1;
-        let key = format!("{p}rate:{provider}:{last_sec}");
-        let rate: Option<u64> = self
-            .retry(|mut c| {
-                let key = key.clone();
-                async move { c.get(key).await }
-            })
-            .await?;
-        Ok(ProviderView {
-            in_flight,
-            waiting_for_slot: waiting,
-            waiting_for_resume: paused,
-            rate_last_second: rate.unwrap_or(0),
-            cooldown_ms: cooldown.map_or(0, |c| c.saturating_sub(now)),
-        })
-    }
-
-    /// Reads one job record.
-    pub async fn job(&self, job_id: &str) -> Result<Option<JobRecord>, QueueError> {
-        let key = self.keys.job(job_id);
-        let pairs: Vec<String> = self
-            .retry(|mut c| {
-                let key = key.clone();
-                async move { c.hgetall::<_, Vec<String>>(key).await }
-            })
-            .await?;
-        Ok((!pairs.is_empty()).then(|| JobRecord::from_pairs(job_id, pairs)))
-    }
-
-    /// Reads many job records in one pipeline.
-    pub async fn jobs(&self, ids: &[String]) -> Result<Vec<JobRecord>, QueueError> {
-        let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(1000) {
-            let rows: Vec<Vec<String>> = self
-                .retry(|mut c| async move {
-                    let mut pipe = redis::pipe();
-                    for id in chunk {
-                        pipe.hgetall(self.keys.job(id));
-                    }
-                    pipe.query_async(&mut c).await
-                })
-                .await?;
-            for (id, pairs) in chunk.iter().zip(rows) {
-                if !pairs.is_empty() {
-                    out.push(JobRecord::from_pairs(id, pairs));
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Reads a batch's hash (spec, totals, per-state counters).
-    pub async fn batch(&self, batch_id: &str) -> Result<Option<BatchInfo>, QueueError> {
-        let key = self.keys.batch(batch_id);
-        let pairs: Vec<String> = self
-            .retry(|mut c| {
-                let key = key.clone();
-                async move { c.hgetall::<_, Vec<String>>(key).await }
-            })
-            .await?;
-        Ok((!pairs.is_empty()).then(|| BatchInfo::from_pairs(batch_id, pairs)))
-    }
-
-    /// Ids of the dead set, newest first, with the time each died.
-    pub async fn dead(&self, limit: usize) -> Result<Vec<(String, u64)>, QueueError> {
-        let key = self.keys.dead();
-        self.retry(|mut c| {
-            let key = key.clone();
-            async move {
-                c.zrevrange_withscores::<_, Vec<(String, u64)>>(key, 0, limit as isize - 1)
-                    .await
-            }
-        })
-        .await
-    }
-
-    /// One PING without retries: is Redis answering right now? (`/readyz`)
-    pub async fn ping(&self) -> Result<(), QueueError> {
-        let mut c = self.conn.clone();
-        redis::cmd("PING")
-            .query_async::<String>(&mut c)
-            .await
-            .map(|_| ())
-            .map_err(|e| QueueError::from_redis(&e))
-    }
-
-    /// Queue depth without retries (for gauges, which skip a beat during an outage).
-    pub async fn depth_once(&self) -> Result<(u64, u64, u64), QueueError> {
-        let mut c = self.conn.clone();
-        redis::pipe()
-            .llen(self.keys.ready())
-            .zcard(self.keys.parked())
-            .zcard(self.keys.leases())
-            .query_async(&mut c)
-            .await
-            .map_err(|e| QueueError::from_redis(&e))
-    }
-
-    /// Queue depth: (ready, parked, leased).
-    pub async fn depth(&self) -> Result<(u64, u64, u64), QueueError> {
-        self.retry(|mut c| async move {
-            redis::pipe()
-                .llen(self.keys.ready())
-                .zcard(self.keys.parked())
-                .zcard(self.keys.leases())
-                .query_async(&mut c)
-                .await
-        })
-        .await
-    }
-
-    /// The pause recorded for a provider, if any (expired pauses included).
-    pub async fn provider_pause(
-        &self,
-        provider: &str,
-    ) -> Result<Option<ProviderPause>, QueueError> {
-        let key = self.keys.pause(provider);
-        let (message, until): (Option<String>, Option<u64>) = self
-            .retry(|mut c| {
-                let key = key.clone();
-                async move {
-                    redis::cmd("HMGET")
-                        .arg(key)
-                        .arg("message")
-                        .arg("until")
-                        .query_async(&mut c)
-                        .await
-                }
-            })
-            .await?;
-        Ok(match (message, until) {
-            (Some(message), Some(until)) => Some(ProviderPause { message, until }),
-            _ => None,
-        })
-    }
-
-    /// Pauses a provider for every worker until `until` (ms).
-    pub async fn set_provider_pause(
-        &self,
-        provider: &str,
-        message: &str,
-        until: u64,
-    ) -> Result<(), QueueError> {
-        let key = self.keys.pause(provider);
-        self.retry(|mut c| {
-            let key = key.clone();
-            async move {
-                redis::cmd("HSET")
-                    .arg(key)
-                    .arg("message")
-                    .arg(message)
-                    .arg("until")
-                    .arg(until)
-                    .query_async::<()>(&mut c)
-                    .await
-            }
-        })
-        .await
-    }
-
-    /// Lifts a provider pause.
-    pub async fn clear_provider_pause(&self, provider: &str) -> Result<(), QueueError> {
-        let key = self.keys.pause(provider);
-        self.retry(|mut c| {
-            let key = key.clone();
-            async move { c.del::<_, ()>(key).await }
-        })
-        .await
     }
 
     /// Moves the given jobs to `to` when their state is one of `from` (operator commands).
@@ -902,33 +555,13 @@ impl Queue {
         let allowed = from.join(",");
         let mut moved = Vec::new();
         for chunk in ids.chunks(1000) {
-            let allowed = allowed.as_str();
-            let part: Vec<String> = self
-                .retry(|mut c| async move {
-                    let mut inv = self.scripts.admin_move.key(self.keys.ready());
-                    inv.arg(self.keys.prefix())
-                        .arg(now_ms())
-                        .arg(to)
-                        .arg(reason)
-                        .arg(allowed);
-                    for id in chunk {
-                        inv.arg(id);
-                    }
-                    inv.invoke_async(&mut c).await
-                })
-                .await?;
+            let mut a = args![now_ms(), to, reason, allowed.as_str()];
+            for id in chunk {
+                a.extend(args![id]);
+            }
+            let part: Vec<String> = self.eval(&self.scripts.admin_move, &a).await?;
             moved.extend(part);
         }
         Ok(moved)
-    }
-
-    /// The reason recorded for a dead id that has no job record (garbage pushed raw).
-    pub async fn orphan_reason(&self, id: &str) -> Result<Option<String>, QueueError> {
-        let key = self.keys.orphans();
-        self.retry(|mut c| {
-            let key = key.clone();
-            async move { c.hget::<_, _, Option<String>>(key, id).await }
-        })
-        .await
     }
 }

@@ -1,0 +1,179 @@
+//! Admission and pause state in Redis: the fleet-wide rate limiter and cool-down, the
+//! in-flight slots, batch budgets, provider pauses, and waking the jobs that wait on them.
+
+use super::{now_ms, Budget, ProviderPause, ProviderView, Queue, QueueError};
+use redis::AsyncCommands;
+
+impl Queue {
+    /// Asks the fleet-wide limiter for one request: 0 = go now, else ms to wait.
+    /// `interval_ms` = 1000 / rate (0 = no rate limit), `tolerance_ms` = (burst − 1) × interval.
+    pub async fn admit(
+        &self,
+        provider: &str,
+        interval_ms: f64,
+        tolerance_ms: f64,
+    ) -> Result<u64, QueueError> {
+        let a = args![provider, interval_ms, tolerance_ms];
+        self.eval(&self.scripts.admit, &a).await
+    }
+
+    /// Pauses every request to the provider for `ms` (extends, never shortens).
+    /// Returns the end of the cool-down (Redis clock, ms).
+    pub async fn cooldown(&self, provider: &str, ms: u64) -> Result<u64, QueueError> {
+        self.eval(&self.scripts.cooldown, &args![provider, ms])
+            .await
+    }
+
+    /// Takes or refreshes the job's in-flight slot; false when the provider is full.
+    pub async fn slot(
+        &self,
+        provider: &str,
+        job_id: &str,
+        cap: u32,
+        ttl_ms: u64,
+    ) -> Result<bool, QueueError> {
+        let a = args![provider, job_id, cap, ttl_ms, now_ms()];
+        let held: i64 = self.eval(&self.scripts.slot, &a).await?;
+        Ok(held == 1)
+    }
+
+    /// Reserves the job's estimated cost (`None` = unknown) against its batch's budget.
+    pub async fn reserve_budget(
+        &self,
+        batch_id: &str,
+        job_id: &str,
+        cost: Option<f64>,
+    ) -> Result<Budget, QueueError> {
+        let cost = cost.unwrap_or(-1.0);
+        let a = args![batch_id, job_id, cost];
+        let r: i64 = self.eval(&self.scripts.reserve, &a).await?;
+        Ok(match r {
+            1 => Budget::Go,
+            0 => Budget::Exceeded,
+            _ => Budget::UnknownCost,
+        })
+    }
+
+    /// Sets a batch's budget; returns how many jobs that waited for budget were woken.
+    pub async fn set_budget(&self, batch_id: &str, max_cost: f64) -> Result<u64, QueueError> {
+        let a = args![batch_id, max_cost];
+        self.eval(&self.scripts.set_budget, &a).await
+    }
+
+    /// Jobs of the batch waiting for budget.
+    pub async fn budget_waiting(&self, batch_id: &str) -> Result<u64, QueueError> {
+        let key = format!("{}budget:{batch_id}", self.keys.prefix());
+        self.retry(|mut c| {
+            let key = key.clone();
+            async move { c.llen(key).await }
+        })
+        .await
+    }
+
+    /// A provider event: the job of `upstream_id`, if parked, becomes due now.
+    pub async fn poke(&self, provider: &str, upstream_id: &str) -> Result<bool, QueueError> {
+        let a = args![provider, upstream_id, now_ms()];
+        let moved: i64 = self.eval(&self.scripts.poke, &a).await?;
+        Ok(moved == 1)
+    }
+
+    /// Lifts a provider's account pause; returns how many waiting jobs were woken.
+    pub async fn resume_provider(&self, provider: &str) -> Result<u64, QueueError> {
+        self.eval(&self.scripts.resume, &args![provider]).await
+    }
+
+    /// A provider's admission state (in flight, waiters, rate, cool-down).
+    pub async fn provider_view(&self, provider: &str) -> Result<ProviderView, QueueError> {
+        let p = self.keys.prefix().to_string();
+        let (in_flight, waiting, paused, cooldown, time): (u64, u64, u64, Option<u64>, (u64, u64)) =
+            self.retry(|mut c| {
+                let p = p.clone();
+                async move {
+                    redis::pipe()
+                        .zcount(format!("{p}slots:{provider}"), now_ms(), "+inf")
+                        .llen(format!("{p}waiting:{provider}"))
+                        .llen(format!("{p}paused:{provider}"))
+                        .get(format!("{p}cooldown:{provider}"))
+                        .cmd("TIME")
+                        .query_async(&mut c)
+                        .await
+                }
+            })
+            .await?;
+        let now = time.0 * 1000 + time.1 / 1000;
+        let last_sec = now / 1000 - 1;
+        let key = format!("{p}rate:{provider}:{last_sec}");
+        let rate: Option<u64> = self
+            .retry(|mut c| {
+                let key = key.clone();
+                async move { c.get(key).await }
+            })
+            .await?;
+        Ok(ProviderView {
+            in_flight,
+            waiting_for_slot: waiting,
+            waiting_for_resume: paused,
+            rate_last_second: rate.unwrap_or(0),
+            cooldown_ms: cooldown.map_or(0, |c| c.saturating_sub(now)),
+        })
+    }
+
+    /// The pause recorded for a provider, if any (expired pauses included).
+    pub async fn provider_pause(
+        &self,
+        provider: &str,
+    ) -> Result<Option<ProviderPause>, QueueError> {
+        let key = self.keys.pause(provider);
+        let (message, until): (Option<String>, Option<u64>) = self
+            .retry(|mut c| {
+                let key = key.clone();
+                async move {
+                    redis::cmd("HMGET")
+                        .arg(key)
+                        .arg("message")
+                        .arg("until")
+                        .query_async(&mut c)
+                        .await
+                }
+            })
+            .await?;
+        Ok(match (message, until) {
+            (Some(message), Some(until)) => Some(ProviderPause { message, until }),
+            _ => None,
+        })
+    }
+
+    /// Pauses a provider for every worker until `until` (ms).
+    pub async fn set_provider_pause(
+        &self,
+        provider: &str,
+        message: &str,
+        until: u64,
+    ) -> Result<(), QueueError> {
+        let key = self.keys.pause(provider);
+        self.retry(|mut c| {
+            let key = key.clone();
+            async move {
+                redis::cmd("HSET")
+                    .arg(key)
+                    .arg("message")
+                    .arg(message)
+                    .arg("until")
+                    .arg(until)
+                    .query_async::<()>(&mut c)
+                    .await
+            }
+        })
+        .await
+    }
+
+    /// Lifts a provider pause.
+    pub async fn clear_provider_pause(&self, provider: &str) -> Result<(), QueueError> {
+        let key = self.keys.pause(provider);
+        self.retry(|mut c| {
+            let key = key.clone();
+            async move { c.del::<_, ()>(key).await }
+        })
+        .await
+    }
+}
