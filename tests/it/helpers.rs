@@ -46,7 +46,8 @@ pub fn init_logs() {
 
 /// The pause between two checks of a condition that a loop awaits with a deadline.
 pub async fn poll_interval() {
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    let poll_every = Duration::from_millis(20);
+    tokio::time::sleep(poll_every).await;
 }
 
 /// One test's world: namespace, output dir, simulator, settings pointing at both.
