@@ -7,6 +7,7 @@ mod crash;
 mod deploy;
 mod failures;
 mod helpers;
+mod logs;
 mod metrics;
 mod operator;
 mod pipeline;
