@@ -21,6 +21,9 @@ pub struct LeaseTable {
     held: Mutex<HashMap<String, String>>,
     abandoned: Mutex<Vec<(String, String)>>,
     nonce: AtomicU64,
+    /// Signalled when a stage settles: its transition may have freed a slot or made work
+    /// ready, so an idle fetcher looks again at once instead of after `idle_poll`.
+    settled: tokio::sync::Notify,
 }
 
 impl LeaseTable {
@@ -92,6 +95,7 @@ impl Lease {
     pub fn settle(&mut self) {
         self.settled = true;
         self.table.forget(&self.job_id);
+        self.table.settled.notify_one();
     }
 }
 
@@ -208,6 +212,7 @@ pub fn start_fetcher(
             if idle {
                 tokio::select! {
                     _ = tokio::time::sleep(queue.settings.idle_poll) => {}
+                    _ = table.settled.notified() => {}
                     _ = shutdown.cancelled() => break,
                 }
             }

@@ -12,7 +12,32 @@ local TERMINAL = {succeeded=true, failed=true, timed_out=true, dead=true, cancel
 
 /// Shared Lua: states that hold a provider slot, and waking jobs that wait for one.
 const SLOTS_LUA: &str = r#"
-local HOLD = {submitting=true, polling=true, finishing=true}
+-- A generation counts against the provider's cap from submit until it completes; the
+-- download after that (finishing) no longer does.
+local HOLD = {submitting=true, polling=true}
+-- Moves up to n jobs that still wait on `list` to the ready list (n = 0: all of them).
+-- A job waits while its record says `waiting_on = list`; entries of jobs that moved on
+-- (their safety net fired, they were cancelled or finished) are dropped, so a wake-up is
+-- never spent on them.
+local function wake_list(p, list, n)
+  local woken, seen = 0, 0
+  while (n == 0 or woken < n) and seen < 10000 do
+    local w = redis.call('LPOP', p .. list)
+    if not w then return woken end
+    seen = seen + 1
+    local wkey = p .. 'job:' .. w
+    if redis.call('HGET', wkey, 'waiting_on') == list then
+      redis.call('HDEL', wkey, 'waiting_on')
+      redis.call('ZREM', p .. 'parked', w)
+      redis.call('RPUSH', p .. 'ready', w)
+      woken = woken + 1
+    end
+  end
+  return woken
+end
+local function wake(p, prov, n)
+  wake_list(p, 'waiting:' .. prov, n)
+end
 -- Gives back a job's budget reservation (it will not be billed) and wakes a job that
 -- waited for budget.
 local function release_budget(p, jkey, bid)
@@ -20,19 +45,7 @@ local function release_budget(p, jkey, bid)
   if not r or not bid then return end
   redis.call('HINCRBYFLOAT', p .. 'batch:' .. bid, 'cost_committed', -tonumber(r))
   redis.call('HDEL', jkey, 'cost_reserved')
-  local w = redis.call('LPOP', p .. 'budget:' .. bid)
-  if w then
-    redis.call('ZREM', p .. 'parked', w)
-    redis.call('RPUSH', p .. 'ready', w)
-  end
-end
-local function wake(p, prov, n)
-  for _ = 1, n do
-    local w = redis.call('LPOP', p .. 'waiting:' .. prov)
-    if not w then return end
-    redis.call('ZREM', p .. 'parked', w)
-    redis.call('RPUSH', p .. 'ready', w)
-  end
+  wake_list(p, 'budget:' .. bid, 1)
 end
 "#;
 
@@ -90,6 +103,7 @@ while #out < want and pops < want * 4 do
     local seq = redis.call('HINCRBY', jkey, 'claims', 1)
     local token = ARGV[4] .. '#' .. seq
     redis.call('HSET', jkey, 'token', token, 'worker', ARGV[4])
+    redis.call('HDEL', jkey, 'waiting_on')
     redis.call('ZADD', p .. 'leases', ARGV[3], id)
     local rec = redis.call('HGETALL', jkey)
     table.insert(rec, 1, token)
@@ -121,8 +135,8 @@ return lost
 /// mode: keep (hold the lease until at_ms) | park (parked until at_ms) | release (back to
 /// ready) | done (terminal) | wait (onto `wait_list`, with a parked safety net at at_ms).
 /// An empty new_state keeps the current state; an empty value deletes the field.
-/// A job holds a slot of its provider while submitting, polling or finishing; any other
-/// state frees it and wakes one job waiting for a slot.
+/// A job holds a slot of its provider while submitting or polling; any other state frees
+/// it and wakes one job waiting for a slot.
 /// Returns {'ok', batch_finished} or {'lost', current_state}. A replay of the same nonce
 /// (a retried call whose reply was lost) returns 'ok' again.
 const TRANSITION: &str = r#"
@@ -175,6 +189,7 @@ elseif mode == 'release' then
   redis.call('RPUSH', p .. 'ready', id)
 elseif mode == 'wait' then
   redis.call('ZADD', p .. 'parked', ARGV[7], id)
+  redis.call('HSET', jkey, 'waiting_on', ARGV[12])
   redis.call('RPUSH', p .. ARGV[12], id)
   local cap = tonumber(ARGV[10])
   if ARGV[12] == 'waiting:' .. prov and
@@ -349,15 +364,7 @@ return 1
 const RESUME: &str = r#"
 local p, prov = ARGV[1], ARGV[2]
 redis.call('DEL', p .. 'pause:' .. prov)
-local n = 0
-while true do
-  local id = redis.call('LPOP', p .. 'paused:' .. prov)
-  if not id then break end
-  redis.call('ZREM', p .. 'parked', id)
-  redis.call('RPUSH', p .. 'ready', id)
-  n = n + 1
-end
-return n
+return wake_list(p, 'paused:' .. prov, 0)
 "#;
 
 /// A provider event says a generation finished: if its job is parked, make it due now.
@@ -396,15 +403,7 @@ return 1
 const SET_BUDGET: &str = r#"
 local p, bid = ARGV[1], ARGV[2]
 redis.call('HSET', p .. 'batch:' .. bid, 'max_cost', ARGV[3])
-local n = 0
-while true do
-  local id = redis.call('LPOP', p .. 'budget:' .. bid)
-  if not id then break end
-  redis.call('ZREM', p .. 'parked', id)
-  redis.call('RPUSH', p .. 'ready', id)
-  n = n + 1
-end
-return n
+return wake_list(p, 'budget:' .. bid, 0)
 "#;
 
 /// The compiled scripts (EVALSHA with a fallback to EVAL after a Redis restart).
@@ -439,10 +438,10 @@ impl Scripts {
             admit: Script::new(ADMIT),
             cooldown: Script::new(COOLDOWN),
             slot: with_slots(SLOT),
-            resume: Script::new(RESUME),
+            resume: with_slots(RESUME),
             poke: Script::new(POKE),
             reserve: Script::new(RESERVE),
-            set_budget: Script::new(SET_BUDGET),
+            set_budget: with_slots(SET_BUDGET),
         }
     }
 }

@@ -278,3 +278,62 @@ async fn shutdown_with_fifty_stages_running_finishes_or_requeues_them() {
     assert_eq!((parked, leased), (0, 0));
     assert_eq!(info.counts["queued"], 25);
 }
+
+#[tokio::test]
+async fn a_freed_slot_wakes_a_job_that_still_waits_not_a_stale_entry() {
+    use redis::AsyncCommands;
+    use restyle::queue::{SlotCtx, WaitList};
+    let app = TestApp::new(fast_knobs()).await;
+    app.enqueue("wake", &prompts(2)).await;
+    let q = &app.queue;
+    let slot = SlotCtx {
+        provider: "aimlapi".into(),
+        cap: 1,
+        ttl_ms: 60_000,
+    };
+    let mut claims = q.claim("t", 2).await.unwrap();
+    let b = claims.pop().unwrap();
+    let a = claims.pop().unwrap();
+    // B holds the only slot; A waits for one.
+    q.transition_with(
+        &b.job_id,
+        &b.token,
+        "b1",
+        "submitting",
+        After::Keep,
+        &[],
+        Some(&slot),
+    )
+    .await
+    .unwrap();
+    let far = restyle::queue::now_ms() + 600_000;
+    let wait = After::Wait(WaitList::Slot("aimlapi".into()), far);
+    q.transition_with(&a.job_id, &a.token, "a1", "queued", wait, &[], Some(&slot))
+        .await
+        .unwrap();
+    // Entries of jobs that no longer wait sit in front of A (a safety net fired, say).
+    let mut c = q.connection();
+    let list = format!("{}waiting:aimlapi", q.keys().prefix());
+    let _: () = c.lpush(&list, &b.job_id).await.unwrap();
+    let _: () = c.lpush(&list, "gone.00001").await.unwrap();
+    // B finishes: its slot goes to A, the one job still waiting.
+    q.transition_with(
+        &b.job_id,
+        &b.token,
+        "b2",
+        "succeeded",
+        After::Done,
+        &[],
+        Some(&slot),
+    )
+    .await
+    .unwrap();
+    let ready: Vec<String> = c.lrange(q.keys().ready(), 0, -1).await.unwrap();
+    assert_eq!(
+        ready,
+        vec![a.job_id.clone()],
+        "the wake-up went to the waiting job"
+    );
+    let parked: Option<f64> = c.zscore(q.keys().parked(), &a.job_id).await.unwrap();
+    assert_eq!(parked, None, "its safety-net entry is gone");
+}
