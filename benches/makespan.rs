@@ -21,7 +21,7 @@
 use anyhow::{anyhow, bail, Context as _};
 use restyle::config::Settings;
 use restyle::localredis::LocalRedis;
-use restyle::model::{BatchShared, ModelKind, ProviderName, ValidatedBatch, PAYLOAD_VERSION};
+use restyle::model::ValidatedBatch;
 use restyle::queue::{BatchInfo, Queue, RetryMode};
 use restyle::sim::{Knobs, RequestKind, RequestLogEntry, SimHandle};
 use restyle::sink::ResultLine;
@@ -40,6 +40,8 @@ const TIME_SCALE: f64 = 0.005;
 /// How often the bench reads the batch hash (to notice the end) and samples the slot set
 /// and the wait list; these reads are not counted in `redis_cmds_per_job`.
 const WATCH_EVERY: Duration = Duration::from_millis(20);
+
+mod common;
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -77,15 +79,7 @@ struct Params {
 }
 
 fn env_num(name: &str, default: u64) -> anyhow::Result<u64> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse::<u64>()
-            .ok()
-            .filter(|&n| n > 0)
-            .ok_or_else(|| anyhow!("{name}={v:?} is not a positive integer")),
-        Err(_) => Ok(default),
-    }
+    common::env_positive(name, default)
 }
 
 fn env_f64(name: &str, default: f64) -> anyhow::Result<f64> {
@@ -286,32 +280,6 @@ struct WorkerEnv<'a> {
 // ---------------------------------------------------------------------------------------
 // Measurements.
 
-/// `INFO commandstats` as calls per command name.
-async fn commandstats(
-    conn: &mut redis::aio::MultiplexedConnection,
-) -> anyhow::Result<BTreeMap<String, u64>> {
-    let text: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(conn)
-        .await?;
-    let mut calls = BTreeMap::new();
-    for line in text.lines() {
-        let Some((name, rest)) = line
-            .strip_prefix("cmdstat_")
-            .and_then(|l| l.split_once(':'))
-        else {
-            continue;
-        };
-        let n = rest
-            .split(',')
-            .find_map(|kv| kv.strip_prefix("calls="))
-            .and_then(|v| v.parse::<u64>().ok())
-            .ok_or_else(|| anyhow!("cannot read commandstats line {line:?}"))?;
-        calls.insert(name.to_string(), n);
-    }
-    Ok(calls)
-}
-
 /// Commands executed between the two snapshots, less the bench's own (`INFO`, and per
 /// watcher read one `HGETALL`, one `ZCARD` and one `LLEN`).
 fn commands_between(
@@ -375,26 +343,12 @@ impl std::fmt::Display for Line {
 // The case.
 
 fn batch(batch_id: &str, n: usize) -> ValidatedBatch {
-    ValidatedBatch {
-        shared: BatchShared {
-            v: PAYLOAD_VERSION,
-            batch_id: batch_id.to_string(),
-            provider: ProviderName::Aimlapi,
-            model: ModelKind::Edit,
-            video: "https://media.example.com/bench/makespan.mp4".into(),
-            image_list: vec![],
-            keep_audio: false,
-            aspect_ratio: None,
-            duration: None,
-            elements: vec![],
-            clip_seconds: None,
-            max_cost: None,
-            on_done: None,
-        },
-        prompts: (0..n)
-            .map(|i| format!("Makespan job {i}: the clip redrawn in charcoal, grain {i}"))
-            .collect(),
-    }
+    common::batch(
+        batch_id,
+        n,
+        "https://media.example.com/bench/makespan.mp4",
+        |i| format!("Makespan job {i}: the clip redrawn in charcoal, grain {i}"),
+    )
 }
 
 async fn start_sim(p: &Params) -> anyhow::Result<SimHandle> {
@@ -633,7 +587,7 @@ async fn case_makespan(p: &Params, url: &str) -> anyhow::Result<()> {
 async fn run_batch(f: &mut Fleet<'_>, batch_id: &str, k: usize) -> anyhow::Result<(Line, bool)> {
     let p = f.p;
     let sim_before = f.sim.stats();
-    let before = commandstats(&mut f.info_conn).await?;
+    let before = common::commandstats(&mut f.info_conn).await?;
     let start = Instant::now();
     let added = restyle::producer::enqueue(f.queue, &batch(batch_id, p.jobs))
         .await
@@ -669,7 +623,7 @@ async fn run_batch(f: &mut Fleet<'_>, batch_id: &str, k: usize) -> anyhow::Resul
             return Ok((line, false));
         }
     };
-    let after = commandstats(&mut f.info_conn).await?;
+    let after = common::commandstats(&mut f.info_conn).await?;
     let stats = f.sim.stats();
     let cmds = commands_between(&before, &after, samples.len() as u64);
     // Left on the provider's wait list although the batch is over (see BENCHMARKS.md).

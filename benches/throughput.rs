@@ -16,7 +16,7 @@
 use anyhow::{anyhow, bail, Context as _};
 use restyle::config::{PollSettings, Settings, WorkerSettings};
 use restyle::localredis::LocalRedis;
-use restyle::model::{BatchShared, ModelKind, ProviderName, ValidatedBatch, PAYLOAD_VERSION};
+use restyle::model::{ProviderName, ValidatedBatch};
 use restyle::queue::backend::{Claimed, LeaseTable};
 use restyle::queue::{now_ms, After, Queue, RetryMode};
 use restyle::sim::Knobs;
@@ -36,6 +36,8 @@ const WATCH_EVERY: Duration = Duration::from_millis(20);
 /// A case that takes longer than this is reported as a failure, not waited for.
 const CASE_DEADLINE: Duration = Duration::from_secs(900);
 
+mod common;
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -48,15 +50,7 @@ fn main() {
 }
 
 fn env_usize(name: &str, default: usize) -> anyhow::Result<usize> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .ok()
-            .filter(|&n: &usize| n > 0)
-            .ok_or_else(|| anyhow!("{name}={v:?} is not a positive integer")),
-        Err(_) => Ok(default),
-    }
+    common::env_positive(name, default)
 }
 
 /// Where the cases run: the Redis URL, a private server when we started one, and a
@@ -146,28 +140,9 @@ fn emit(fields: &Fields) -> anyhow::Result<()> {
 // ---------------------------------------------------------------------------------------
 // Measurements: Redis command counts, process memory.
 
-/// `INFO commandstats`: calls per command name (`cmdstat_` stripped).
+/// `INFO commandstats` on the bench's own connection.
 async fn commandstats(b: &mut Bench) -> anyhow::Result<BTreeMap<String, u64>> {
-    let text: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut b.info)
-        .await?;
-    let mut out = BTreeMap::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("cmdstat_") else {
-            continue;
-        };
-        let Some((name, fields)) = rest.split_once(':') else {
-            continue;
-        };
-        let calls = fields
-            .split(',')
-            .find_map(|f| f.strip_prefix("calls="))
-            .and_then(|n| n.parse::<u64>().ok())
-            .ok_or_else(|| anyhow!("unparseable commandstats line {line:?}"))?;
-        out.insert(name.to_string(), calls);
-    }
-    Ok(out)
+    common::commandstats(&mut b.info).await
 }
 
 /// Commands the case caused: after − before, without the bench's own `INFO` calls and
@@ -271,31 +246,17 @@ async fn connect(settings: &Settings) -> anyhow::Result<Queue> {
 }
 
 fn make_batch(batch_id: &str, n: usize) -> ValidatedBatch {
-    ValidatedBatch {
-        shared: BatchShared {
-            v: PAYLOAD_VERSION,
-            batch_id: batch_id.to_string(),
-            provider: ProviderName::Aimlapi,
-            model: ModelKind::Edit,
-            video: "https://media.example.com/bench/source.mp4".into(),
-            image_list: vec![],
-            keep_audio: false,
-            aspect_ratio: None,
-            duration: None,
-            elements: vec![],
-            clip_seconds: None,
-            max_cost: None,
-            on_done: None,
+    common::batch(
+        batch_id,
+        n,
+        "https://media.example.com/bench/source.mp4",
+        |i| {
+            format!(
+                "Bench variant {i}: restyle the clip as a linocut print, tone {}",
+                i % 97
+            )
         },
-        prompts: (0..n)
-            .map(|i| {
-                format!(
-                    "Bench variant {i}: restyle the clip as a linocut print, tone {}",
-                    i % 97
-                )
-            })
-            .collect(),
-    }
+    )
 }
 
 async fn enqueue_untimed(queue: &Queue, batch: &ValidatedBatch) -> anyhow::Result<()> {
@@ -577,6 +538,12 @@ async fn case_full(b: &mut Bench, n: usize) -> anyhow::Result<Fields> {
     settings.queue.idle_poll = Duration::from_millis(5);
     settings.output.dir = out.path().to_path_buf();
     settings.output.allow_http = true;
+    // The pipeline's own speed: no provider rate limit or in-flight cap in the way (the
+    // makespan bench measures those).
+    for p in settings.providers.values_mut() {
+        p.limits.rate_limit = 0.0;
+        p.limits.max_in_flight = 0;
+    }
     settings.worker.concurrency = concurrency;
     let queue = connect(&settings).await?;
     let batch_id = "bench-full";

@@ -1,0 +1,63 @@
+//! What both benchmarks share: reading numeric knobs from the environment, counting the
+//! commands Redis ran (`INFO commandstats`), and building a batch of N distinct prompts.
+#![allow(dead_code)] // each bench uses its own subset
+
+use anyhow::anyhow;
+use restyle::model::{BatchShared, ModelKind, ProviderName, ValidatedBatch};
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+/// A positive number from the environment, or `default` when the variable is unset.
+pub fn env_positive<T>(name: &str, default: T) -> anyhow::Result<T>
+where
+    T: FromStr + PartialOrd + Default,
+{
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse::<T>()
+            .ok()
+            .filter(|n| *n > T::default())
+            .ok_or_else(|| anyhow!("{name}={v:?} is not a positive number")),
+        Err(_) => Ok(default),
+    }
+}
+
+/// `INFO commandstats` as calls per command name (`cmdstat_` stripped).
+pub async fn commandstats(
+    conn: &mut impl redis::aio::ConnectionLike,
+) -> anyhow::Result<BTreeMap<String, u64>> {
+    let text: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await?;
+    let mut calls = BTreeMap::new();
+    for line in text.lines() {
+        let Some((name, rest)) = line
+            .strip_prefix("cmdstat_")
+            .and_then(|l| l.split_once(':'))
+        else {
+            continue;
+        };
+        let n = rest
+            .split(',')
+            .find_map(|kv| kv.strip_prefix("calls="))
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| anyhow!("cannot read commandstats line {line:?}"))?;
+        calls.insert(name.to_string(), n);
+    }
+    Ok(calls)
+}
+
+/// An edit batch on aimlapi with `n` distinct prompts.
+pub fn batch(
+    batch_id: &str,
+    n: usize,
+    video: &str,
+    prompt: impl Fn(usize) -> String,
+) -> ValidatedBatch {
+    ValidatedBatch {
+        shared: BatchShared::new(batch_id, ProviderName::Aimlapi, ModelKind::Edit, video),
+        prompts: (0..n).map(prompt).collect(),
+    }
+}
