@@ -135,6 +135,10 @@ pub enum Command {
         /// Provider name, e.g. aimlapi.
         provider: String,
     },
+    /// Forget a finished batch in Redis (job records, counters, indexes) to free memory.
+    /// Its results file, videos and contact sheet on disk stay. Refused (exit 2) while
+    /// any job of the batch is not terminal.
+    Purge { batch_id: String },
     /// List dead jobs (retries used up, poisoned payloads) with their reasons.
     Dead {
         #[arg(long, default_value_t = 100)]
@@ -393,6 +397,18 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let n = queue.resume_provider(p.as_str()).await?;
             eprintln!("provider {p} resumed; {n} waiting jobs back in the queue");
             Ok(())
+        }
+        Command::Purge { batch_id } => {
+            let (_, queue, _) = open_batch(&cli, batch_id).await?;
+            match queue.purge_batch(batch_id).await? {
+                Some(n) => {
+                    eprintln!("batch {batch_id}: {n} job records removed from Redis");
+                    Ok(())
+                }
+                None => Err(CliError::Usage(format!(
+                    "batch {batch_id} is not finished; cancel it first or wait"
+                ))),
+            }
         }
         Command::Dead { limit, json } => {
             let settings = load_settings(&cli)?;

@@ -1,5 +1,5 @@
 //! Reading the queue: job records, batches, the dead set and depth, for status, reports
-//! and probes.
+//! and probes; and forgetting a finished batch.
 
 use super::{BatchInfo, JobRecord, Queue, QueueError};
 use redis::AsyncCommands;
@@ -107,5 +107,12 @@ impl Queue {
             async move { c.hget::<_, _, Option<String>>(key, id).await }
         })
         .await
+    }
+
+    /// Forgets a finished batch's records in Redis (files and results on disk stay).
+    /// `Ok(None)` when the batch is not finished yet.
+    pub async fn purge_batch(&self, batch_id: &str) -> Result<Option<u64>, QueueError> {
+        let n: i64 = self.eval(&self.scripts.purge, &args![batch_id]).await?;
+        Ok((n >= 0).then_some(n as u64))
     }
 }

@@ -406,6 +406,35 @@ redis.call('HSET', p .. 'batch:' .. bid, 'max_cost', ARGV[3])
 return wake_list(p, 'budget:' .. bid, 0)
 "#;
 
+/// Forgets a finished batch: its job records, their dead-set and upstream-index entries,
+/// its announcement jobs and the batch hash. ARGV: prefix, batch_id.
+/// Returns the number of job records deleted, or -1 when the batch is not finished.
+const PURGE: &str = r#"
+local p, bid = ARGV[1], ARGV[2]
+local bkey = p .. 'batch:' .. bid
+local b = redis.call('HMGET', bkey, 'total', 'done', 'completions')
+if not b[1] then return 0 end
+local total = tonumber(b[1])
+if tonumber(b[2] or '0') < total then return -1 end
+local n = 0
+for i = 0, total - 1 do
+  local id = string.format('%s.%05d', bid, i)
+  local jkey = p .. 'job:' .. id
+  local f = redis.call('HMGET', jkey, 'provider', 'upstream_id')
+  if f[1] and f[2] then redis.call('HDEL', p .. 'upstreams:' .. f[1], f[2]) end
+  redis.call('ZREM', p .. 'dead', id)
+  n = n + redis.call('DEL', jkey)
+end
+for c = 1, tonumber(b[3] or '0') do
+  local hid = 'done:' .. bid .. ':' .. c
+  redis.call('ZREM', p .. 'dead', hid)
+  redis.call('DEL', p .. 'job:' .. hid)
+end
+redis.call('DEL', bkey, p .. 'budget:' .. bid)
+redis.call('ZREM', p .. 'batches', bid)
+return n
+"#;
+
 /// The compiled scripts (EVALSHA with a fallback to EVAL after a Redis restart).
 #[derive(Debug)]
 pub struct Scripts {
@@ -422,6 +451,7 @@ pub struct Scripts {
     pub poke: Script,
     pub reserve: Script,
     pub set_budget: Script,
+    pub purge: Script,
 }
 
 impl Scripts {
@@ -442,6 +472,7 @@ impl Scripts {
             poke: Script::new(POKE),
             reserve: Script::new(RESERVE),
             set_budget: with_slots(SET_BUDGET),
+            purge: Script::new(PURGE),
         }
     }
 }

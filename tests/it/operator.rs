@@ -1,9 +1,10 @@
 //! Operator commands through the binary: reconcile ambiguous submits, cancel, retry,
-//! and the dead set.
+//! the dead set, and purging a finished batch.
 
 use crate::helpers::*;
 use redis::AsyncCommands;
 use restyle::sim::Knobs;
+use restyle::sink::jsonl::read_all;
 use std::time::Duration;
 
 #[tokio::test]
@@ -173,4 +174,40 @@ async fn garbage_pushed_into_the_queue_goes_dead_and_the_worker_goes_on() {
     let d = v.as_array().unwrap();
     assert_eq!(d.len(), 1);
     assert!(d[0]["reason"].as_str().unwrap().contains("no job record"));
+}
+
+#[tokio::test]
+async fn purge_forgets_a_finished_batch_and_refuses_a_running_one() {
+    let app = TestApp::new(fast_knobs()).await;
+    let rt = app.runtime();
+    app.enqueue("old", &prompts(3)).await;
+    app.drive(&rt, "old", Duration::from_secs(30)).await;
+    app.enqueue("busy", &prompts(2)).await;
+    let out = app.cmd().args(["purge", "busy"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "a running batch is not purged");
+    assert!(app.queue.batch("busy").await.unwrap().is_some());
+
+    let out = app.cmd().args(["purge", "old"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("3 job records removed"));
+    assert!(app.queue.batch("old").await.unwrap().is_none());
+    let ids: Vec<String> = (0..3).map(|i| restyle::model::job_id("old", i)).collect();
+    assert!(app.queue.jobs(&ids).await.unwrap().is_empty());
+    let mut c = app.queue.connection();
+    let index: std::collections::HashMap<String, String> = c
+        .hgetall(format!("{}upstreams:aimlapi", app.queue.keys().prefix()))
+        .await
+        .unwrap();
+    assert!(
+        index.values().all(|job| !job.starts_with("old.")),
+        "{index:?}"
+    );
+    // The results on disk stay.
+    assert_eq!(read_all(&app.results_path("old")).unwrap().len(), 3);
+    let out = app.cmd().args(["status", "old"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(4));
 }
