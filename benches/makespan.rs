@@ -556,28 +556,7 @@ async fn case_makespan(p: &Params, url: &str) -> anyhow::Result<()> {
     }
 
     // A shared REDIS_URL is left as it was found.
-    let pattern = format!("{}*", queue.keys().prefix());
-    let mut cursor = 0u64;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut fleet.info_conn)
-            .await?;
-        if !keys.is_empty() {
-            redis::cmd("UNLINK")
-                .arg(&keys)
-                .query_async::<()>(&mut fleet.info_conn)
-                .await?;
-        }
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-    }
+    common::drop_namespace(&mut fleet.info_conn, queue.keys().prefix()).await?;
     sim.shutdown();
     outcome
 }

@@ -282,28 +282,7 @@ async fn enqueue_untimed(queue: &Queue, batch: &ValidatedBatch) -> anyhow::Resul
 /// Deletes every key of a namespace (so a shared `REDIS_URL` is left as it was).
 /// Runs after the case's measurements.
 async fn drop_namespace(b: &mut Bench, queue: &Queue) -> anyhow::Result<()> {
-    let pattern = format!("{}*", queue.keys().prefix());
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(5000)
-            .query_async(&mut b.info)
-            .await?;
-        if !keys.is_empty() {
-            redis::cmd("UNLINK")
-                .arg(&keys)
-                .query_async::<()>(&mut b.info)
-                .await?;
-        }
-        if next == 0 {
-            return Ok(());
-        }
-        cursor = next;
-    }
+    common::drop_namespace(&mut b.info, queue.keys().prefix()).await
 }
 
 /// Waits until the batch hash says finished. Returns (seconds from `start_ms` to the

@@ -132,10 +132,20 @@ pub struct DeadJob {
 
 /// The newest `limit` dead jobs with their reasons.
 pub async fn dead(queue: &Queue, limit: usize) -> Result<Vec<DeadJob>, QueueError> {
-    let mut out = Vec::new();
-    for (id, at) in queue.dead(limit).await? {
-        let reason = match queue.job(&id).await? {
-            Some(rec) => rec.get("error").unwrap_or("").to_string(),
+    let dead = queue.dead(limit).await?;
+    let ids: Vec<String> = dead.iter().map(|(id, _)| id.clone()).collect();
+    // One pipelined read of the records; only ids without a record need their reason
+    // from the orphans hash.
+    let records: std::collections::HashMap<String, String> = queue
+        .jobs(&ids)
+        .await?
+        .into_iter()
+        .map(|r| (r.job_id.clone(), r.get("error").unwrap_or("").to_string()))
+        .collect();
+    let mut out = Vec::with_capacity(dead.len());
+    for (id, at) in dead {
+        let reason = match records.get(&id) {
+            Some(r) => r.clone(),
             None => queue.orphan_reason(&id).await?.unwrap_or_default(),
         };
         out.push(DeadJob {

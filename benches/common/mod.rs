@@ -1,5 +1,6 @@
 //! What both benchmarks share: reading numeric knobs from the environment, counting the
-//! commands Redis ran (`INFO commandstats`), and building a batch of N distinct prompts.
+//! commands Redis ran (`INFO commandstats`), building a batch of N distinct prompts, and
+//! deleting a namespace afterwards.
 #![allow(dead_code)] // each bench uses its own subset
 
 use anyhow::anyhow;
@@ -47,6 +48,35 @@ pub async fn commandstats(
         calls.insert(name.to_string(), n);
     }
     Ok(calls)
+}
+
+/// Deletes every key under `prefix` (so a shared `REDIS_URL` is left as it was found).
+pub async fn drop_namespace(
+    conn: &mut impl redis::aio::ConnectionLike,
+    prefix: &str,
+) -> anyhow::Result<()> {
+    let pattern = format!("{prefix}*");
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(5000)
+            .query_async(conn)
+            .await?;
+        if !keys.is_empty() {
+            redis::cmd("UNLINK")
+                .arg(&keys)
+                .query_async::<()>(conn)
+                .await?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
 }
 
 /// An edit batch on aimlapi with `n` distinct prompts.

@@ -119,6 +119,22 @@ pub fn build_all(settings: &Settings) -> Result<Upstreams, UpstreamError> {
     Ok(out)
 }
 
+/// The HTTP client a provider talks through: the provider's request timeout (`None`:
+/// none, for long-lived streams), a connect timeout of at most 10 s, our user agent.
+pub fn http_client(
+    p: &crate::config::ProviderSettings,
+    request_timeout: bool,
+) -> Result<reqwest::Client, UpstreamError> {
+    let mut b = reqwest::Client::builder()
+        .connect_timeout(p.request_timeout.min(Duration::from_secs(10)))
+        .user_agent(concat!("restyle/", env!("CARGO_PKG_VERSION")));
+    if request_timeout {
+        b = b.timeout(p.request_timeout);
+    }
+    b.build()
+        .map_err(|e| UpstreamError::new(ErrorClass::Account, format!("http client: {e}")))
+}
+
 /// Classifies a failed HTTP call that got no response. A request that never connected
 /// certainly did not reach the provider (retryable); any later failure of a POST leaves
 /// its outcome unknown (ambiguous); a GET is always safe to retry.

@@ -39,12 +39,7 @@ struct VideoRef {
 
 impl Aimlapi {
     pub fn new(p: &ProviderSettings) -> Result<Self, UpstreamError> {
-        let http = reqwest::Client::builder()
-            .timeout(p.request_timeout)
-            .connect_timeout(p.request_timeout.min(std::time::Duration::from_secs(10)))
-            .user_agent(concat!("restyle/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| UpstreamError::new(ErrorClass::Account, format!("http client: {e}")))?;
+        let http = crate::upstream::http_client(p, true)?;
         Ok(Aimlapi {
             http,
             base: p.base_url.clone(),

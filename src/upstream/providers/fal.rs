@@ -239,12 +239,7 @@ fn unreadable(class: ErrorClass, what: &str, e: reqwest::Error) -> UpstreamError
 
 impl Fal {
     pub fn new(p: &ProviderSettings) -> Result<Self, UpstreamError> {
-        let http = reqwest::Client::builder()
-            .timeout(p.request_timeout)
-            .connect_timeout(p.request_timeout.min(std::time::Duration::from_secs(10)))
-            .user_agent(concat!("restyle/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| UpstreamError::new(ErrorClass::Account, format!("http client: {e}")))?;
+        let http = crate::upstream::http_client(p, true)?;
         Ok(Fal {
             http,
             base: p.base_url.clone(),

@@ -57,17 +57,10 @@ struct Row {
 
 impl Oxen {
     pub fn new(p: &ProviderSettings) -> Result<Self, UpstreamError> {
-        let connect = p.request_timeout.min(Duration::from_secs(10));
-        let agent = concat!("restyle/", env!("CARGO_PKG_VERSION"));
-        let build = |b: reqwest::ClientBuilder| {
-            b.connect_timeout(connect)
-                .user_agent(agent)
-                .build()
-                .map_err(|e| UpstreamError::new(ErrorClass::Account, format!("http client: {e}")))
-        };
         Ok(Oxen {
-            http: build(reqwest::Client::builder().timeout(p.request_timeout))?,
-            sse: build(reqwest::Client::builder())?,
+            http: crate::upstream::http_client(p, true)?,
+            // The SSE stream stays open: no overall request timeout.
+            sse: crate::upstream::http_client(p, false)?,
             base: api_root(&p.base_url),
             key: p.api_key.clone(),
         })
