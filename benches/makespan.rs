@@ -419,7 +419,7 @@ async fn watch(
         samples.push(Sample {
             t_ms: start.elapsed().as_millis() as u64,
             done: info.done,
-            queued: info.counts.get("queued").copied().unwrap_or(0),
+            queued: info.count(restyle::job::JobState::Queued),
             slots,
             waiting,
         });
@@ -620,7 +620,7 @@ async fn run_batch(f: &mut Fleet<'_>, batch_id: &str, k: usize) -> anyhow::Resul
         .ok_or_else(|| anyhow!("finished batch without finished_at"))?;
     let measured_s = finished_at.saturating_sub(info.created_at) as f64 / 1000.0;
     let ideal_s = p.ideal_s();
-    let succeeded = info.counts.get("succeeded").copied().unwrap_or(0);
+    let succeeded = info.count(restyle::job::JobState::Succeeded);
     if succeeded != p.jobs as u64 {
         eprintln!("  WARNING: not every job succeeded: {:?}", info.counts);
     }

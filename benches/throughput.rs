@@ -15,6 +15,7 @@
 
 use anyhow::{anyhow, bail, Context as _};
 use restyle::config::{PollSettings, Settings, WorkerSettings};
+use restyle::job::{JobState, Transition};
 use restyle::localredis::LocalRedis;
 use restyle::model::{ProviderName, ValidatedBatch};
 use restyle::queue::backend::{Claimed, LeaseTable};
@@ -393,16 +394,8 @@ fn noop_handler(queue: Queue, table: Arc<LeaseTable>, errors: Arc<AtomicU64>) ->
         let (queue, table, errors) = (queue.clone(), table.clone(), errors.clone());
         Box::pin(async move {
             let nonce = table.nonce(&claim.token);
-            let done = queue
-                .transition(
-                    &claim.job_id,
-                    &claim.token,
-                    &nonce,
-                    "succeeded",
-                    After::Done,
-                    &[],
-                )
-                .await;
+            let tx = Transition::to(JobState::Succeeded, After::Done);
+            let done = queue.apply(claim.owner(), &nonce, &tx, None).await;
             match done {
                 Ok(_) => lease.settle(),
                 // Left unsettled: the lease table hands the job back to the queue.
@@ -461,7 +454,7 @@ async fn case_noop(
         .batch(batch_id)
         .await?
         .ok_or_else(|| anyhow!("batch vanished"))?;
-    if info.counts.get("succeeded").copied() != Some(n as u64) {
+    if info.count(JobState::Succeeded) != n as u64 {
         bail!("{case}: not every job succeeded: {:?}", info.counts);
     }
     let mut obj = case_json(case, n, secs);
@@ -552,7 +545,7 @@ async fn case_full(b: &mut Bench, n: usize) -> anyhow::Result<Fields> {
         .ok_or_else(|| anyhow!("batch vanished"))?;
     let stats = sim.stats();
     sim.shutdown();
-    if info.counts.get("succeeded").copied() != Some(n as u64) {
+    if info.count(JobState::Succeeded) != n as u64 {
         bail!("full_path: not every job succeeded: {:?}", info.counts);
     }
     // Downloaded outputs: everything in the batch's directory except results.jsonl.

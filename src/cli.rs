@@ -5,6 +5,8 @@
 
 use crate::batch::{self, BatchError, BatchFlags};
 use crate::config::{ConfigError, LoadOptions, Settings};
+use crate::job::{state_parser, JobState};
+use crate::money::Usd;
 use crate::queue::{Queue, QueueError, RetryMode};
 use crate::telemetry::LogFormat;
 use crate::{ops, producer, sim, status, upstream, worker};
@@ -95,8 +97,8 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "jsonl")]
         format: crate::export::Format,
         /// Only jobs in these states (repeatable).
-        #[arg(long = "state", value_parser = clap::builder::PossibleValuesParser::new(crate::queue::STATES))]
-        states: Vec<String>,
+        #[arg(long = "state", value_enum)]
+        states: Vec<JobState>,
     },
     /// Cancel a batch: pending jobs are never submitted; running ones are marked
     /// cancelled and cancelled upstream where the provider can.
@@ -107,8 +109,8 @@ pub enum Command {
     Retry {
         batch_id: String,
         /// Which states to requeue (repeatable).
-        #[arg(long = "state", value_parser = ["failed", "dead", "timed_out", "cancelled"])]
-        states: Vec<String>,
+        #[arg(long = "state", value_parser = state_parser(&JobState::RETRYABLE))]
+        states: Vec<JobState>,
     },
     /// Settle jobs whose submit outcome is unknown (`submit_unknown`).
     ///
@@ -127,7 +129,7 @@ pub enum Command {
     Budget {
         batch_id: String,
         #[arg(long = "max")]
-        max_cost: f64,
+        max_cost: Usd,
     },
     /// Lift a provider's account pause (after a 401 or out-of-credits) for every worker;
     /// the jobs that waited for it go back to the queue at once.
@@ -344,13 +346,14 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Retry { batch_id, states } => {
             let (_, queue, info) = open_batch(&cli, batch_id).await?;
-            let states: Vec<&str> = if states.is_empty() {
-                vec!["failed", "dead", "timed_out"]
+            let states: Vec<JobState> = if states.is_empty() {
+                JobState::RETRY_DEFAULT.to_vec()
             } else {
-                states.iter().map(String::as_str).collect()
+                states.clone()
             };
             let n = ops::retry(&queue, &info, &states).await?;
-            eprintln!("requeued {n} jobs ({})", states.join(", "));
+            let names: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
+            eprintln!("requeued {n} jobs ({})", names.join(", "));
             Ok(())
         }
         Command::Reconcile {
@@ -377,13 +380,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Budget { batch_id, max_cost } => {
-            if !(max_cost.is_finite() && *max_cost >= 0.0) {
-                return Err(CliError::Usage("--max must be a number ≥ 0".into()));
-            }
             let (_, queue, info) = open_batch(&cli, batch_id).await?;
             let n = queue.set_budget(batch_id, *max_cost).await?;
             eprintln!(
-                "batch {batch_id}: budget {max_cost:.2} (committed so far {:.2}); {n} waiting jobs back in the queue",
+                "batch {batch_id}: budget {max_cost} (committed so far {}); {n} waiting jobs back in the queue",
                 info.cost_committed
             );
             Ok(())

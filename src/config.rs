@@ -3,6 +3,7 @@
 //! into [`Settings`] is where every value is validated. Secrets stay in `SecretString`.
 
 use crate::model::ProviderName;
+use crate::money::Usd;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -307,12 +308,12 @@ pub struct ProviderLimits {
 /// USD per second of output video, per model; `None` = unknown, never invented.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Prices {
-    pub edit: Option<f64>,
-    pub reference: Option<f64>,
+    pub edit: Option<Usd>,
+    pub reference: Option<Usd>,
 }
 
 impl Prices {
-    pub fn for_model(&self, m: crate::model::ModelKind) -> Option<f64> {
+    pub fn for_model(&self, m: crate::model::ModelKind) -> Option<Usd> {
         match m {
             crate::model::ModelKind::Edit => self.edit,
             crate::model::ModelKind::Reference => self.reference,
@@ -496,7 +497,7 @@ impl Settings {
         for (name, p) in &self.providers {
             let k = |f: &str| format!("providers.{name}.{f}");
             let l = &p.limits;
-            let price = |x: Option<f64>| x.map_or("(unknown)".to_string(), |x| x.to_string());
+            let price = |x: Option<Usd>| x.map_or("(unknown)".to_string(), Usd::to_wire);
             v.extend([
                 (k("base_url"), p.base_url.to_string()),
                 (k("api_key"), secret_state(&p.api_key)),
@@ -623,8 +624,8 @@ impl Raw {
                 }
             }
             let prices = Prices {
-                edit: p.price_per_second.edit,
-                reference: p.price_per_second.reference,
+                edit: p.price_per_second.edit.and_then(Usd::from_f64),
+                reference: p.price_per_second.reference.and_then(Usd::from_f64),
             };
             providers.insert(
                 pn,

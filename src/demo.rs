@@ -107,7 +107,12 @@ pub async fn run(
     println!("videos:  {}/", out_dir.join(&batch_id).display());
     let sheet = crate::report::write(&queue, &settings, &batch_id).await?;
     println!("contact sheet: {} (open it in a browser)", sheet.display());
-    let ok = st.counts.get("succeeded").copied().unwrap_or(0) == st.total;
+    let ok = st
+        .counts
+        .get(&crate::job::JobState::Succeeded)
+        .copied()
+        .unwrap_or(0)
+        == st.total;
     if ok {
         Ok(())
     } else {

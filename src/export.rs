@@ -1,15 +1,16 @@
 //! `restyle results`: a batch's results as JSONL or CSV, read from the job records in
 //! Redis (the durable truth), not from `results.jsonl`.
 //!
-//! Every line is a [`ResultLine`] built by the worker's own [`result_line`], so an export
-//! line has exactly the fields of a `results.jsonl` line; CSV has one column per field, in
-//! the same order, under a header row. A job that is not terminal yet is exported with its
-//! current state, `finished_at` 0 and no `upstream_seconds`.
+//! Every line is a [`ResultLine`] built by the sink's own [`ResultLine::from_record`], so
+//! an export line has exactly the fields of a `results.jsonl` line; CSV has one column per
+//! field, in the same order, under a header row. A job that is not terminal yet is
+//! exported with its current state, `finished_at` 0 and no `upstream_seconds`. A record
+//! that cannot be read is exported as `dead` (what a worker makes of it) with the reason.
 
+use crate::job::{JobRecord, JobState, Loaded};
 use crate::model::JobPayload;
-use crate::queue::{is_terminal, JobRecord, Queue, QueueError};
+use crate::queue::{Queue, QueueError};
 use crate::sink::ResultLine;
-use crate::worker::stages::result_line;
 use std::io::{ErrorKind, Write};
 
 /// Job records read per round trip.
@@ -29,7 +30,7 @@ pub async fn write(
     queue: &Queue,
     batch_id: &str,
     format: Format,
-    states: &[String],
+    states: &[JobState],
     out: &mut (dyn Write + Send),
 ) -> Result<usize, QueueError> {
     let info = queue
@@ -53,10 +54,11 @@ pub async fn write(
     let mut n = 0;
     for (c, chunk) in ids.chunks(CHUNK).enumerate() {
         for (i, rec) in queue.jobs(chunk).await?.iter().enumerate() {
-            if !states.is_empty() && !states.iter().any(|s| s == rec.state()) {
+            let line = loaded_line(rec, batch_id, (c * CHUNK + i) as u32);
+            if !states.is_empty() && !states.contains(&line.state) {
                 continue;
             }
-            match sink.line(&export_line(rec, batch_id, (c * CHUNK + i) as u32)) {
+            match sink.line(&line) {
                 Ok(()) => n += 1,
                 Err(e) if gone(&e) => return Ok(n),
                 Err(e) => return Err(write_error(e)),
@@ -95,11 +97,27 @@ impl Sink<'_> {
     }
 }
 
+/// The export line of a record as read, readable or not.
+fn loaded_line(rec: &Loaded, batch_id: &str, fallback_index: u32) -> ResultLine {
+    match rec {
+        Ok(rec) => export_line(rec, batch_id, fallback_index),
+        Err(bad) => {
+            let placeholder = JobRecord {
+                batch: Some(batch_id.to_string()),
+                error: Some(bad.to_string()),
+                ..JobRecord::new(&bad.job_id, JobState::Dead)
+            };
+            export_line(&placeholder, batch_id, fallback_index)
+        }
+    }
+}
+
 /// A job's result line from its record, as the worker writes it (see the module doc for
 /// jobs not terminal yet). `fallback_index` stands in when the payload is unreadable.
 pub fn export_line(rec: &JobRecord, batch_id: &str, fallback_index: u32) -> ResultLine {
     let payload = rec
-        .get("payload")
+        .payload
+        .as_deref()
         .and_then(|p| serde_json::from_str::<JobPayload>(p).ok())
         .unwrap_or_else(|| JobPayload {
             v: 0,
@@ -107,20 +125,11 @@ pub fn export_line(rec: &JobRecord, batch_id: &str, fallback_index: u32) -> Resu
             index: fallback_index,
             prompt: String::new(),
         });
-    let state = rec.state();
-    let finished = rec
-        .get("finished_at")
-        .and_then(|v| v.parse::<u64>().ok())
-        .filter(|_| is_terminal(state));
-    let mut line = result_line(rec, &payload, state, finished.unwrap_or(0));
+    let finished = rec.finished_at.filter(|_| rec.state.is_terminal());
+    let mut line = ResultLine::from_record(rec, &payload, finished.unwrap_or(0));
     if finished.is_none() {
         line.finished_at = 0;
         line.upstream_seconds = None;
-    }
-    if line.estimated_cost.is_none() {
-        line.estimated_cost = rec
-            .get("estimated_cost")
-            .and_then(|c| c.trim().parse().ok());
     }
     line
 }
@@ -134,7 +143,7 @@ fn csv_header() -> csv::StringRecord {
         prompt: String::new(),
         provider: String::new(),
         model: String::new(),
-        state: String::new(),
+        state: JobState::Queued,
         upstream_id: None,
         output_url: None,
         file: None,
@@ -174,6 +183,7 @@ mod tests {
                 .flat_map(|(k, v)| [k.to_string(), v.to_string()])
                 .collect(),
         )
+        .expect("a readable record")
     }
 
     #[test]
@@ -190,7 +200,7 @@ mod tests {
         let p = r#"{"v":1,"batch_id":"b","index":3,"prompt":"hi"}"#;
         let done = export_line(
             &rec(&[
-                ("state", "succeeded"),
+                ("state", JobState::Succeeded.as_str()),
                 ("payload", p),
                 ("submitted_at", "1000"),
                 ("finished_at", "3500"),
@@ -202,19 +212,23 @@ mod tests {
         assert_eq!((done.index, done.prompt.as_str()), (3, "hi"));
         assert_eq!(done.finished_at, 3500);
         assert_eq!(done.upstream_seconds, Some(2.5));
-        assert_eq!(done.estimated_cost, Some(0.25));
+        assert_eq!(done.estimated_cost, crate::money::Usd::parse("0.25"));
         let running = export_line(
             &rec(&[
-                ("state", "polling"),
+                ("state", JobState::Polling.as_str()),
                 ("payload", p),
                 ("submitted_at", "1000"),
             ]),
             "b",
             9,
         );
-        assert_eq!(running.state, "polling");
+        assert_eq!(running.state, JobState::Polling);
         assert_eq!((running.finished_at, running.upstream_seconds), (0, None));
-        let poisoned = export_line(&rec(&[("state", "dead"), ("payload", "{x")]), "b", 9);
+        let poisoned = export_line(
+            &rec(&[("state", JobState::Dead.as_str()), ("payload", "{x")]),
+            "b",
+            9,
+        );
         assert_eq!((poisoned.index, poisoned.batch_id.as_str()), (9, "b"));
     }
 }

@@ -1,6 +1,7 @@
 //! Prometheus metrics (every name `restyle_…`, labels bounded: never a job or batch id)
 //! and the worker's `/metrics`, `/healthz` and `/readyz` listener.
 
+use crate::job::JobState;
 use crate::model::ProviderName;
 use crate::queue::Queue;
 use axum::extract::State;
@@ -33,9 +34,9 @@ pub fn install() -> PrometheusHandle {
 }
 
 /// A job changed state.
-pub fn transition(state: &str) {
-    counter!("restyle_job_transitions_total", "state" => state.to_string()).increment(1);
-    if state == "dead" {
+pub fn transition(state: JobState) {
+    counter!("restyle_job_transitions_total", "state" => state.as_str()).increment(1);
+    if state == JobState::Dead {
         counter!("restyle_dead_jobs_total").increment(1);
     }
 }
@@ -73,8 +74,9 @@ pub fn retry(provider: &str) {
 
 /// Estimated cost of a job that succeeded (USD; a monotonic gauge, since counters are
 /// integers).
-pub fn cost(provider: ProviderName, usd: f64) {
-    gauge!("restyle_estimated_cost_usd_total", "provider" => provider.as_str()).increment(usd);
+pub fn cost(provider: ProviderName, usd: crate::money::Usd) {
+    gauge!("restyle_estimated_cost_usd_total", "provider" => provider.as_str())
+        .increment(usd.as_f64());
 }
 
 /// Liveness of the worker loop, for `/readyz`.

@@ -130,7 +130,7 @@ pub struct BatchShared {
     pub clip_seconds: Option<f64>,
     /// Budget in USD at enqueue (`restyle budget` changes the live one).
     #[serde(default)]
-    pub max_cost: Option<f64>,
+    pub max_cost: Option<crate::money::Usd>,
     /// Told once each time the batch's last job turns terminal.
     #[serde(default)]
     pub on_done: Option<OnDone>,
@@ -205,11 +205,7 @@ pub struct JobPayload {
     pub prompt: String,
 }
 
-/// Job ids derive from the batch id and the variant index, so enqueueing a batch twice
-/// creates nothing new. The id is also a valid `X-Client-Request-Id` (`[A-Za-z0-9._:-]`).
-pub fn job_id(batch_id: &str, index: u32) -> String {
-    format!("{batch_id}.{index:05}")
-}
+pub use crate::job::job_id;
 
 /// What one upstream generation is asked to do: the shared options plus one prompt.
 #[derive(Debug, Clone, PartialEq)]
@@ -247,15 +243,6 @@ impl GenerationRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn job_ids_are_stable_and_client_id_safe() {
-        let id = job_id("spring-2026_a", 7);
-        assert_eq!(id, "spring-2026_a.00007");
-        assert!(id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c)));
-    }
 
     #[test]
     fn model_names_parse_both_ways() {

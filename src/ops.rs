@@ -1,15 +1,18 @@
 //! Operator commands on a batch: cancel, retry, reconcile ambiguous submits, list the
 //! dead set. Each is one atomic script call per chunk of jobs (see `queue::admin_move`).
 
-use crate::model::job_id;
+use crate::job::{job_id, JobState};
 use crate::queue::{BatchInfo, Queue, QueueError};
 use crate::upstream::Upstreams;
 use serde::Serialize;
 
 /// States a job can be cancelled from (everything not terminal).
-pub const CANCELLABLE: &[&str] = &["queued", "submitting", "polling", "finishing"];
-/// States `retry` accepts.
-pub const RETRYABLE: &[&str] = &["failed", "dead", "timed_out", "cancelled"];
+pub fn cancellable() -> Vec<JobState> {
+    JobState::ALL
+        .into_iter()
+        .filter(|s| !s.is_terminal())
+        .collect()
+}
 
 /// Every job id of a batch.
 pub fn job_ids(info: &BatchInfo) -> Vec<String> {
@@ -39,8 +42,8 @@ pub async fn cancel(
     let moved = queue
         .admin_move(
             &job_ids(info),
-            CANCELLABLE,
-            "cancelled",
+            &cancellable(),
+            JobState::Cancelled,
             "cancelled by operator",
         )
         .await?;
@@ -48,14 +51,11 @@ pub async fn cancel(
         cancelled: moved.len(),
         ..Cancelled::default()
     };
-    for rec in queue.jobs(&moved).await? {
-        let Some(upstream_id) = rec.get("upstream_id") else {
+    for rec in queue.jobs(&moved).await?.into_iter().flatten() {
+        let Some(upstream_id) = rec.upstream_id.as_deref() else {
             continue;
         };
-        let provider = rec
-            .get("provider")
-            .and_then(crate::model::ProviderName::parse);
-        match provider.and_then(|p| ups.get(&p)) {
+        match rec.provider.and_then(|p| ups.get(&p)) {
             Some(up) => match up.cancel(upstream_id).await {
                 Ok(true) => out.cancelled_upstream += 1,
                 Ok(false) => out.left_running_upstream += 1,
@@ -71,9 +71,18 @@ pub async fn cancel(
 }
 
 /// Requeues the batch's jobs in the given states (never touching succeeded ones).
-pub async fn retry(queue: &Queue, info: &BatchInfo, states: &[&str]) -> Result<usize, QueueError> {
+pub async fn retry(
+    queue: &Queue,
+    info: &BatchInfo,
+    states: &[JobState],
+) -> Result<usize, QueueError> {
+    let states: Vec<JobState> = states
+        .iter()
+        .copied()
+        .filter(|s| JobState::RETRYABLE.contains(s))
+        .collect();
     Ok(queue
-        .admin_move(&job_ids(info), states, "queued", "")
+        .admin_move(&job_ids(info), &states, JobState::Queued, "")
         .await?
         .len())
 }
@@ -99,22 +108,24 @@ pub async fn reconcile(
         .jobs(&job_ids(info))
         .await?
         .into_iter()
-        .filter(|r| r.state() == "submit_unknown")
+        .flatten()
+        .filter(|r| r.state == JobState::SubmitUnknown)
         .map(|r| r.job_id)
         .collect();
+    let from = [JobState::SubmitUnknown];
     match how {
         Reconcile::List => Ok(unknown),
         Reconcile::Resubmit => {
             queue
-                .admin_move(&unknown, &["submit_unknown"], "queued", "")
+                .admin_move(&unknown, &from, JobState::Queued, "")
                 .await
         }
         Reconcile::Fail => {
             queue
                 .admin_move(
                     &unknown,
-                    &["submit_unknown"],
-                    "failed",
+                    &from,
+                    JobState::Failed,
                     "submit outcome unknown; marked failed by reconcile --fail",
                 )
                 .await
@@ -140,7 +151,10 @@ pub async fn dead(queue: &Queue, limit: usize) -> Result<Vec<DeadJob>, QueueErro
         .jobs(&ids)
         .await?
         .into_iter()
-        .map(|r| (r.job_id.clone(), r.get("error").unwrap_or("").to_string()))
+        .map(|r| match r {
+            Ok(r) => (r.job_id.clone(), r.error.unwrap_or_default()),
+            Err(bad) => (bad.job_id.clone(), bad.to_string()),
+        })
         .collect();
     let mut out = Vec::with_capacity(dead.len());
     for (id, at) in dead {

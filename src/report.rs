@@ -11,8 +11,9 @@
 //! cards, so a filtered view can be bookmarked or shared as a URL.
 
 use crate::config::Settings;
-use crate::queue::{now_ms, BatchInfo, JobRecord, Queue, QueueError, STATES};
-use crate::status::{format_usd, parse_usd, CostTally};
+use crate::cost::CostTally;
+use crate::job::{JobRecord, JobState, Loaded};
+use crate::queue::{now_ms, BatchInfo, Queue, QueueError};
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 use std::path::{Path, PathBuf};
@@ -84,22 +85,36 @@ fn relative_url(name: &str) -> String {
     out
 }
 
-/// The CSS key of a state: a known state's name, `missing` (no record) or `other`.
-fn state_key(state: Option<&str>) -> &'static str {
-    match state {
+/// The CSS key of a card: its state's name, `missing` (no record) or `other` (a record
+/// that cannot be read).
+fn state_key(rec: Option<&Loaded>) -> &'static str {
+    match rec {
         None => "missing",
-        Some(s) => STATES.iter().find(|k| **k == s).copied().unwrap_or("other"),
+        Some(Err(_)) => "other",
+        Some(Ok(r)) => r.state.as_str(),
     }
 }
 
 /// The colour family of a state key.
 fn kind(key: &str) -> &'static str {
-    match key {
-        "succeeded" => "ok",
-        "failed" | "timed_out" | "dead" | "submit_unknown" | "missing" | "other" => "bad",
-        "cancelled" => "stop",
-        "queued" => "wait",
-        _ => "run",
+    match JobState::parse(key) {
+        Some(JobState::Succeeded) => "ok",
+        Some(s) if s.is_failure() => "bad",
+        Some(JobState::Cancelled) => "stop",
+        Some(JobState::Queued) => "wait",
+        Some(_) => "run",
+        None => "bad",
+    }
+}
+
+/// What a card without a video says about a pending or running job.
+fn in_progress(key: &str) -> &'static str {
+    match JobState::parse(key) {
+        Some(JobState::Queued) => "waiting to be submitted",
+        Some(JobState::Submitting) => "being submitted",
+        Some(JobState::Polling) => "generating upstream",
+        Some(JobState::Finishing) => "downloading the output",
+        _ => "in progress",
     }
 }
 
@@ -119,44 +134,56 @@ fn when(ms: u64) -> String {
 struct Card<'a> {
     index: usize,
     job_id: &'a str,
+    /// The readable record (absent when gone or unreadable).
     rec: Option<&'a JobRecord>,
+    /// Why the record could not be read.
+    unreadable: Option<String>,
     key: &'static str,
 }
 
 impl Card<'_> {
-    fn field(&self, k: &str) -> Option<&str> {
-        self.rec?.get(k).filter(|v| !v.is_empty())
-    }
-
     fn prompt(&self) -> String {
-        self.field("payload")
+        self.rec
+            .and_then(|r| r.payload.as_deref())
             .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
             .and_then(|v| v.get("prompt")?.as_str().map(str::to_string))
             .unwrap_or_else(|| "(prompt unreadable)".to_string())
     }
 
     fn seconds(&self) -> Option<f64> {
-        let from: u64 = self.field("submitted_at")?.parse().ok()?;
-        let to: u64 = self.field("finished_at")?.parse().ok()?;
-        Some(to.saturating_sub(from) as f64 / 1000.0)
+        let r = self.rec?;
+        Some(r.finished_at?.saturating_sub(r.submitted_at?) as f64 / 1000.0)
+    }
+
+    fn error(&self) -> Option<&str> {
+        self.unreadable
+            .as_deref()
+            .or(self.rec.and_then(|r| r.error.as_deref()))
     }
 }
 
 /// Renders the page for a batch from its job records (in any order; missing ones get a
 /// card saying so).
-pub fn render(info: &BatchInfo, records: &[JobRecord], generated_at: u64) -> String {
-    let by_id: HashMap<&str, &JobRecord> = records.iter().map(|r| (r.job_id.as_str(), r)).collect();
+pub fn render(info: &BatchInfo, records: &[Loaded], generated_at: u64) -> String {
+    let by_id: HashMap<&str, &Loaded> = records
+        .iter()
+        .map(|l| match l {
+            Ok(r) => (r.job_id.as_str(), l),
+            Err(bad) => (bad.job_id.as_str(), l),
+        })
+        .collect();
     let ids = crate::ops::job_ids(info);
     let cards: Vec<Card<'_>> = ids
         .iter()
         .enumerate()
         .map(|(index, id)| {
-            let rec = by_id.get(id.as_str()).copied();
+            let loaded = by_id.get(id.as_str()).copied();
             Card {
                 index,
                 job_id: id,
-                rec,
-                key: state_key(rec.map(JobRecord::state)),
+                rec: loaded.and_then(|l| l.as_ref().ok()),
+                unreadable: loaded.and_then(|l| l.as_ref().err()).map(|b| b.to_string()),
+                key: state_key(loaded),
             }
         })
         .collect();
@@ -167,15 +194,19 @@ pub fn render(info: &BatchInfo, records: &[JobRecord], generated_at: u64) -> Str
 
 fn page(out: &mut String, info: &BatchInfo, cards: &[Card<'_>], now: u64) -> fmt::Result {
     let mut counts: Vec<(&'static str, usize)> = Vec::new();
-    for key in STATES.iter().copied().chain(["missing", "other"]) {
+    let states = JobState::ALL.iter().map(|s| s.as_str());
+    for key in states.chain(["missing", "other"]) {
         let n = cards.iter().filter(|c| c.key == key).count();
         if n > 0 {
             counts.push((key, n));
         }
     }
     let mut cost = CostTally::default();
-    for c in cards.iter().filter(|c| c.key == "succeeded") {
-        cost.add(c.field("estimated_cost"));
+    for c in cards
+        .iter()
+        .filter(|c| c.key == JobState::Succeeded.as_str())
+    {
+        cost.add(c.rec.and_then(|r| r.estimated_cost));
     }
     let id = escape(&info.batch_id);
     write!(
@@ -236,7 +267,8 @@ fn page(out: &mut String, info: &BatchInfo, cards: &[Card<'_>], now: u64) -> fmt
 }
 
 fn card(out: &mut String, info: &BatchInfo, c: &Card<'_>) -> fmt::Result {
-    let state = c.rec.map_or("missing", JobRecord::state);
+    let state = c.key;
+    let succeeded = c.key == JobState::Succeeded.as_str();
     write!(
         out,
         "<article class=\"card s-{} k-{}\" id=\"job-{}\"><div class=\"media\">",
@@ -244,32 +276,25 @@ fn card(out: &mut String, info: &BatchInfo, c: &Card<'_>) -> fmt::Result {
         kind(c.key),
         escape(c.job_id)
     )?;
-    let file = c.field("file").map(|f| {
+    let file = c.rec.and_then(|r| r.file.as_deref()).map(|f| {
         let prefix = format!("{}/", info.batch_id);
         let name = f
             .strip_prefix(&prefix)
             .unwrap_or_else(|| f.rsplit('/').next().unwrap_or(f));
         relative_url(name)
     });
-    let error = c.field("error").map(escape);
-    match (c.key, &file) {
-        ("succeeded", Some(src)) => write!(
+    let error = c.error().map(escape);
+    match (succeeded, &file) {
+        (true, Some(src)) => write!(
             out,
             "<video controls muted loop playsinline preload=\"metadata\" src=\"{}\"></video>",
             escape(src)
         )?,
-        (key, _) => {
-            let note = match kind(key) {
+        _ => {
+            let note = match kind(c.key) {
                 "ok" => "no file recorded".to_string(),
                 "bad" | "stop" => error.clone().unwrap_or_else(|| "no reason recorded".into()),
-                _ => match key {
-                    "queued" => "waiting to be submitted",
-                    "submitting" => "being submitted",
-                    "polling" => "generating upstream",
-                    "finishing" => "downloading the output",
-                    _ => "in progress",
-                }
-                .into(),
+                _ => in_progress(c.key).into(),
             };
             write!(
                 out,
@@ -295,17 +320,23 @@ fn card(out: &mut String, info: &BatchInfo, c: &Card<'_>) -> fmt::Result {
     out.push_str("<dl class=\"meta\">");
     let seconds = c.seconds().map_or("—".to_string(), |s| format!("{s:.1} s"));
     let cost = c
-        .field("estimated_cost")
-        .and_then(parse_usd)
-        .map_or("unknown".to_string(), format_usd);
+        .rec
+        .and_then(|r| r.estimated_cost)
+        .map_or("unknown".to_string(), |c| c.display());
     let dash = || "—".to_string();
     let rows = [
         ("upstream", seconds),
         ("cost", cost),
-        ("provider", c.field("provider").map_or_else(dash, escape)),
+        (
+            "provider",
+            c.rec
+                .and_then(|r| r.provider)
+                .map_or_else(dash, |p| escape(p.as_str())),
+        ),
         (
             "upstream id",
-            c.field("upstream_id")
+            c.rec
+                .and_then(|r| r.upstream_id.as_deref())
                 .map_or_else(dash, |u| format!("<code>{}</code>", escape(u))),
         ),
         ("job", format!("<code>{}</code>", escape(c.job_id))),
@@ -314,7 +345,7 @@ fn card(out: &mut String, info: &BatchInfo, c: &Card<'_>) -> fmt::Result {
         write!(out, "<dt>{k}</dt><dd>{v}</dd>")?;
     }
     out.push_str("</dl>");
-    if let (Some(src), "succeeded") = (&file, c.key) {
+    if let (Some(src), true) = (&file, succeeded) {
         write!(
             out,
             "<a class=\"file\" href=\"{}\" download>download</a>",
@@ -368,7 +399,7 @@ code{font:12px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
 mod tests {
     use super::*;
 
-    fn rec(id: &str, fields: &[(&str, &str)]) -> JobRecord {
+    fn rec(id: &str, fields: &[(&str, &str)]) -> Loaded {
         JobRecord::from_pairs(
             id,
             fields
@@ -405,7 +436,7 @@ mod tests {
             rec(
                 "b.00000",
                 &[
-                    ("state", "succeeded"),
+                    ("state", JobState::Succeeded.as_str()),
                     ("payload", &payload(0, hostile)),
                     ("file", "b/b.00000.mp4"),
                     ("provider", "aimlapi"),
@@ -418,14 +449,17 @@ mod tests {
             rec(
                 "b.00001",
                 &[
-                    ("state", "failed"),
+                    ("state", JobState::Failed.as_str()),
                     ("payload", &payload(1, "plain")),
                     ("error", "Content <rejected>"),
                 ],
             ),
             rec(
                 "b.00002",
-                &[("state", "polling"), ("payload", &payload(2, "p"))],
+                &[
+                    ("state", JobState::Polling.as_str()),
+                    ("payload", &payload(2, "p")),
+                ],
             ),
         ];
         let html = render(&info, &records, 0);
@@ -452,9 +486,12 @@ mod tests {
         let records = vec![
             rec(
                 "b.00000",
-                &[("state", "succeeded"), ("estimated_cost", "1.5")],
+                &[
+                    ("state", JobState::Succeeded.as_str()),
+                    ("estimated_cost", "1.5"),
+                ],
             ),
-            rec("b.00001", &[("state", "succeeded")]),
+            rec("b.00001", &[("state", JobState::Succeeded.as_str())]),
         ];
         let html = render(&info, &records, 0);
         assert!(html.contains("$1.50 + 1 job of unknown cost"), "{html}");

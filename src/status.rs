@@ -1,18 +1,17 @@
 //! The one place that renders batch state for people (tables, progress bars) and for
 //! scripts (JSON). Everything else hands it data.
 //!
-//! [`watch`] follows a batch live; [`cost`] formats and sums estimated costs (also used
-//! by the contact sheet in [`crate::report`]).
+//! [`watch`] follows a batch live; costs are summed by [`crate::cost`].
 #![allow(clippy::print_stdout)]
 
-pub mod cost;
 mod watch;
 
-pub use cost::{format_usd, parse_usd, CostTally};
-pub use watch::{watch, WatchEnd, WatchOptions, FAILURE_STATES};
+pub use crate::cost::{format_usd, parse_usd, CostTally};
+pub use watch::{watch, WatchEnd, WatchOptions};
 
 use crate::config::Settings;
-use crate::queue::{BatchInfo, JobRecord, ProviderPause, Queue, QueueError, STATES};
+use crate::job::{JobRecord, JobState};
+use crate::queue::{BatchInfo, ProviderPause, Queue, QueueError};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -21,7 +20,8 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, Serialize)]
 pub struct Failure {
     pub job_id: String,
-    pub state: String,
+    /// `None` when the record itself is unreadable.
+    pub state: Option<JobState>,
     pub error: String,
 }
 
@@ -32,7 +32,7 @@ pub struct BatchStatus {
     pub total: u64,
     pub done: u64,
     pub finished: bool,
-    pub counts: BTreeMap<String, u64>,
+    pub counts: BTreeMap<JobState, u64>,
     pub failures: Vec<Failure>,
     pub paused_providers: BTreeMap<String, ProviderPause>,
     /// Admission state of every provider (shared by all batches of the namespace).
@@ -61,18 +61,25 @@ pub async fn gather(
     settings: &Settings,
     info: BatchInfo,
 ) -> Result<BatchStatus, QueueError> {
-    let bad = ["failed", "timed_out", "dead", "submit_unknown", "cancelled"];
+    // Every job that ended without an output, with its reason (cancelled ones too).
+    let listed = |s: JobState| s.is_terminal() && s != JobState::Succeeded;
     let mut failures = Vec::new();
-    if bad
+    if JobState::ALL
         .iter()
-        .any(|s| info.counts.get(*s).copied().unwrap_or(0) > 0)
+        .any(|s| listed(*s) && info.count(*s) > 0)
     {
         let ids: Vec<String> = (0..info.total as u32)
-            .map(|i| crate::model::job_id(&info.batch_id, i))
+            .map(|i| crate::job::job_id(&info.batch_id, i))
             .collect();
         for rec in queue.jobs(&ids).await? {
-            if bad.contains(&rec.state()) {
-                failures.push(failure(&rec));
+            match rec {
+                Ok(rec) if listed(rec.state) => failures.push(failure(&rec)),
+                Ok(_) => {}
+                Err(bad) => failures.push(Failure {
+                    job_id: bad.job_id.clone(),
+                    state: None,
+                    error: bad.to_string(),
+                }),
             }
         }
     }
@@ -132,8 +139,8 @@ pub async fn provider_statuses(
 fn failure(rec: &JobRecord) -> Failure {
     Failure {
         job_id: rec.job_id.clone(),
-        state: rec.state().to_string(),
-        error: rec.get("error").unwrap_or("").to_string(),
+        state: Some(rec.state),
+        error: rec.error.clone().unwrap_or_default(),
     }
 }
 
@@ -146,10 +153,10 @@ pub fn print_table(s: &BatchStatus) {
         s.total,
         if s.finished { " (finished)" } else { "" }
     );
-    for state in STATES {
-        let n = s.counts.get(*state).copied().unwrap_or(0);
+    for state in JobState::ALL {
+        let n = s.counts.get(&state).copied().unwrap_or(0);
         if n > 0 {
-            println!("  {state:<15} {n:>7}");
+            println!("  {:<15} {n:>7}", state.as_str());
         }
     }
     for (name, p) in &s.providers {
@@ -181,7 +188,8 @@ pub fn print_table(s: &BatchStatus) {
     if !s.failures.is_empty() {
         println!("failures:");
         for f in s.failures.iter().take(50) {
-            println!("  {} {}: {}", f.job_id, f.state, f.error);
+            let state = f.state.map_or("unreadable", JobState::as_str);
+            println!("  {} {state}: {}", f.job_id, f.error);
         }
         if s.failures.len() > 50 {
             println!(
@@ -211,11 +219,11 @@ pub fn progress_bar(total: u64) -> ProgressBar {
 }
 
 /// One-line summary of the non-zero counts, for progress messages.
-pub fn counts_line(counts: &BTreeMap<String, u64>) -> String {
-    STATES
+pub fn counts_line(counts: &BTreeMap<JobState, u64>) -> String {
+    JobState::ALL
         .iter()
         .filter_map(|s| {
-            let n = counts.get(*s).copied().unwrap_or(0);
+            let n = counts.get(s).copied().unwrap_or(0);
             (n > 0).then(|| format!("{s} {n}"))
         })
         .collect::<Vec<_>>()

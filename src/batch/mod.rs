@@ -377,7 +377,7 @@ fn build(
         duration,
         elements,
         clip_seconds: raw.clip_seconds,
-        max_cost: raw.max_cost,
+        max_cost: raw.max_cost.and_then(crate::money::Usd::from_f64),
         on_done,
     };
     shared.batch_id = match raw.batch_id {

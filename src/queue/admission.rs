@@ -2,6 +2,7 @@
 //! in-flight slots, batch budgets, provider pauses, and waking the jobs that wait on them.
 
 use super::{now_ms, Budget, ProviderPause, ProviderView, Queue, QueueError};
+use crate::money::Usd;
 use redis::AsyncCommands;
 
 impl Queue {
@@ -42,9 +43,9 @@ impl Queue {
         &self,
         batch_id: &str,
         job_id: &str,
-        cost: Option<f64>,
+        cost: Option<Usd>,
     ) -> Result<Budget, QueueError> {
-        let cost = cost.unwrap_or(-1.0);
+        let cost = cost.map(Usd::to_wire).unwrap_or_default();
         let a = args![batch_id, job_id, cost];
         let r: i64 = self.eval(&self.scripts.reserve, &a).await?;
         Ok(match r {
@@ -55,8 +56,8 @@ impl Queue {
     }
 
     /// Sets a batch's budget; returns how many jobs that waited for budget were woken.
-    pub async fn set_budget(&self, batch_id: &str, max_cost: f64) -> Result<u64, QueueError> {
-        let a = args![batch_id, max_cost];
+    pub async fn set_budget(&self, batch_id: &str, max_cost: Usd) -> Result<u64, QueueError> {
+        let a = args![batch_id, max_cost.to_wire()];
         self.eval(&self.scripts.set_budget, &a).await
     }
 

@@ -263,9 +263,9 @@ pub async fn maintain_once(queue: &Queue, table: &LeaseTable) -> Result<(), Queu
 pub async fn release_abandoned(queue: &Queue, table: &LeaseTable) -> Result<usize, QueueError> {
     let abandoned = table.take_abandoned();
     for (id, token) in &abandoned {
-        queue
-            .transition(id, token, &table.nonce(token), "", After::Release, &[])
-            .await?;
+        let owner = super::Owner { job_id: id, token };
+        let tx = crate::job::Transition::stay(After::Release);
+        queue.apply(owner, &table.nonce(token), &tx, None).await?;
         tracing::info!(job_id = %id, "Stage abandoned; job released to the queue.");
     }
     Ok(abandoned.len())

@@ -18,11 +18,14 @@ mod read;
 mod records;
 mod scripts;
 
-pub use records::{is_terminal, BatchInfo, JobRecord, STATES};
+pub use crate::job::{After, Transition, WaitList};
+pub use records::BatchInfo;
 
 pub use scripts::Scripts;
 
 use crate::config::{QueueSettings, RedisSettings};
+use crate::job::{JobRecord, JobState, Loaded};
+use crate::money::Usd;
 pub use conn::Conn;
 use redis::RedisError;
 use std::sync::Arc;
@@ -144,38 +147,11 @@ pub struct ProviderPause {
     pub until: u64,
 }
 
-/// How a transition leaves the job.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum After {
-    /// Keep the lease (the stage goes on) and extend it.
-    Keep,
-    /// Park until the given time (ms); any worker picks it up then.
-    ParkUntil(u64),
-    /// Back to the ready list now (e.g. shutdown), without a state change.
-    Release,
-    /// Terminal.
-    Done,
-    /// Onto a wait list until woken (a freed slot, a resumed provider), with a safety-net
-    /// park until the given time (ms).
-    Wait(WaitList, u64),
-}
-
-/// Lists jobs wait on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WaitList {
-    /// Waiting for an in-flight slot of a provider; woken when one frees.
-    Slot(String),
-    /// Waiting for a provider's account pause to end; woken by `resume`.
-    Pause(String),
-    /// Waiting for budget in a batch; woken by `restyle budget` or a released reservation.
-    Budget(String),
-}
-
 /// What a batch carries besides its spec and jobs.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BatchExtras {
-    /// Budget in USD.
-    pub max_cost: Option<f64>,
+    /// Budget.
+    pub max_cost: Option<Usd>,
     /// Announce each completion (webhook / command): a `batch_done` job is queued.
     pub on_done: bool,
 }
@@ -219,15 +195,34 @@ pub enum Transitioned {
     /// Applied; `batch_finished` is true for the transition that finished the batch.
     Ok { batch_finished: bool },
     /// The lease was lost (swept and maybe claimed elsewhere); stop working on the job.
-    Lost { state: String },
+    /// `state` is the record's state now (`None` when unreadable or gone).
+    Lost { state: Option<JobState> },
 }
 
-/// One claimed job: the record as read under a fresh lease token.
+/// One claimed job: the record as read under a fresh lease token. A record that does not
+/// parse is still claimed (so the worker can send it to the dead set with the reason).
 #[derive(Debug, Clone)]
 pub struct Claim {
     pub job_id: String,
     pub token: String,
-    pub record: JobRecord,
+    pub record: Loaded,
+}
+
+impl Claim {
+    /// The lease this claim holds: whose transitions are accepted.
+    pub fn owner(&self) -> Owner<'_> {
+        Owner {
+            job_id: &self.job_id,
+            token: &self.token,
+        }
+    }
+}
+
+/// A job id and the lease token a transition is made under.
+#[derive(Debug, Clone, Copy)]
+pub struct Owner<'a> {
+    pub job_id: &'a str,
+    pub token: &'a str,
 }
 
 /// Handle to one namespace of the queue. Cheap to clone (one multiplexed connection).
@@ -359,7 +354,7 @@ impl Queue {
         extras: &BatchExtras,
         jobs: &[(String, String)],
     ) -> Result<u64, QueueError> {
-        let max_cost = extras.max_cost.map(|c| c.to_string()).unwrap_or_default();
+        let max_cost = extras.max_cost.map(Usd::to_wire).unwrap_or_default();
         let on_done = if extras.on_done { "1" } else { "" };
         let (max_cost, on_done) = (max_cost.as_str(), on_done);
         const CHUNK: usize = 1000;
@@ -470,35 +465,18 @@ impl Queue {
         self.eval(&self.scripts.sweep, &a).await
     }
 
-    /// Applies one transition under the claim's lease token (see the Lua doc).
-    /// `nonce` must be unique per call for this claim; a retried call is recognised by it.
-    pub async fn transition(
+    /// Applies one transition under the owner's lease token (see the TRANSITION script),
+    /// keeping the job's provider slot right when `slot` is given. `nonce` must be unique
+    /// per call for this claim; a retried call is recognised by it.
+    pub async fn apply(
         &self,
-        job_id: &str,
-        token: &str,
+        owner: Owner<'_>,
         nonce: &str,
-        new_state: &str,
-        after: After,
-        fields: &[(&str, String)],
-    ) -> Result<Transitioned, QueueError> {
-        self.transition_with(job_id, token, nonce, new_state, after, fields, None)
-            .await
-    }
-
-    /// [`Queue::transition`] that also keeps the job's provider slot right.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn transition_with(
-        &self,
-        job_id: &str,
-        token: &str,
-        nonce: &str,
-        new_state: &str,
-        after: After,
-        fields: &[(&str, String)],
+        tx: &Transition,
         slot: Option<&SlotCtx>,
     ) -> Result<Transitioned, QueueError> {
         let mut list = String::new();
-        let (mode, at) = match &after {
+        let (mode, at) = match &tx.after {
             After::Keep => ("keep", now_ms() + self.settings.lease.as_millis() as u64),
             After::ParkUntil(t) => ("park", *t),
             After::Release => ("release", 0),
@@ -516,9 +494,10 @@ impl Queue {
             Some(s) => (s.provider.as_str(), s.cap, s.ttl_ms),
             None => ("", 0, 0),
         };
+        let new_state = tx.to.map_or("", JobState::as_str);
         let mut a = args![
-            job_id,
-            token,
+            owner.job_id,
+            owner.token,
             nonce,
             new_state,
             mode,
@@ -529,8 +508,8 @@ impl Queue {
             ttl,
             list
         ];
-        for (k, v) in fields {
-            a.extend(args![*k, v.as_str()]);
+        for (k, v) in &tx.fields {
+            a.extend(args![k.as_str(), v.as_str()]);
         }
         let reply: (String, redis::Value) = self.eval(&self.scripts.transition, &a).await?;
         Ok(match reply {
@@ -538,7 +517,9 @@ impl Queue {
                 batch_finished: matches!(v, redis::Value::Int(1)),
             },
             (_, v) => Transitioned::Lost {
-                state: redis::from_redis_value::<String>(v).unwrap_or_default(),
+                state: redis::from_redis_value::<String>(v)
+                    .ok()
+                    .and_then(|s| JobState::parse(&s)),
             },
         })
     }
@@ -548,11 +529,13 @@ impl Queue {
     pub async fn admin_move(
         &self,
         ids: &[String],
-        from: &[&str],
-        to: &str,
+        from: &[JobState],
+        to: JobState,
         reason: &str,
     ) -> Result<Vec<String>, QueueError> {
-        let allowed = from.join(",");
+        let allowed: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+        let allowed = allowed.join(",");
+        let to = to.as_str();
         let mut moved = Vec::new();
         for chunk in ids.chunks(1000) {
             let mut a = args![now_ms(), to, reason, allowed.as_str()];

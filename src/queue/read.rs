@@ -1,12 +1,13 @@
 //! Reading the queue: job records, batches, the dead set and depth, for status, reports
 //! and probes; and forgetting a finished batch.
 
-use super::{BatchInfo, JobRecord, Queue, QueueError};
+use super::{BatchInfo, Queue, QueueError};
+use crate::job::{JobRecord, Loaded};
 use redis::AsyncCommands;
 
 impl Queue {
-    /// Reads one job record.
-    pub async fn job(&self, job_id: &str) -> Result<Option<JobRecord>, QueueError> {
+    /// Reads one job record (`None` when there is none; `Some(Err)` when it is unreadable).
+    pub async fn job(&self, job_id: &str) -> Result<Option<Loaded>, QueueError> {
         let key = self.keys.job(job_id);
         let pairs: Vec<String> = self
             .retry(|mut c| {
@@ -17,8 +18,9 @@ impl Queue {
         Ok((!pairs.is_empty()).then(|| JobRecord::from_pairs(job_id, pairs)))
     }
 
-    /// Reads many job records in one pipeline.
-    pub async fn jobs(&self, ids: &[String]) -> Result<Vec<JobRecord>, QueueError> {
+    /// Reads many job records in one pipeline (missing ones are left out; unreadable ones
+    /// are returned as such).
+    pub async fn jobs(&self, ids: &[String]) -> Result<Vec<Loaded>, QueueError> {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(1000) {
             let rows: Vec<Vec<String>> = self

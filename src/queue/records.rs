@@ -1,62 +1,9 @@
-//! Typed views of the job record and batch hashes as stored in Redis.
+//! The batch hash as stored in Redis, typed. (Job records are [`crate::job::JobRecord`].)
 
+use crate::job::JobState;
+use crate::money::Usd;
 use serde::Serialize;
 use std::collections::BTreeMap;
-
-/// Every state a job can be in; the order is the order `status` prints them.
-pub const STATES: &[&str] = &[
-    "queued",
-    "submitting",
-    "polling",
-    "finishing",
-    "succeeded",
-    "failed",
-    "timed_out",
-    "dead",
-    "cancelled",
-    "submit_unknown",
-];
-
-/// States a job never leaves on its own.
-pub fn is_terminal(state: &str) -> bool {
-    matches!(
-        state,
-        "succeeded" | "failed" | "timed_out" | "dead" | "cancelled" | "submit_unknown"
-    )
-}
-
-/// A job record (the Redis hash), with typed accessors for the fields the worker uses.
-#[derive(Debug, Clone, Serialize)]
-pub struct JobRecord {
-    pub job_id: String,
-    pub fields: BTreeMap<String, String>,
-}
-
-impl JobRecord {
-    pub fn from_pairs(job_id: &str, pairs: Vec<String>) -> Self {
-        let mut fields = BTreeMap::new();
-        let mut it = pairs.into_iter();
-        while let (Some(k), Some(v)) = (it.next(), it.next()) {
-            fields.insert(k, v);
-        }
-        JobRecord {
-            job_id: job_id.to_string(),
-            fields,
-        }
-    }
-
-    pub fn get(&self, k: &str) -> Option<&str> {
-        self.fields.get(k).map(String::as_str)
-    }
-
-    pub fn state(&self) -> &str {
-        self.get("state").unwrap_or("")
-    }
-
-    pub fn num(&self, k: &str) -> u64 {
-        self.get(k).and_then(|v| v.parse().ok()).unwrap_or(0)
-    }
-}
 
 /// A batch hash: its spec, total, per-state counters and finish time.
 #[derive(Debug, Clone, Serialize)]
@@ -66,12 +13,12 @@ pub struct BatchInfo {
     pub done: u64,
     pub created_at: u64,
     pub finished_at: Option<u64>,
-    /// Counts keyed by state name (every state present, zero when none).
-    pub counts: BTreeMap<String, u64>,
-    /// Budget in USD, when the batch has one.
-    pub max_cost: Option<f64>,
+    /// Counts per state (every state present, zero when none).
+    pub counts: BTreeMap<JobState, u64>,
+    /// Budget, when the batch has one.
+    pub max_cost: Option<Usd>,
     /// Estimated cost reserved by submitted jobs (released when a job fails upstream).
-    pub cost_committed: f64,
+    pub cost_committed: Usd,
     /// How many times the batch has finished (and been announced, with `on_done`).
     pub completions: u64,
     #[serde(skip)]
@@ -80,28 +27,38 @@ pub struct BatchInfo {
 
 impl BatchInfo {
     pub fn from_pairs(batch_id: &str, pairs: Vec<String>) -> Self {
-        let rec = JobRecord::from_pairs(batch_id, pairs);
-        let mut counts: BTreeMap<String, u64> = STATES.iter().map(|s| (s.to_string(), 0)).collect();
-        for (k, v) in &rec.fields {
-            if let Some(state) = k.strip_prefix("n:") {
-                counts.insert(state.to_string(), v.parse().unwrap_or(0));
+        let mut fields = BTreeMap::new();
+        let mut it = pairs.into_iter();
+        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            fields.insert(k, v);
+        }
+        let get = |k: &str| fields.get(k).map(String::as_str);
+        let num = |k: &str| get(k).and_then(|v| v.parse().ok()).unwrap_or(0u64);
+        let mut counts: BTreeMap<JobState, u64> = JobState::ALL.iter().map(|s| (*s, 0)).collect();
+        for (k, v) in &fields {
+            if let Some(state) = k.strip_prefix("n:").and_then(JobState::parse) {
+                counts.insert(state, v.parse().unwrap_or(0));
             }
         }
         BatchInfo {
             batch_id: batch_id.to_string(),
-            total: rec.num("total"),
-            done: rec.num("done"),
-            created_at: rec.num("created_at"),
-            finished_at: rec.get("finished_at").and_then(|v| v.parse().ok()),
+            total: num("total"),
+            done: num("done"),
+            created_at: num("created_at"),
+            finished_at: get("finished_at").and_then(|v| v.parse().ok()),
             counts,
-            max_cost: rec.get("max_cost").and_then(|v| v.parse().ok()),
-            cost_committed: rec
-                .get("cost_committed")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0.0),
-            completions: rec.num("completions"),
-            spec_json: rec.get("spec").unwrap_or_default().to_string(),
+            max_cost: get("max_cost").and_then(Usd::parse),
+            cost_committed: get("cost_committed")
+                .and_then(Usd::parse)
+                .unwrap_or_default(),
+            completions: num("completions"),
+            spec_json: get("spec").unwrap_or_default().to_string(),
         }
+    }
+
+    /// Jobs in `state`.
+    pub fn count(&self, state: JobState) -> u64 {
+        self.counts.get(&state).copied().unwrap_or(0)
     }
 
     /// True once every job is in a terminal state.

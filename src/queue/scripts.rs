@@ -2,19 +2,23 @@
 //! and the batch counters in one atomic step. Keys are built inside from the namespace
 //! prefix (all share one hash tag, so they live in one Cluster slot).
 
+use crate::job::{JobState, JOB_ID_LUA_FORMAT};
 use redis::Script;
 
-/// States after which a job is never claimed again (`submit_unknown` waits for an operator).
-pub const TERMINAL_LUA: &str = r#"
-local TERMINAL = {succeeded=true, failed=true, timed_out=true, dead=true, cancelled=true,
-                  submit_unknown=true}
+/// Money in the scripts: amounts are stored as exact decimal USD strings (see
+/// [`crate::money::Usd`]) and added as integer nano-dollars, never as floats.
+const MONEY_LUA: &str = r#"
+local function nanos(s)
+  if not s or s == '' then return 0 end
+  return math.floor(tonumber(s) * 1e9 + 0.5)
+end
+local function usd(n)
+  return string.format('%d.%09d', math.floor(n / 1e9), n % 1e9)
+end
 "#;
 
 /// Shared Lua: states that hold a provider slot, and waking jobs that wait for one.
 const SLOTS_LUA: &str = r#"
--- A generation counts against the provider's cap from submit until it completes; the
--- download after that (finishing) no longer does.
-local HOLD = {submitting=true, polling=true}
 -- Moves up to n jobs that still wait on `list` to the ready list (n = 0: all of them).
 -- A job waits while its record says `waiting_on = list`; entries of jobs that moved on
 -- (their safety net fired, they were cancelled or finished) are dropped, so a wake-up is
@@ -43,7 +47,9 @@ end
 local function release_budget(p, jkey, bid)
   local r = redis.call('HGET', jkey, 'cost_reserved')
   if not r or not bid then return end
-  redis.call('HINCRBYFLOAT', p .. 'batch:' .. bid, 'cost_committed', -tonumber(r))
+  local bkey = p .. 'batch:' .. bid
+  local left = nanos(redis.call('HGET', bkey, 'cost_committed')) - nanos(r)
+  redis.call('HSET', bkey, 'cost_committed', usd(math.max(left, 0)))
   redis.call('HDEL', jkey, 'cost_reserved')
   wake_list(p, 'budget:' .. bid, 1)
 end
@@ -68,13 +74,13 @@ local added = 0
 for i = 9, #ARGV, 2 do
   local jkey = p .. 'job:' .. ARGV[i]
   if redis.call('EXISTS', jkey) == 0 then
-    redis.call('HSET', jkey, 'state', 'queued', 'payload', ARGV[i + 1], 'batch', bid,
+    redis.call('HSET', jkey, 'state', S.queued, 'payload', ARGV[i + 1], 'batch', bid,
                'attempts', 0, 'created_at', ARGV[5])
     redis.call('RPUSH', p .. 'ready', ARGV[i])
     added = added + 1
   end
 end
-if added > 0 then redis.call('HINCRBY', bkey, 'n:queued', added) end
+if added > 0 then redis.call('HINCRBY', bkey, 'n:' .. S.queued, added) end
 return added
 "#;
 
@@ -198,8 +204,8 @@ elseif mode == 'wait' then
   end
 elseif mode == 'done' then
   redis.call('HSET', jkey, 'finished_at', now)
-  if new == 'dead' then redis.call('ZADD', p .. 'dead', now, id) end
-  if new == 'failed' or new == 'cancelled' then release_budget(p, jkey, cur[3]) end
+  if new == S.dead then redis.call('ZADD', p .. 'dead', now, id) end
+  if RELEASE[new] then release_budget(p, jkey, cur[3]) end
   if bkey then
     local done = redis.call('HINCRBY', bkey, 'done', 1)
     if done == tonumber(redis.call('HGET', bkey, 'total')) then
@@ -208,7 +214,7 @@ elseif mode == 'done' then
         -- Announce this completion exactly once: a job of its own, delivered durably.
         local n = redis.call('HINCRBY', bkey, 'completions', 1)
         local hid = 'done:' .. cur[3] .. ':' .. n
-        redis.call('HSET', p .. 'job:' .. hid, 'state', 'queued', 'kind', 'batch_done',
+        redis.call('HSET', p .. 'job:' .. hid, 'state', S.queued, 'kind', 'batch_done',
                    'of_batch', cur[3], 'completion', n, 'attempts', 0, 'created_at', now)
         redis.call('RPUSH', p .. 'ready', hid)
       end
@@ -265,10 +271,10 @@ for i = 6, #ARGV do
       redis.call('HINCRBY', bkey, 'n:' .. st, -1)
       redis.call('HINCRBY', bkey, 'n:' .. to, 1)
     end
-    if to == 'queued' or to == 'cancelled' or to == 'failed' then
+    if RELEASE[to] then
       release_budget(p, jkey, cur[2])
     end
-    if to == 'queued' then
+    if to == S.queued then
       local last = redis.call('HGET', jkey, 'error')
       if last then redis.call('HSET', jkey, 'last_error', last) end
       redis.call('HDEL', jkey, 'upstream_id', 'submitted_at', 'polls', 'output_url', 'file',
@@ -283,7 +289,7 @@ for i = 6, #ARGV do
     else
       redis.call('HSET', jkey, 'finished_at', now)
       if reason ~= '' then redis.call('HSET', jkey, 'error', reason) end
-      if to == 'dead' then redis.call('ZADD', p .. 'dead', now, id) end
+      if to == S.dead then redis.call('ZADD', p .. 'dead', now, id) end
       if bkey and not TERMINAL[st] then
         local done = redis.call('HINCRBY', bkey, 'done', 1)
         if done == tonumber(redis.call('HGET', bkey, 'total')) then
@@ -380,7 +386,7 @@ return 1
 "#;
 
 /// Reserves a job's estimated cost against its batch's budget, once per job.
-/// ARGV: prefix, batch_id, job_id, cost (negative = unknown).
+/// ARGV: prefix, batch_id, job_id, cost (decimal USD; '' = unknown).
 /// Returns 1 (go: reserved, already reserved, or no budget), 0 (over budget), -1 (the
 /// batch has a budget but this job's cost is unknown).
 const RESERVE: &str = r#"
@@ -389,12 +395,11 @@ local bkey, jkey = p .. 'batch:' .. bid, p .. 'job:' .. id
 local max = redis.call('HGET', bkey, 'max_cost')
 if not max then return 1 end
 if redis.call('HEXISTS', jkey, 'cost_reserved') == 1 then return 1 end
-local cost = tonumber(ARGV[4])
-if cost < 0 then return -1 end
-local committed = tonumber(redis.call('HGET', bkey, 'cost_committed') or '0')
-if committed + cost > tonumber(max) + 1e-9 then return 0 end
-redis.call('HINCRBYFLOAT', bkey, 'cost_committed', cost)
-redis.call('HSET', jkey, 'cost_reserved', cost)
+if ARGV[4] == '' then return -1 end
+local committed = nanos(redis.call('HGET', bkey, 'cost_committed'))
+if committed + nanos(ARGV[4]) > nanos(max) then return 0 end
+redis.call('HSET', bkey, 'cost_committed', usd(committed + nanos(ARGV[4])))
+redis.call('HSET', jkey, 'cost_reserved', ARGV[4])
 return 1
 "#;
 
@@ -418,7 +423,7 @@ local total = tonumber(b[1])
 if tonumber(b[2] or '0') < total then return -1 end
 local n = 0
 for i = 0, total - 1 do
-  local id = string.format('%s.%05d', bid, i)
+  local id = string.format(JOB_ID_FORMAT, bid, i)
   local jkey = p .. 'job:' .. id
   local f = redis.call('HMGET', jkey, 'provider', 'upstream_id')
   if f[1] and f[2] then redis.call('HDEL', p .. 'upstreams:' .. f[1], f[2]) end
@@ -456,23 +461,26 @@ pub struct Scripts {
 
 impl Scripts {
     pub fn new() -> Self {
-        let with_terminal = |body: &str| Script::new(&format!("{TERMINAL_LUA}\n{body}"));
-        let with_slots = |body: &str| Script::new(&format!("{TERMINAL_LUA}\n{SLOTS_LUA}\n{body}"));
+        let states = JobState::lua_prelude();
+        let ids = format!("local JOB_ID_FORMAT = '{JOB_ID_LUA_FORMAT}'\n");
+        let prelude = format!("{states}{ids}{MONEY_LUA}");
+        let with_terminal = |body: &str| Script::new(&format!("{prelude}\n{body}"));
+        let with_slots = |body: &str| Script::new(&format!("{prelude}\n{SLOTS_LUA}\n{body}"));
         Scripts {
-            enqueue: Script::new(ENQUEUE),
+            enqueue: with_terminal(ENQUEUE),
             claim: with_terminal(CLAIM),
-            renew: Script::new(RENEW),
+            renew: with_terminal(RENEW),
             transition: with_slots(TRANSITION),
-            sweep: Script::new(SWEEP),
+            sweep: with_terminal(SWEEP),
             admin_move: with_slots(ADMIN_MOVE),
-            admit: Script::new(ADMIT),
-            cooldown: Script::new(COOLDOWN),
+            admit: with_terminal(ADMIT),
+            cooldown: with_terminal(COOLDOWN),
             slot: with_slots(SLOT),
             resume: with_slots(RESUME),
-            poke: Script::new(POKE),
-            reserve: Script::new(RESERVE),
+            poke: with_terminal(POKE),
+            reserve: with_terminal(RESERVE),
             set_budget: with_slots(SET_BUDGET),
-            purge: Script::new(PURGE),
+            purge: with_terminal(PURGE),
         }
     }
 }

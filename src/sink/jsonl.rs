@@ -128,7 +128,7 @@ mod tests {
             prompt: "p".into(),
             provider: "aimlapi".into(),
             model: "edit".into(),
-            state: "succeeded".into(),
+            state: crate::job::JobState::Succeeded,
             upstream_id: None,
             output_url: None,
             file: None,

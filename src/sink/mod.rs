@@ -4,6 +4,9 @@
 pub mod download;
 pub mod jsonl;
 
+use crate::job::{JobRecord, JobState};
+use crate::model::JobPayload;
+use crate::money::Usd;
 use serde::{Deserialize, Serialize};
 
 /// A failure writing a result.
@@ -42,7 +45,7 @@ pub struct ResultLine {
     pub prompt: String,
     pub provider: String,
     pub model: String,
-    pub state: String,
+    pub state: JobState,
     pub upstream_id: Option<String>,
     pub output_url: Option<String>,
     /// Path of the downloaded file, relative to the output directory.
@@ -56,6 +59,33 @@ pub struct ResultLine {
     /// Seconds from submit to the terminal state.
     pub upstream_seconds: Option<f64>,
     /// Unknown until prices are configured: never invented.
-    pub estimated_cost: Option<f64>,
+    pub estimated_cost: Option<Usd>,
     pub error: Option<String>,
+}
+
+impl ResultLine {
+    /// The result line of a job from its record (in its terminal state), finished `now`.
+    pub fn from_record(rec: &JobRecord, p: &JobPayload, now: u64) -> ResultLine {
+        let submitted = rec.submitted_at;
+        ResultLine {
+            job_id: rec.job_id.clone(),
+            batch_id: p.batch_id.clone(),
+            index: p.index,
+            prompt: p.prompt.clone(),
+            provider: rec.provider.map(|p| p.to_string()).unwrap_or_default(),
+            model: rec.model.map(|m| m.to_string()).unwrap_or_default(),
+            state: rec.state,
+            upstream_id: rec.upstream_id.clone(),
+            output_url: rec.output_url.clone(),
+            file: rec.file.clone(),
+            sha256: rec.sha256.clone(),
+            bytes: rec.bytes,
+            claims: rec.claims,
+            submitted_at: submitted,
+            finished_at: now,
+            upstream_seconds: submitted.map(|t| now.saturating_sub(t) as f64 / 1000.0),
+            estimated_cost: rec.estimated_cost,
+            error: rec.error.clone(),
+        }
+    }
 }

@@ -11,7 +11,8 @@
 
 use super::{counts_line, provider_statuses, CostTally, ProviderStatus};
 use crate::config::Settings;
-use crate::queue::{is_terminal, BatchInfo, Queue, QueueError, STATES};
+use crate::job::JobState;
+use crate::queue::{BatchInfo, Queue, QueueError};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -24,9 +25,6 @@ const RATE_WINDOW: Duration = Duration::from_secs(30);
 const COST_EVERY: Duration = Duration::from_secs(2);
 /// Consecutive refreshes with Redis unreachable before `watch` gives up (~30 s).
 const GIVE_UP_AFTER: u32 = 60;
-
-/// States that make a finished batch one "with failures" (`cancelled` alone does not).
-pub const FAILURE_STATES: &[&str] = &["failed", "timed_out", "dead", "submit_unknown"];
 
 /// How `watch` ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +83,11 @@ pub async fn watch(
         if snap.info.is_finished() {
             view.finish(&snap);
             println!("{}", final_line(&snap));
-            let bad: u64 = FAILURE_STATES.iter().map(|s| count(&snap.info, s)).sum();
+            let bad: u64 = JobState::ALL
+                .iter()
+                .filter(|s| s.is_failure())
+                .map(|s| snap.info.count(*s))
+                .sum();
             if bad == 0 {
                 return Ok(WatchEnd::Finished);
             }
@@ -213,9 +215,17 @@ impl Tracker {
             .collect();
         for chunk in pending.chunks(1000) {
             for rec in queue.jobs(chunk).await? {
-                if is_terminal(rec.state()) {
-                    self.cost.add_if_succeeded(&rec);
-                    self.counted.insert(rec.job_id);
+                match rec {
+                    Ok(rec) if rec.state.is_terminal() => {
+                        self.cost.add_if_succeeded(&rec);
+                        self.counted.insert(rec.job_id);
+                    }
+                    Ok(_) => {}
+                    // An unreadable record's cost is unknown; it is counted once as such.
+                    Err(bad) => {
+                        self.cost.add(None);
+                        self.counted.insert(bad.job_id);
+                    }
                 }
             }
         }
@@ -231,10 +241,6 @@ fn busy(p: &ProviderStatus) -> bool {
         || p.waiting_for_resume > 0
         || p.cooldown_ms > 0
         || p.paused.is_some()
-}
-
-fn count(info: &BatchInfo, state: &str) -> u64 {
-    info.counts.get(state).copied().unwrap_or(0)
 }
 
 /// `6s`, `2m05s`, `1h02m`.
@@ -355,7 +361,7 @@ impl View {
     }
 }
 
-/// The bars, drawn on stderr: overall first, then states in [`STATES`] order, then providers.
+/// The bars, drawn on stderr: overall first, then states in [`JobState::ALL`] order, then providers.
 #[derive(Debug)]
 struct Bars {
     mp: MultiProgress,
@@ -371,12 +377,12 @@ fn style(template: &str) -> ProgressStyle {
 }
 
 /// The bar colour of a state.
-fn colour(state: &str) -> &'static str {
+fn colour(state: JobState) -> &'static str {
     match state {
-        "succeeded" => "green",
-        "failed" | "timed_out" | "dead" | "submit_unknown" => "red",
-        "cancelled" => "magenta",
-        "queued" => "white",
+        JobState::Succeeded => "green",
+        s if s.is_failure() => "red",
+        JobState::Cancelled => "magenta",
+        JobState::Queued => "white",
         _ => "yellow",
     }
 }
@@ -403,8 +409,8 @@ impl Bars {
         self.overall.set_length(total);
         self.overall.set_position(s.info.done);
         self.overall.set_message(s.pace());
-        for (i, state) in STATES.iter().enumerate() {
-            let n = count(&s.info, state);
+        for (i, state) in JobState::ALL.into_iter().enumerate() {
+            let n = s.info.count(state);
             if n == 0 {
                 if let Some(pb) = self.states.remove(&i) {
                     self.mp.remove(&pb);
@@ -457,19 +463,19 @@ impl Bars {
 mod tests {
     use super::*;
 
-    fn snapshot(done: u64, counts: &[(&str, u64)]) -> Snapshot {
+    fn snapshot(done: u64, counts: &[(JobState, u64)]) -> Snapshot {
         let mut info = BatchInfo::from_pairs(
             "b1",
             vec!["total".into(), "20".into(), "done".into(), done.to_string()],
         );
         for (s, n) in counts {
-            info.counts.insert(s.to_string(), *n);
+            info.counts.insert(*s, *n);
         }
         Snapshot {
             info,
             rate: Some(1.25),
             cost: CostTally {
-                known_nanos: 1_230_000_000,
+                known: crate::money::Usd::from_nanos(1_230_000_000),
                 known_jobs: 10,
                 unknown_jobs: 0,
             },
@@ -479,7 +485,14 @@ mod tests {
 
     #[test]
     fn plain_line_has_counts_rate_eta_and_cost() {
-        let s = snapshot(12, &[("succeeded", 10), ("failed", 2), ("polling", 8)]);
+        let s = snapshot(
+            12,
+            &[
+                (JobState::Succeeded, 10),
+                (JobState::Failed, 2),
+                (JobState::Polling, 8),
+            ],
+        );
         assert_eq!(
             plain_line(&s),
             "batch b1: 12/20 done · polling 8 · succeeded 10 · failed 2 · 1.2 jobs/s · eta 6s · cost $1.23"
@@ -488,7 +501,7 @@ mod tests {
 
     #[test]
     fn provider_trouble_is_spelled_out() {
-        let mut s = snapshot(0, &[("queued", 20)]);
+        let mut s = snapshot(0, &[(JobState::Queued, 20)]);
         s.providers.insert(
             "aimlapi".into(),
             ProviderStatus {

@@ -13,8 +13,11 @@ use std::time::Duration;
 /// How the runner must treat a failed upstream call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorClass {
+    /// The provider refused the call for its rate limit (HTTP 429, Kling's 1302/1303): it
+    /// certainly did not accept it. The whole fleet cools down; no attempt is used.
+    RateLimited { retry_after: Option<Duration> },
     /// Safe to try again later. For a submit this means the provider certainly did not
-    /// accept the request (connection refused, 429, 503 from the gateway).
+    /// accept the request (connection refused, 503 from the gateway).
     Retryable,
     /// A submit whose outcome is unknown (timeout or reset after the body was sent, 5xx
     /// from behind the gateway): never re-POST blindly.
@@ -23,6 +26,21 @@ pub enum ErrorClass {
     Job,
     /// Terminal for the account (bad key, out of credits): pause the provider.
     Account,
+}
+
+impl ErrorClass {
+    /// Rate limited, with no `Retry-After` known yet.
+    pub const RATE_LIMITED: ErrorClass = ErrorClass::RateLimited { retry_after: None };
+
+    /// Fills in the provider's `Retry-After` on a rate-limit class.
+    pub fn with_retry_after(self, ra: Option<Duration>) -> ErrorClass {
+        match self {
+            ErrorClass::RateLimited { retry_after } => ErrorClass::RateLimited {
+                retry_after: retry_after.or(ra),
+            },
+            other => other,
+        }
+    }
 }
 
 /// A failed upstream call. `message` never holds credentials.

@@ -3,8 +3,10 @@
 //! idempotency key (delivery is at-least-once; the job makes it once per completion).
 
 use super::Runtime;
+use crate::job::{After, Field, JobKind, JobState, Transition};
+use crate::money::Usd;
 use crate::queue::backend::Claimed;
-use crate::queue::{now_ms, After};
+use crate::queue::now_ms;
 use crate::upstream::schedule::retry_delay;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -19,10 +21,10 @@ pub struct BatchSummary {
     /// Same for every delivery of this completion: receivers deduplicate on it.
     pub idempotency_key: String,
     pub total: u64,
-    pub counts: BTreeMap<String, u64>,
+    pub counts: BTreeMap<JobState, u64>,
     pub finished_at: Option<u64>,
     /// Estimated cost committed by the batch's jobs (USD; 0 when no price is known).
-    pub estimated_cost: f64,
+    pub estimated_cost: Usd,
     /// Where the results and contact sheet are (on the machine of the worker that wrote them).
     pub results_file: String,
     pub report_file: String,
@@ -31,52 +33,43 @@ pub struct BatchSummary {
 /// Runs a claimed `batch_done` job to the end.
 pub async fn run(rt: &Runtime, claimed: Claimed) {
     let Claimed { claim, mut lease } = claimed;
-    let rec = &claim.record;
     let id = claim.job_id.clone();
-    let batch_id = rec.get("of_batch").unwrap_or_default().to_string();
-    let nonce = || rt.leases.nonce(&claim.token);
-    let outcome = deliver(rt, &batch_id, &id, rec.num("completion")).await;
-    let res = match outcome {
+    let Ok(rec) = &claim.record else {
+        // Never routed here: the stage dispatcher sends unreadable records to the dead set.
+        lease.settle();
+        return;
+    };
+    let (batch_id, completion) = match &rec.kind {
+        JobKind::BatchDone {
+            of_batch,
+            completion,
+        } => (of_batch.clone(), *completion),
+        JobKind::Variant => (String::new(), 0),
+    };
+    let outcome = deliver(rt, &batch_id, &id, completion).await;
+    let tx = match outcome {
         Ok(()) => {
             info!(batch_id = %batch_id, job_id = %id, "Batch completion announced.");
-            rt.queue
-                .transition(&id, &claim.token, &nonce(), "succeeded", After::Done, &[])
-                .await
+            Transition::to(JobState::Succeeded, After::Done)
         }
         Err(reason) => {
-            let attempt = rec.num("attempts") as u32 + 1;
+            let attempt = rec.attempts + 1;
             if attempt >= rt.settings.retry.max_attempts.max(5) {
                 warn!(batch_id = %batch_id, reason = %reason, "Batch announcement gave up.");
                 let why = format!("announcement failed {attempt} times: {reason}");
-                rt.queue
-                    .transition(
-                        &id,
-                        &claim.token,
-                        &nonce(),
-                        "dead",
-                        After::Done,
-                        &[("error", why)],
-                    )
-                    .await
+                Transition::to(JobState::Dead, After::Done).set(Field::Error, why)
             } else {
                 let wait = retry_delay(&rt.settings.retry, attempt, None, rand::random());
                 warn!(batch_id = %batch_id, reason = %reason, attempt, "Batch announcement failed; retrying.");
                 let at = now_ms() + wait.as_millis() as u64;
-                let fields = [("attempts", attempt.to_string()), ("error", reason)];
-                rt.queue
-                    .transition(
-                        &id,
-                        &claim.token,
-                        &nonce(),
-                        "queued",
-                        After::ParkUntil(at),
-                        &fields,
-                    )
-                    .await
+                Transition::to(JobState::Queued, After::ParkUntil(at))
+                    .set(Field::Attempts, attempt.to_string())
+                    .set(Field::Error, reason)
             }
         }
     };
-    if let Err(e) = res {
+    let nonce = rt.leases.nonce(&claim.token);
+    if let Err(e) = rt.queue.apply(claim.owner(), &nonce, &tx, None).await {
         warn!(job_id = %id, error = %e, "Transition failed; the lease will expire and the job be redelivered.");
     }
     lease.settle();

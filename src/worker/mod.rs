@@ -2,7 +2,7 @@
 //! timer, graceful shutdown, and [`step`], a single-step entry for tests.
 
 pub mod announce;
-pub mod stages;
+pub mod stage;
 
 use crate::config::{Settings, WorkerSettings};
 use crate::model::{BatchShared, ProviderName, PAYLOAD_VERSION};
@@ -127,12 +127,12 @@ pub async fn step(rt: &Runtime) -> Result<Stepped, QueueError> {
         return Ok(Stepped::Empty);
     };
     let lease = Lease::new(&claim, rt.leases.clone(), None);
-    stages::run(rt, Claimed { claim, lease }).await;
+    stage::run(rt, Claimed { claim, lease }).await;
     Ok(Stepped::Processed)
 }
 
 /// A stage handler: what a worker runs for each claimed job. The worker runs
-/// [`stages::run`]; tests and benchmarks plug in their own.
+/// [`stage::run`]; tests and benchmarks plug in their own.
 #[derive(Clone)]
 pub struct Handler(Arc<HandlerFn>);
 
@@ -174,7 +174,7 @@ pub async fn run(rt: Arc<Runtime>, stop: CancellationToken) -> Result<(), QueueE
     let rt2 = rt.clone();
     let handler = Handler::new(move |job| {
         let rt = rt2.clone();
-        Box::pin(async move { stages::run(&rt, job).await })
+        Box::pin(async move { stage::run(&rt, job).await })
     });
     let listeners = spawn_event_listeners(&rt, &stop);
     rt.health.set_running(true);

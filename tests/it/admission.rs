@@ -2,6 +2,7 @@
 //! cap for all workers together, 429 cool-downs, account pauses, and a negative control.
 
 use crate::helpers::*;
+use restyle::job::JobState;
 use restyle::sim::{Knobs, RequestKind};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -68,7 +69,12 @@ async fn four_workers_share_one_rate_and_one_cap() {
         .collect();
     let info = app.wait_finished("fleet", Duration::from_secs(240)).await;
     drop(workers);
-    assert_eq!(info.counts["succeeded"], n as u64, "{:?}", info.counts);
+    assert_eq!(
+        info.count(JobState::Succeeded),
+        n as u64,
+        "{:?}",
+        info.counts
+    );
     let s = app.sim.stats();
     let worst = s.requests_per_second.values().copied().max().unwrap_or(0);
     eprintln!(
@@ -126,9 +132,9 @@ async fn a_killed_worker_gives_its_slots_back() {
     let w2 = spawn_limited(&app, "s2", true);
     let info = app.wait_finished("slots", Duration::from_secs(120)).await;
     drop(w2);
-    let unknown = info.counts["submit_unknown"];
+    let unknown = info.count(JobState::SubmitUnknown);
     assert_eq!(
-        info.counts["succeeded"] + unknown,
+        info.count(JobState::Succeeded) + unknown,
         n as u64,
         "{:?}",
         info.counts
@@ -222,7 +228,8 @@ async fn out_of_credits_waits_for_resume_then_completes() {
     assert!(text.contains("restyle resume aimlapi"), "{text}");
     let info = app.info("credits").await;
     assert_eq!(
-        info.counts["queued"], n as u64,
+        info.count(JobState::Queued),
+        n as u64,
         "jobs wait, no retries burned: {:?}",
         info.counts
     );
@@ -233,7 +240,12 @@ async fn out_of_credits_waits_for_resume_then_completes() {
     let out = app.cmd().args(["resume", "aimlapi"]).output().unwrap();
     assert!(out.status.success());
     let info = app.wait_finished("credits", Duration::from_secs(30)).await;
-    assert_eq!(info.counts["succeeded"], n as u64, "{:?}", info.counts);
+    assert_eq!(
+        info.count(JobState::Succeeded),
+        n as u64,
+        "{:?}",
+        info.counts
+    );
     assert_eq!(app.sim.stats().submissions_total, n as u64);
     drop(w);
 }

@@ -5,7 +5,9 @@ use crate::helpers::*;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::post;
+use restyle::job::JobState;
 use restyle::model::{ModelKind, OnDone};
+use restyle::money::Usd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,11 +21,11 @@ async fn budget_for_three_of_ten_submits_three_and_waits_for_more() {
         .get_mut(&restyle::model::ProviderName::Aimlapi)
         .unwrap()
         .prices;
-    prices.edit = Some(0.1); // USD per second; a 10 s clip → 1.00 per job
+    prices.edit = Usd::parse("0.1"); // USD per second; a 10 s clip → 1.00 per job
     let mut b = app.batch("budget", &prompts(10));
     b.shared.model = ModelKind::Edit;
     b.shared.clip_seconds = Some(10.0);
-    b.shared.max_cost = Some(3.0);
+    b.shared.max_cost = Usd::parse("3");
     restyle::producer::enqueue(&app.queue, &b).await.unwrap();
 
     let end = Instant::now() + Duration::from_secs(30);
@@ -31,7 +33,7 @@ async fn budget_for_three_of_ten_submits_three_and_waits_for_more() {
         restyle::worker::step(&rt).await.unwrap();
         let info = app.info("budget").await;
         let waiting = app.queue.budget_waiting("budget").await.unwrap();
-        if info.counts["succeeded"] == 3 && waiting == 7 {
+        if info.count(JobState::Succeeded) == 3 && waiting == 7 {
             break;
         }
         assert!(
@@ -46,9 +48,9 @@ async fn budget_for_three_of_ten_submits_three_and_waits_for_more() {
         "no submission passes the budget"
     );
     let info = app.info("budget").await;
-    assert_eq!(info.counts["queued"], 7);
+    assert_eq!(info.count(JobState::Queued), 7);
     assert!(
-        (info.cost_committed - 3.0).abs() < 1e-6,
+        info.cost_committed == Usd::parse("3").unwrap(),
         "{}",
         info.cost_committed
     );
@@ -57,8 +59,9 @@ async fn budget_for_three_of_ten_submits_three_and_waits_for_more() {
         .job(&restyle::model::job_id("budget", 9))
         .await
         .unwrap()
+        .unwrap()
         .unwrap();
-    assert_eq!(rec.get("wait_reason"), Some("budget"));
+    assert_eq!(rec.wait_reason.as_deref(), Some("budget"));
 
     let out = app
         .cmd()
@@ -71,10 +74,10 @@ async fn budget_for_three_of_ten_submits_three_and_waits_for_more() {
         String::from_utf8_lossy(&out.stderr)
     );
     let info = app.drive(&rt, "budget", Duration::from_secs(30)).await;
-    assert_eq!(info.counts["succeeded"], 10, "{:?}", info.counts);
+    assert_eq!(info.count(JobState::Succeeded), 10, "{:?}", info.counts);
     assert_eq!(app.sim.stats().submissions_total, 10);
     let lines = restyle::sink::jsonl::read_all(&app.results_path("budget")).unwrap();
-    assert!(lines.iter().all(|l| l.estimated_cost == Some(1.0)));
+    assert!(lines.iter().all(|l| l.estimated_cost == Usd::parse("1")));
 }
 
 type Received = Arc<Mutex<Vec<(String, serde_json::Value)>>>;
@@ -145,7 +148,10 @@ async fn batch_done_webhook_arrives_once_despite_kill_9_around_the_last_job() {
     let end = Instant::now() + Duration::from_secs(30);
     loop {
         let rec = app.queue.job("done:hooked:1").await.unwrap();
-        if rec.as_ref().is_some_and(|r| r.state() == "succeeded") {
+        if rec
+            .as_ref()
+            .is_some_and(|r| r.as_ref().is_ok_and(|r| r.state == "succeeded"))
+        {
             break;
         }
         assert!(Instant::now() < end, "announcement not delivered: {rec:?}");

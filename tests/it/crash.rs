@@ -2,6 +2,7 @@
 //! Nothing lost, nothing paid twice.
 
 use crate::helpers::*;
+use restyle::job::JobState;
 use restyle::localredis::LocalRedis;
 use restyle::sim::Knobs;
 use restyle::sink::download::sha256_file;
@@ -104,7 +105,10 @@ async fn chaos_kill_9_workers_until_the_batch_ends() {
         .jobs(&lines.iter().map(|l| l.job_id.clone()).collect::<Vec<_>>())
         .await
         .unwrap();
-    let redeliveries: u64 = recs.iter().map(|r| r.num("redeliveries")).sum();
+    let redeliveries: u64 = recs
+        .iter()
+        .map(|r| r.as_ref().expect("readable record").redeliveries)
+        .sum();
     let unknown = lines.iter().filter(|l| l.state == "submit_unknown").count();
     let ok = lines.iter().filter(|l| l.state == "succeeded").count();
     let stats = app.sim.stats();
@@ -162,7 +166,12 @@ async fn redis_restart_mid_batch_loses_nothing_and_no_worker_restarts() {
     redis.restart().unwrap();
     let downtime = stopped.elapsed();
     let info = app.wait_finished("rr", Duration::from_secs(120)).await;
-    assert_eq!(info.counts["succeeded"], n as u64, "{:?}", info.counts);
+    assert_eq!(
+        info.count(JobState::Succeeded),
+        n as u64,
+        "{:?}",
+        info.counts
+    );
     assert!(
         w1.child.try_wait().unwrap().is_none(),
         "no worker restarted"
@@ -176,7 +185,7 @@ async fn redis_restart_mid_batch_loses_nothing_and_no_worker_restarts() {
     eprintln!(
         "redis-restart: jobs={n} downtime_ms={} succeeded={} duplicates={} lost=0 workers_restarted=0",
         downtime.as_millis(),
-        info.counts["succeeded"],
+        info.count(JobState::Succeeded),
         s.duplicate_submissions
     );
     assert!(w1.terminate().success());

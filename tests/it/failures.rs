@@ -3,6 +3,7 @@
 
 use crate::helpers::*;
 use redis::AsyncCommands;
+use restyle::job::JobState;
 use restyle::sim::Knobs;
 use restyle::sink::jsonl::read_all;
 use std::time::Duration;
@@ -20,7 +21,7 @@ async fn poll_5xx_and_429_are_retried_and_jobs_succeed() {
     rt.settings.retry.max_attempts = 30;
     app.enqueue("flaky", &prompts(6)).await;
     let info = app.drive(&rt, "flaky", Duration::from_secs(60)).await;
-    assert_eq!(info.counts["succeeded"], 6, "{:?}", info.counts);
+    assert_eq!(info.count(JobState::Succeeded), 6, "{:?}", info.counts);
     let s = app.sim.stats();
     assert!(
         s.server_errors_total > 0,
@@ -46,7 +47,7 @@ async fn submit_503_is_retried_without_a_second_generation() {
     rt.settings.retry.max_attempts = 30;
     app.enqueue("s503", &prompts(6)).await;
     let info = app.drive(&rt, "s503", Duration::from_secs(60)).await;
-    assert_eq!(info.counts["succeeded"], 6, "{:?}", info.counts);
+    assert_eq!(info.count(JobState::Succeeded), 6, "{:?}", info.counts);
     let s = app.sim.stats();
     assert!(s.server_errors_total > 0, "{s:?}");
     assert_eq!(s.submissions_total, 6);
@@ -68,8 +69,8 @@ async fn upstream_error_fails_the_job_with_its_message() {
     ];
     app.enqueue("errs", &ps).await;
     let info = app.drive(&rt, "errs", Duration::from_secs(30)).await;
-    assert_eq!(info.counts["succeeded"], 1);
-    assert_eq!(info.counts["failed"], 2);
+    assert_eq!(info.count(JobState::Succeeded), 1);
+    assert_eq!(info.count(JobState::Failed), 2);
     let lines = read_all(&app.results_path("errs")).unwrap();
     let failed: Vec<_> = lines.iter().filter(|l| l.state == "failed").collect();
     assert_eq!(failed.len(), 2);
@@ -100,22 +101,23 @@ async fn stuck_job_times_out_at_the_deadline_keeping_its_upstream_id() {
     )
     .await;
     let info = app.drive(&rt, "stuck", Duration::from_secs(30)).await;
-    assert_eq!(info.counts["timed_out"], 1, "{:?}", info.counts);
-    assert_eq!(info.counts["succeeded"], 1);
+    assert_eq!(info.count(JobState::TimedOut), 1, "{:?}", info.counts);
+    assert_eq!(info.count(JobState::Succeeded), 1);
     let rec = app
         .queue
         .job(&restyle::model::job_id("stuck", 0))
         .await
         .unwrap()
+        .unwrap()
         .unwrap();
-    assert_eq!(rec.state(), "timed_out");
-    assert!(rec.get("upstream_id").is_some_and(|u| !u.is_empty()));
-    let waited = rec.num("finished_at") - rec.num("submitted_at");
+    assert_eq!(rec.state, "timed_out");
+    assert!(rec.upstream_id.is_some_and(|u| !u.is_empty()));
+    let waited = rec.finished_at.unwrap_or(0) - rec.submitted_at.unwrap_or(0);
     assert!(
         waited >= 1500,
         "timed out only after the deadline ({waited} ms)"
     );
-    assert!(rec.get("error").unwrap().contains("deadline"));
+    assert!(rec.error.unwrap().contains("deadline"));
 }
 
 #[tokio::test]
@@ -145,13 +147,18 @@ async fn out_of_credits_pauses_the_provider_without_burning_retries() {
         pause.message
     );
     let info = app.info("broke").await;
-    assert_eq!(info.counts["queued"], 3, "jobs wait: {:?}", info.counts);
+    assert_eq!(
+        info.count(JobState::Queued),
+        3,
+        "jobs wait: {:?}",
+        info.counts
+    );
     // Credits come back: the batch completes; no job used up its retries.
     let mut k = app.sim.knobs();
     k.no_credits = false;
     app.sim.set_knobs(k);
     let info = app.drive(&rt, "broke", Duration::from_secs(30)).await;
-    assert_eq!(info.counts["succeeded"], 3, "{:?}", info.counts);
+    assert_eq!(info.count(JobState::Succeeded), 3, "{:?}", info.counts);
 }
 
 #[tokio::test]
@@ -175,15 +182,12 @@ async fn poisoned_payload_goes_to_the_dead_set_and_the_worker_carries_on() {
         .await
         .unwrap();
     let info = app.drive(&rt, "poison", Duration::from_secs(30)).await;
-    assert_eq!(info.counts["dead"], 2, "{:?}", info.counts);
-    assert_eq!(info.counts["succeeded"], 1);
+    assert_eq!(info.count(JobState::Dead), 2, "{:?}", info.counts);
+    assert_eq!(info.count(JobState::Succeeded), 1);
     let dead = app.queue.dead(10).await.unwrap();
     assert_eq!(dead.len(), 2);
-    let r1 = app.queue.job(&bad).await.unwrap().unwrap();
-    assert!(r1.get("error").unwrap().contains("unparseable payload"));
-    let r2 = app.queue.job(&other).await.unwrap().unwrap();
-    assert!(r2
-        .get("error")
-        .unwrap()
-        .contains("unknown payload version 99"));
+    let r1 = app.queue.job(&bad).await.unwrap().unwrap().unwrap();
+    assert!(r1.error.unwrap().contains("unparseable payload"));
+    let r2 = app.queue.job(&other).await.unwrap().unwrap().unwrap();
+    assert!(r2.error.unwrap().contains("unknown payload version 99"));
 }

@@ -3,6 +3,7 @@
 
 use crate::helpers::*;
 use redis::AsyncCommands;
+use restyle::job::JobState;
 use restyle::sim::Knobs;
 use restyle::sink::jsonl::read_all;
 use std::time::Duration;
@@ -19,13 +20,13 @@ async fn ambiguous_submits_end_unknown_and_reconcile_settles_them() {
     let n = 12;
     app.enqueue("amb", &prompts(n)).await;
     let info = app.drive(&rt, "amb", Duration::from_secs(30)).await;
-    let unknown = info.counts["submit_unknown"];
+    let unknown = info.count(JobState::SubmitUnknown);
     assert!(
         unknown >= 1,
         "the knob produced ambiguous submits: {:?}",
         info.counts
     );
-    assert_eq!(info.counts["succeeded"] + unknown, n as u64);
+    assert_eq!(info.count(JobState::Succeeded) + unknown, n as u64);
     let s = app.sim.stats();
     assert_eq!(
         s.submissions_total, n as u64,
@@ -40,7 +41,10 @@ async fn ambiguous_submits_end_unknown_and_reconcile_settles_them() {
         String::from_utf8_lossy(&out.stdout).lines().count() as u64,
         unknown
     );
-    assert_eq!(app.info("amb").await.counts["submit_unknown"], unknown);
+    assert_eq!(
+        app.info("amb").await.count(JobState::SubmitUnknown),
+        unknown
+    );
 
     // --resubmit: the operator accepts a possible second generation.
     let mut k = app.sim.knobs();
@@ -58,9 +62,14 @@ async fn ambiguous_submits_end_unknown_and_reconcile_settles_them() {
     );
     let info = app.info("amb").await;
     assert!(!info.is_finished());
-    assert_eq!(info.counts["queued"], unknown);
+    assert_eq!(info.count(JobState::Queued), unknown);
     let info = app.drive(&rt, "amb", Duration::from_secs(30)).await;
-    assert_eq!(info.counts["succeeded"], n as u64, "{:?}", info.counts);
+    assert_eq!(
+        info.count(JobState::Succeeded),
+        n as u64,
+        "{:?}",
+        info.counts
+    );
     assert_eq!(
         app.sim.stats().duplicate_submissions,
         unknown,
@@ -85,7 +94,7 @@ async fn reconcile_fail_marks_unknown_jobs_failed() {
         .unwrap();
     assert!(out.status.success());
     let info = app.info("ambf").await;
-    assert_eq!(info.counts["failed"], 3, "{:?}", info.counts);
+    assert_eq!(info.count(JobState::Failed), 3, "{:?}", info.counts);
     assert!(info.is_finished());
     let st = app.cmd().args(["status", "ambf"]).output().unwrap();
     assert!(String::from_utf8_lossy(&st.stdout).contains("reconcile --fail"));
@@ -111,7 +120,7 @@ async fn cancel_stops_pending_jobs_from_being_submitted() {
         String::from_utf8_lossy(&out.stderr)
     );
     let info = app.info("cx").await;
-    assert_eq!(info.counts["cancelled"], 6, "{:?}", info.counts);
+    assert_eq!(info.count(JobState::Cancelled), 6, "{:?}", info.counts);
     assert!(info.is_finished());
     // Nothing left to run: no further submission or poll.
     let polls = app.sim.stats().polls_total;
@@ -136,7 +145,7 @@ async fn retry_requeues_failed_jobs_and_leaves_succeeded_ones() {
     let rt = app.runtime();
     app.enqueue("rt", &prompts(3)).await;
     let info = app.drive(&rt, "rt", Duration::from_secs(30)).await;
-    assert_eq!(info.counts["failed"], 1);
+    assert_eq!(info.count(JobState::Failed), 1);
     let mut k = app.sim.knobs();
     k.fail_prompts_containing = None;
     app.sim.set_knobs(k);
@@ -148,7 +157,7 @@ async fn retry_requeues_failed_jobs_and_leaves_succeeded_ones() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("requeued 1 jobs"));
     let info = app.drive(&rt, "rt", Duration::from_secs(30)).await;
-    assert_eq!(info.counts["succeeded"], 3, "{:?}", info.counts);
+    assert_eq!(info.count(JobState::Succeeded), 3, "{:?}", info.counts);
     let s = app.sim.stats();
     assert_eq!(
         s.submissions_total, 4,
@@ -167,7 +176,7 @@ async fn garbage_pushed_into_the_queue_goes_dead_and_the_worker_goes_on() {
         .unwrap();
     app.enqueue("after", &prompts(1)).await;
     let info = app.drive(&rt, "after", Duration::from_secs(30)).await;
-    assert_eq!(info.counts["succeeded"], 1);
+    assert_eq!(info.count(JobState::Succeeded), 1);
     let out = app.cmd().args(["dead", "--json"]).output().unwrap();
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -1,6 +1,7 @@
 //! The whole pipeline through the real binary: enqueue, two worker processes, results.
 
 use crate::helpers::*;
+use restyle::job::JobState;
 use restyle::sink::download::sha256_file;
 use restyle::sink::jsonl::read_all;
 use std::collections::HashSet;
@@ -41,7 +42,7 @@ async fn twenty_prompts_through_two_worker_processes() {
     let w1 = app.spawn_worker(8, &dir.join("w1.log"));
     let w2 = app.spawn_worker(8, &dir.join("w2.log"));
     let info = app.wait_finished("pipe20", Duration::from_secs(60)).await;
-    assert_eq!(info.counts["succeeded"], 20, "{:?}", info.counts);
+    assert_eq!(info.count(JobState::Succeeded), 20, "{:?}", info.counts);
     assert!(w1.terminate().success(), "worker 1 exits 0 on SIGTERM");
     assert!(w2.terminate().success(), "worker 2 exits 0 on SIGTERM");
 

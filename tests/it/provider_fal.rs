@@ -4,6 +4,7 @@
 //! concurrency waiting IN_QUEUE, and the wire quirks themselves.
 
 use crate::helpers::*;
+use restyle::job::JobState;
 use restyle::model::{Element, GenerationRequest, ModelKind, ProviderName, ValidatedBatch};
 use restyle::sim::{Knobs, ProviderCounters};
 use restyle::sink::download::sha256_file;
@@ -85,7 +86,12 @@ async fn edit_and_reference_batches_succeed_with_the_served_bytes() {
     enqueue(&app, &reference).await;
     for id in ["fal-edit", "fal-ref"] {
         let info = app.drive(&rt, id, Duration::from_secs(30)).await;
-        assert_eq!(info.counts["succeeded"], 3, "{id}: {:?}", info.counts);
+        assert_eq!(
+            info.count(JobState::Succeeded),
+            3,
+            "{id}: {:?}",
+            info.counts
+        );
         for l in assert_all_served(&app, id, 3) {
             let up = l.upstream_id.unwrap();
             assert!(up.contains("/fal-ai/kling-video/requests/"), "{up}");
@@ -113,8 +119,8 @@ async fn a_failure_at_the_result_fetch_fails_the_job_with_its_detail() {
     let ps = ["fine one", "FAILME please", "FAILME again"].map(String::from);
     enqueue(&app, &fal_batch(&app, "fal-late", ModelKind::Edit, &ps)).await;
     let info = app.drive(&rt, "fal-late", Duration::from_secs(30)).await;
-    assert_eq!(info.counts["succeeded"], 1, "{:?}", info.counts);
-    assert_eq!(info.counts["failed"], 2);
+    assert_eq!(info.count(JobState::Succeeded), 1, "{:?}", info.counts);
+    assert_eq!(info.count(JobState::Failed), 2);
     let lines = read_all(&app.results_path("fal-late")).unwrap();
     for l in lines.iter().filter(|l| l.state == "failed") {
         let e = l.error.as_deref().unwrap_or("");
@@ -134,7 +140,7 @@ async fn step_until_polling(app: &TestApp, rt: &restyle::worker::Runtime, job_id
     loop {
         restyle::worker::step(rt).await.unwrap();
         let rec = app.queue.job(job_id).await.unwrap();
-        if rec.is_some_and(|r| r.state() == "polling") {
+        if rec.is_some_and(|r| r.is_ok_and(|r| r.state == "polling")) {
             return;
         }
         assert!(Instant::now() < end, "{job_id} never submitted");
@@ -172,7 +178,7 @@ async fn cancel_removes_queued_and_held_requests() {
             .unwrap();
         assert_eq!((out.cancelled, out.cancelled_upstream), (1, 1), "{out:?}");
         let info = app.info(batch).await;
-        assert_eq!(info.counts["cancelled"], 1, "{:?}", info.counts);
+        assert_eq!(info.count(JobState::Cancelled), 1, "{:?}", info.counts);
         assert!(info.is_finished());
     }
     let c = fal_counters(&app);
@@ -185,12 +191,7 @@ async fn cancel_removes_queued_and_held_requests() {
     let fal = &rt.upstreams[&ProviderName::Fal];
     for batch in ["fal-cx-a", "fal-cx-b"] {
         let rec = app.queue.job(&restyle::model::job_id(batch, 0)).await;
-        let up = rec
-            .unwrap()
-            .unwrap()
-            .get("upstream_id")
-            .unwrap()
-            .to_string();
+        let up = rec.unwrap().unwrap().unwrap().upstream_id.unwrap();
         match fal.poll(&up).await.unwrap() {
             PollStatus::Failed { reason } => assert!(reason.contains("cancelled"), "{reason}"),
             other => panic!("cancelled request reported {other:?}"),
@@ -215,7 +216,7 @@ async fn poll_5xx_is_retried_and_every_job_succeeds() {
     )
     .await;
     let info = app.drive(&rt, "fal-5xx", Duration::from_secs(60)).await;
-    assert_eq!(info.counts["succeeded"], 6, "{:?}", info.counts);
+    assert_eq!(info.count(JobState::Succeeded), 6, "{:?}", info.counts);
     assert_all_served(&app, "fal-5xx", 6);
     let c = fal_counters(&app);
     assert!(c.server_errors_total > 0, "the test met 5xx: {c:?}");
@@ -239,8 +240,13 @@ async fn result_504_after_completed_is_retried_and_never_fails_a_job() {
     )
     .await;
     let info = app.drive(&rt, "fal-504", Duration::from_secs(60)).await;
-    assert_eq!(info.counts["succeeded"], n as u64, "{:?}", info.counts);
-    assert_eq!(info.counts.get("failed").copied().unwrap_or(0), 0);
+    assert_eq!(
+        info.count(JobState::Succeeded),
+        n as u64,
+        "{:?}",
+        info.counts
+    );
+    assert_eq!(info.count(JobState::Failed), 0);
     assert_all_served(&app, "fal-504", n);
     let c = fal_counters(&app);
     assert!(
@@ -268,7 +274,7 @@ async fn excess_concurrency_waits_in_queue_instead_of_429() {
     )
     .await;
     let info = app.drive(&rt, "fal-cap", Duration::from_secs(60)).await;
-    assert_eq!(info.counts["succeeded"], 6, "{:?}", info.counts);
+    assert_eq!(info.count(JobState::Succeeded), 6, "{:?}", info.counts);
     let s = app.sim.stats();
     assert_eq!(s.rate_limited_total, 0, "{s:?}");
     assert!(s.peak_in_flight_by_key_max <= 2, "{s:?}");

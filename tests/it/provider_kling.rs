@@ -4,6 +4,7 @@
 //! without a second paid task.
 
 use crate::helpers::*;
+use restyle::job::{Field, JobState, Transition};
 use restyle::model::{job_id, GenerationRequest, ModelKind, ProviderName, ValidatedBatch};
 use restyle::queue::{After, Queue, RetryMode};
 use restyle::sim::{Knobs, ProviderCounters};
@@ -96,11 +97,11 @@ async fn edit_and_reference_batches_succeed() {
     let reference = kling_batch(&app, "kref", ModelKind::Reference, &prompts(2));
     enqueue(&app, &reference).await;
     let info = app.drive(&rt, "kedit", Duration::from_secs(30)).await;
-    assert_eq!(info.counts["succeeded"], 3, "{:?}", info.counts);
+    assert_eq!(info.count(JobState::Succeeded), 3, "{:?}", info.counts);
     // The sim refuses a numeric duration, a missing aspect ratio on `feature`, and
     // `<<<image_N>>>` naming no image: success means the wire shape was right.
     let info = app.drive(&rt, "kref", Duration::from_secs(30)).await;
-    assert_eq!(info.counts["succeeded"], 2, "{:?}", info.counts);
+    assert_eq!(info.count(JobState::Succeeded), 2, "{:?}", info.counts);
     assert_outputs(&app, "kedit", 3);
     assert_outputs(&app, "kref", 2);
     let c = counters(&app);
@@ -159,7 +160,13 @@ async fn failed_task_reports_its_status_message() {
     let ps = vec!["fine".to_string(), "FAILME please".to_string()];
     enqueue(&app, &kling_batch(&app, "kfail", ModelKind::Edit, &ps)).await;
     let info = app.drive(&rt, "kfail", Duration::from_secs(30)).await;
-    assert_eq!((info.counts["succeeded"], info.counts["failed"]), (1, 1));
+    assert_eq!(
+        (
+            info.count(JobState::Succeeded),
+            info.count(JobState::Failed)
+        ),
+        (1, 1)
+    );
     let lines = read_all(&app.results_path("kfail")).unwrap();
     let failed = lines.iter().find(|l| l.state == "failed").unwrap();
     let e = failed.error.as_deref().unwrap_or("");
@@ -194,7 +201,7 @@ async fn a_wrongly_signed_token_pauses_the_provider() {
         "{}",
         pause.message
     );
-    assert_eq!(app.info("kjwt").await.counts["queued"], 3);
+    assert_eq!(app.info("kjwt").await.count(JobState::Queued), 3);
     assert!(app.sim.stats().unauthorized_total >= 1);
     assert_eq!(counters(&app).submissions_total, 0);
     // The operator fixes the secret and resumes: every job goes through.
@@ -202,7 +209,7 @@ async fn a_wrongly_signed_token_pauses_the_provider() {
     let rt = app.runtime();
     app.queue.resume_provider("kling").await.unwrap();
     let info = app.drive(&rt, "kjwt", Duration::from_secs(30)).await;
-    assert_eq!(info.counts["succeeded"], 3, "{:?}", info.counts);
+    assert_eq!(info.count(JobState::Succeeded), 3, "{:?}", info.counts);
 }
 
 #[tokio::test]
@@ -222,7 +229,7 @@ async fn concurrency_1303_is_a_cool_down_and_every_job_succeeds() {
     )
     .await;
     let info = app.drive(&rt, "kcap", Duration::from_secs(60)).await;
-    assert_eq!(info.counts["succeeded"], 6, "{:?}", info.counts);
+    assert_eq!(info.count(JobState::Succeeded), 6, "{:?}", info.counts);
     let s = app.sim.stats();
     assert!(s.concurrency_limited_total > 0, "the cap was hit: {s:?}");
     assert!(s.peak_in_flight_by_key_max <= 2);
@@ -249,8 +256,13 @@ async fn lost_submit_responses_are_resolved_by_external_task_id() {
     )
     .await;
     let info = app.drive(&rt, "klost", Duration::from_secs(60)).await;
-    assert_eq!(info.counts["succeeded"], n as u64, "{:?}", info.counts);
-    assert_eq!(info.counts.get("submit_unknown").copied().unwrap_or(0), 0);
+    assert_eq!(
+        info.count(JobState::Succeeded),
+        n as u64,
+        "{:?}",
+        info.counts
+    );
+    assert_eq!(info.count(JobState::SubmitUnknown), 0);
     let c = counters(&app);
     assert!(c.server_errors_total > 0, "responses were lost: {c:?}");
     assert_eq!(c.submissions_total, n as u64, "one task per job");
@@ -273,18 +285,11 @@ async fn a_job_redelivered_mid_submit_finds_its_task() {
     let claims = dead.claim("dead-worker", 2).await.unwrap();
     assert_eq!(claims.len(), 2);
     for (i, c) in claims.iter().enumerate() {
-        let marks = [("provider", "kling".to_string()), ("model", "edit".into())];
+        let tx = Transition::to(JobState::Submitting, After::Keep)
+            .set(Field::Provider, "kling")
+            .set(Field::Model, "edit");
         let nonce = format!("crash-{i}");
-        dead.transition(
-            &c.job_id,
-            &c.token,
-            &nonce,
-            "submitting",
-            After::Keep,
-            &marks,
-        )
-        .await
-        .unwrap();
+        dead.apply(c.owner(), &nonce, &tx, None).await.unwrap();
     }
     let first = job_id("kcrash", 0);
     let req = GenerationRequest::new(&b.shared, first.clone(), b.prompts[0].clone());
@@ -299,10 +304,10 @@ async fn a_job_redelivered_mid_submit_finds_its_task() {
     }
     let rt = app.runtime();
     let info = app.drive(&rt, "kcrash", Duration::from_secs(30)).await;
-    assert_eq!(info.counts["succeeded"], 2, "{:?}", info.counts);
-    let rec = app.queue.job(&first).await.unwrap().unwrap();
+    assert_eq!(info.count(JobState::Succeeded), 2, "{:?}", info.counts);
+    let rec = app.queue.job(&first).await.unwrap().unwrap().unwrap();
     assert_eq!(
-        rec.get("upstream_id"),
+        rec.upstream_id.as_deref(),
         Some(task.as_str()),
         "found by lookup"
     );
@@ -323,7 +328,7 @@ async fn the_sample_batch_file_runs_end_to_end() {
         .drive(&rt, &b.shared.batch_id, Duration::from_secs(30))
         .await;
     assert_eq!(
-        info.counts["succeeded"],
+        info.count(JobState::Succeeded),
         b.prompts.len() as u64,
         "{:?}",
         info.counts

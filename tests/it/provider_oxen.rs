@@ -5,6 +5,7 @@
 
 use crate::helpers::*;
 use restyle::config::PollSettings;
+use restyle::job::JobState;
 use restyle::model::{Element, GenerationRequest, ModelKind, ProviderName, ValidatedBatch};
 use restyle::sim::{Knobs, ProviderCounters};
 use restyle::sink::download::sha256_file;
@@ -79,7 +80,12 @@ async fn the_batch_file_succeeds_with_the_served_bytes_and_audio_sent_explicitly
     let n = batch.prompts.len();
     enqueue(&app, &batch).await;
     let info = app.drive(&rt, &id, Duration::from_secs(30)).await;
-    assert_eq!(info.counts["succeeded"], n as u64, "{:?}", info.counts);
+    assert_eq!(
+        info.count(JobState::Succeeded),
+        n as u64,
+        "{:?}",
+        info.counts
+    );
     let lines = read_all(&app.results_path(&id)).unwrap();
     assert_eq!(lines.len(), n);
     for l in &lines {
@@ -123,7 +129,7 @@ async fn too_many_references_fail_late_with_oxens_error_message() {
         .collect();
     enqueue(&app, &b).await;
     let info = app.drive(&rt, "ox-late", Duration::from_secs(30)).await;
-    assert_eq!(info.counts["failed"], 1, "{:?}", info.counts);
+    assert_eq!(info.count(JobState::Failed), 1, "{:?}", info.counts);
     let line = &read_all(&app.results_path("ox-late")).unwrap()[0];
     let err = line.error.as_deref().unwrap_or("");
     assert!(err.contains("must not exceed 4"), "{err}");
@@ -161,7 +167,7 @@ async fn cancel_reaches_oxen_from_the_operator_and_at_the_deadline() {
     // The deadline: the worker cancels the stuck generation upstream.
     enqueue(&app, &oxen_batch(&app, "ox-dl", &["STUCK".to_string()])).await;
     let info = app.drive(&rt, "ox-dl", Duration::from_secs(30)).await;
-    assert_eq!(info.counts["timed_out"], 1, "{:?}", info.counts);
+    assert_eq!(info.count(JobState::TimedOut), 1, "{:?}", info.counts);
     let up = read_all(&app.results_path("ox-dl")).unwrap()[0]
         .upstream_id
         .clone()
@@ -179,9 +185,9 @@ async fn cancel_reaches_oxen_from_the_operator_and_at_the_deadline() {
     let end = Instant::now() + Duration::from_secs(10);
     let up = loop {
         restyle::worker::step(&rt).await.unwrap();
-        let rec = app.queue.job(&job).await.unwrap().unwrap();
-        if let Some(up) = rec.get("upstream_id").filter(|u| !u.is_empty()) {
-            break up.to_string();
+        let rec = app.queue.job(&job).await.unwrap().unwrap().unwrap();
+        if let Some(up) = rec.upstream_id.filter(|u| !u.is_empty()) {
+            break up;
         }
         assert!(Instant::now() < end, "never submitted");
         poll_interval().await;
@@ -219,7 +225,7 @@ async fn transient_errors_are_retried_without_a_second_generation() {
     rt.settings.retry.max_attempts = 30;
     enqueue(&app, &oxen_batch(&app, "ox-flaky", &prompts(6))).await;
     let info = app.drive(&rt, "ox-flaky", Duration::from_secs(60)).await;
-    assert_eq!(info.counts["succeeded"], 6, "{:?}", info.counts);
+    assert_eq!(info.count(JobState::Succeeded), 6, "{:?}", info.counts);
     let c = counters(&app);
     assert!(c.server_errors_total > 0, "met 5xx: {c:?}");
     assert!(c.rate_limited_total > 0, "met 429: {c:?}");
@@ -251,12 +257,12 @@ async fn insufficient_credits_pauses_oxen_until_credits_return() {
         "{}",
         pause.message
     );
-    assert_eq!(app.info("ox-broke").await.counts["queued"], 2);
+    assert_eq!(app.info("ox-broke").await.count(JobState::Queued), 2);
     let mut k = app.sim.knobs();
     k.no_credits = false;
     app.sim.set_knobs(k);
     let info = app.drive(&rt, "ox-broke", Duration::from_secs(30)).await;
-    assert_eq!(info.counts["succeeded"], 2, "{:?}", info.counts);
+    assert_eq!(info.count(JobState::Succeeded), 2, "{:?}", info.counts);
 }
 
 /// Runs a real worker (with its SSE listener) in this process until the batch finishes.
@@ -277,7 +283,7 @@ async fn run_worker_until_finished(
     stop.cancel();
     worker.await.expect("worker task").expect("worker");
     let n = batch.prompts.len() as u64;
-    assert_eq!(info.counts["succeeded"], n, "{:?}", info.counts);
+    assert_eq!(info.count(JobState::Succeeded), n, "{:?}", info.counts);
     took
 }
 

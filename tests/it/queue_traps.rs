@@ -3,6 +3,7 @@
 
 use crate::helpers::*;
 use restyle::config::WorkerSettings;
+use restyle::job::{JobState, Transition};
 use restyle::queue::backend::{Claimed, LeaseTable};
 use restyle::queue::{After, Queue};
 use restyle::worker::{run_with, Handler};
@@ -25,16 +26,10 @@ fn finishing_handler(q: Queue, table: Arc<LeaseTable>, runs: Runs) -> Handler {
                 .entry(claim.job_id.clone())
                 .or_default() += 1;
             let nonce = table.nonce(&claim.token);
-            q.transition(
-                &claim.job_id,
-                &claim.token,
-                &nonce,
-                "succeeded",
-                After::Done,
-                &[],
-            )
-            .await
-            .expect("transition");
+            let tx = Transition::to(JobState::Succeeded, After::Done);
+            q.apply(claim.owner(), &nonce, &tx, None)
+                .await
+                .expect("transition");
             lease.settle();
         })
     })
@@ -63,16 +58,10 @@ fn gated_handler(
                 std::future::pending::<()>().await;
             }
             let nonce = table.nonce(&claim.token);
-            q.transition(
-                &claim.job_id,
-                &claim.token,
-                &nonce,
-                "succeeded",
-                After::Done,
-                &[],
-            )
-            .await
-            .expect("transition");
+            let tx = Transition::to(JobState::Succeeded, After::Done);
+            q.apply(claim.owner(), &nonce, &tx, None)
+                .await
+                .expect("transition");
             lease.settle();
         })
     })
@@ -122,7 +111,7 @@ async fn twenty_thousand_jobs_due_at_once_drain_without_a_worker_dying() {
         )));
     }
     let info = app.wait_finished("backlog", Duration::from_secs(300)).await;
-    assert_eq!(info.counts["succeeded"], n as u64);
+    assert_eq!(info.count(JobState::Succeeded), n as u64);
     for w in &workers {
         assert!(!w.is_finished(), "a worker died while draining");
     }
@@ -272,11 +261,11 @@ async fn shutdown_with_fifty_stages_running_finishes_or_requeues_them() {
         .unwrap()
         .unwrap();
     let info = app.info("stop50").await;
-    assert_eq!(info.counts["succeeded"], 25, "{:?}", info.counts);
+    assert_eq!(info.count(JobState::Succeeded), 25, "{:?}", info.counts);
     let (ready, parked, leased) = app.queue.depth().await.unwrap();
     assert_eq!(ready, 25, "unfinished stages are back in the queue");
     assert_eq!((parked, leased), (0, 0));
-    assert_eq!(info.counts["queued"], 25);
+    assert_eq!(info.count(JobState::Queued), 25);
 }
 
 #[tokio::test]
@@ -295,39 +284,20 @@ async fn a_freed_slot_wakes_a_job_that_still_waits_not_a_stale_entry() {
     let b = claims.pop().unwrap();
     let a = claims.pop().unwrap();
     // B holds the only slot; A waits for one.
-    q.transition_with(
-        &b.job_id,
-        &b.token,
-        "b1",
-        "submitting",
-        After::Keep,
-        &[],
-        Some(&slot),
-    )
-    .await
-    .unwrap();
+    let tx = Transition::to(JobState::Submitting, After::Keep);
+    q.apply(b.owner(), "b1", &tx, Some(&slot)).await.unwrap();
     let far = restyle::queue::now_ms() + 600_000;
     let wait = After::Wait(WaitList::Slot("aimlapi".into()), far);
-    q.transition_with(&a.job_id, &a.token, "a1", "queued", wait, &[], Some(&slot))
-        .await
-        .unwrap();
+    let tx = Transition::to(JobState::Queued, wait);
+    q.apply(a.owner(), "a1", &tx, Some(&slot)).await.unwrap();
     // Entries of jobs that no longer wait sit in front of A (a safety net fired, say).
     let mut c = q.connection();
     let list = format!("{}waiting:aimlapi", q.keys().prefix());
     let _: () = c.lpush(&list, &b.job_id).await.unwrap();
     let _: () = c.lpush(&list, "gone.00001").await.unwrap();
     // B finishes: its slot goes to A, the one job still waiting.
-    q.transition_with(
-        &b.job_id,
-        &b.token,
-        "b2",
-        "succeeded",
-        After::Done,
-        &[],
-        Some(&slot),
-    )
-    .await
-    .unwrap();
+    let tx = Transition::to(JobState::Succeeded, After::Done);
+    q.apply(b.owner(), "b2", &tx, Some(&slot)).await.unwrap();
     let ready: Vec<String> = c.lrange(q.keys().ready(), 0, -1).await.unwrap();
     assert_eq!(
         ready,

@@ -2,6 +2,7 @@
 //! 3-node Redis Cluster — each with a batch run to completion.
 
 use crate::helpers::*;
+use restyle::job::JobState;
 use restyle::localredis::{free_port, LocalRedis};
 use restyle::queue::{Queue, RetryMode};
 use std::path::Path;
@@ -17,7 +18,7 @@ async fn run_small_batch(app: &TestApp, batch: &str) {
     let rt = app.runtime();
     app.enqueue(batch, &prompts(6)).await;
     let info = app.drive(&rt, batch, Duration::from_secs(60)).await;
-    assert_eq!(info.counts["succeeded"], 6, "{:?}", info.counts);
+    assert_eq!(info.count(JobState::Succeeded), 6, "{:?}", info.counts);
 }
 
 async fn app_on(url: &str, tweak: impl FnOnce(&mut restyle::config::Settings)) -> TestApp {
@@ -250,6 +251,6 @@ async fn a_batch_completes_on_a_three_node_cluster() {
     let info = app
         .wait_finished("clustered2", Duration::from_secs(60))
         .await;
-    assert_eq!(info.counts["succeeded"], 4);
+    assert_eq!(info.count(JobState::Succeeded), 4);
     assert!(w.terminate().success());
 }

@@ -3,6 +3,7 @@
 //! codes, and the JSONL/CSV exports.
 
 use crate::helpers::*;
+use restyle::job::JobState;
 use restyle::queue::BatchInfo;
 use restyle::sim::Knobs;
 use restyle::sink::jsonl::read_all;
@@ -38,8 +39,8 @@ async fn finished_batch(app: &TestApp, batch_id: &str) -> BatchInfo {
     let info = app
         .drive(&app.runtime(), batch_id, Duration::from_secs(60))
         .await;
-    assert_eq!(info.counts["succeeded"], 4, "{:?}", info.counts);
-    assert_eq!(info.counts["failed"], 1, "{:?}", info.counts);
+    assert_eq!(info.count(JobState::Succeeded), 4, "{:?}", info.counts);
+    assert_eq!(info.count(JobState::Failed), 1, "{:?}", info.counts);
     info
 }
 
@@ -215,7 +216,7 @@ async fn contact_sheet_renders_in_a_real_browser() {
     let dom = headless(&bin, work.path(), &["--dump-dom".to_string()], &url).await;
     assert_eq!(
         dom.matches("<video").count() as u64,
-        info.counts["succeeded"],
+        info.count(JobState::Succeeded),
         "one player per succeeded variant in the parsed page"
     );
     assert_eq!(dom.matches("<article").count(), 5);
@@ -279,7 +280,7 @@ async fn watch_follows_a_batch_live_and_exits_0_when_nothing_failed() {
     let info = app
         .drive(&app.runtime(), "live", Duration::from_secs(60))
         .await;
-    assert_eq!(info.counts["succeeded"], 4);
+    assert_eq!(info.count(JobState::Succeeded), 4);
     let status = wait_child(&mut watch, Duration::from_secs(30), "watch").await;
     assert_eq!(status.code(), Some(0));
     let text = std::fs::read_to_string(&log).unwrap();

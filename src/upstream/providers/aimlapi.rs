@@ -129,7 +129,8 @@ pub fn error_message(v: &Value) -> String {
 fn classify(status: u16, body: &str, submit: bool) -> ErrorClass {
     match status {
         401 | 403 => ErrorClass::Account,
-        429 | 503 => ErrorClass::Retryable,
+        429 => ErrorClass::RATE_LIMITED,
+        503 => ErrorClass::Retryable,
         500..=599 if submit => ErrorClass::Ambiguous,
         500..=599 => ErrorClass::Retryable,
         400..=499 => ErrorClass::Job,
@@ -146,7 +147,7 @@ async fn http_error(resp: reqwest::Response, submit: bool, what: &str) -> Upstre
         .map(|v| error_message(&v))
         .unwrap_or_else(|_| body.chars().take(300).collect());
     UpstreamError {
-        class: classify(status, &body, submit),
+        class: classify(status, &body, submit).with_retry_after(ra),
         message: format!("aimlapi {what}: HTTP {status}: {msg}"),
         status: Some(status),
         retry_after: ra,
@@ -250,7 +251,7 @@ mod tests {
     fn submit_5xx_is_ambiguous_but_poll_5xx_retryable() {
         assert_eq!(classify(500, "{}", true), ErrorClass::Ambiguous);
         assert_eq!(classify(503, "{}", true), ErrorClass::Retryable);
-        assert_eq!(classify(429, "{}", true), ErrorClass::Retryable);
+        assert_eq!(classify(429, "{}", true), ErrorClass::RATE_LIMITED);
         assert_eq!(classify(502, "{}", false), ErrorClass::Retryable);
         assert_eq!(classify(400, "{}", true), ErrorClass::Job);
         assert_eq!(classify(401, "{}", false), ErrorClass::Account);

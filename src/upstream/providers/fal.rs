@@ -209,7 +209,8 @@ pub fn detail_message(body: &str) -> String {
 fn classify(status: u16, submit: bool) -> ErrorClass {
     match status {
         401 | 403 => ErrorClass::Account,
-        408 | 429 | 503 => ErrorClass::Retryable,
+        429 => ErrorClass::RATE_LIMITED,
+        408 | 503 => ErrorClass::Retryable,
         500..=599 if submit => ErrorClass::Ambiguous,
         500..=599 => ErrorClass::Retryable,
         400..=499 => ErrorClass::Job,
@@ -223,7 +224,7 @@ async fn http_error(resp: reqwest::Response, submit: bool, what: &str) -> Upstre
     let ra = retry_after(resp.headers());
     let body = resp.text().await.unwrap_or_default();
     UpstreamError {
-        class: classify(status, submit),
+        class: classify(status, submit).with_retry_after(ra),
         message: format!("fal {what}: HTTP {status}: {}", detail_message(&body)),
         status: Some(status),
         retry_after: ra,
@@ -413,7 +414,7 @@ mod tests {
         assert_eq!(classify(500, true), ErrorClass::Ambiguous);
         assert_eq!(classify(504, true), ErrorClass::Ambiguous);
         assert_eq!(classify(503, true), ErrorClass::Retryable);
-        assert_eq!(classify(429, true), ErrorClass::Retryable);
+        assert_eq!(classify(429, true), ErrorClass::RATE_LIMITED);
         assert_eq!(classify(504, false), ErrorClass::Retryable);
         assert_eq!(classify(422, true), ErrorClass::Job);
         assert_eq!(classify(404, false), ErrorClass::Job);

@@ -167,13 +167,14 @@ pub fn request_body(req: &GenerationRequest) -> Result<Value, UpstreamError> {
 fn classify(status: u16, code: Option<i64>, submit: bool) -> ErrorClass {
     match code {
         Some(1000..=1004 | 1100..=1103 | 1304) => return ErrorClass::Account,
-        Some(1302 | 1303) => return ErrorClass::Retryable,
+        Some(1302 | 1303) => return ErrorClass::RATE_LIMITED,
         Some(1200..=1203 | 1300 | 1301) => return ErrorClass::Job,
         _ => {}
     }
     match status {
         401 | 403 => ErrorClass::Account,
-        429 | 503 => ErrorClass::Retryable,
+        429 => ErrorClass::RATE_LIMITED,
+        503 => ErrorClass::Retryable,
         500..=599 if submit => ErrorClass::Ambiguous,
         500..=599 => ErrorClass::Retryable,
         400..=499 => ErrorClass::Job,
@@ -183,8 +184,8 @@ fn classify(status: u16, code: Option<i64>, submit: bool) -> ErrorClass {
     }
 }
 
-/// An answer that is not `code: 0`, classified. A billing 429 (1100–1102) keeps no
-/// status: the worker reads status 429 as "cool down", and this must pause instead.
+/// An answer that is not `code: 0`, classified: a billing 429 (1100–1102) is an account
+/// error, a rate 429 (1302/1303) is rate limited, whatever the HTTP status says.
 fn answer_error(status: u16, body: &Value, raw: &str, submit: bool, what: &str) -> UpstreamError {
     let code = body.get("code").and_then(Value::as_i64);
     let class = classify(status, code, submit);
@@ -193,11 +194,10 @@ fn answer_error(status: u16, body: &Value, raw: &str, submit: bool, what: &str) 
         None => raw.chars().take(300).collect(),
     };
     let code_txt = code.map_or(String::new(), |c| format!(" code {c}"));
-    let keep_status = !(status == 429 && class == ErrorClass::Account);
     UpstreamError {
         class,
         message: format!("kling {what}: HTTP {status}{code_txt}: {msg}"),
-        status: keep_status.then_some(status),
+        status: Some(status),
         retry_after: None,
     }
 }
@@ -495,8 +495,8 @@ mod tests {
     fn errors_are_classified_by_business_code() {
         assert_eq!(classify(401, Some(1004), false), ErrorClass::Account);
         assert_eq!(classify(429, Some(1102), true), ErrorClass::Account);
-        assert_eq!(classify(429, Some(1302), true), ErrorClass::Retryable);
-        assert_eq!(classify(429, Some(1303), true), ErrorClass::Retryable);
+        assert_eq!(classify(429, Some(1302), true), ErrorClass::RATE_LIMITED);
+        assert_eq!(classify(429, Some(1303), true), ErrorClass::RATE_LIMITED);
         assert_eq!(classify(400, Some(1301), true), ErrorClass::Job);
         assert_eq!(classify(500, Some(5000), true), ErrorClass::Ambiguous);
         assert_eq!(classify(504, Some(5002), true), ErrorClass::Ambiguous);
@@ -505,12 +505,15 @@ mod tests {
         assert_eq!(classify(200, Some(9999), true), ErrorClass::Ambiguous);
         assert_eq!(classify(200, Some(9999), false), ErrorClass::Retryable);
         let billing = answer_error(429, &json!({"code": 1102, "message": "m"}), "", true, "s");
-        assert_eq!((billing.class, billing.status), (ErrorClass::Account, None));
+        assert_eq!(
+            (billing.class, billing.status),
+            (ErrorClass::Account, Some(429))
+        );
         assert!(billing.message.contains("code 1102"), "{}", billing.message);
         let rate = answer_error(429, &json!({"code": 1303, "message": "m"}), "", true, "s");
         assert_eq!(
             (rate.class, rate.status),
-            (ErrorClass::Retryable, Some(429))
+            (ErrorClass::RATE_LIMITED, Some(429))
         );
     }
 }

@@ -143,7 +143,8 @@ fn classify(status: u16, message: &str, submit: bool) -> ErrorClass {
     }
     match status {
         401..=403 => ErrorClass::Account,
-        429 | 503 => ErrorClass::Retryable,
+        429 => ErrorClass::RATE_LIMITED,
+        503 => ErrorClass::Retryable,
         500..=599 if submit => ErrorClass::Ambiguous,
         500..=599 => ErrorClass::Retryable,
         _ => ErrorClass::Job,
@@ -156,7 +157,7 @@ async fn http_error(resp: reqwest::Response, submit: bool, what: &str) -> Upstre
     let body = resp.text().await.unwrap_or_default();
     let msg = error_message(&body);
     UpstreamError {
-        class: classify(status, &msg, submit),
+        class: classify(status, &msg, submit).with_retry_after(ra),
         message: format!("oxen {what}: HTTP {status}: {msg}"),
         status: Some(status),
         retry_after: ra,
@@ -510,7 +511,7 @@ mod tests {
             classify(400, "Insufficient credits", true),
             ErrorClass::Account
         );
-        assert_eq!(classify(429, "x", true), ErrorClass::Retryable);
+        assert_eq!(classify(429, "x", true), ErrorClass::RATE_LIMITED);
         assert_eq!(classify(503, "x", true), ErrorClass::Retryable);
         assert_eq!(classify(500, "x", true), ErrorClass::Ambiguous);
         assert_eq!(classify(504, "x", true), ErrorClass::Ambiguous);

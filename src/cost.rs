@@ -1,0 +1,99 @@
+//! Cost, in one place: the estimate of one job (configured price × output seconds, never
+//! invented) and the tally of many, with what is unknown said plainly. Amounts are
+//! [`Usd`], exact, so a thousand `0.1`s make `$100.00`.
+
+use crate::config::Settings;
+use crate::job::{JobRecord, JobState};
+use crate::model::BatchShared;
+use crate::money::Usd;
+use std::fmt;
+
+/// The estimated cost of one job of this batch, when a price and the output length are
+/// known.
+pub fn estimate(settings: &Settings, shared: &BatchShared) -> Option<Usd> {
+    let price = settings
+        .provider(shared.provider)
+        .prices
+        .for_model(shared.model)?;
+    Some(price.times_seconds(shared.output_seconds()?))
+}
+
+/// Parses a USD amount such as `"0.42"` (see [`Usd::parse`]).
+pub fn parse_usd(text: &str) -> Option<Usd> {
+    Usd::parse(text)
+}
+
+/// Formats an amount as `$1.23` (see [`Usd::display`]).
+pub fn format_usd(amount: Usd) -> String {
+    amount.display()
+}
+
+/// The cost of a set of jobs: the sum of the known estimates, and how many are unknown.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CostTally {
+    pub known: Usd,
+    pub known_jobs: u64,
+    pub unknown_jobs: u64,
+}
+
+impl CostTally {
+    /// Counts one job's estimate (`None` is unknown).
+    pub fn add(&mut self, estimated_cost: Option<Usd>) {
+        match estimated_cost {
+            Some(n) => {
+                self.known = self.known.saturating_add(n);
+                self.known_jobs += 1;
+            }
+            None => self.unknown_jobs += 1,
+        }
+    }
+
+    /// Counts an estimate as stored (text that is no amount is unknown).
+    pub fn add_text(&mut self, estimated_cost: Option<&str>) {
+        self.add(estimated_cost.and_then(Usd::parse));
+    }
+
+    /// Counts a job's record when it succeeded (what is billed); others are skipped.
+    pub fn add_if_succeeded(&mut self, rec: &JobRecord) {
+        if rec.state == JobState::Succeeded {
+            self.add(rec.estimated_cost);
+        }
+    }
+}
+
+impl fmt::Display for CostTally {
+    /// `$1.23`, `$1.23 + 2 jobs of unknown cost`, or `unknown (5 jobs of unknown cost)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let unknown = match self.unknown_jobs {
+            1 => "1 job of unknown cost".to_string(),
+            n => format!("{n} jobs of unknown cost"),
+        };
+        match (self.known_jobs, self.unknown_jobs) {
+            (_, 0) => f.write_str(&format_usd(self.known)),
+            (0, _) => write!(f, "unknown ({unknown})"),
+            _ => write!(f, "{} + {unknown}", format_usd(self.known)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_exactly_and_says_what_is_unknown() {
+        let mut t = CostTally::default();
+        for _ in 0..1000 {
+            t.add_text(Some("0.1"));
+        }
+        assert_eq!(t.to_string(), "$100.00");
+        t.add(None);
+        assert_eq!(t.to_string(), "$100.00 + 1 job of unknown cost");
+        t.add_text(Some("garbage"));
+        assert_eq!(t.to_string(), "$100.00 + 2 jobs of unknown cost");
+        let mut u = CostTally::default();
+        u.add(None);
+        u.add(None);
+        assert_eq!(u.to_string(), "unknown (2 jobs of unknown cost)");
+    }
+}

@@ -1,0 +1,296 @@
+//! A job record as stored in Redis (a hash), parsed once at the queue boundary into
+//! [`JobRecord`]. A record that does not parse is a [`BadRecord`] with the reason: the
+//! worker sends it to the dead set alone, readers show it as unreadable — never a panic,
+//! never a silent skip.
+
+use super::field::Field;
+use super::JobState;
+use crate::model::{ModelKind, ProviderName};
+use crate::money::Usd;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// What kind of work a record stands for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum JobKind {
+    /// One variant of a batch: a generation upstream.
+    Variant,
+    /// The durable announcement of a batch's completion number `completion`.
+    BatchDone { of_batch: String, completion: u64 },
+}
+
+/// A job record, typed. Fields the pipeline does not read (lease token, wait-list
+/// bookkeeping) stay in Redis and are not carried here.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobRecord {
+    pub job_id: String,
+    pub state: JobState,
+    pub kind: JobKind,
+    /// The batch a variant belongs to (absent on announcements).
+    pub batch: Option<String>,
+    /// The variant payload (JSON), parsed by the stage that needs it: a poisoned payload
+    /// is the stage's to report, with the record still readable.
+    pub payload: Option<String>,
+    pub provider: Option<ProviderName>,
+    pub model: Option<ModelKind>,
+    pub upstream_id: Option<String>,
+    pub output_url: Option<String>,
+    pub file: Option<String>,
+    pub sha256: Option<String>,
+    pub bytes: Option<u64>,
+    pub error: Option<String>,
+    pub wait_reason: Option<String>,
+    pub estimated_cost: Option<Usd>,
+    pub attempts: u32,
+    pub claims: u64,
+    pub polls: u32,
+    pub redeliveries: u64,
+    pub created_at: Option<u64>,
+    pub submitted_at: Option<u64>,
+    pub finished_at: Option<u64>,
+}
+
+/// A record that could not be read as a job, with why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BadRecord {
+    pub job_id: String,
+    /// The stored state text, when there was one.
+    pub state_text: Option<String>,
+    pub reason: String,
+}
+
+impl std::fmt::Display for BadRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unreadable job record {}: {}", self.job_id, self.reason)
+    }
+}
+
+/// How a record read from Redis came out.
+pub type Loaded = Result<JobRecord, BadRecord>;
+
+impl JobRecord {
+    /// A variant's record in `state` with nothing else known.
+    pub fn new(job_id: &str, state: JobState) -> JobRecord {
+        JobRecord {
+            job_id: job_id.to_string(),
+            state,
+            kind: JobKind::Variant,
+            batch: None,
+            payload: None,
+            provider: None,
+            model: None,
+            upstream_id: None,
+            output_url: None,
+            file: None,
+            sha256: None,
+            bytes: None,
+            error: None,
+            wait_reason: None,
+            estimated_cost: None,
+            attempts: 0,
+            claims: 0,
+            polls: 0,
+            redeliveries: 0,
+            created_at: None,
+            submitted_at: None,
+            finished_at: None,
+        }
+    }
+
+    /// Parses the flat `[field, value, …]` list `HGETALL` returns.
+    pub fn from_pairs(job_id: &str, pairs: Vec<String>) -> Loaded {
+        let mut map = BTreeMap::new();
+        let mut it = pairs.into_iter();
+        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            map.insert(k, v);
+        }
+        Self::parse(job_id, &map)
+    }
+
+    /// Parses a record's fields; empty values count as absent.
+    pub fn parse(job_id: &str, map: &BTreeMap<String, String>) -> Loaded {
+        let text = |f: Field| map.get(f.as_str()).filter(|v| !v.is_empty()).cloned();
+        let bad = |reason: String| BadRecord {
+            job_id: job_id.to_string(),
+            state_text: text(Field::State),
+            reason,
+        };
+        fn num<T: std::str::FromStr>(f: Field, v: Option<String>) -> Result<Option<T>, String> {
+            v.map(|v| {
+                v.trim()
+                    .parse::<T>()
+                    .map_err(|_| format!("field {} is not a number: {v:.40?}", f.as_str()))
+            })
+            .transpose()
+        }
+        let parsed = (|| -> Result<JobRecord, String> {
+            let state_text = text(Field::State).ok_or("record has no state")?;
+            let state = JobState::parse(&state_text)
+                .ok_or_else(|| format!("unknown job state {state_text:.40?}"))?;
+            let kind = match text(Field::Kind).as_deref() {
+                None => JobKind::Variant,
+                Some("batch_done") => JobKind::BatchDone {
+                    of_batch: text(Field::OfBatch).ok_or("announcement without of_batch")?,
+                    completion: num(Field::Completion, text(Field::Completion))?.unwrap_or(0),
+                },
+                Some(other) => return Err(format!("unknown record kind {other:.40?}")),
+            };
+            let provider = match text(Field::Provider) {
+                None => None,
+                Some(p) => Some(
+                    ProviderName::parse(&p).ok_or_else(|| format!("unknown provider {p:.40?}"))?,
+                ),
+            };
+            let model = match text(Field::Model) {
+                None => None,
+                Some(m) => {
+                    Some(ModelKind::parse(&m).ok_or_else(|| format!("unknown model {m:.60?}"))?)
+                }
+            };
+            let estimated_cost = match text(Field::EstimatedCost) {
+                None => None,
+                Some(c) => Some(
+                    Usd::parse(&c)
+                        .ok_or_else(|| format!("field estimated_cost is no amount: {c:.40?}"))?,
+                ),
+            };
+            Ok(JobRecord {
+                job_id: job_id.to_string(),
+                state,
+                kind,
+                batch: text(Field::Batch),
+                payload: text(Field::Payload),
+                provider,
+                model,
+                upstream_id: text(Field::UpstreamId),
+                output_url: text(Field::OutputUrl),
+                file: text(Field::File),
+                sha256: text(Field::Sha256),
+                bytes: num(Field::Bytes, text(Field::Bytes))?,
+                error: text(Field::Error),
+                wait_reason: text(Field::WaitReason),
+                estimated_cost,
+                attempts: num(Field::Attempts, text(Field::Attempts))?.unwrap_or(0),
+                claims: num(Field::Claims, text(Field::Claims))?.unwrap_or(0),
+                polls: num(Field::Polls, text(Field::Polls))?.unwrap_or(0),
+                redeliveries: num(Field::Redeliveries, text(Field::Redeliveries))?.unwrap_or(0),
+                created_at: num(Field::CreatedAt, text(Field::CreatedAt))?,
+                submitted_at: num(Field::SubmittedAt, text(Field::SubmittedAt))?,
+                finished_at: num(Field::FinishedAt, text(Field::FinishedAt))?,
+            })
+        })();
+        parsed.map_err(bad)
+    }
+
+    /// The batch this record counts toward (a variant's batch, or the announced one).
+    pub fn batch_id(&self) -> Option<&str> {
+        match &self.kind {
+            JobKind::BatchDone { of_batch, .. } => Some(of_batch),
+            JobKind::Variant => self.batch.as_deref(),
+        }
+    }
+
+    /// This record with a transition's fields applied, as Redis will hold it after the
+    /// transition (used to build a result line before the terminal step).
+    pub fn with(&self, to: Option<JobState>, fields: &[(Field, String)]) -> JobRecord {
+        let mut r = self.clone();
+        if let Some(s) = to {
+            r.state = s;
+        }
+        for (f, v) in fields {
+            let v = (!v.is_empty()).then(|| v.clone());
+            match f {
+                Field::UpstreamId => r.upstream_id = v,
+                Field::OutputUrl => r.output_url = v,
+                Field::File => r.file = v,
+                Field::Sha256 => r.sha256 = v,
+                Field::Bytes => r.bytes = v.and_then(|v| v.parse().ok()),
+                Field::Error => r.error = v,
+                Field::WaitReason => r.wait_reason = v,
+                Field::EstimatedCost => r.estimated_cost = v.and_then(|v| Usd::parse(&v)),
+                Field::Attempts => r.attempts = v.and_then(|v| v.parse().ok()).unwrap_or(0),
+                Field::Polls => r.polls = v.and_then(|v| v.parse().ok()).unwrap_or(0),
+                Field::SubmittedAt => r.submitted_at = v.and_then(|v| v.parse().ok()),
+                Field::Provider => r.provider = v.and_then(|v| ProviderName::parse(&v)),
+                Field::Model => r.model = v.and_then(|v| ModelKind::parse(&v)),
+                _ => {}
+            }
+        }
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(kv: &[(&str, &str)]) -> Vec<String> {
+        kv.iter()
+            .flat_map(|(k, v)| [k.to_string(), v.to_string()])
+            .collect()
+    }
+
+    #[test]
+    fn a_record_written_by_the_previous_version_parses() {
+        let r = JobRecord::from_pairs(
+            "b.00001",
+            pairs(&[
+                ("state", JobState::Polling.as_str()),
+                (
+                    "payload",
+                    r#"{"v":1,"batch_id":"b","index":1,"prompt":"p"}"#,
+                ),
+                ("batch", "b"),
+                ("attempts", "0"),
+                ("created_at", "1700000000000"),
+                ("claims", "2"),
+                ("token", "w#2"),
+                ("provider", "aimlapi"),
+                ("model", "edit"),
+                ("estimated_cost", "0.5600"),
+                ("upstream_id", "gen-1"),
+                ("submitted_at", "1700000001000"),
+                ("polls", "3"),
+                ("error", ""),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(r.state, JobState::Polling);
+        assert_eq!(r.kind, JobKind::Variant);
+        assert_eq!(r.provider, Some(ProviderName::Aimlapi));
+        assert_eq!(r.estimated_cost, Usd::parse("0.56"));
+        assert_eq!((r.claims, r.polls), (2, 3));
+        assert_eq!(r.error, None);
+    }
+
+    #[test]
+    fn bad_records_say_why() {
+        let e = JobRecord::from_pairs("x", pairs(&[("state", "bogus")])).unwrap_err();
+        assert!(e.reason.contains("unknown job state"), "{e}");
+        assert_eq!(e.state_text.as_deref(), Some("bogus"));
+        let e = JobRecord::from_pairs(
+            "x",
+            pairs(&[("state", JobState::Queued.as_str()), ("attempts", "many")]),
+        )
+        .unwrap_err();
+        assert!(e.reason.contains("attempts"), "{e}");
+        assert!(JobRecord::from_pairs("x", vec![]).is_err());
+    }
+
+    #[test]
+    fn announcements_are_their_own_kind() {
+        let r = JobRecord::from_pairs(
+            "done:b:1",
+            pairs(&[
+                ("state", JobState::Queued.as_str()),
+                ("kind", "batch_done"),
+                ("of_batch", "b"),
+                ("completion", "1"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(r.batch_id(), Some("b"));
+        assert!(matches!(r.kind, JobKind::BatchDone { completion: 1, .. }));
+    }
+}

@@ -1,0 +1,54 @@
+//! The finish stage: download the output, checksum it, and write the result — or poll
+//! again for a fresh link when the old one expired.
+
+use super::step::Step;
+use crate::job::{Field, JobState};
+use crate::model::JobPayload;
+use crate::sink::{download, SinkError};
+use crate::upstream::{ErrorClass, UpstreamError};
+use std::time::Duration;
+
+pub(super) async fn finish(step: &Step<'_>, payload: &JobPayload) {
+    let rt = step.rt;
+    let Some(url) = step.rec.output_url.clone() else {
+        step.park_for(JobState::Polling, Duration::ZERO, &[]).await;
+        return;
+    };
+    match download::download(
+        &rt.http,
+        &rt.settings.output,
+        &url,
+        &payload.batch_id,
+        step.job_id,
+    )
+    .await
+    {
+        Ok(d) => {
+            let fields = [
+                (Field::File, d.relative),
+                (Field::Sha256, d.sha256),
+                (Field::Bytes, d.bytes.to_string()),
+                (Field::Error, String::new()),
+            ];
+            step.terminal(payload, JobState::Succeeded, &fields).await;
+        }
+        Err(SinkError::Expired(code)) => {
+            // The link expired before we got it: poll again for a fresh one.
+            let err = UpstreamError {
+                class: ErrorClass::Retryable,
+                message: format!("output URL answered HTTP {code}; polling for a fresh link"),
+                status: Some(code),
+                retry_after: Some(Duration::ZERO),
+            };
+            step.retry_or_die(payload, JobState::Polling, &err).await;
+        }
+        Err(SinkError::Refused(reason)) => {
+            step.terminal(payload, JobState::Failed, &[(Field::Error, reason)])
+                .await;
+        }
+        Err(e) => {
+            let err = UpstreamError::new(ErrorClass::Retryable, e.to_string());
+            step.retry_or_die(payload, JobState::Finishing, &err).await;
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! The poll stage: the deadline (cancel upstream where the provider can, `timed_out`),
+//! admission for the poll, one poll, and what follows: park until the next poll on the
+//! schedule, hand over to finish, or end the job.
+
+use super::finish::finish;
+use super::step::{outcome, Step};
+use crate::admission::{Admit, Call};
+use crate::job::{After, Field, JobState, Transition};
+use crate::model::{JobPayload, ProviderName};
+use crate::queue::now_ms;
+use crate::upstream::schedule::poll_delay;
+use crate::upstream::{ErrorClass, PollStatus};
+use tracing::{debug, warn};
+
+pub(super) async fn poll(step: &Step<'_>, payload: &JobPayload, provider: ProviderName) {
+    let rt = step.rt;
+    let rec = &step.rec;
+    let Some(upstream_id) = rec.upstream_id.clone() else {
+        let reason = "polling without an upstream id".to_string();
+        step.terminal(payload, JobState::Dead, &[(Field::Error, reason)])
+            .await;
+        return;
+    };
+    let sched = rt.settings.provider(provider).poll;
+    let submitted_at = rec.submitted_at.unwrap_or(0);
+    let deadline_at = submitted_at + sched.deadline.as_millis() as u64;
+    if now_ms() >= deadline_at {
+        if let Some(up) = rt.upstreams.get(&provider) {
+            if let Err(e) = up.cancel(&upstream_id).await {
+                warn!(job_id = %step.job_id, error = %e, "Upstream cancel after deadline failed.");
+            }
+        }
+        let reason = format!(
+            "no result within the {}s deadline",
+            sched.deadline.as_secs()
+        );
+        step.terminal(payload, JobState::TimedOut, &[(Field::Error, reason)])
+            .await;
+        return;
+    }
+    let Some(up) = rt.upstreams.get(&provider) else {
+        let reason = format!("provider {provider} is not configured in this worker");
+        step.terminal(payload, JobState::Failed, &[(Field::Error, reason)])
+            .await;
+        return;
+    };
+    if let Some(until) = rt.paused_until(provider).await {
+        step.wait_for_resume(provider, JobState::Polling, until.min(deadline_at))
+            .await;
+        return;
+    }
+    match rt.admission.request(provider, Call::Poll).await {
+        Ok(Admit::Go) => {}
+        Ok(Admit::Later(d)) => {
+            let at = (now_ms() + d.as_millis() as u64).min(deadline_at);
+            step.go(Transition::to(JobState::Polling, After::ParkUntil(at)))
+                .await;
+            return;
+        }
+        Err(e) => {
+            warn!(job_id = %step.job_id, error = %e, "Admission failed; the job will be redelivered.");
+            return;
+        }
+    }
+    let t = std::time::Instant::now();
+    let res = up.poll(&upstream_id).await;
+    crate::metrics::upstream(provider, "poll", outcome(&res), t.elapsed().as_secs_f64());
+    let e = match res {
+        Ok(PollStatus::Pending { status }) => {
+            let polls = rec.polls + 1;
+            let wait = poll_delay(&sched, polls, rand::random());
+            let at = (now_ms() + wait.as_millis() as u64).min(deadline_at);
+            debug!(job_id = %step.job_id, upstream_status = %status, next_in_ms = wait.as_millis() as u64, "Still running.");
+            let tx = Transition::to(JobState::Polling, After::ParkUntil(at))
+                .set(Field::Polls, polls.to_string())
+                .set(Field::Attempts, "0");
+            step.go(tx).await;
+            return;
+        }
+        Ok(PollStatus::Succeeded { url }) => {
+            let tx = Transition::to(JobState::Finishing, After::Keep)
+                .set(Field::OutputUrl, url)
+                .set(Field::Attempts, "0");
+            if let Some(next) = step.advance(tx).await {
+                finish(&next, payload).await;
+            }
+            return;
+        }
+        Ok(PollStatus::Failed { reason }) => {
+            step.terminal(payload, JobState::Failed, &[(Field::Error, reason)])
+                .await;
+            return;
+        }
+        Err(e) => e,
+    };
+    match e.class {
+        ErrorClass::RateLimited { retry_after } => {
+            step.rate_limited(provider, JobState::Polling, retry_after, &e)
+                .await
+        }
+        ErrorClass::Account => {
+            step.pause_account(provider, JobState::Polling, &e, deadline_at)
+                .await
+        }
+        ErrorClass::Job => {
+            step.terminal(
+                payload,
+                JobState::Failed,
+                &[(Field::Error, e.message.clone())],
+            )
+            .await;
+        }
+        _ => step.retry_or_die(payload, JobState::Polling, &e).await,
+    }
+}

@@ -1,0 +1,203 @@
+//! The submit stage: admission (pause, budget, slot, rate), the durable `submitting`
+//! mark, the POST, and recording the upstream id in the step that parks the job (rule 1).
+//! An ambiguous POST is resolved by a lookup where the provider has one.
+
+use super::step::{outcome, Step};
+use crate::admission::{Admit, Call};
+use crate::cost;
+use crate::job::{After, Field, JobState, Transition, WaitList};
+use crate::model::{BatchShared, GenerationRequest, JobPayload, ProviderName};
+use crate::queue::{now_ms, Budget};
+use crate::upstream::{ErrorClass, Lookup, UpstreamError};
+use tracing::{info, warn};
+
+/// Rule 1: the upstream id is the first thing recorded, in the same step that parks the
+/// job until its first poll.
+async fn record_submitted(step: &Step<'_>, provider: ProviderName, upstream_id: &str) {
+    let now = now_ms();
+    let first = step.rt.settings.provider(provider).poll.first_delay;
+    let at = now + first.as_millis() as u64;
+    info!(job_id = %step.job_id, upstream_id = %upstream_id, "Submitted.");
+    let tx = Transition::to(JobState::Polling, After::ParkUntil(at))
+        .set(Field::UpstreamId, upstream_id)
+        .set(Field::SubmittedAt, now.to_string())
+        .set(Field::Polls, "0")
+        .set(Field::Attempts, "0")
+        .set(Field::Error, "");
+    if !step.go(tx).await {
+        warn!(job_id = %step.job_id, upstream_id = %upstream_id,
+            "Submitted, but the lease was lost before the upstream id was recorded.");
+    }
+}
+
+/// The POST's outcome is unknown. Where the provider can look the job up by our id,
+/// ask it: found → poll that generation; certainly absent → submitting again is safe.
+/// Elsewhere the job is `submit_unknown` and never re-POSTed automatically.
+pub(super) async fn resolve_unknown(
+    step: &Step<'_>,
+    payload: &JobPayload,
+    req: &GenerationRequest,
+    provider: ProviderName,
+    reason: &str,
+) {
+    let lookup = match step.rt.upstreams.get(&provider) {
+        Some(up) => up.lookup(&req.job_id).await,
+        None => Ok(Lookup::Unsupported),
+    };
+    match lookup {
+        Ok(Lookup::Found(upstream_id)) => {
+            info!(job_id = %req.job_id, upstream_id = %upstream_id, "Ambiguous submit resolved by lookup.");
+            record_submitted(step, provider, &upstream_id).await;
+        }
+        Ok(Lookup::NotFound) => {
+            let e = UpstreamError::new(
+                ErrorClass::Retryable,
+                format!("{reason}; the provider has no such job, submitting again"),
+            );
+            step.retry_or_die(payload, JobState::Queued, &e).await;
+        }
+        Ok(Lookup::Unsupported) => {
+            let reason = format!("{reason}; not re-submitted (restyle reconcile decides)");
+            step.terminal(payload, JobState::SubmitUnknown, &[(Field::Error, reason)])
+                .await;
+        }
+        Err(e) => {
+            // The lookup itself failed: try it again later from the same state.
+            warn!(job_id = %req.job_id, error = %e, "Lookup after an ambiguous submit failed.");
+            step.retry_or_die(payload, JobState::Submitting, &e).await;
+        }
+    }
+}
+
+/// The gates before a POST. `true`: go; `false`: the job was parked or left to be
+/// redelivered.
+async fn admitted(
+    step: &Step<'_>,
+    payload: &JobPayload,
+    shared: &BatchShared,
+    cost: Option<crate::money::Usd>,
+) -> bool {
+    let rt = step.rt;
+    let provider = shared.provider;
+    if let Some(until) = rt.paused_until(provider).await {
+        step.wait_for_resume(provider, JobState::Queued, until)
+            .await;
+        return false;
+    }
+    let budget = rt
+        .queue
+        .reserve_budget(&payload.batch_id, step.job_id, cost)
+        .await;
+    let why = match budget {
+        Ok(Budget::Go) => None,
+        Ok(Budget::Exceeded) => Some(
+            "budget: submitting would pass the batch's max_cost (raise it with restyle budget)"
+                .to_string(),
+        ),
+        Ok(Budget::UnknownCost) => Some(format!(
+            "budget: the batch has a max_cost but the cost is unknown \
+             (set providers.{provider}.price_per_second.{})",
+            shared.model
+        )),
+        Err(e) => {
+            warn!(job_id = %step.job_id, error = %e, "Budget check failed; the job will be redelivered.");
+            return false;
+        }
+    };
+    if let Some(why) = why {
+        let list = WaitList::Budget(payload.batch_id.clone());
+        let safety = now_ms() + 300_000;
+        let tx = Transition::to(JobState::Queued, After::Wait(list, safety))
+            .set(Field::WaitReason, "budget")
+            .set(Field::Error, why);
+        step.go(tx).await;
+        return false;
+    }
+    match rt.admission.slot(provider, step.job_id).await {
+        Ok(true) => {}
+        Ok(false) => {
+            // At the in-flight cap: wait on the provider's list, woken when a slot frees.
+            let safety = now_ms() + 30_000;
+            let list = WaitList::Slot(provider.to_string());
+            step.go(Transition::to(JobState::Queued, After::Wait(list, safety)))
+                .await;
+            return false;
+        }
+        Err(e) => {
+            warn!(job_id = %step.job_id, error = %e, "Slot check failed; the job will be redelivered.");
+            return false;
+        }
+    }
+    match rt.admission.request(provider, Call::Submit).await {
+        Ok(Admit::Go) => true,
+        Ok(Admit::Later(d)) => {
+            step.park_for(JobState::Queued, d, &[]).await;
+            false
+        }
+        Err(e) => {
+            warn!(job_id = %step.job_id, error = %e, "Admission failed; the job will be redelivered.");
+            false
+        }
+    }
+}
+
+pub(super) async fn submit(
+    step: &Step<'_>,
+    payload: &JobPayload,
+    req: &GenerationRequest,
+    shared: &BatchShared,
+) {
+    let rt = step.rt;
+    let provider = shared.provider;
+    let Some(up) = rt.upstreams.get(&provider) else {
+        let reason = format!("provider {provider} is not configured in this worker");
+        step.terminal(payload, JobState::Failed, &[(Field::Error, reason)])
+            .await;
+        return;
+    };
+    let cost = cost::estimate(&rt.settings, shared);
+    if !admitted(step, payload, shared, cost).await {
+        return;
+    }
+    let tx = Transition::to(JobState::Submitting, After::Keep)
+        .set(Field::Provider, provider.as_str())
+        .set(Field::Model, req.model.as_str())
+        .set(
+            Field::EstimatedCost,
+            cost.map(|c| c.to_wire()).unwrap_or_default(),
+        )
+        .set(Field::WaitReason, "");
+    if !step.go(tx).await {
+        return;
+    }
+    let t = std::time::Instant::now();
+    let res = up.submit(req).await;
+    crate::metrics::upstream(provider, "submit", outcome(&res), t.elapsed().as_secs_f64());
+    let e = match res {
+        Ok(upstream_id) => return record_submitted(step, provider, &upstream_id).await,
+        Err(e) => e,
+    };
+    match e.class {
+        ErrorClass::RateLimited { retry_after } => {
+            step.rate_limited(provider, JobState::Queued, retry_after, &e)
+                .await
+        }
+        ErrorClass::Retryable => step.retry_or_die(payload, JobState::Queued, &e).await,
+        ErrorClass::Ambiguous => {
+            let reason = format!("submit outcome unknown: {}", e.message);
+            resolve_unknown(step, payload, req, provider, &reason).await;
+        }
+        ErrorClass::Job => {
+            step.terminal(
+                payload,
+                JobState::Failed,
+                &[(Field::Error, e.message.clone())],
+            )
+            .await;
+        }
+        ErrorClass::Account => {
+            step.pause_account(provider, JobState::Queued, &e, u64::MAX)
+                .await
+        }
+    }
+}
