@@ -180,6 +180,15 @@ pub fn transport_error(
     )
 }
 
+/// Reads a provider's status word into its typed status enum (`None`: a word this build
+/// does not know, which callers treat as still running and log).
+pub fn wire_status<T: serde::de::DeserializeOwned>(word: &str) -> Option<T> {
+    use serde::de::IntoDeserializer;
+    let d: serde::de::value::StrDeserializer<'_, serde::de::value::Error> =
+        word.into_deserializer();
+    T::deserialize(d).ok()
+}
+
 /// Parses a `Retry-After` header given in seconds (the HTTP-date form is ignored).
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     headers

@@ -1,8 +1,10 @@
 //! Integration tests: real Redis, real HTTP to the simulator, real worker processes.
 
 mod admission;
+mod architecture;
 mod budget;
 mod check_config;
+mod compat;
 mod crash;
 mod deploy;
 mod failures;

@@ -32,6 +32,17 @@ struct Generation {
     error: Option<Value>,
 }
 
+/// A generation's `status`, as aimlapi documents it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum GenerationStatus {
+    Queued,
+    Generating,
+    Completed,
+    Error,
+    Failed,
+}
+
 #[derive(Debug, Deserialize)]
 struct VideoRef {
     url: Option<String>,
@@ -206,31 +217,31 @@ impl Upstream for Aimlapi {
             )
         })?;
         let status = g.status.unwrap_or_default();
-        Ok(match status.as_str() {
-            "completed" => match g.video.and_then(|v| v.url) {
-                Some(url) => PollStatus::Succeeded { url },
-                None => PollStatus::Failed {
-                    reason: "aimlapi: completed without video.url".to_string(),
+        Ok(
+            match crate::upstream::wire_status::<GenerationStatus>(&status) {
+                Some(GenerationStatus::Completed) => match g.video.and_then(|v| v.url) {
+                    Some(url) => PollStatus::Succeeded { url },
+                    None => PollStatus::Failed {
+                        reason: "aimlapi: completed without video.url".to_string(),
+                    },
                 },
-            },
-            "error" | "failed" => {
-                PollStatus::Failed {
+                Some(GenerationStatus::Error | GenerationStatus::Failed) => PollStatus::Failed {
                     reason: g.error.as_ref().map(error_message).unwrap_or_else(|| {
                         format!("aimlapi: generation ended with status {status}")
                     }),
+                },
+                Some(GenerationStatus::Queued | GenerationStatus::Generating) => {
+                    PollStatus::Pending { status }
                 }
-            }
-            "queued" | "generating" => PollStatus::Pending { status },
-            other => {
-                tracing::warn!(
-                    upstream_status = other,
-                    "Unknown aimlapi status, still waiting."
-                );
-                PollStatus::Pending {
-                    status: other.to_string(),
+                None => {
+                    tracing::warn!(
+                        upstream_status = status.as_str(),
+                        "Unknown aimlapi status, still waiting."
+                    );
+                    PollStatus::Pending { status }
                 }
-            }
-        })
+            },
+        )
     }
 }
 

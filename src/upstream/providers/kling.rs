@@ -202,6 +202,16 @@ fn answer_error(status: u16, body: &Value, raw: &str, submit: bool, what: &str) 
     }
 }
 
+/// A task's `task_status`, as Kling documents it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum TaskStatus {
+    Submitted,
+    Processing,
+    Succeed,
+    Failed,
+}
+
 /// A refused call: the classified error and the business code when there was one.
 #[derive(Debug)]
 struct Refused {
@@ -354,8 +364,8 @@ impl Upstream for Kling {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
-        Ok(match status.as_str() {
-            "succeed" => match data
+        Ok(match crate::upstream::wire_status::<TaskStatus>(&status) {
+            Some(TaskStatus::Succeed) => match data
                 .pointer("/task_result/videos/0/url")
                 .and_then(Value::as_str)
             {
@@ -366,16 +376,16 @@ impl Upstream for Kling {
                     reason: "kling: task succeeded without task_result.videos[0].url".into(),
                 },
             },
-            "failed" => PollStatus::Failed {
+            Some(TaskStatus::Failed) => PollStatus::Failed {
                 reason: match data.get("task_status_msg").and_then(Value::as_str) {
                     Some(m) if !m.is_empty() => format!("kling: {m}"),
                     _ => "kling: task failed without a reason".to_string(),
                 },
             },
-            "submitted" | "processing" => PollStatus::Pending { status },
-            other => {
+            Some(TaskStatus::Submitted | TaskStatus::Processing) => PollStatus::Pending { status },
+            None => {
                 tracing::warn!(
-                    upstream_status = other,
+                    upstream_status = status.as_str(),
                     "Unknown kling task status, still waiting."
                 );
                 PollStatus::Pending { status }

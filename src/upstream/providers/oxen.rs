@@ -164,29 +164,40 @@ async fn http_error(resp: reqwest::Response, submit: bool, what: &str) -> Upstre
     }
 }
 
+/// A queue row's `status`, as Oxen documents it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+enum RowStatus {
+    Queued,
+    Processing,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
 /// Maps a queue row to a poll outcome.
 fn poll_status(row: Row) -> PollStatus {
     let status = row.status.unwrap_or_default();
-    match status.as_str() {
-        "queued" | "processing" => PollStatus::Pending { status },
-        "succeeded" => match row.result_url.filter(|u| !u.is_empty()) {
+    match crate::upstream::wire_status::<RowStatus>(&status) {
+        Some(RowStatus::Queued | RowStatus::Processing) => PollStatus::Pending { status },
+        Some(RowStatus::Succeeded) => match row.result_url.filter(|u| !u.is_empty()) {
             Some(url) => PollStatus::Succeeded { url },
             None => PollStatus::Failed {
                 reason: "oxen: succeeded without a result_url".to_owned(),
             },
         },
-        "failed" => PollStatus::Failed {
+        Some(RowStatus::Failed) => PollStatus::Failed {
             reason: row
                 .error_message
                 .filter(|m| !m.is_empty())
                 .unwrap_or_else(|| "oxen: generation failed (no error_message)".to_owned()),
         },
-        "cancelled" => PollStatus::Failed {
+        Some(RowStatus::Cancelled) => PollStatus::Failed {
             reason: "cancelled upstream".to_owned(),
         },
-        other => {
+        None => {
             tracing::warn!(
-                upstream_status = other,
+                upstream_status = status.as_str(),
                 "Unknown oxen status, still waiting."
             );
             PollStatus::Pending { status }
@@ -537,34 +548,38 @@ mod tests {
 
     #[test]
     fn statuses_map_to_outcomes() {
-        let r = |status: &str, url: Option<&str>, err: Option<&str>| Row {
-            generation_id: Some("g".into()),
-            status: Some(status.into()),
-            result_url: url.map(str::to_owned),
-            error_message: err.map(str::to_owned),
+        // Rows as they come off the wire.
+        let r = |status: RowStatus, url: Option<&str>, err: Option<&str>| -> Row {
+            serde_json::from_value(serde_json::json!({
+                "generation_id": "g",
+                "status": status,
+                "result_url": url,
+                "error_message": err,
+            }))
+            .unwrap()
         };
         assert!(matches!(
-            poll_status(r("queued", None, None)),
+            poll_status(r(RowStatus::Queued, None, None)),
             PollStatus::Pending { .. }
         ));
         assert!(matches!(
-            poll_status(r("processing", None, None)),
+            poll_status(r(RowStatus::Processing, None, None)),
             PollStatus::Pending { .. }
         ));
         assert_eq!(
-            poll_status(r("succeeded", Some("https://o/v.mp4"), None)),
+            poll_status(r(RowStatus::Succeeded, Some("https://o/v.mp4"), None)),
             PollStatus::Succeeded {
                 url: "https://o/v.mp4".into()
             }
         );
         assert_eq!(
-            poll_status(r("failed", None, Some("Insufficient credits"))),
+            poll_status(r(RowStatus::Failed, None, Some("Insufficient credits"))),
             PollStatus::Failed {
                 reason: "Insufficient credits".into()
             }
         );
         assert_eq!(
-            poll_status(r("cancelled", None, None)),
+            poll_status(r(RowStatus::Cancelled, None, None)),
             PollStatus::Failed {
                 reason: "cancelled upstream".into()
             }
