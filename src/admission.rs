@@ -4,7 +4,8 @@
 
 use crate::config::{ProviderLimits, Settings};
 use crate::model::ProviderName;
-use crate::queue::{Queue, QueueError, SlotCtx};
+use crate::money::Usd;
+use crate::queue::{Budget, GateReply, Queue, QueueError, SlotCtx};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -12,16 +13,22 @@ use std::time::Duration;
 
 /// Which kind of call a request is, for the per-provider `rate_counts` setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Call {
+enum Call {
     Submit,
     Poll,
 }
 
-/// The limiter's answer.
+/// What the gate before an upstream call decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admit {
-    /// Send the request now.
+pub enum Gate {
+    /// Send the request now (for a submit: budget reserved and slot held).
     Go,
+    /// The provider's account is paused until this time (ms).
+    Paused(u64),
+    /// The batch's budget says no.
+    Budget(Budget),
+    /// The provider is at its in-flight cap.
+    SlotFull,
     /// Not for a while (a cool-down): park the job instead of holding a worker slot.
     Later(Duration),
 }
@@ -98,43 +105,104 @@ impl Admission {
         }
     }
 
-    /// Waits for the right to send one request of this kind to the provider.
-    pub async fn request(&self, p: ProviderName, call: Call) -> Result<Admit, QueueError> {
-        let Some(l) = self.limits(p) else {
-            return Ok(Admit::Go);
-        };
+    /// The fleet rate arguments for a call of this kind: `None` when the fleet-wide
+    /// limiter does not apply (not global), (0, 0) when the call is not counted (the
+    /// cool-down still applies).
+    fn rate_args(&self, l: &Limiter, call: Call) -> Option<(f64, f64)> {
+        if !l.limits.global {
+            return None;
+        }
         let counted = match call {
             Call::Submit => l.limits.count_submit,
             Call::Poll => l.limits.count_poll,
         };
-        let (interval, tolerance) = if counted && l.limits.rate_limit > 0.0 {
+        Some(if counted && l.limits.rate_limit > 0.0 {
             let t = 1000.0 / l.limits.rate_limit;
             (t, t * f64::from(l.limits.rate_burst.saturating_sub(1)))
         } else {
             (0.0, 0.0)
+        })
+    }
+
+    /// Smooths this process's own bursts so Redis is asked at most at the rate.
+    async fn smooth(&self, l: &Limiter, call: Call) {
+        let counted = match call {
+            Call::Submit => l.limits.count_submit,
+            Call::Poll => l.limits.count_poll,
         };
-        if counted {
-            if let Some(local) = &l.local {
-                // Smooths this process's own bursts so Redis is asked at most at the rate.
-                local.until_ready().await;
+        if let (true, Some(local)) = (counted, &l.local) {
+            local.until_ready().await;
+        }
+    }
+
+    /// Everything before a submit in one script round trip: the account pause, the
+    /// batch's budget (the job's estimated `cost` reserved once), the in-flight slot and
+    /// the fleet rate. Short rate waits are waited out here; long ones park the job.
+    pub async fn submit_gate(
+        &self,
+        p: ProviderName,
+        batch_id: &str,
+        job_id: &str,
+        cost: Option<Usd>,
+    ) -> Result<Gate, QueueError> {
+        let (rate, cap) = match self.limits(p) {
+            Some(l) => {
+                self.smooth(l, Call::Submit).await;
+                (self.rate_args(l, Call::Submit), l.limits.max_in_flight)
             }
-        }
-        if !l.limits.global {
-            return Ok(Admit::Go);
-        }
+            None => (None, 0),
+        };
         loop {
-            // The cool-down applies to every call; the rate only to counted ones.
-            let wait = self.queue.admit(p.as_str(), interval, tolerance).await?;
-            if wait == 0 {
-                return Ok(Admit::Go);
+            let reply = self
+                .queue
+                .gate_submit(
+                    p.as_str(),
+                    (batch_id, job_id),
+                    cost,
+                    (cap, self.slot_ttl_ms),
+                    rate,
+                )
+                .await?;
+            if let Some(gate) = self.settle(p, reply).await {
+                return Ok(gate);
             }
-            let wait = Duration::from_millis(wait);
-            if wait > MAX_INLINE_WAIT {
-                return Ok(Admit::Later(wait));
-            }
-            crate::metrics::limiter_wait(p, wait.as_secs_f64());
-            tokio::time::sleep(wait).await;
         }
+    }
+
+    /// Everything before a poll in one round trip: the account pause and the fleet rate.
+    pub async fn poll_gate(&self, p: ProviderName) -> Result<Gate, QueueError> {
+        let rate = match self.limits(p) {
+            Some(l) => {
+                self.smooth(l, Call::Poll).await;
+                self.rate_args(l, Call::Poll)
+            }
+            None => None,
+        };
+        loop {
+            let reply = self.queue.gate_poll(p.as_str(), rate).await?;
+            if let Some(gate) = self.settle(p, reply).await {
+                return Ok(gate);
+            }
+        }
+    }
+
+    /// A gate's reply as a decision; `None` after a short rate wait (ask again).
+    async fn settle(&self, p: ProviderName, reply: GateReply) -> Option<Gate> {
+        Some(match reply {
+            GateReply::Go => Gate::Go,
+            GateReply::Paused(until) => Gate::Paused(until),
+            GateReply::Budget(b) => Gate::Budget(b),
+            GateReply::SlotFull => Gate::SlotFull,
+            GateReply::RateWait(ms) => {
+                let wait = Duration::from_millis(ms);
+                if wait > MAX_INLINE_WAIT {
+                    return Some(Gate::Later(wait));
+                }
+                crate::metrics::limiter_wait(p, wait.as_secs_f64());
+                tokio::time::sleep(wait).await;
+                return None;
+            }
+        })
     }
 
     /// A 429 from the provider: the whole fleet pauses that provider. Returns the pause.
@@ -153,16 +221,5 @@ impl Admission {
         tracing::warn!(provider = %p, cooldown_ms = d.as_millis() as u64,
             "Provider answered 429: fleet-wide cool-down.");
         Ok(d)
-    }
-
-    /// Takes the job's in-flight slot; false when the provider is at its cap.
-    pub async fn slot(&self, p: ProviderName, job_id: &str) -> Result<bool, QueueError> {
-        let cap = self.limits(p).map_or(0, |l| l.limits.max_in_flight);
-        if cap == 0 {
-            return Ok(true);
-        }
-        self.queue
-            .slot(p.as_str(), job_id, cap, self.slot_ttl_ms)
-            .await
     }
 }

@@ -5,17 +5,75 @@ use super::{now_ms, Budget, ProviderPause, ProviderView, Queue, QueueError};
 use crate::money::Usd;
 use redis::AsyncCommands;
 
+/// What an admission gate script answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GateReply {
+    Go,
+    /// The provider's account is paused until this time (ms).
+    Paused(u64),
+    /// The batch's budget says no.
+    Budget(Budget),
+    /// The provider is at its in-flight cap.
+    SlotFull,
+    /// The fleet rate or a cool-down: try again in this many ms.
+    RateWait(u64),
+}
+
+impl GateReply {
+    fn from_code(code: i64, n: u64) -> Self {
+        match code {
+            0 => GateReply::Go,
+            1 => GateReply::Paused(n),
+            2 => GateReply::Budget(Budget::Exceeded),
+            3 => GateReply::Budget(Budget::UnknownCost),
+            4 => GateReply::SlotFull,
+            _ => GateReply::RateWait(n),
+        }
+    }
+}
+
 impl Queue {
-    /// Asks the fleet-wide limiter for one request: 0 = go now, else ms to wait.
-    /// `interval_ms` = 1000 / rate (0 = no rate limit), `tolerance_ms` = (burst − 1) × interval.
-    pub async fn admit(
+    /// The gate before a submit, in one round trip (see `GATE_SUBMIT`): the account
+    /// pause, the batch budget, the in-flight slot (`cap` > 0) and, when `rate` is given
+    /// as (interval_ms, tolerance_ms), the fleet-wide rate and cool-down.
+    pub async fn gate_submit(
         &self,
         provider: &str,
-        interval_ms: f64,
-        tolerance_ms: f64,
-    ) -> Result<u64, QueueError> {
-        let a = args![provider, interval_ms, tolerance_ms];
-        self.eval(&self.scripts.admit, &a).await
+        job: (&str, &str),
+        cost: Option<Usd>,
+        slot: (u32, u64),
+        rate: Option<(f64, f64)>,
+    ) -> Result<GateReply, QueueError> {
+        let (batch_id, job_id) = job;
+        let cost = cost.map(Usd::to_wire).unwrap_or_default();
+        let (global, t, tau) = rate.map_or(("", 0.0, 0.0), |(t, tau)| ("1", t, tau));
+        let a = args![
+            provider,
+            now_ms(),
+            batch_id,
+            job_id,
+            cost,
+            slot.0,
+            slot.1,
+            global,
+            t,
+            tau
+        ];
+        let (code, n): (i64, u64) = self.eval(&self.scripts.gate_submit, &a).await?;
+        Ok(GateReply::from_code(code, n))
+    }
+
+    /// The gate before a poll, in one round trip: the account pause, then (when `rate`
+    /// is given) the fleet-wide rate and cool-down.
+    pub async fn gate_poll(
+        &self,
+        provider: &str,
+        rate: Option<(f64, f64)>,
+    ) -> Result<GateReply, QueueError> {
+        let (global, t, tau) = rate.map_or(("", 0.0, 0.0), |(t, tau)| ("1", t, tau));
+        let a = args![provider, now_ms(), global, t, tau];
+        let (code, n): (i64, u64) = self.eval(&self.scripts.gate_poll, &a).await?;
+        Ok(GateReply::from_code(code, n))
     }
 
     /// Pauses every request to the provider for `ms` (extends, never shortens).
@@ -23,36 +81,6 @@ impl Queue {
     pub async fn cooldown(&self, provider: &str, ms: u64) -> Result<u64, QueueError> {
         self.eval(&self.scripts.cooldown, &args![provider, ms])
             .await
-    }
-
-    /// Takes or refreshes the job's in-flight slot; false when the provider is full.
-    pub async fn slot(
-        &self,
-        provider: &str,
-        job_id: &str,
-        cap: u32,
-        ttl_ms: u64,
-    ) -> Result<bool, QueueError> {
-        let a = args![provider, job_id, cap, ttl_ms, now_ms()];
-        let held: i64 = self.eval(&self.scripts.slot, &a).await?;
-        Ok(held == 1)
-    }
-
-    /// Reserves the job's estimated cost (`None` = unknown) against its batch's budget.
-    pub async fn reserve_budget(
-        &self,
-        batch_id: &str,
-        job_id: &str,
-        cost: Option<Usd>,
-    ) -> Result<Budget, QueueError> {
-        let cost = cost.map(Usd::to_wire).unwrap_or_default();
-        let a = args![batch_id, job_id, cost];
-        let r: i64 = self.eval(&self.scripts.reserve, &a).await?;
-        Ok(match r {
-            1 => Budget::Go,
-            0 => Budget::Exceeded,
-            _ => Budget::UnknownCost,
-        })
     }
 
     /// Sets a batch's budget; returns how many jobs that waited for budget were woken.

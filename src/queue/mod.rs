@@ -21,6 +21,7 @@ mod scripts;
 pub use crate::job::{After, Transition, WaitList};
 pub use records::BatchInfo;
 
+pub use admission::GateReply;
 pub use scripts::Scripts;
 
 use crate::config::{QueueSettings, RedisSettings};

@@ -88,12 +88,6 @@ impl Runtime {
         Ok(shared)
     }
 
-    /// When the provider is paused for an account error, the time (ms) it resumes.
-    pub async fn paused_until(&self, provider: ProviderName) -> Option<u64> {
-        let until = self.queue.provider_pause(provider.as_str()).await.ok()??;
-        (until.until > now_ms()).then_some(until.until)
-    }
-
     /// Pauses the provider for every worker; returns when jobs should try again.
     pub async fn pause_provider(&self, provider: ProviderName, message: &str) -> u64 {
         let until = now_ms() + self.settings.retry.account_pause.as_millis() as u64;

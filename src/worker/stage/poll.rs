@@ -4,7 +4,7 @@
 
 use super::finish::finish;
 use super::step::{outcome, Step};
-use crate::admission::{Admit, Call};
+use crate::admission::Gate;
 use crate::job::{After, Field, JobState, Transition};
 use crate::model::{JobPayload, ProviderName};
 use crate::queue::now_ms;
@@ -44,19 +44,19 @@ pub(super) async fn poll(step: &Step<'_>, payload: &JobPayload, provider: Provid
             .await;
         return;
     };
-    if let Some(until) = rt.paused_until(provider).await {
-        step.wait_for_resume(provider, JobState::Polling, until.min(deadline_at))
-            .await;
-        return;
-    }
-    match rt.admission.request(provider, Call::Poll).await {
-        Ok(Admit::Go) => {}
-        Ok(Admit::Later(d)) => {
+    match rt.admission.poll_gate(provider).await {
+        Ok(Gate::Paused(until)) => {
+            step.wait_for_resume(provider, JobState::Polling, until.min(deadline_at))
+                .await;
+            return;
+        }
+        Ok(Gate::Later(d)) => {
             let at = (now_ms() + d.as_millis() as u64).min(deadline_at);
             step.go(Transition::to(JobState::Polling, After::ParkUntil(at)))
                 .await;
             return;
         }
+        Ok(_) => {}
         Err(e) => {
             warn!(job_id = %step.job_id, error = %e, "Admission failed; the job will be redelivered.");
             return;

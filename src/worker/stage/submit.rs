@@ -3,7 +3,7 @@
 //! An ambiguous POST is resolved by a lookup where the provider has one.
 
 use super::step::{outcome, Step};
-use crate::admission::{Admit, Call};
+use crate::admission::Gate;
 use crate::cost;
 use crate::job::{After, Field, JobState, Transition, WaitList};
 use crate::model::{BatchShared, GenerationRequest, JobPayload, ProviderName};
@@ -69,53 +69,28 @@ pub(super) async fn resolve_unknown(
     }
 }
 
-/// The gates before a POST. `true`: go; `false`: the job was parked or left to be
-/// redelivered.
+/// The gate before a POST, in one round trip (pause, budget, slot, rate). `true`: go;
+/// `false`: the job was parked or left to be redelivered.
 async fn admitted(
     step: &Step<'_>,
     payload: &JobPayload,
     shared: &BatchShared,
     cost: Option<crate::money::Usd>,
 ) -> bool {
-    let rt = step.rt;
     let provider = shared.provider;
-    if let Some(until) = rt.paused_until(provider).await {
-        step.wait_for_resume(provider, JobState::Queued, until)
-            .await;
-        return false;
-    }
-    let budget = rt
-        .queue
-        .reserve_budget(&payload.batch_id, step.job_id, cost)
+    let gate = step
+        .rt
+        .admission
+        .submit_gate(provider, &payload.batch_id, step.job_id, cost)
         .await;
-    let why = match budget {
-        Ok(Budget::Go) => None,
-        Ok(Budget::Exceeded) => Some(
-            "budget: submitting would pass the batch's max_cost (raise it with restyle budget)"
-                .to_string(),
-        ),
-        Ok(Budget::UnknownCost) => Some(format!(
-            "budget: the batch has a max_cost but the cost is unknown \
-             (set providers.{provider}.price_per_second.{})",
-            shared.model
-        )),
-        Err(e) => {
-            warn!(job_id = %step.job_id, error = %e, "Budget check failed; the job will be redelivered.");
+    let why = match gate {
+        Ok(Gate::Go) => return true,
+        Ok(Gate::Paused(until)) => {
+            step.wait_for_resume(provider, JobState::Queued, until)
+                .await;
             return false;
         }
-    };
-    if let Some(why) = why {
-        let list = WaitList::Budget(payload.batch_id.clone());
-        let safety = now_ms() + 300_000;
-        let tx = Transition::to(JobState::Queued, After::Wait(list, safety))
-            .set(Field::WaitReason, "budget")
-            .set(Field::Error, why);
-        step.go(tx).await;
-        return false;
-    }
-    match rt.admission.slot(provider, step.job_id).await {
-        Ok(true) => {}
-        Ok(false) => {
+        Ok(Gate::SlotFull) => {
             // At the in-flight cap: wait on the provider's list, woken when a slot frees.
             let safety = now_ms() + 30_000;
             let list = WaitList::Slot(provider.to_string());
@@ -123,22 +98,31 @@ async fn admitted(
                 .await;
             return false;
         }
-        Err(e) => {
-            warn!(job_id = %step.job_id, error = %e, "Slot check failed; the job will be redelivered.");
+        Ok(Gate::Later(d)) => {
+            step.park_for(JobState::Queued, d, &[]).await;
             return false;
         }
-    }
-    match rt.admission.request(provider, Call::Submit).await {
-        Ok(Admit::Go) => true,
-        Ok(Admit::Later(d)) => {
-            step.park_for(JobState::Queued, d, &[]).await;
-            false
+        Ok(Gate::Budget(Budget::Exceeded)) => {
+            "budget: submitting would pass the batch's max_cost (raise it with restyle budget)"
+                .to_string()
         }
+        Ok(Gate::Budget(_)) => format!(
+            "budget: the batch has a max_cost but the cost is unknown \
+             (set providers.{provider}.price_per_second.{})",
+            shared.model
+        ),
         Err(e) => {
             warn!(job_id = %step.job_id, error = %e, "Admission failed; the job will be redelivered.");
-            false
+            return false;
         }
-    }
+    };
+    let list = WaitList::Budget(payload.batch_id.clone());
+    let safety = now_ms() + 300_000;
+    let tx = Transition::to(JobState::Queued, After::Wait(list, safety))
+        .set(Field::WaitReason, "budget")
+        .set(Field::Error, why);
+    step.go(tx).await;
+    false
 }
 
 pub(super) async fn submit(

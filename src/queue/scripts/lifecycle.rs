@@ -1,65 +1,12 @@
-//! The Lua scripts: one per transition. Each changes the job record, the queue structures
-//! and the batch counters in one atomic step. Keys are built inside from the namespace
-//! prefix (all share one hash tag, so they live in one Cluster slot).
-
-use crate::job::{JobState, JOB_ID_LUA_FORMAT};
-use redis::Script;
-
-/// Money in the scripts: amounts are stored as exact decimal USD strings (see
-/// [`crate::money::Usd`]) and added as integer nano-dollars, never as floats.
-const MONEY_LUA: &str = r#"
-local function nanos(s)
-  if not s or s == '' then return 0 end
-  return math.floor(tonumber(s) * 1e9 + 0.5)
-end
-local function usd(n)
-  return string.format('%d.%09d', math.floor(n / 1e9), n % 1e9)
-end
-"#;
-
-/// Shared Lua: states that hold a provider slot, and waking jobs that wait for one.
-const SLOTS_LUA: &str = r#"
--- Moves up to n jobs that still wait on `list` to the ready list (n = 0: all of them).
--- A job waits while its record says `waiting_on = list`; entries of jobs that moved on
--- (their safety net fired, they were cancelled or finished) are dropped, so a wake-up is
--- never spent on them.
-local function wake_list(p, list, n)
-  local woken, seen = 0, 0
-  while (n == 0 or woken < n) and seen < 10000 do
-    local w = redis.call('LPOP', p .. list)
-    if not w then return woken end
-    seen = seen + 1
-    local wkey = p .. 'job:' .. w
-    if redis.call('HGET', wkey, 'waiting_on') == list then
-      redis.call('HDEL', wkey, 'waiting_on')
-      redis.call('ZREM', p .. 'parked', w)
-      redis.call('RPUSH', p .. 'ready', w)
-      woken = woken + 1
-    end
-  end
-  return woken
-end
-local function wake(p, prov, n)
-  wake_list(p, 'waiting:' .. prov, n)
-end
--- Gives back a job's budget reservation (it will not be billed) and wakes a job that
--- waited for budget.
-local function release_budget(p, jkey, bid)
-  local r = redis.call('HGET', jkey, 'cost_reserved')
-  if not r or not bid then return end
-  local bkey = p .. 'batch:' .. bid
-  local left = nanos(redis.call('HGET', bkey, 'cost_committed')) - nanos(r)
-  redis.call('HSET', bkey, 'cost_committed', usd(math.max(left, 0)))
-  redis.call('HDEL', jkey, 'cost_reserved')
-  wake_list(p, 'budget:' .. bid, 1)
-end
-"#;
+//! The job lifecycle scripts: enqueue, claim, renew, transition, sweep, operator moves
+//! and purge. Each changes the job record, the queue structures and the batch counters
+//! in one atomic step.
 
 /// Creates the batch (once) and its jobs (only those that do not exist yet).
 /// ARGV: prefix, batch_id, spec_json, total, now_ms, digest, max_cost ('' = none),
 /// on_done ('1' = announce completions), [job_id, payload]...
 /// Returns the number of jobs added, or -1 when the batch exists with another digest.
-const ENQUEUE: &str = r#"
+pub(super) const ENQUEUE: &str = r#"
 local p, bid = ARGV[1], ARGV[2]
 local bkey = p .. 'batch:' .. bid
 if redis.call('HSETNX', bkey, 'digest', ARGV[6]) == 1 then
@@ -87,7 +34,7 @@ return added
 /// Promotes due parked jobs (bounded), then claims up to N ready jobs with fresh lease tokens.
 /// ARGV: prefix, now_ms, lease_expiry_ms, worker_id, max_claims, promote_chunk
 /// Returns { {job_id, token, field, value, ...}, ... }.
-const CLAIM: &str = r#"
+pub(super) const CLAIM: &str = r#"
 local p, now = ARGV[1], tonumber(ARGV[2])
 local due = redis.call('ZRANGEBYSCORE', p .. 'parked', '-inf', now, 'LIMIT', 0, tonumber(ARGV[6]))
 if #due > 0 then
@@ -122,7 +69,7 @@ return out
 
 /// Extends the leases this worker still holds. ARGV: prefix, expiry_ms, [job_id, token]...
 /// Returns the ids whose lease was lost (token changed: swept and claimed elsewhere).
-const RENEW: &str = r#"
+pub(super) const RENEW: &str = r#"
 local p, lost = ARGV[1], {}
 for i = 3, #ARGV, 2 do
   if redis.call('HGET', p .. 'job:' .. ARGV[i], 'token') == ARGV[i + 1] then
@@ -145,7 +92,7 @@ return lost
 /// it and wakes one job waiting for a slot.
 /// Returns {'ok', batch_finished} or {'lost', current_state}. A replay of the same nonce
 /// (a retried call whose reply was lost) returns 'ok' again.
-const TRANSITION: &str = r#"
+pub(super) const TRANSITION: &str = r#"
 local p, id, new, mode = ARGV[1], ARGV[2], ARGV[5], ARGV[6]
 local now, prov = tonumber(ARGV[8]), ARGV[9]
 local jkey = p .. 'job:' .. id
@@ -227,7 +174,7 @@ return {'ok', 0}
 
 /// Returns expired leases to the ready list (bounded). ARGV: prefix, now_ms, chunk.
 /// Returns the number of jobs recovered.
-const SWEEP: &str = r#"
+pub(super) const SWEEP: &str = r#"
 local p = ARGV[1]
 local ids = redis.call('ZRANGEBYSCORE', p .. 'leases', '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
 for _, id in ipairs(ids) do
@@ -246,7 +193,7 @@ return #ids
 /// token, so its next transition finds the lease lost and stops.
 /// ARGV: prefix, now_ms, to_state, reason, allowed_from (comma list), job_id...
 /// Returns the ids moved.
-const ADMIN_MOVE: &str = r#"
+pub(super) const ADMIN_MOVE: &str = r#"
 local p, now, to, reason = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local allowed = {}
 for s in string.gmatch(ARGV[5], '[^,]+') do allowed[s] = true end
@@ -303,118 +250,10 @@ end
 return moved
 "#;
 
-/// Request admission for a provider account: the fleet-wide cool-down, then GCRA on the
-/// Redis clock. ARGV: prefix, provider, emission_interval_ms, tolerance_ms (0 interval =
-/// no rate limit). Returns 0 to go now, else the milliseconds to wait.
-const ADMIT: &str = r#"
-local p, prov = ARGV[1], ARGV[2]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local cd = tonumber(redis.call('GET', p .. 'cooldown:' .. prov) or '0')
-if cd > now then return cd - now end
-local T, tau = tonumber(ARGV[3]), tonumber(ARGV[4])
-if T > 0 then
-  local key = p .. 'gcra:' .. prov
-  local tat = tonumber(redis.call('GET', key) or '0')
-  if tat < now then tat = now end
-  if tat - tau > now then return math.ceil(tat - tau - now) end
-  local nxt = tat + T
-  redis.call('SET', key, string.format('%.3f', nxt), 'PX', math.ceil(nxt - now + tau) + 1000)
-end
-local ck = p .. 'rate:' .. prov .. ':' .. math.floor(now / 1000)
-redis.call('INCR', ck)
-redis.call('PEXPIRE', ck, 5000)
-return 0
-"#;
-
-/// Sets the fleet-wide cool-down (only ever extended). ARGV: prefix, provider, ms.
-/// Returns the cool-down's end (Redis clock, ms).
-const COOLDOWN: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local key = ARGV[1] .. 'cooldown:' .. ARGV[2]
-local untl = now + tonumber(ARGV[3])
-local cur = tonumber(redis.call('GET', key) or '0')
-if cur < untl then
-  redis.call('SET', key, untl, 'PX', tonumber(ARGV[3]) + 1000)
-  return untl
-end
-return cur
-"#;
-
-/// Takes (or refreshes) the job's in-flight slot for its provider. Expired slots (of jobs
-/// nobody touched in time) are reclaimed first and wake as many waiters.
-/// ARGV: prefix, provider, job_id, cap, ttl_ms, now_ms. Returns 1 (held) or 0 (full).
-const SLOT: &str = r#"
-local p, prov, id = ARGV[1], ARGV[2], ARGV[3]
-local key = p .. 'slots:' .. prov
-local now = tonumber(ARGV[6])
-local n = redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-if n > 0 then
-  redis.call('HINCRBY', p .. 'stats', 'slot_reclaims', n)
-  wake(p, prov, n)
-end
-local exp = now + tonumber(ARGV[5])
-if redis.call('ZSCORE', key, id) then
-  redis.call('ZADD', key, exp, id)
-  return 1
-end
-local cap = tonumber(ARGV[4])
-if cap > 0 and redis.call('ZCARD', key) >= cap then return 0 end
-redis.call('ZADD', key, exp, id)
-return 1
-"#;
-
-/// Lifts a provider's account pause and sends the jobs that waited for it back to the
-/// ready list. ARGV: prefix, provider. Returns the number of jobs woken.
-const RESUME: &str = r#"
-local p, prov = ARGV[1], ARGV[2]
-redis.call('DEL', p .. 'pause:' .. prov)
-return wake_list(p, 'paused:' .. prov, 0)
-"#;
-
-/// A provider event says a generation finished: if its job is parked, make it due now.
-/// ARGV: prefix, provider, upstream_id, now_ms. Returns 1 when a parked job was moved up.
-const POKE: &str = r#"
-local p = ARGV[1]
-local id = redis.call('HGET', p .. 'upstreams:' .. ARGV[2], ARGV[3])
-if not id then return 0 end
-local due = redis.call('ZSCORE', p .. 'parked', id)
-if not due or tonumber(due) <= tonumber(ARGV[4]) then return 0 end
-redis.call('ZADD', p .. 'parked', ARGV[4], id)
-return 1
-"#;
-
-/// Reserves a job's estimated cost against its batch's budget, once per job.
-/// ARGV: prefix, batch_id, job_id, cost (decimal USD; '' = unknown).
-/// Returns 1 (go: reserved, already reserved, or no budget), 0 (over budget), -1 (the
-/// batch has a budget but this job's cost is unknown).
-const RESERVE: &str = r#"
-local p, bid, id = ARGV[1], ARGV[2], ARGV[3]
-local bkey, jkey = p .. 'batch:' .. bid, p .. 'job:' .. id
-local max = redis.call('HGET', bkey, 'max_cost')
-if not max then return 1 end
-if redis.call('HEXISTS', jkey, 'cost_reserved') == 1 then return 1 end
-if ARGV[4] == '' then return -1 end
-local committed = nanos(redis.call('HGET', bkey, 'cost_committed'))
-if committed + nanos(ARGV[4]) > nanos(max) then return 0 end
-redis.call('HSET', bkey, 'cost_committed', usd(committed + nanos(ARGV[4])))
-redis.call('HSET', jkey, 'cost_reserved', ARGV[4])
-return 1
-"#;
-
-/// Sets a batch's budget and sends the jobs that waited for budget back to the ready
-/// list (they check it again). ARGV: prefix, batch_id, max_cost. Returns jobs woken.
-const SET_BUDGET: &str = r#"
-local p, bid = ARGV[1], ARGV[2]
-redis.call('HSET', p .. 'batch:' .. bid, 'max_cost', ARGV[3])
-return wake_list(p, 'budget:' .. bid, 0)
-"#;
-
 /// Forgets a finished batch: its job records, their dead-set and upstream-index entries,
 /// its announcement jobs and the batch hash. ARGV: prefix, batch_id.
 /// Returns the number of job records deleted, or -1 when the batch is not finished.
-const PURGE: &str = r#"
+pub(super) const PURGE: &str = r#"
 local p, bid = ARGV[1], ARGV[2]
 local bkey = p .. 'batch:' .. bid
 local b = redis.call('HMGET', bkey, 'total', 'done', 'completions')
@@ -439,54 +278,3 @@ redis.call('DEL', bkey, p .. 'budget:' .. bid)
 redis.call('ZREM', p .. 'batches', bid)
 return n
 "#;
-
-/// The compiled scripts (EVALSHA with a fallback to EVAL after a Redis restart).
-#[derive(Debug)]
-pub struct Scripts {
-    pub enqueue: Script,
-    pub claim: Script,
-    pub renew: Script,
-    pub transition: Script,
-    pub sweep: Script,
-    pub admin_move: Script,
-    pub admit: Script,
-    pub cooldown: Script,
-    pub slot: Script,
-    pub resume: Script,
-    pub poke: Script,
-    pub reserve: Script,
-    pub set_budget: Script,
-    pub purge: Script,
-}
-
-impl Scripts {
-    pub fn new() -> Self {
-        let states = JobState::lua_prelude();
-        let ids = format!("local JOB_ID_FORMAT = '{JOB_ID_LUA_FORMAT}'\n");
-        let prelude = format!("{states}{ids}{MONEY_LUA}");
-        let with_terminal = |body: &str| Script::new(&format!("{prelude}\n{body}"));
-        let with_slots = |body: &str| Script::new(&format!("{prelude}\n{SLOTS_LUA}\n{body}"));
-        Scripts {
-            enqueue: with_terminal(ENQUEUE),
-            claim: with_terminal(CLAIM),
-            renew: with_terminal(RENEW),
-            transition: with_slots(TRANSITION),
-            sweep: with_terminal(SWEEP),
-            admin_move: with_slots(ADMIN_MOVE),
-            admit: with_terminal(ADMIT),
-            cooldown: with_terminal(COOLDOWN),
-            slot: with_slots(SLOT),
-            resume: with_slots(RESUME),
-            poke: with_terminal(POKE),
-            reserve: with_terminal(RESERVE),
-            set_budget: with_slots(SET_BUDGET),
-            purge: with_terminal(PURGE),
-        }
-    }
-}
-
-impl Default for Scripts {
-    fn default() -> Self {
-        Self::new()
-    }
-}

@@ -1,0 +1,147 @@
+//! The admission scripts: the fleet-wide rate (GCRA on the Redis clock) and cool-down,
+//! in-flight slots, budget reservations, provider pauses, and the two gates that check
+//! all that applies before a submit or a poll in one round trip.
+
+/// Shared Lua: each admission check as a function, used by the single-purpose scripts
+/// and by the gates.
+pub(super) const ADMISSION_LUA: &str = r#"
+-- The fleet-wide cool-down, then GCRA: 0 to go now, else the milliseconds to wait.
+-- T = emission interval (0: no rate limit), tau = tolerance.
+local function admit(p, prov, T, tau)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local cd = tonumber(redis.call('GET', p .. 'cooldown:' .. prov) or '0')
+  if cd > now then return cd - now end
+  if T > 0 then
+    local key = p .. 'gcra:' .. prov
+    local tat = tonumber(redis.call('GET', key) or '0')
+    if tat < now then tat = now end
+    if tat - tau > now then return math.ceil(tat - tau - now) end
+    local nxt = tat + T
+    redis.call('SET', key, string.format('%.3f', nxt), 'PX', math.ceil(nxt - now + tau) + 1000)
+  end
+  local ck = p .. 'rate:' .. prov .. ':' .. math.floor(now / 1000)
+  redis.call('INCR', ck)
+  redis.call('PEXPIRE', ck, 5000)
+  return 0
+end
+-- Takes (or refreshes) the job's slot: 1 held, 0 full. Expired slots (of jobs nobody
+-- touched in time) are reclaimed first and wake as many waiters.
+local function take_slot(p, prov, id, cap, ttl, now)
+  local key = p .. 'slots:' .. prov
+  local n = redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  if n > 0 then
+    redis.call('HINCRBY', p .. 'stats', 'slot_reclaims', n)
+    wake(p, prov, n)
+  end
+  local exp = now + ttl
+  if redis.call('ZSCORE', key, id) then
+    redis.call('ZADD', key, exp, id)
+    return 1
+  end
+  if cap > 0 and redis.call('ZCARD', key) >= cap then return 0 end
+  redis.call('ZADD', key, exp, id)
+  return 1
+end
+-- Reserves a job's cost against its batch's budget, once per job: 1 go (reserved, already
+-- reserved, or no budget), 0 over budget, -1 budget but unknown cost ('').
+local function reserve(p, bid, id, cost)
+  local bkey, jkey = p .. 'batch:' .. bid, p .. 'job:' .. id
+  local max = redis.call('HGET', bkey, 'max_cost')
+  if not max then return 1 end
+  if redis.call('HEXISTS', jkey, 'cost_reserved') == 1 then return 1 end
+  if cost == '' then return -1 end
+  local committed = nanos(redis.call('HGET', bkey, 'cost_committed'))
+  if committed + nanos(cost) > nanos(max) then return 0 end
+  redis.call('HSET', bkey, 'cost_committed', usd(committed + nanos(cost)))
+  redis.call('HSET', jkey, 'cost_reserved', cost)
+  return 1
+end
+-- The end (ms, the pausing worker's clock) of a provider's account pause, 0 if none.
+local function paused_until(p, prov, now)
+  local untl = tonumber(redis.call('HGET', p .. 'pause:' .. prov, 'until') or '0')
+  if untl > now then return untl end
+  return 0
+end
+"#;
+
+/// Sets the fleet-wide cool-down (only ever extended). ARGV: prefix, provider, ms.
+/// Returns the cool-down's end (Redis clock, ms).
+pub(super) const COOLDOWN: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local key = ARGV[1] .. 'cooldown:' .. ARGV[2]
+local untl = now + tonumber(ARGV[3])
+local cur = tonumber(redis.call('GET', key) or '0')
+if cur < untl then
+  redis.call('SET', key, untl, 'PX', tonumber(ARGV[3]) + 1000)
+  return untl
+end
+return cur
+"#;
+
+/// Everything before a submit, in order, in one round trip: the provider's account pause,
+/// the batch budget, the in-flight slot (cap > 0) and the fleet rate (global = '1').
+/// ARGV: prefix, provider, now_ms, batch_id, job_id, cost ('' = unknown), cap, slot_ttl_ms,
+/// global, emission_interval_ms, tolerance_ms.
+/// Returns {0, 0} go · {1, until} paused · {2, 0} over budget · {3, 0} budget but unknown
+/// cost · {4, 0} at the cap · {5, ms} rate: wait.
+pub(super) const GATE_SUBMIT: &str = r#"
+local p, prov, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local untl = paused_until(p, prov, now)
+if untl > 0 then return {1, untl} end
+local r = reserve(p, ARGV[4], ARGV[5], ARGV[6])
+if r == 0 then return {2, 0} end
+if r == -1 then return {3, 0} end
+local cap = tonumber(ARGV[7])
+if cap > 0 and take_slot(p, prov, ARGV[5], cap, tonumber(ARGV[8]), now) == 0 then
+  return {4, 0}
+end
+if ARGV[9] == '1' then
+  local wait = admit(p, prov, tonumber(ARGV[10]), tonumber(ARGV[11]))
+  if wait > 0 then return {5, wait} end
+end
+return {0, 0}
+"#;
+
+/// Everything before a poll in one round trip: the account pause, then the fleet rate
+/// and cool-down (global = '1'). ARGV: prefix, provider, now_ms, global,
+/// emission_interval_ms, tolerance_ms. Returns {0, 0} go · {1, until} · {5, ms}.
+pub(super) const GATE_POLL: &str = r#"
+local p, prov, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local untl = paused_until(p, prov, now)
+if untl > 0 then return {1, untl} end
+if ARGV[4] == '1' then
+  local wait = admit(p, prov, tonumber(ARGV[5]), tonumber(ARGV[6]))
+  if wait > 0 then return {5, wait} end
+end
+return {0, 0}
+"#;
+
+/// Lifts a provider's account pause and sends the jobs that waited for it back to the
+/// ready list. ARGV: prefix, provider. Returns the number of jobs woken.
+pub(super) const RESUME: &str = r#"
+local p, prov = ARGV[1], ARGV[2]
+redis.call('DEL', p .. 'pause:' .. prov)
+return wake_list(p, 'paused:' .. prov, 0)
+"#;
+
+/// A provider event says a generation finished: if its job is parked, make it due now.
+/// ARGV: prefix, provider, upstream_id, now_ms. Returns 1 when a parked job was moved up.
+pub(super) const POKE: &str = r#"
+local p = ARGV[1]
+local id = redis.call('HGET', p .. 'upstreams:' .. ARGV[2], ARGV[3])
+if not id then return 0 end
+local due = redis.call('ZSCORE', p .. 'parked', id)
+if not due or tonumber(due) <= tonumber(ARGV[4]) then return 0 end
+redis.call('ZADD', p .. 'parked', ARGV[4], id)
+return 1
+"#;
+
+/// Sets a batch's budget and sends the jobs that waited for budget back to the ready
+/// list (they check it again). ARGV: prefix, batch_id, max_cost. Returns jobs woken.
+pub(super) const SET_BUDGET: &str = r#"
+local p, bid = ARGV[1], ARGV[2]
+redis.call('HSET', p .. 'batch:' .. bid, 'max_cost', ARGV[3])
+return wake_list(p, 'budget:' .. bid, 0)
+"#;

@@ -1,0 +1,116 @@
+//! The Lua scripts: one per transition. Each changes the job record, the queue structures
+//! and the batch counters in one atomic step. Keys are built inside from the namespace
+//! prefix (all share one hash tag, so they live in one Cluster slot). Every script starts
+//! with the same prelude: the state tables generated from [`JobState`], the job-id format,
+//! money helpers, slot wake-ups and the admission functions.
+
+mod admission;
+mod lifecycle;
+
+use crate::job::{JobState, JOB_ID_LUA_FORMAT};
+use admission::*;
+use lifecycle::*;
+use redis::Script;
+
+/// Money in the scripts: amounts are stored as exact decimal USD strings (see
+/// [`crate::money::Usd`]) and added as integer nano-dollars, never as floats.
+const MONEY_LUA: &str = r#"
+local function nanos(s)
+  if not s or s == '' then return 0 end
+  return math.floor(tonumber(s) * 1e9 + 0.5)
+end
+local function usd(n)
+  return string.format('%d.%09d', math.floor(n / 1e9), n % 1e9)
+end
+"#;
+
+/// Shared Lua: states that hold a provider slot, and waking jobs that wait for one.
+const SLOTS_LUA: &str = r#"
+-- Moves up to n jobs that still wait on `list` to the ready list (n = 0: all of them).
+-- A job waits while its record says `waiting_on = list`; entries of jobs that moved on
+-- (their safety net fired, they were cancelled or finished) are dropped, so a wake-up is
+-- never spent on them.
+local function wake_list(p, list, n)
+  local woken, seen = 0, 0
+  while (n == 0 or woken < n) and seen < 10000 do
+    local w = redis.call('LPOP', p .. list)
+    if not w then return woken end
+    seen = seen + 1
+    local wkey = p .. 'job:' .. w
+    if redis.call('HGET', wkey, 'waiting_on') == list then
+      redis.call('HDEL', wkey, 'waiting_on')
+      redis.call('ZREM', p .. 'parked', w)
+      redis.call('RPUSH', p .. 'ready', w)
+      woken = woken + 1
+    end
+  end
+  return woken
+end
+local function wake(p, prov, n)
+  wake_list(p, 'waiting:' .. prov, n)
+end
+-- Gives back a job's budget reservation (it will not be billed) and wakes a job that
+-- waited for budget.
+local function release_budget(p, jkey, bid)
+  local r = redis.call('HGET', jkey, 'cost_reserved')
+  if not r or not bid then return end
+  local bkey = p .. 'batch:' .. bid
+  local left = nanos(redis.call('HGET', bkey, 'cost_committed')) - nanos(r)
+  redis.call('HSET', bkey, 'cost_committed', usd(math.max(left, 0)))
+  redis.call('HDEL', jkey, 'cost_reserved')
+  wake_list(p, 'budget:' .. bid, 1)
+end
+"#;
+
+/// The compiled scripts (EVALSHA with a fallback to EVAL after a Redis restart).
+#[derive(Debug)]
+pub struct Scripts {
+    pub enqueue: Script,
+    pub claim: Script,
+    pub renew: Script,
+    pub transition: Script,
+    pub sweep: Script,
+    pub admin_move: Script,
+    pub cooldown: Script,
+    pub resume: Script,
+    pub poke: Script,
+    pub set_budget: Script,
+    pub purge: Script,
+    pub gate_submit: Script,
+    pub gate_poll: Script,
+}
+
+/// The prelude every script starts with.
+fn prelude() -> String {
+    let states = JobState::lua_prelude();
+    let ids = format!("local JOB_ID_FORMAT = '{JOB_ID_LUA_FORMAT}'\n");
+    format!("{states}{ids}{MONEY_LUA}\n{SLOTS_LUA}\n{ADMISSION_LUA}")
+}
+
+impl Scripts {
+    pub fn new() -> Self {
+        let prelude = prelude();
+        let s = |body: &str| Script::new(&format!("{prelude}\n{body}"));
+        Scripts {
+            enqueue: s(ENQUEUE),
+            claim: s(CLAIM),
+            renew: s(RENEW),
+            transition: s(TRANSITION),
+            sweep: s(SWEEP),
+            admin_move: s(ADMIN_MOVE),
+            cooldown: s(COOLDOWN),
+            resume: s(RESUME),
+            poke: s(POKE),
+            set_budget: s(SET_BUDGET),
+            purge: s(PURGE),
+            gate_submit: s(GATE_SUBMIT),
+            gate_poll: s(GATE_POLL),
+        }
+    }
+}
+
+impl Default for Scripts {
+    fn default() -> Self {
+        Self::new()
+    }
+}
