@@ -1,0 +1,48 @@
+//! Key names: every Redis key of a namespace, built in one place.
+
+/// Key names for one namespace. All share the hash tag `{restyle:<ns>}`.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(namespace: &str) -> Self {
+        Keys {
+            prefix: format!("{{restyle:{namespace}}}:"),
+        }
+    }
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+    pub fn ready(&self) -> String {
+        format!("{}ready", self.prefix)
+    }
+    pub fn parked(&self) -> String {
+        format!("{}parked", self.prefix)
+    }
+    pub fn leases(&self) -> String {
+        format!("{}leases", self.prefix)
+    }
+    pub fn dead(&self) -> String {
+        format!("{}dead", self.prefix)
+    }
+    pub fn orphans(&self) -> String {
+        format!("{}orphans", self.prefix)
+    }
+    pub fn stats(&self) -> String {
+        format!("{}stats", self.prefix)
+    }
+    pub fn batches(&self) -> String {
+        format!("{}batches", self.prefix)
+    }
+    pub fn job(&self, id: &str) -> String {
+        format!("{}job:{id}", self.prefix)
+    }
+    pub fn batch(&self, id: &str) -> String {
+        format!("{}batch:{id}", self.prefix)
+    }
+    pub fn pause(&self, provider: &str) -> String {
+        format!("{}pause:{provider}", self.prefix)
+    }
+}

@@ -1,0 +1,217 @@
+//! The job lifecycle on the queue: enqueue a batch, claim, renew and sweep leases, apply
+//! a transition under a lease, and operator moves. One script call each (see `scripts`).
+
+use super::conn::Conn;
+use super::{
+    now_ms, After, BatchExtras, Claim, Owner, Queue, QueueError, SlotCtx, Transition, Transitioned,
+    WaitList,
+};
+use crate::job::{JobRecord, JobState};
+use crate::money::Usd;
+
+impl Queue {
+    /// Enqueues a batch: the batch hash once, and each job that does not exist yet, in one
+    /// MULTI/EXEC of chunked script calls (a round trip per batch, not per job).
+    /// Returns how many jobs were added (0 when the batch was enqueued before).
+    pub async fn enqueue_batch(
+        &self,
+        batch_id: &str,
+        spec_json: &str,
+        digest: &str,
+        extras: &BatchExtras,
+        jobs: &[(String, String)],
+    ) -> Result<u64, QueueError> {
+        let max_cost = extras.max_cost.map(Usd::to_wire).unwrap_or_default();
+        let on_done = if extras.on_done { "1" } else { "" };
+        let (max_cost, on_done) = (max_cost.as_str(), on_done);
+        const CHUNK: usize = 1000;
+        let now = now_ms();
+        let total = jobs.len();
+        let chunks: Vec<&[(String, String)]> = if jobs.is_empty() {
+            vec![&[]]
+        } else {
+            jobs.chunks(CHUNK).collect()
+        };
+        let chunk_args: Vec<Vec<Vec<u8>>> = chunks
+            .iter()
+            .map(|chunk| {
+                let mut a = args![batch_id, spec_json, total, now, digest, max_cost, on_done];
+                for (id, payload) in *chunk {
+                    a.extend(args![id, payload]);
+                }
+                a
+            })
+            .collect();
+        let results: Vec<i64> = if matches!(self.conn, Conn::Cluster(_)) {
+            // A cluster takes no MULTI across script loads: one atomic script call per
+            // chunk (a re-run enqueue fills in whatever a crash left out).
+            let mut out = Vec::new();
+            for a in &chunk_args {
+                out.push(self.eval(&self.scripts.enqueue, a).await?);
+            }
+            out
+        } else {
+            let chunk_args = &chunk_args;
+            self.retry(|mut c| async move {
+                let mut pipe = redis::pipe();
+                pipe.atomic();
+                for a in chunk_args {
+                    let mut inv = redis::cmd("EVALSHA");
+                    inv.arg(self.scripts.enqueue.get_hash())
+                        .arg(1)
+                        .arg(self.keys.ready())
+                        .arg(self.keys.prefix());
+                    for arg in a {
+                        inv.arg(arg.as_slice());
+                    }
+                    pipe.add_command(inv);
+                }
+                // EVALSHA inside MULTI cannot fall back to EVAL: load first (cheap).
+                self.scripts.enqueue.load_async(&mut c).await?;
+                pipe.query_async::<Vec<i64>>(&mut c).await
+            })
+            .await?
+        };
+        if results.contains(&-1) {
+            return Err(QueueError::BatchConflict(batch_id.to_string()));
+        }
+        Ok(results.iter().map(|&n| n.max(0) as u64).sum())
+    }
+
+    /// Claims up to `max` jobs for `worker` (promoting due parked jobs first).
+    pub async fn claim(&self, worker: &str, max: usize) -> Result<Vec<Claim>, QueueError> {
+        let raw: Vec<Vec<String>> = self
+            .retry(|mut c| async move {
+                let now = now_ms();
+                self.scripts
+                    .claim
+                    .key(self.keys.ready())
+                    .arg(self.keys.prefix())
+                    .arg(now)
+                    .arg(now + self.settings.lease.as_millis() as u64)
+                    .arg(worker)
+                    .arg(max)
+                    .arg(self.settings.promote_chunk)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(raw
+            .into_iter()
+            .filter_map(|mut row| {
+                if row.len() < 2 {
+                    return None;
+                }
+                let rest = row.split_off(2);
+                let token = row.pop()?;
+                let job_id = row.pop()?;
+                Some(Claim {
+                    record: JobRecord::from_pairs(&job_id, rest),
+                    job_id,
+                    token,
+                })
+            })
+            .collect())
+    }
+
+    /// Renews the given leases; returns the ids whose lease was lost.
+    pub async fn renew(&self, held: &[(String, String)]) -> Result<Vec<String>, QueueError> {
+        if held.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut a = args![now_ms() + self.settings.lease.as_millis() as u64];
+        for (id, tok) in held {
+            a.extend(args![id, tok]);
+        }
+        self.eval(&self.scripts.renew, &a).await
+    }
+
+    /// Returns expired leases to the ready list; the count recovered.
+    pub async fn sweep(&self) -> Result<u64, QueueError> {
+        let a = args![now_ms(), self.settings.sweep_chunk];
+        self.eval(&self.scripts.sweep, &a).await
+    }
+
+    /// Applies one transition under the owner's lease token (see the TRANSITION script),
+    /// keeping the job's provider slot right when `slot` is given. `nonce` must be unique
+    /// per call for this claim; a retried call is recognised by it.
+    pub async fn apply(
+        &self,
+        owner: Owner<'_>,
+        nonce: &str,
+        tx: &Transition,
+        slot: Option<&SlotCtx>,
+    ) -> Result<Transitioned, QueueError> {
+        let mut list = String::new();
+        let (mode, at) = match &tx.after {
+            After::Keep => ("keep", now_ms() + self.settings.lease.as_millis() as u64),
+            After::ParkUntil(t) => ("park", *t),
+            After::Release => ("release", 0),
+            After::Done => ("done", 0),
+            After::Wait(w, t) => {
+                list = match w {
+                    WaitList::Slot(p) => format!("waiting:{p}"),
+                    WaitList::Pause(p) => format!("paused:{p}"),
+                    WaitList::Budget(b) => format!("budget:{b}"),
+                };
+                ("wait", *t)
+            }
+        };
+        let (prov, cap, ttl) = match slot {
+            Some(s) => (s.provider.as_str(), s.cap, s.ttl_ms),
+            None => ("", 0, 0),
+        };
+        let new_state = tx.to.map_or("", JobState::as_str);
+        let mut a = args![
+            owner.job_id,
+            owner.token,
+            nonce,
+            new_state,
+            mode,
+            at,
+            now_ms(),
+            prov,
+            cap,
+            ttl,
+            list
+        ];
+        for (k, v) in &tx.fields {
+            a.extend(args![k.as_str(), v.as_str()]);
+        }
+        let reply: (String, redis::Value) = self.eval(&self.scripts.transition, &a).await?;
+        Ok(match reply {
+            (s, v) if s == "ok" => Transitioned::Ok {
+                batch_finished: matches!(v, redis::Value::Int(1)),
+            },
+            (_, v) => Transitioned::Lost {
+                state: redis::from_redis_value::<String>(v)
+                    .ok()
+                    .and_then(|s| JobState::parse(&s)),
+            },
+        })
+    }
+
+    /// Moves the given jobs to `to` when their state is one of `from` (operator commands).
+    /// Returns the ids moved.
+    pub async fn admin_move(
+        &self,
+        ids: &[String],
+        from: &[JobState],
+        to: JobState,
+        reason: &str,
+    ) -> Result<Vec<String>, QueueError> {
+        let allowed: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+        let allowed = allowed.join(",");
+        let to = to.as_str();
+        let mut moved = Vec::new();
+        for chunk in ids.chunks(1000) {
+            let mut a = args![now_ms(), to, reason, allowed.as_str()];
+            for id in chunk {
+                a.extend(args![id]);
+            }
+            let part: Vec<String> = self.eval(&self.scripts.admin_move, &a).await?;
+            moved.extend(part);
+        }
+        Ok(moved)
+    }
+}
