@@ -13,7 +13,8 @@
 //! - [`admission`]: fleet-wide request rate, 429 cool-down and in-flight cap per provider.
 //! - [`upstream`]: the provider trait, error classes, the poll schedule; one file per provider.
 //! - [`sink`]: results: JSONL file and downloaded outputs.
-//! - [`sim`]: the simulator, a real HTTP peer speaking each provider's protocol.
+//! - [`sim`]: the simulator (the `restyle-sim` crate), a real HTTP peer speaking each
+//!   provider's protocol.
 //! - [`status`]: the one place that renders tables and progress; [`report`] the
 //!   HTML contact sheet; [`export`] results as JSONL or CSV.
 //! - [`config`], [`telemetry`], [`metrics`], [`cli`], [`demo`]: settings, logs, metrics
@@ -38,9 +39,12 @@ pub mod producer;
 pub mod queue;
 pub mod report;
 pub mod shutdown;
-pub mod sim;
 pub mod sink;
 pub mod status;
 pub mod telemetry;
 pub mod upstream;
 pub mod worker;
+
+/// The provider simulator: its own crate (`restyle-sim`, in `sim/`), which shares no code
+/// with the clients in [`upstream`].
+pub use restyle_sim as sim;

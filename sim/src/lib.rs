@@ -1,14 +1,22 @@
-//! The simulator: a real HTTP peer speaking each provider's protocol (aimlapi, Oxen, fal,
-//! Kling), with failure knobs and counters. Public API, the router, spawning/serving it.
+//! The provider simulator: a real HTTP peer speaking each provider's protocol (aimlapi,
+//! Oxen, fal, Kling), with failure knobs and counters, for restyle's demo, tests and
+//! benchmarks. It shares no code with the clients it talks to: its model names, its
+//! validation and its Kling JWT check are its own, from the providers' documentation.
+//!
+//! This file: the public API, the router, the `/sim/*` control endpoints, spawning and
+//! serving. Each protocol has its module (its routes, wire formats and own state); every
+//! API request passes the one `gate` (credential, rate, injected fault, validation);
+//! the shared core of generations, the knobs and the counters live in `state`.
 
 mod aimlapi;
 mod fal;
+mod gate;
 mod kling;
 mod limits;
 mod media;
+mod model;
 mod oxen;
 mod state;
-mod validate;
 
 #[cfg(test)]
 mod limit_tests;
@@ -31,10 +39,7 @@ use tokio::sync::oneshot;
 /// All routes: the aimlapi protocol, output files, and the `/sim/*` control endpoints.
 pub fn router(state: SimState) -> Router {
     Router::new()
-        .route(
-            aimlapi::GENERATIONS_PATH,
-            get(aimlapi::poll).post(aimlapi::submit),
-        )
+        .merge(aimlapi::routes())
         .merge(oxen::routes())
         .merge(fal::routes())
         .merge(kling::routes())

@@ -1,5 +1,6 @@
-//! Output media: the bytes of each generation's MP4 and the CDN-like route serving them
-//! (`/sim/files/{token}.mp4`, byte ranges, 403 after the output TTL).
+//! Output media: the bytes of each generation's MP4, the URLs every protocol hands out for
+//! them, and the CDN-like route serving them (`/sim/files/{token}.mp4`, byte ranges, 403
+//! after the output TTL).
 
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -8,10 +9,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use std::time::Instant;
 
-use super::state::{SimState, View};
+use crate::state::{SimState, View};
 
 /// A real, playable 1 s 160x90 H.264 MP4 (made once with ffmpeg's test source).
-const SAMPLE_MP4: &[u8] = include_bytes!("../../assets/sample.mp4");
+const SAMPLE_MP4: &[u8] = include_bytes!("../assets/sample.mp4");
 
 /// The exact bytes served as the output of `generation_id`: the sample MP4 followed by a
 /// `free` box holding the id, so every output differs and still plays.
@@ -27,8 +28,26 @@ pub fn output_bytes(generation_id: &str) -> Vec<u8> {
 }
 
 /// The URL-safe file token for a generation id.
-pub(crate) fn token_for(generation_id: &str) -> String {
+fn token_for(generation_id: &str) -> String {
     URL_SAFE_NO_PAD.encode(generation_id)
+}
+
+/// `http://<Host>` as the client addressed us (else the bound address), so that output
+/// URLs work whatever address the simulator is reached at.
+pub(crate) fn base_url(state: &SimState, headers: &HeaderMap) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .filter(|h| !h.is_empty())
+        .map(str::to_owned)
+        .or_else(|| state.lock().bound.map(|a| a.to_string()))
+        .unwrap_or_else(|| "127.0.0.1".to_owned());
+    format!("http://{host}")
+}
+
+/// The URL of a generation's output under `base` (see [`base_url`]).
+pub(crate) fn output_url(base: &str, generation_id: &str) -> String {
+    format!("{base}/sim/files/{}.mp4", token_for(generation_id))
 }
 
 fn id_from_token(token: &str) -> Option<String> {

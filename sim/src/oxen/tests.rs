@@ -1,6 +1,6 @@
 //! Tests of the simulated Oxen queue and SSE stream over real HTTP.
 
-use crate::sim::{spawn, Knobs, SimHandle};
+use crate::{output_bytes, spawn, Knobs, SimHandle};
 use futures::StreamExt;
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
@@ -103,7 +103,7 @@ async fn enqueue_poll_and_download_follow_the_documented_shapes() {
     assert!(done["started_at"].as_u64().is_some());
     let url = done["result_url"].as_str().unwrap();
     let bytes = reqwest::get(url).await.unwrap().bytes().await.unwrap();
-    assert_eq!(bytes.as_ref(), crate::sim::output_bytes(&id).as_slice());
+    assert_eq!(bytes.as_ref(), output_bytes(&id).as_slice());
     let list = |q: &'static str| {
         Client::new()
             .get(format!("{}/api/ai/queue{q}", sim.base_url()))

@@ -1,4 +1,4 @@
-//! Oxen's SSE completion events in the simulator (`GET /api/events`). Generation state is
+//! Oxen's SSE completion events (`GET /api/events`). Generation state is
 //! derived lazily from the clock, so each subscriber's stream ticks every 25 ms: it settles
 //! the open generations into a shared journal of completions and sends the ones of its
 //! own user that happened after it connected. No replay, no event for a cancelled
@@ -14,9 +14,11 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::convert::Infallible;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{authorize, base_url, failure_message, output_url, unauthorized, unix_of, unix_secs};
-use super::{MODEL, PROVIDER};
-use crate::sim::state::{Inner, SimState, View};
+use super::state::failure_message;
+use super::{unix_of, unix_secs, Oxen, MODEL};
+use crate::gate::{self, Protocol};
+use crate::media::{base_url, output_url};
+use crate::state::{Inner, SimState, View};
 
 /// How often a subscriber looks for completions.
 const TICK: Duration = Duration::from_millis(25);
@@ -162,11 +164,11 @@ impl Subscription {
         let mut out = Vec::new();
         for c in mine {
             if inner.chance(rate) {
-                inner.counters(PROVIDER).events_dropped += 1;
+                inner.counters(Oxen::NAME).events_dropped += 1;
                 tracing::debug!(generation_id = %c.id, "sim: oxen completion event dropped");
                 continue;
             }
-            inner.counters(PROVIDER).events_sent += 1;
+            inner.counters(Oxen::NAME).events_sent += 1;
             out.push(self.event(&c));
         }
         out
@@ -204,8 +206,9 @@ impl Drop for Subscription {
 
 /// `GET /api/events`: the caller's completion events from now on.
 pub(super) async fn subscribe(State(state): State<SimState>, headers: HeaderMap) -> Response {
-    let Some(key) = authorize(&state, &headers) else {
-        return unauthorized();
+    let key = match gate::authenticate::<Oxen>(&state, &headers) {
+        Ok(key) => key,
+        Err(resp) => return *resp,
     };
     let base = base_url(&state, &headers);
     let id = {

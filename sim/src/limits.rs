@@ -6,20 +6,22 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use super::state::{Knobs, SimState};
+use crate::state::{Knobs, SimState};
 
 /// Entries kept by the request log; older ones are dropped first.
 pub(crate) const REQUEST_LOG_CAP: usize = 100_000;
 /// Seconds kept by the per-second request counters.
 pub(crate) const PER_SECOND_WINDOW: u64 = 3600;
 
-/// Which API endpoint a logged request hit.
+/// Which kind of API request a logged request was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RequestKind {
-    /// `POST /v2/video/generations`.
+    /// A submit: `POST /v2/video/generations` (aimlapi), Oxen's enqueue, a fal submit or a
+    /// Kling create.
     Submit,
-    /// `GET /v2/video/generations`.
+    /// A poll: `GET /v2/video/generations` (aimlapi), an Oxen row, a fal status, result
+    /// or cancel, a Kling query.
     Poll,
 }
 

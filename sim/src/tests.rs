@@ -453,7 +453,7 @@ fn seeded_rates_are_reproducible() {
             ..Knobs::default()
         });
         let new = state::NewGeneration {
-            model: crate::model::ModelKind::Edit,
+            model: crate::model::Model::Edit,
             prompt: "p".into(),
             refs: 0,
             duration: None,
@@ -476,7 +476,7 @@ fn cancel_stops_a_generation_and_frees_its_key_slot() {
     let mut inner = state.lock();
     let now = Instant::now();
     let new = super::state::NewGeneration {
-        model: crate::model::ModelKind::Edit,
+        model: crate::model::Model::Edit,
         prompt: "p".into(),
         refs: 0,
         duration: None,

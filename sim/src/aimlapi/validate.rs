@@ -3,8 +3,8 @@
 
 use serde_json::{Map, Value};
 
-use super::state::NewGeneration;
-use crate::model::ModelKind;
+use crate::model::Model;
+use crate::state::NewGeneration;
 
 const MAX_PROMPT: usize = 2500;
 const COMMON_KEYS: &[&str] = &[
@@ -21,7 +21,7 @@ const ASPECT_RATIOS: &[&str] = &["16:9", "9:16", "1:1"];
 const PROVIDERS: &[&str] = &["kling", "klingai", "fal", "auto"];
 
 /// Validates a submit body. `Err` holds one detail line per problem.
-pub(crate) fn validate(body: &[u8]) -> Result<NewGeneration, Vec<String>> {
+pub(super) fn validate(body: &[u8]) -> Result<NewGeneration, Vec<String>> {
     let value: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => return Err(vec![format!("Malformed JSON body: {e}")]),
@@ -35,16 +35,13 @@ pub(crate) fn validate(body: &[u8]) -> Result<NewGeneration, Vec<String>> {
     let mut errs = Vec::new();
     let model = match obj.get("model") {
         None => return Err(vec!["model: Required".to_owned()]),
-        Some(Value::String(s)) => [ModelKind::Edit, ModelKind::Reference]
-            .into_iter()
-            .find(|m| m.aimlapi_id() == s)
-            .ok_or_else(|| {
-                vec![format!(
-                    "model: Invalid enum value. Expected '{}' | '{}', received '{s}'",
-                    ModelKind::Edit.aimlapi_id(),
-                    ModelKind::Reference.aimlapi_id()
-                )]
-            })?,
+        Some(Value::String(s)) => Model::from_aimlapi_id(s).ok_or_else(|| {
+            vec![format!(
+                "model: Invalid enum value. Expected '{}' | '{}', received '{s}'",
+                Model::Edit.aimlapi_id(),
+                Model::Reference.aimlapi_id()
+            )]
+        })?,
         Some(other) => {
             return Err(vec![format!(
                 "model: Expected string, received {}",
@@ -57,7 +54,7 @@ pub(crate) fn validate(body: &[u8]) -> Result<NewGeneration, Vec<String>> {
         .keys()
         .filter(|k| {
             let allowed = COMMON_KEYS.contains(&k.as_str())
-                || (model == ModelKind::Reference && REFERENCE_KEYS.contains(&k.as_str()));
+                || (model == Model::Reference && REFERENCE_KEYS.contains(&k.as_str()));
             !allowed
         })
         .map(|k| format!("'{k}'"))
@@ -101,8 +98,8 @@ pub(crate) fn validate(body: &[u8]) -> Result<NewGeneration, Vec<String>> {
     }
 
     let max_images = match model {
-        ModelKind::Edit => 7,
-        ModelKind::Reference => 4,
+        Model::Edit => 7,
+        Model::Reference => 4,
     };
     let images = check_array(
         &obj,
@@ -136,7 +133,7 @@ pub(crate) fn validate(body: &[u8]) -> Result<NewGeneration, Vec<String>> {
     }
 
     let mut duration = None;
-    if model == ModelKind::Reference {
+    if model == Model::Reference {
         match obj.get("aspect_ratio") {
             None => {}
             Some(Value::String(s)) if ASPECT_RATIOS.contains(&s.as_str()) => {}

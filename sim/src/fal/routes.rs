@@ -1,0 +1,201 @@
+//! fal's endpoints, each behind the gate: the submit (schema, then held or created), the
+//! status (202 `IN_QUEUE`/`IN_PROGRESS`, 200 `COMPLETED`, optional logs), the result
+//! fetch (the model's answer or its 422) and the best-effort cancel.
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+use std::time::{Instant, SystemTime};
+
+use super::schema::{check, fal_detail};
+use super::state::{accept, is_held, phase, withdraw, Phase};
+use super::{detail, urls, Fal};
+use crate::gate::{self, Call, Fault, Protocol};
+use crate::media::{base_url, output_bytes, output_url};
+use crate::model::Model;
+use crate::state::{Inner, SimState, View};
+
+/// `POST /fal-ai/kling-video/o1/[standard/]video-to-video/{edit,reference}`.
+pub(super) async fn submit(
+    State(state): State<SimState>,
+    headers: HeaderMap,
+    body: Bytes,
+    model: Model,
+) -> Response {
+    gate::serve::<Fal, _>(
+        &state,
+        &headers,
+        Call::SUBMIT,
+        || {
+            check(&body, model).map_err(|issues| {
+                Box::new(detail(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    Value::Array(issues),
+                ))
+            })
+        },
+        |key, (new, video)| {
+            let base = base_url(&state, &headers);
+            // fal has no client key: the same prompt on the same video is the same job.
+            let dedupe = format!("{}\u{0}{}\u{0}{video}", model.fal_endpoint(), new.prompt);
+            let mut guard = state.lock();
+            let inner = &mut *guard;
+            let (id, position) = accept(inner, key, new, dedupe, Instant::now());
+            let lost_rate = inner.knobs.submit_lost_response_rate;
+            if inner.chance(lost_rate) {
+                return server_error(inner, StatusCode::GATEWAY_TIMEOUT);
+            }
+            let mut body = urls(&base, &id);
+            body["status"] = json!("IN_QUEUE");
+            body["queue_position"] = json!(position);
+            let mut resp = Json(body).into_response();
+            if let Ok(v) = HeaderValue::from_str(&id) {
+                resp.headers_mut().insert("x-fal-request-id", v);
+            }
+            resp
+        },
+    )
+}
+
+/// A server error after the gate (a lost response, a result fetch timing out), counted.
+fn server_error(inner: &mut Inner, status: StatusCode) -> Response {
+    inner.count_refused(Fal::NAME, status);
+    Fal::refuse(Fault::Server(status))
+}
+
+/// `GET {status_url}[?logs=1]`: 202 while queued or running, 200 once COMPLETED.
+pub(super) async fn status(
+    State(state): State<SimState>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    gate::serve::<Fal, _>(
+        &state,
+        &headers,
+        Call::POLL,
+        || Ok(()),
+        |_key, ()| {
+            let base = base_url(&state, &headers);
+            status_body(&mut state.lock(), &id, &base, query.as_deref())
+        },
+    )
+}
+
+fn status_body(inner: &mut Inner, id: &str, base: &str, query: Option<&str>) -> Response {
+    let Some(phase) = phase(inner, id, Instant::now()) else {
+        return detail(StatusCode::NOT_FOUND, json!("Request not found"));
+    };
+    let logs = query.is_some_and(|q| q.split('&').any(|p| p == "logs=1" || p == "logs=true"));
+    let mut body = urls(base, id);
+    let (code, word, line) = match phase {
+        Phase::Queued(position) => {
+            body["queue_position"] = json!(position);
+            (StatusCode::ACCEPTED, "IN_QUEUE", None)
+        }
+        Phase::Running => (
+            StatusCode::ACCEPTED,
+            "IN_PROGRESS",
+            Some("Generating video"),
+        ),
+        Phase::Done(_) => (StatusCode::OK, "COMPLETED", Some("Request finished")),
+    };
+    body["status"] = json!(word);
+    if logs {
+        let ts = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        body["logs"] = json!(line
+            .map(|m| vec![
+                json!({"message": m, "level": "INFO", "source": "USER", "timestamp": ts})
+            ])
+            .unwrap_or_default());
+    }
+    (code, Json(body)).into_response()
+}
+
+/// `GET {response_url}`: the model's own answer once COMPLETED.
+pub(super) async fn result(
+    State(state): State<SimState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    gate::serve::<Fal, _>(
+        &state,
+        &headers,
+        Call::RESULT,
+        || Ok(()),
+        |_key, ()| {
+            let base = base_url(&state, &headers);
+            result_body(&mut state.lock(), &id, &base)
+        },
+    )
+}
+
+fn result_body(inner: &mut Inner, id: &str, base: &str) -> Response {
+    let view = match phase(inner, id, Instant::now()) {
+        None => return detail(StatusCode::NOT_FOUND, json!("Request not found")),
+        // ASSUMPTION: fal answers 400 for a result asked for too early.
+        Some(Phase::Queued(_) | Phase::Running) => {
+            return detail(
+                StatusCode::BAD_REQUEST,
+                json!("Request is still in progress"),
+            )
+        }
+        Some(Phase::Done(view)) => view,
+    };
+    match view {
+        Some(View::Completed { .. }) => {
+            let rate = inner.knobs.result_504_rate;
+            if inner.chance(rate) {
+                return server_error(inner, StatusCode::GATEWAY_TIMEOUT);
+            }
+            let video = json!({
+                "url": output_url(base, id),
+                "content_type": "video/mp4",
+                "file_name": "output.mp4",
+                "file_size": output_bytes(id).len(),
+            });
+            Json(json!({ "video": video })).into_response()
+        }
+        Some(View::Failed(body)) => detail(StatusCode::UNPROCESSABLE_ENTITY, fal_detail(&body)),
+        // ASSUMPTION: a cancelled request's result is a 400 with a plain-string detail.
+        _ => detail(StatusCode::BAD_REQUEST, json!("Request was cancelled")),
+    }
+}
+
+/// `PUT {cancel_url}`: removes a queued request; a running one is only signalled (the
+/// Kling app keeps going, ASSUMPTION), so it may still complete.
+pub(super) async fn cancel(
+    State(state): State<SimState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    gate::serve::<Fal, _>(
+        &state,
+        &headers,
+        Call::CANCEL,
+        || Ok(()),
+        |_key, ()| cancel_body(&mut state.lock(), &id),
+    )
+}
+
+fn cancel_body(inner: &mut Inner, id: &str) -> Response {
+    let now = Instant::now();
+    let answer =
+        |code: StatusCode, word: &str| (code, Json(json!({"status": word}))).into_response();
+    let requested = || answer(StatusCode::ACCEPTED, "CANCELLATION_REQUESTED");
+    match phase(inner, id, now) {
+        None => answer(StatusCode::NOT_FOUND, "NOT_FOUND"),
+        Some(Phase::Done(None)) => requested(),
+        Some(Phase::Queued(_)) if is_held(&inner.fal, id) => {
+            withdraw(&mut inner.fal, id);
+            requested()
+        }
+        Some(_) => match inner.cancel(id, false, now) {
+            Some(View::Cancelled | View::Generating) => requested(),
+            _ => answer(StatusCode::BAD_REQUEST, "ALREADY_COMPLETED"),
+        },
+    }
+}

@@ -1,0 +1,142 @@
+//! The knobs: every latency, failure rate and limit the simulator applies, replaceable at
+//! runtime (`PUT /sim/knobs`, [`crate::SimHandle::set_knobs`]), and their checks.
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Behaviour of the simulator: latencies and failure injection. Replaceable at runtime.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Knobs {
+    /// Accepted keys (Bearer for aimlapi and Oxen, `Key` for fal; for Kling `AK:SK`
+    /// pairs whose JWTs are verified). Empty: any non-empty key, and any unexpired Kling
+    /// JWT without a signature check.
+    pub api_keys: Vec<String>,
+    /// Seeds the RNG behind every rate and every generation id; `None` uses the thread RNG.
+    pub seed: Option<u64>,
+    /// Multiplies every generation latency (0.01 turns 200 s into 2 s).
+    pub time_scale: f64,
+    /// Shortest generation time, before `time_scale`.
+    #[serde(with = "humantime_serde")]
+    pub latency_min: Duration,
+    /// Longest generation time, before `time_scale`.
+    #[serde(with = "humantime_serde")]
+    pub latency_max: Duration,
+    /// Probability a submit gets 429 (nothing created).
+    pub submit_429_rate: f64,
+    /// Probability a submit gets 503 `Service unavailable` (nothing created).
+    pub submit_5xx_rate: f64,
+    /// Probability a submit creates the generation but answers 504 `Generation timeout`,
+    /// as if the response had been lost on the way back.
+    pub submit_lost_response_rate: f64,
+    /// When true every submit gets 403 "You've run out of credits" (nothing created).
+    pub no_credits: bool,
+    /// Probability a poll gets 429.
+    pub poll_429_rate: f64,
+    /// Probability a poll gets 500, 502 or 503.
+    pub poll_5xx_rate: f64,
+    /// When set, every 429 carries `Retry-After` with this many seconds.
+    pub retry_after_secs: Option<u64>,
+    /// Probability a new generation stays `generating` forever.
+    pub stuck_rate: f64,
+    /// Probability a new generation ends with `status: "error"`.
+    pub error_rate: f64,
+    /// A prompt containing this substring gets stuck.
+    pub stuck_prompts_containing: Option<String>,
+    /// A prompt containing this substring ends with `status: "error"`.
+    pub fail_prompts_containing: Option<String>,
+    /// Output URLs answer 403 once this long has passed since completion (not time-scaled).
+    #[serde(with = "humantime_serde")]
+    pub output_ttl: Option<Duration>,
+    /// Oxen: probability a completion event is not sent on the SSE stream.
+    pub drop_events_rate: f64,
+    /// fal: probability a result fetch of a COMPLETED request answers 504 (a later fetch
+    /// succeeds).
+    pub result_504_rate: f64,
+    /// Requests per second allowed per API key (submits and polls); `None` = unlimited.
+    pub rate_limit: Option<f64>,
+    /// Token-bucket capacity per key; `None` = `max(1, ceil(rate_limit))`.
+    pub rate_burst: Option<u32>,
+    /// Generations per API key created and not yet terminal (stuck ones count) beyond
+    /// which a submit gets 429; `None` = unlimited.
+    pub max_in_flight: Option<u32>,
+}
+
+impl Default for Knobs {
+    fn default() -> Self {
+        Knobs {
+            api_keys: Vec::new(),
+            seed: None,
+            time_scale: 1.0,
+            latency_min: Duration::from_secs(200),
+            latency_max: Duration::from_secs(240),
+            submit_429_rate: 0.0,
+            submit_5xx_rate: 0.0,
+            submit_lost_response_rate: 0.0,
+            no_credits: false,
+            poll_429_rate: 0.0,
+            poll_5xx_rate: 0.0,
+            retry_after_secs: None,
+            stuck_rate: 0.0,
+            error_rate: 0.0,
+            stuck_prompts_containing: None,
+            fail_prompts_containing: None,
+            output_ttl: None,
+            drop_events_rate: 0.0,
+            result_504_rate: 0.0,
+            rate_limit: None,
+            rate_burst: None,
+            max_in_flight: None,
+        }
+    }
+}
+
+impl Knobs {
+    /// The token-bucket capacity in force, or `None` when there is no rate limit.
+    pub fn effective_burst(&self) -> Option<u32> {
+        let rate = self.rate_limit?;
+        Some(self.rate_burst.unwrap_or_else(|| {
+            // Saturating float-to-int cast; `check` rejects non-finite rates.
+            (rate.ceil() as u32).max(1)
+        }))
+    }
+
+    /// Rejects rates outside 0..=1, a negative or non-finite time scale, a rate limit that
+    /// is not a positive number, and a burst or in-flight cap of 0.
+    pub fn check(&self) -> Result<(), String> {
+        let rates = [
+            ("submit_429_rate", self.submit_429_rate),
+            ("submit_5xx_rate", self.submit_5xx_rate),
+            ("submit_lost_response_rate", self.submit_lost_response_rate),
+            ("poll_429_rate", self.poll_429_rate),
+            ("poll_5xx_rate", self.poll_5xx_rate),
+            ("stuck_rate", self.stuck_rate),
+            ("error_rate", self.error_rate),
+            ("drop_events_rate", self.drop_events_rate),
+            ("result_504_rate", self.result_504_rate),
+        ];
+        for (name, rate) in rates {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(format!("{name} must be within 0..=1, got {rate}"));
+            }
+        }
+        if !self.time_scale.is_finite() || self.time_scale < 0.0 {
+            return Err(format!(
+                "time_scale must be finite and >= 0, got {}",
+                self.time_scale
+            ));
+        }
+        if let Some(rate) = self.rate_limit {
+            if !rate.is_finite() || rate <= 0.0 {
+                return Err(format!("rate_limit must be finite and > 0, got {rate}"));
+            }
+        }
+        if self.rate_burst == Some(0) {
+            return Err("rate_burst must be >= 1".to_owned());
+        }
+        if self.max_in_flight == Some(0) {
+            return Err("max_in_flight must be >= 1".to_owned());
+        }
+        Ok(())
+    }
+}

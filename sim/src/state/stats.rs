@@ -1,0 +1,72 @@
+//! The counters a simulator keeps since start (`GET /sim/stats`), in all and per provider
+//! protocol.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Counters since start. `in_flight` and the generation totals follow the clock.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SimStats {
+    /// Generations created (every accepted submit, including lost responses).
+    pub submissions_total: u64,
+    /// Created generations whose valid client request id had already created one.
+    pub duplicate_submissions: u64,
+    /// Authorized poll requests, whatever they were answered.
+    pub polls_total: u64,
+    /// Complete (200) output downloads.
+    pub downloads_total: u64,
+    /// 429 responses served (injected, per-key rate limit, per-key concurrency cap).
+    pub rate_limited_total: u64,
+    /// Submits answered 429 because their key had `max_in_flight` generations in flight.
+    pub concurrency_limited_total: u64,
+    /// 5xx responses served.
+    pub server_errors_total: u64,
+    /// 401 responses served.
+    pub unauthorized_total: u64,
+    /// 403 responses served (no credits, expired output URL).
+    pub forbidden_total: u64,
+    /// 400 responses served.
+    pub validation_errors_total: u64,
+    /// Generations that have reached `completed`.
+    pub generations_completed: u64,
+    /// Generations that have reached `error`.
+    pub generations_failed: u64,
+    /// Generations created and not yet terminal (stuck ones included).
+    pub in_flight: u64,
+    /// Highest `in_flight` ever seen (all keys together).
+    pub peak_in_flight: u64,
+    /// Highest in-flight count any single API key reached.
+    pub peak_in_flight_by_key_max: u64,
+    /// Most generations created under any single client request id.
+    pub submissions_by_client_id_max: u32,
+    /// Authorized API requests (submits and polls, whatever the answer) by Unix second of
+    /// arrival; the last hour only.
+    pub requests_per_second: BTreeMap<u64, u64>,
+    /// Like `requests_per_second`, but only requests not answered 429.
+    pub accepted_per_second: BTreeMap<u64, u64>,
+    /// The same story per provider protocol (`aimlapi`, `oxen`, `fal`, `kling`).
+    pub by_provider: BTreeMap<String, ProviderCounters>,
+}
+
+/// Counters for one provider protocol.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProviderCounters {
+    /// Generations created.
+    pub submissions_total: u64,
+    /// Created generations whose client key (client request id, `external_task_id`, or
+    /// for providers without one the prompt + video) had already created one.
+    pub duplicate_submissions: u64,
+    pub polls_total: u64,
+    /// Result fetches (fal `response_url`).
+    pub results_total: u64,
+    pub cancels_total: u64,
+    /// Completion events sent (Oxen SSE) and dropped by the `drop_events_rate` knob.
+    pub events_sent: u64,
+    pub events_dropped: u64,
+    pub rate_limited_total: u64,
+    pub server_errors_total: u64,
+    pub unauthorized_total: u64,
+    pub validation_errors_total: u64,
+}
