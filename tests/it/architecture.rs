@@ -32,8 +32,7 @@ fn product_sources() -> Vec<PathBuf> {
 fn no_state_name_literal_outside_the_state_module() {
     let mut offenders = Vec::new();
     for f in product_sources() {
-        // The simulator speaks the providers' own words; it moves to its own crate.
-        if f.ends_with("job/state.rs") || f.components().any(|c| c.as_os_str() == "sim") {
+        if f.ends_with("job/state.rs") {
             continue;
         }
         let text = std::fs::read_to_string(&f).expect("readable source");
@@ -56,5 +55,63 @@ fn no_state_name_literal_outside_the_state_module() {
         offenders.is_empty(),
         "state names spelled outside src/job/state.rs:\n{}",
         offenders.join("\n")
+    );
+}
+
+/// The simulator is a peer: its package depends on nothing of the product's.
+#[test]
+fn the_simulator_package_does_not_depend_on_the_product() {
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--offline"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo metadata runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metadata json");
+    let id_of = |name: &str| {
+        meta["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .map(|p| p["id"].as_str().unwrap().to_string())
+            .unwrap_or_else(|| panic!("package {name} in the workspace"))
+    };
+    let (product, sim) = (id_of("restyle"), id_of("restyle-sim"));
+    // Walk the resolved graph from the simulator: the product must not be reachable.
+    let nodes = meta["resolve"]["nodes"].as_array().expect("resolved graph");
+    let deps_of = |id: &str| -> Vec<String> {
+        nodes
+            .iter()
+            .find(|n| n["id"] == id)
+            .map(|n| {
+                n["deps"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|d| d["pkg"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut todo = vec![sim.clone()];
+    while let Some(id) = todo.pop() {
+        if seen.insert(id.clone()) {
+            todo.extend(deps_of(&id));
+        }
+    }
+    assert!(seen.len() > 10, "walked the simulator's dependencies");
+    assert!(
+        !seen.contains(&product),
+        "restyle-sim reaches the restyle package"
+    );
+    assert!(
+        deps_of(&product).contains(&sim),
+        "the product uses the simulator"
     );
 }
