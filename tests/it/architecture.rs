@@ -115,3 +115,31 @@ fn the_simulator_package_does_not_depend_on_the_product() {
         "the product uses the simulator"
     );
 }
+
+/// The state table in `docs/architecture.md` says what `JobState` says.
+#[test]
+fn the_documented_state_machine_matches_job_state() {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/architecture.md"))
+            .expect("docs/architecture.md");
+    let yes = |cell: &str| match cell.trim() {
+        "yes" => true,
+        "no" => false,
+        other => panic!("a yes/no cell, not {other:?}"),
+    };
+    let mut documented = Vec::new();
+    for line in doc.lines() {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        // | `state` | terminal | failure | holds a slot | meaning |
+        if cells.len() == 7 && cells[1].starts_with('`') {
+            let name = cells[1].trim_matches('`');
+            let state = JobState::parse(name)
+                .unwrap_or_else(|| panic!("documented state {name:?} is a JobState"));
+            assert_eq!(yes(cells[2]), state.is_terminal(), "{name}: terminal");
+            assert_eq!(yes(cells[3]), state.is_failure(), "{name}: failure");
+            assert_eq!(yes(cells[4]), state.holds_slot(), "{name}: holds a slot");
+            documented.push(state);
+        }
+    }
+    assert_eq!(documented, JobState::ALL.to_vec(), "every state, in order");
+}
