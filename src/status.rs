@@ -113,7 +113,7 @@ pub async fn provider_statuses(
         let pause = queue
             .provider_pause(p.as_str())
             .await?
-            .filter(|pause| pause.until > crate::queue::now_ms());
+            .filter(|pause| pause.until > queue.now_ms());
         if let Some(pause) = &pause {
             paused_providers.insert(p.to_string(), pause.clone());
         }

@@ -1,7 +1,7 @@
 //! Admission and pause state in Redis: the fleet-wide rate limiter and cool-down, the
 //! in-flight slots, batch budgets, provider pauses, and waking the jobs that wait on them.
 
-use super::{now_ms, Budget, ProviderPause, ProviderView, Queue, QueueError};
+use super::{Budget, ProviderPause, ProviderView, Queue, QueueError};
 use crate::money::Usd;
 use redis::AsyncCommands;
 
@@ -49,7 +49,7 @@ impl Queue {
         let (global, t, tau) = rate.map_or(("", 0.0, 0.0), |(t, tau)| ("1", t, tau));
         let a = args![
             provider,
-            now_ms(),
+            self.now_ms(),
             batch_id,
             job_id,
             cost,
@@ -71,7 +71,7 @@ impl Queue {
         rate: Option<(f64, f64)>,
     ) -> Result<GateReply, QueueError> {
         let (global, t, tau) = rate.map_or(("", 0.0, 0.0), |(t, tau)| ("1", t, tau));
-        let a = args![provider, now_ms(), global, t, tau];
+        let a = args![provider, self.now_ms(), global, t, tau];
         let (code, n): (i64, u64) = self.eval(&self.scripts.gate_poll, &a).await?;
         Ok(GateReply::from_code(code, n))
     }
@@ -101,7 +101,7 @@ impl Queue {
 
     /// A provider event: the job of `upstream_id`, if parked, becomes due now.
     pub async fn poke(&self, provider: &str, upstream_id: &str) -> Result<bool, QueueError> {
-        let a = args![provider, upstream_id, now_ms()];
+        let a = args![provider, upstream_id, self.now_ms()];
         let moved: i64 = self.eval(&self.scripts.poke, &a).await?;
         Ok(moved == 1)
     }
@@ -119,7 +119,7 @@ impl Queue {
                 let p = p.clone();
                 async move {
                     redis::pipe()
-                        .zcount(format!("{p}slots:{provider}"), now_ms(), "+inf")
+                        .zcount(format!("{p}slots:{provider}"), self.now_ms(), "+inf")
                         .llen(format!("{p}waiting:{provider}"))
                         .llen(format!("{p}paused:{provider}"))
                         .get(format!("{p}cooldown:{provider}"))

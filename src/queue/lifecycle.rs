@@ -3,7 +3,7 @@
 
 use super::conn::Conn;
 use super::{
-    now_ms, After, BatchExtras, Claim, Owner, Queue, QueueError, SlotCtx, Transition, Transitioned,
+    After, BatchExtras, Claim, Owner, Queue, QueueError, SlotCtx, Transition, Transitioned,
     WaitList,
 };
 use crate::job::{JobRecord, JobState};
@@ -25,7 +25,7 @@ impl Queue {
         let on_done = if extras.on_done { "1" } else { "" };
         let (max_cost, on_done) = (max_cost.as_str(), on_done);
         const CHUNK: usize = 1000;
-        let now = now_ms();
+        let now = self.now_ms();
         let total = jobs.len();
         let chunks: Vec<&[(String, String)]> = if jobs.is_empty() {
             vec![&[]]
@@ -82,7 +82,7 @@ impl Queue {
     pub async fn claim(&self, worker: &str, max: usize) -> Result<Vec<Claim>, QueueError> {
         let raw: Vec<Vec<String>> = self
             .retry(|mut c| async move {
-                let now = now_ms();
+                let now = self.now_ms();
                 self.scripts
                     .claim
                     .key(self.keys.ready())
@@ -119,7 +119,7 @@ impl Queue {
         if held.is_empty() {
             return Ok(Vec::new());
         }
-        let mut a = args![now_ms() + self.settings.lease.as_millis() as u64];
+        let mut a = args![self.now_ms() + self.settings.lease.as_millis() as u64];
         for (id, tok) in held {
             a.extend(args![id, tok]);
         }
@@ -128,7 +128,9 @@ impl Queue {
 
     /// Returns expired leases to the ready list; the count recovered.
     pub async fn sweep(&self) -> Result<u64, QueueError> {
-        let a = args![now_ms(), self.settings.sweep_chunk];
+        // The lease timer sweeps; it also keeps this process's view of the server clock.
+        self.sync_clock().await?;
+        let a = args![self.now_ms(), self.settings.sweep_chunk];
         self.eval(&self.scripts.sweep, &a).await
     }
 
@@ -144,7 +146,10 @@ impl Queue {
     ) -> Result<Transitioned, QueueError> {
         let mut list = String::new();
         let (mode, at) = match &tx.after {
-            After::Keep => ("keep", now_ms() + self.settings.lease.as_millis() as u64),
+            After::Keep => (
+                "keep",
+                self.now_ms() + self.settings.lease.as_millis() as u64,
+            ),
             After::ParkUntil(t) => ("park", *t),
             After::Release => ("release", 0),
             After::Done => ("done", 0),
@@ -169,7 +174,7 @@ impl Queue {
             new_state,
             mode,
             at,
-            now_ms(),
+            self.now_ms(),
             prov,
             cap,
             ttl,
@@ -205,7 +210,7 @@ impl Queue {
         let to = to.as_str();
         let mut moved = Vec::new();
         for chunk in ids.chunks(1000) {
-            let mut a = args![now_ms(), to, reason, allowed.as_str()];
+            let mut a = args![self.now_ms(), to, reason, allowed.as_str()];
             for id in chunk {
                 a.extend(args![id]);
             }

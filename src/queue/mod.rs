@@ -13,6 +13,7 @@ macro_rules! args {
 
 mod admission;
 pub mod backend;
+mod clock;
 mod conn;
 mod keys;
 mod lifecycle;
@@ -88,7 +89,9 @@ pub enum RetryMode {
     FailFast,
 }
 
-/// Milliseconds since the Unix epoch (the unit of every timestamp in Redis).
+/// This machine's wall clock in epoch milliseconds. For display and ids only: every time
+/// that orders work (leases, parks, slots, pauses, deadlines) is [`Queue::now_ms`], the
+/// Redis server's clock.
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -190,6 +193,7 @@ pub struct Queue {
     scripts: Arc<Scripts>,
     mode: RetryMode,
     url: String,
+    clock: Arc<clock::ServerClock>,
     pub settings: QueueSettings,
 }
 
@@ -235,11 +239,25 @@ impl Queue {
             scripts: Arc::new(Scripts::new()),
             mode,
             url,
+            clock: Arc::new(clock::ServerClock::new()),
             settings: settings.clone(),
         };
-        q.retry(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await })
-            .await?;
+        q.sync_clock().await?;
         Ok(q)
+    }
+
+    /// Epoch milliseconds on the Redis server's clock (see [`clock`]): the one time base
+    /// for leases, parks, slots, pauses and deadlines.
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// Samples the server's `TIME` (on the namespace's shard).
+    pub async fn sync_clock(&self) -> Result<(), QueueError> {
+        let sent = std::time::Instant::now();
+        let (secs, micros): (u64, u64) = self.eval(&self.scripts.clock, &[]).await?;
+        self.clock.observe(sent, secs * 1000 + micros / 1000);
+        Ok(())
     }
 
     pub fn keys(&self) -> &Keys {

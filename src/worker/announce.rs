@@ -6,7 +6,6 @@ use super::Runtime;
 use crate::job::{After, Field, JobKind, JobState, Transition};
 use crate::money::Usd;
 use crate::queue::backend::Claimed;
-use crate::queue::now_ms;
 use crate::upstream::schedule::retry_delay;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -61,7 +60,7 @@ pub async fn run(rt: &Runtime, claimed: Claimed) {
             } else {
                 let wait = retry_delay(&rt.settings.retry, attempt, None, rand::random());
                 warn!(batch_id = %batch_id, reason = %reason, attempt, "Batch announcement failed; retrying.");
-                let at = now_ms() + wait.as_millis() as u64;
+                let at = rt.queue.now_ms() + wait.as_millis() as u64;
                 Transition::to(JobState::Queued, After::ParkUntil(at))
                     .set(Field::Attempts, attempt.to_string())
                     .set(Field::Error, reason)

@@ -7,7 +7,7 @@ pub mod stage;
 use crate::config::{Settings, WorkerSettings};
 use crate::model::{BatchShared, ProviderName, PAYLOAD_VERSION};
 use crate::queue::backend::{self, Claimed, Lease, LeaseTable};
-use crate::queue::{now_ms, Queue, QueueError};
+use crate::queue::{Queue, QueueError};
 use crate::sink::jsonl::JsonlSink;
 use crate::upstream::Upstreams;
 use apalis::prelude::*;
@@ -90,7 +90,7 @@ impl Runtime {
 
     /// Pauses the provider for every worker; returns when jobs should try again.
     pub async fn pause_provider(&self, provider: ProviderName, message: &str) -> u64 {
-        let until = now_ms() + self.settings.retry.account_pause.as_millis() as u64;
+        let until = self.queue.now_ms() + self.settings.retry.account_pause.as_millis() as u64;
         tracing::error!(provider = %provider, reason = %message,
             "Account error: provider paused for every worker.");
         if let Err(e) = self

@@ -7,6 +7,7 @@ mod check_config;
 mod compat;
 mod crash;
 mod deploy;
+mod durability;
 mod failures;
 mod helpers;
 mod logs;

@@ -78,6 +78,8 @@ pub struct Scripts {
     pub purge: Script,
     pub gate_submit: Script,
     pub gate_poll: Script,
+    /// The server's `TIME` as {seconds, microseconds}.
+    pub clock: Script,
 }
 
 /// The prelude every script starts with.
@@ -105,6 +107,9 @@ impl Scripts {
             purge: s(PURGE),
             gate_submit: s(GATE_SUBMIT),
             gate_poll: s(GATE_POLL),
+            clock: Script::new(
+                "local t = redis.call('TIME') return {tonumber(t[1]), tonumber(t[2])}",
+            ),
         }
     }
 }

@@ -7,7 +7,6 @@ use super::step::{outcome, Step};
 use crate::admission::Gate;
 use crate::job::{After, Field, JobState, Transition};
 use crate::model::{JobPayload, ProviderName};
-use crate::queue::now_ms;
 use crate::upstream::schedule::poll_delay;
 use crate::upstream::{ErrorClass, PollStatus};
 use tracing::{debug, warn};
@@ -24,7 +23,7 @@ pub(super) async fn poll(step: &Step<'_>, payload: &JobPayload, provider: Provid
     let sched = rt.settings.provider(provider).poll;
     let submitted_at = rec.submitted_at.unwrap_or(0);
     let deadline_at = submitted_at + sched.deadline.as_millis() as u64;
-    if now_ms() >= deadline_at {
+    if step.rt.queue.now_ms() >= deadline_at {
         if let Some(up) = rt.upstreams.get(&provider) {
             if let Err(e) = up.cancel(&upstream_id).await {
                 warn!(job_id = %step.job_id, error = %e, "Upstream cancel after deadline failed.");
@@ -51,7 +50,7 @@ pub(super) async fn poll(step: &Step<'_>, payload: &JobPayload, provider: Provid
             return;
         }
         Ok(Gate::Later(d)) => {
-            let at = (now_ms() + d.as_millis() as u64).min(deadline_at);
+            let at = (step.rt.queue.now_ms() + d.as_millis() as u64).min(deadline_at);
             step.go(Transition::to(JobState::Polling, After::ParkUntil(at)))
                 .await;
             return;
@@ -69,7 +68,7 @@ pub(super) async fn poll(step: &Step<'_>, payload: &JobPayload, provider: Provid
         Ok(PollStatus::Pending { status }) => {
             let polls = rec.polls + 1;
             let wait = poll_delay(&sched, polls, rand::random());
-            let at = (now_ms() + wait.as_millis() as u64).min(deadline_at);
+            let at = (step.rt.queue.now_ms() + wait.as_millis() as u64).min(deadline_at);
             debug!(job_id = %step.job_id, upstream_status = %status, next_in_ms = wait.as_millis() as u64, "Still running.");
             let tx = Transition::to(JobState::Polling, After::ParkUntil(at))
                 .set(Field::Polls, polls.to_string())

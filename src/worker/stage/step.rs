@@ -4,7 +4,7 @@
 
 use crate::job::{After, Field, JobRecord, JobState, Transition, WaitList};
 use crate::model::{JobPayload, ProviderName};
-use crate::queue::{now_ms, Owner, SlotCtx, Transitioned};
+use crate::queue::{Owner, SlotCtx, Transitioned};
 use crate::sink::ResultLine;
 use crate::upstream::schedule::retry_delay;
 use crate::upstream::{ErrorClass, UpstreamError};
@@ -97,7 +97,7 @@ impl Step<'_> {
             rand::random(),
         );
         debug!(job_id = %self.job_id, attempt, wait_ms = wait.as_millis() as u64, error = %err, "Retrying later.");
-        let at = now_ms() + wait.as_millis() as u64;
+        let at = self.rt.queue.now_ms() + wait.as_millis() as u64;
         let tx = Transition::to(state, After::ParkUntil(at))
             .set(Field::Attempts, attempt.to_string())
             .set(Field::Error, err.message.clone());
@@ -113,7 +113,7 @@ impl Step<'_> {
         fields: &[(Field, String)],
     ) {
         let rec = self.rec.with(Some(state), fields);
-        let line = ResultLine::from_record(&rec, payload, now_ms());
+        let line = ResultLine::from_record(&rec, payload, self.rt.queue.now_ms());
         if state == JobState::Succeeded {
             if let (Some(cost), Some(p)) = (rec.estimated_cost, rec.provider) {
                 crate::metrics::cost(p, cost);
@@ -133,7 +133,7 @@ impl Step<'_> {
 
     /// Parks the job until `d` from now in `state`, using no attempt (admission waits).
     pub async fn park_for(&self, state: JobState, d: Duration, fields: &[(Field, String)]) {
-        let at = now_ms() + d.as_millis() as u64;
+        let at = self.rt.queue.now_ms() + d.as_millis() as u64;
         self.go(Transition::to(state, After::ParkUntil(at)).set_all(fields))
             .await;
     }

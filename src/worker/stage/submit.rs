@@ -7,14 +7,14 @@ use crate::admission::Gate;
 use crate::cost;
 use crate::job::{After, Field, JobState, Transition, WaitList};
 use crate::model::{BatchShared, GenerationRequest, JobPayload, ProviderName};
-use crate::queue::{now_ms, Budget};
+use crate::queue::Budget;
 use crate::upstream::{ErrorClass, Lookup, UpstreamError};
 use tracing::{info, warn};
 
 /// Rule 1: the upstream id is the first thing recorded, in the same step that parks the
 /// job until its first poll.
 async fn record_submitted(step: &Step<'_>, provider: ProviderName, upstream_id: &str) {
-    let now = now_ms();
+    let now = step.rt.queue.now_ms();
     let first = step.rt.settings.provider(provider).poll.first_delay;
     let at = now + first.as_millis() as u64;
     info!(job_id = %step.job_id, upstream_id = %upstream_id, "Submitted.");
@@ -92,7 +92,7 @@ async fn admitted(
         }
         Ok(Gate::SlotFull) => {
             // At the in-flight cap: wait on the provider's list, woken when a slot frees.
-            let safety = now_ms() + 30_000;
+            let safety = step.rt.queue.now_ms() + 30_000;
             let list = WaitList::Slot(provider.to_string());
             step.go(Transition::to(JobState::Queued, After::Wait(list, safety)))
                 .await;
@@ -117,7 +117,7 @@ async fn admitted(
         }
     };
     let list = WaitList::Budget(payload.batch_id.clone());
-    let safety = now_ms() + 300_000;
+    let safety = step.rt.queue.now_ms() + 300_000;
     let tx = Transition::to(JobState::Queued, After::Wait(list, safety))
         .set(Field::WaitReason, "budget")
         .set(Field::Error, why);
