@@ -8,6 +8,7 @@
 use crate::config::ProviderSettings;
 use crate::model::{GenerationRequest, ModelKind, ProviderName};
 use crate::upstream::{retry_after, ErrorClass, PollStatus, Upstream, UpstreamError};
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use reqwest::header::{HeaderValue, AUTHORIZATION};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -95,6 +96,10 @@ pub fn request_body(req: &GenerationRequest) -> Value {
     body
 }
 
+/// What a URL kept in a [`Handle`] must escape: the separator `|`, which URLs may carry
+/// as is. (A parsed URL holds no control or non-ASCII bytes, and its `%` escapes stay.)
+const HANDLE_SEPARATOR: &AsciiSet = &CONTROLS.add(b'|');
+
 /// Where one request is polled, fetched and cancelled. Stored as the upstream id:
 /// `request_id|status_url|response_url|cancel_url` (a bare request id also works).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,7 +127,9 @@ impl Handle {
         };
         let pick =
             |given: Option<&str>, suffix: &str| match given.and_then(|g| url::Url::parse(g).ok()) {
-                Some(u) if u.origin() == base.origin() => u.as_str().replace('|', "%7C"),
+                Some(u) if u.origin() == base.origin() => {
+                    utf8_percent_encode(u.as_str(), HANDLE_SEPARATOR).to_string()
+                }
                 Some(u) => {
                     tracing::warn!(
                         host = u.host_str().unwrap_or(""),
@@ -466,6 +473,10 @@ mod tests {
             h,
             "bare ids build the same URLs"
         );
+        let piped = format!("{r}/status?x=a|b");
+        let h2 = Handle::new(&base(), "abc", [Some(piped.as_str()), None, None]);
+        assert_eq!(h2.status_url, format!("{r}/status?x=a%7Cb"));
+        assert_eq!(Handle::decode(&base(), &h2.encode()).unwrap(), h2);
         let evil = Handle::new(&base(), "abc", [Some("https://evil.example/x"), None, None]);
         assert_eq!(evil.status_url, urls[0]);
         assert!(Handle::decode(&base(), "a|b").is_err());

@@ -1,4 +1,6 @@
-//! One file per provider, each only wire mapping behind [`super::Upstream`].
+//! One module per provider, each only wire mapping behind [`super::Upstream`]. A provider
+//! too big for one file is a folder split by concern (client, wire mapping, errors,
+//! events, tests).
 
 pub mod aimlapi;
 pub mod fal;

@@ -1,0 +1,186 @@
+//! Oxen.ai wire mapping: enqueue with `POST {base}/ai/queue`, poll `GET
+//! {base}/ai/queue/{id}` (queued/processing/succeeded/failed/cancelled, output at
+//! `result_url`, reason in `error_message`), cancel with `DELETE`, and completion events
+//! from the SSE stream `GET {base}/events` (`media_generation_completed`). Only the edit
+//! model exists on Oxen.
+//!
+//! This file owns the client and the calls; [`wire`] maps bodies, rows and errors,
+//! [`events`] keeps the event stream.
+
+mod events;
+#[cfg(test)]
+mod tests;
+mod wire;
+
+pub use events::COMPLETED_EVENT;
+pub use wire::{error_message, request_body, EDIT_MODEL};
+
+use crate::config::ProviderSettings;
+use crate::model::{GenerationRequest, ModelKind, ProviderName};
+use crate::upstream::{ErrorClass, PollStatus, Upstream, UpstreamError};
+use futures::stream::BoxStream;
+use secrecy::{ExposeSecret, SecretString};
+use wire::{http_error, poll_status, Enqueued, Row};
+
+/// Client for one Oxen.ai account.
+#[derive(Clone)]
+pub struct Oxen {
+    http: reqwest::Client,
+    /// No total timeout: the event stream stays open (idle is watched instead).
+    sse: reqwest::Client,
+    /// The API root, e.g. `https://hub.oxen.ai/api`.
+    base: url::Url,
+    key: Option<SecretString>,
+}
+
+impl std::fmt::Debug for Oxen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Oxen")
+            .field("base", &self.base.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Oxen {
+    pub fn new(p: &ProviderSettings) -> Result<Self, UpstreamError> {
+        Ok(Oxen {
+            http: crate::upstream::http_client(p, true)?,
+            // The SSE stream stays open: no overall request timeout.
+            sse: crate::upstream::http_client(p, false)?,
+            base: api_root(&p.base_url),
+            key: p.api_key.clone(),
+        })
+    }
+
+    fn auth(&self, rb: reqwest::RequestBuilder) -> Result<reqwest::RequestBuilder, UpstreamError> {
+        match &self.key {
+            Some(k) => Ok(rb.bearer_auth(k.expose_secret())),
+            None => Err(UpstreamError::new(
+                ErrorClass::Account,
+                "no API key for oxen: set RESTYLE__PROVIDERS__OXEN__API_KEY or OXEN_API_KEY",
+            )),
+        }
+    }
+
+    /// The API root plus path segments, each percent-encoded.
+    fn url(&self, segments: &[&str]) -> Result<url::Url, UpstreamError> {
+        let mut u = self.base.clone();
+        u.path_segments_mut()
+            .map_err(|()| {
+                UpstreamError::new(ErrorClass::Account, "oxen: base_url cannot take a path")
+            })?
+            .pop_if_empty()
+            .extend(segments);
+        Ok(u)
+    }
+
+    /// `{api}/ai/queue/{id}`.
+    fn row_url(&self, id: &str) -> Result<url::Url, UpstreamError> {
+        self.url(&["ai", "queue", id])
+    }
+}
+
+/// The API root from the configured base URL. Oxen's is `https://hub.oxen.ai/api`; a base
+/// given without a path (`https://hub.oxen.ai`, a simulator root) gets the `/api` prefix.
+/// A trailing slash is dropped.
+fn api_root(base: &url::Url) -> url::Url {
+    let mut u = base.clone();
+    let bare = base.path().trim_matches('/').is_empty();
+    if let Ok(mut segs) = u.path_segments_mut() {
+        segs.pop_if_empty();
+        if bare {
+            segs.push("api");
+        }
+    }
+    u
+}
+
+#[async_trait::async_trait]
+impl Upstream for Oxen {
+    fn name(&self) -> ProviderName {
+        ProviderName::Oxen
+    }
+
+    async fn submit(&self, req: &GenerationRequest) -> Result<String, UpstreamError> {
+        if req.model == ModelKind::Reference {
+            return Err(UpstreamError::new(
+                ErrorClass::Job,
+                "oxen: Kling O1 video-to-video reference is not offered on Oxen.ai \
+                 (only the edit model); use another provider",
+            ));
+        }
+        let rb = self
+            .http
+            .post(self.url(&["ai", "queue"])?)
+            .json(&request_body(req));
+        let resp =
+            self.auth(rb)?.send().await.map_err(|e| {
+                crate::upstream::transport_error(ProviderName::Oxen, e, true, "submit")
+            })?;
+        if !resp.status().is_success() {
+            return Err(http_error(resp, true, "submit").await);
+        }
+        // The enqueue was accepted: a body we cannot read leaves the outcome unknown.
+        let q: Enqueued = resp.json().await.map_err(|e| {
+            UpstreamError::new(
+                ErrorClass::Ambiguous,
+                format!("oxen submit: unreadable response: {}", e.without_url()),
+            )
+        })?;
+        match q
+            .generations
+            .into_iter()
+            .next()
+            .and_then(|g| g.generation_id)
+        {
+            Some(id) if !id.is_empty() => Ok(id),
+            _ => Err(UpstreamError::new(
+                ErrorClass::Ambiguous,
+                "oxen submit: response has no generation_id",
+            )),
+        }
+    }
+
+    async fn poll(&self, upstream_id: &str) -> Result<PollStatus, UpstreamError> {
+        let rb = self.http.get(self.row_url(upstream_id)?);
+        let resp =
+            self.auth(rb)?.send().await.map_err(|e| {
+                crate::upstream::transport_error(ProviderName::Oxen, e, false, "poll")
+            })?;
+        if !resp.status().is_success() {
+            return Err(http_error(resp, false, "poll").await);
+        }
+        let row: Row = resp.json().await.map_err(|e| {
+            UpstreamError::new(
+                ErrorClass::Retryable,
+                format!("oxen poll: unreadable response: {}", e.without_url()),
+            )
+        })?;
+        Ok(poll_status(row))
+    }
+
+    /// `DELETE /ai/queue/{id}`: cancels a queued or running generation (a no-op upstream
+    /// when it already finished).
+    async fn cancel(&self, upstream_id: &str) -> Result<bool, UpstreamError> {
+        let rb = self.http.delete(self.row_url(upstream_id)?);
+        let resp = self.auth(rb)?.send().await.map_err(|e| {
+            crate::upstream::transport_error(ProviderName::Oxen, e, false, "cancel")
+        })?;
+        if !resp.status().is_success() {
+            return Err(http_error(resp, false, "cancel").await);
+        }
+        Ok(true)
+    }
+
+    fn events(&self) -> Option<BoxStream<'static, String>> {
+        let key = self.key.clone()?;
+        let url = match self.url(&["events"]) {
+            Ok(url) => url,
+            Err(e) => {
+                tracing::warn!(error = %e, "Oxen event stream: no URL; polling only.");
+                return None;
+            }
+        };
+        Some(events::completed_ids(self.sse.clone(), url, key))
+    }
+}
