@@ -293,3 +293,21 @@ mod tests {
         assert_eq!(b2["aspect_ratio"], json!("16:9"));
     }
 }
+
+/// aimlapi's [registry](crate::upstream::registry) entry: a bearer key, both models.
+#[allow(clippy::items_after_test_module)] // each provider file ends with its entry
+pub const PROVIDER: crate::upstream::registry::Provider = crate::upstream::registry::Provider {
+    name: ProviderName::Aimlapi,
+    credentials: crate::upstream::registry::Credentials::Bearer {
+        env: "AIMLAPI_API_KEY",
+    },
+    models: crate::upstream::registry::Models {
+        edit: Ok(crate::upstream::registry::ModelLimits::BASE),
+        reference: Ok(crate::upstream::registry::ModelLimits {
+            aspect_ratios: &["16:9", "9:16", "1:1"],
+            durations: &[5, 10],
+            ..crate::upstream::registry::ModelLimits::BASE
+        }),
+    },
+    build: |p| crate::upstream::registry::boxed(Aimlapi::new(p)),
+};

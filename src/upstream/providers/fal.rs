@@ -486,3 +486,23 @@ mod tests {
         assert_eq!(detail_message("Gateway Timeout"), "Gateway Timeout");
     }
 }
+
+/// fal's [registry](crate::upstream::registry) entry: a `Key` header key, both models.
+#[allow(clippy::items_after_test_module)] // each provider file ends with its entry
+pub const PROVIDER: crate::upstream::registry::Provider = crate::upstream::registry::Provider {
+    name: ProviderName::Fal,
+    credentials: crate::upstream::registry::Credentials::KeyHeader { env: "FAL_KEY" },
+    models: crate::upstream::registry::Models {
+        edit: Ok(crate::upstream::registry::ModelLimits {
+            max_element_refs: 3,
+            ..crate::upstream::registry::ModelLimits::BASE
+        }),
+        reference: Ok(crate::upstream::registry::ModelLimits {
+            max_element_refs: 3,
+            aspect_ratios: &["16:9", "9:16", "1:1", "auto"],
+            durations: &[3, 4, 5, 6, 7, 8, 9, 10],
+            ..crate::upstream::registry::ModelLimits::BASE
+        }),
+    },
+    build: |p| crate::upstream::registry::boxed(Fal::new(p)),
+};

@@ -527,3 +527,27 @@ mod tests {
         );
     }
 }
+
+/// Kling's [registry](crate::upstream::registry) entry: access + secret key (a JWT per
+/// request), both models, no inline elements.
+#[allow(clippy::items_after_test_module)] // each provider file ends with its entry
+pub const PROVIDER: crate::upstream::registry::Provider = crate::upstream::registry::Provider {
+    name: ProviderName::Kling,
+    credentials: crate::upstream::registry::Credentials::AccessSecretJwt {
+        access_env: "KLING_ACCESS_KEY",
+        secret_env: "KLING_SECRET_KEY",
+    },
+    models: crate::upstream::registry::Models {
+        edit: Ok(crate::upstream::registry::ModelLimits {
+            inline_elements: false,
+            ..crate::upstream::registry::ModelLimits::BASE
+        }),
+        reference: Ok(crate::upstream::registry::ModelLimits {
+            inline_elements: false,
+            aspect_ratios: &["16:9", "9:16", "1:1"],
+            durations: &[3, 4, 5, 6, 7, 8, 9, 10],
+            ..crate::upstream::registry::ModelLimits::BASE
+        }),
+    },
+    build: |p| crate::upstream::registry::boxed(Kling::new(p)),
+};

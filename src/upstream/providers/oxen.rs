@@ -627,3 +627,21 @@ mod tests {
         assert_eq!(api_root(&u("http://127.0.0.1:9")), "http://127.0.0.1:9/api");
     }
 }
+
+/// Oxen's [registry](crate::upstream::registry) entry: a bearer key, the edit model only.
+#[allow(clippy::items_after_test_module)] // each provider file ends with its entry
+pub const PROVIDER: crate::upstream::registry::Provider = crate::upstream::registry::Provider {
+    name: ProviderName::Oxen,
+    credentials: crate::upstream::registry::Credentials::Bearer {
+        env: "OXEN_API_KEY",
+    },
+    models: crate::upstream::registry::Models {
+        edit: Ok(crate::upstream::registry::ModelLimits {
+            max_element_refs: 3,
+            ..crate::upstream::registry::ModelLimits::BASE
+        }),
+        reference: Err("Oxen offers no Kling O1 video-to-video reference model \
+                        (only kling-video-o1-video-to-video-edit); use another provider"),
+    },
+    build: |p| crate::upstream::registry::boxed(Oxen::new(p)),
+};
