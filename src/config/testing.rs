@@ -42,6 +42,14 @@ impl TestSettings {
         self
     }
 
+    /// These settings with `other`'s laid over them.
+    pub fn and(mut self, other: TestSettings) -> Self {
+        for (k, v) in other.values {
+            self = self.set(&k, v);
+        }
+        self
+    }
+
     /// The value set for a key, in settings syntax.
     pub fn get(&self, key: &str) -> Option<&str> {
         let found = self.values.iter().find(|(k, _)| k == key);
