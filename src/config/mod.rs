@@ -6,7 +6,7 @@
 //!
 //! - `raw`: the settings file format (serde structs, defaults for optional keys).
 //! - `settings`: the validated types every command reads.
-//! - [`load`](LoadOptions): the layers, env overrides included.
+//! - `load`: the layers, env overrides included ([`LoadOptions`], [`Settings::load`]).
 //! - `validate` and `providers`: raw into validated, one function per section.
 //! - `effective`: the redacted `key = value` view of `check-config`, derived from the
 //!   settings types' `Serialize`.
