@@ -19,13 +19,13 @@
 //! what every field counts.
 
 use anyhow::{anyhow, bail, Context as _};
-use restyle::config::Settings;
+use restyle::config::testing::TestSettings;
+use restyle::config::{PollSettings, Settings};
 use restyle::localredis::LocalRedis;
 use restyle::model::ValidatedBatch;
 use restyle::queue::{BatchInfo, Queue, RetryMode};
 use restyle::sim::{Knobs, RequestKind, RequestLogEntry, SimHandle};
 use restyle::sink::ResultLine;
-use secrecy::SecretString;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -189,37 +189,9 @@ impl WorkerProc {
         let f = std::fs::File::create(&log).context("worker log file")?;
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_restyle"));
         // Nothing from the caller's environment may change the settings under test.
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("RESTYLE") {
-                cmd.env_remove(&k);
-            }
-        }
-        let ms = |d: Duration| format!("{}ms", d.as_millis());
-        let deadline = (p.latency * 20).max(Duration::from_secs(600));
+        env.settings.apply(&mut cmd);
         cmd.current_dir(env.dir)
             .env_remove("RUST_LOG")
-            .env("REDIS_URL", env.redis_url)
-            .env("RESTYLE__REDIS__NAMESPACE", env.namespace)
-            .env("RESTYLE__PROVIDERS__AIMLAPI__BASE_URL", env.sim_url)
-            .env("AIMLAPI_API_KEY", SIM_KEY)
-            .env("RESTYLE__OUTPUT__DIR", env.dir)
-            .env("RESTYLE__OUTPUT__ALLOW_HTTP", "true")
-            .env("RESTYLE__POLL__FIRST_DELAY", ms(p.first_delay))
-            .env("RESTYLE__POLL__MAX_INTERVAL", ms(p.max_interval))
-            .env("RESTYLE__POLL__DEADLINE", ms(deadline))
-            .env("RESTYLE__QUEUE__IDLE_POLL", ms(p.idle_poll))
-            .env(
-                "RESTYLE__PROVIDERS__AIMLAPI__MAX_IN_FLIGHT",
-                p.cap.to_string(),
-            )
-            .env(
-                "RESTYLE__PROVIDERS__AIMLAPI__RATE_LIMIT",
-                p.rate.to_string(),
-            )
-            .env(
-                "RESTYLE__PROVIDERS__AIMLAPI__RATE_BURST",
-                p.burst.to_string(),
-            )
             .args(["worker", "--concurrency", &p.concurrency.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -269,12 +241,31 @@ impl Drop for WorkerProc {
     }
 }
 
-/// Where the workers point.
+/// Where the workers run and the settings they (and the bench's own queue) use.
 struct WorkerEnv<'a> {
     dir: &'a Path,
-    redis_url: &'a str,
-    namespace: &'a str,
-    sim_url: &'a str,
+    settings: &'a TestSettings,
+}
+
+/// The fleet's settings: the simulator run of `common`, the poll schedule and idle poll
+/// under test, and the in-flight cap and request rate on aimlapi.
+fn fleet_settings(
+    p: &Params,
+    url: &str,
+    namespace: &str,
+    sim_url: &str,
+    dir: &Path,
+) -> TestSettings {
+    common::sim_settings(url, namespace, sim_url, SIM_KEY, dir)
+        .poll(PollSettings {
+            first_delay: p.first_delay,
+            max_interval: p.max_interval,
+            deadline: (p.latency * 20).max(Duration::from_secs(600)),
+        })
+        .set("queue.idle_poll", p.idle_poll)
+        .set("providers.aimlapi.max_in_flight", p.cap)
+        .set("providers.aimlapi.rate_limit", p.rate)
+        .set("providers.aimlapi.rate_burst", p.burst)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -494,9 +485,9 @@ async fn case_makespan(p: &Params, url: &str) -> anyhow::Result<()> {
     .context("output tempdir")?;
     let tag = uuid::Uuid::new_v4().simple().to_string();
     let namespace = format!("bench-makespan-{}", &tag[..8]);
-    let mut settings = Settings::builtin();
-    settings.redis.url = SecretString::from(url.to_string());
-    settings.redis.namespace = namespace.clone();
+    let sim_url = sim.base_url();
+    let fleet = fleet_settings(p, url, &namespace, &sim_url, out.path());
+    let settings = fleet.settings();
     let queue = Queue::connect(&settings.redis, &settings.queue, RetryMode::Persistent)
         .await
         .context("connect queue")?;
@@ -505,12 +496,9 @@ async fn case_makespan(p: &Params, url: &str) -> anyhow::Result<()> {
         .await
         .context("connect to redis")?;
 
-    let sim_url = sim.base_url();
     let env = WorkerEnv {
         dir: out.path(),
-        redis_url: url,
-        namespace: &namespace,
-        sim_url: &sim_url,
+        settings: &fleet,
     };
     let mut workers = (0..p.workers)
         .map(|i| WorkerProc::spawn(p, &env, i))

@@ -14,15 +14,15 @@
 //! BENCHMARKS.md says what every number counts.
 
 use anyhow::{anyhow, bail, Context as _};
+use restyle::config::testing::TestSettings;
 use restyle::config::{PollSettings, Settings, WorkerSettings};
 use restyle::job::{JobState, Transition};
 use restyle::localredis::LocalRedis;
-use restyle::model::{ProviderName, ValidatedBatch};
+use restyle::model::ValidatedBatch;
 use restyle::queue::backend::{Claimed, LeaseTable};
 use restyle::queue::{now_ms, After, Queue, RetryMode};
 use restyle::sim::Knobs;
 use restyle::worker::{self, Handler, Runtime};
-use secrecy::SecretString;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -61,7 +61,8 @@ struct Bench {
     private: bool,
     _local: Option<(LocalRedis, tempfile::TempDir)>,
     info: redis::aio::MultiplexedConnection,
-    base: Settings,
+    /// What every case starts from: this Redis, fast retry timers.
+    base: TestSettings,
 }
 
 async fn run_all() -> anyhow::Result<()> {
@@ -87,11 +88,11 @@ async fn run_all() -> anyhow::Result<()> {
         .get_multiplexed_async_connection()
         .await
         .context("connect to redis")?;
-    let mut base = Settings::builtin();
-    base.redis.url = SecretString::from(url.clone());
-    base.queue.idle_poll = Duration::from_millis(20);
-    base.retry.base_delay = Duration::from_millis(20);
-    base.retry.max_delay = Duration::from_millis(200);
+    let base = TestSettings::new()
+        .set("redis.url", url.as_str())
+        .set("queue.idle_poll", Duration::from_millis(20))
+        .set("retry.base_delay", Duration::from_millis(20))
+        .set("retry.max_delay", Duration::from_millis(200));
     let mut b = Bench {
         private: local.is_some(),
         url,
@@ -360,8 +361,11 @@ fn case_json(case: &str, jobs: usize, seconds: f64) -> Fields {
 
 async fn case_enqueue(b: &mut Bench, n: usize) -> anyhow::Result<Fields> {
     eprintln!("enqueue: {n} jobs in one producer::enqueue call");
-    let mut settings = b.base.clone();
-    settings.redis.namespace = fresh_namespace("enqueue");
+    let settings = b
+        .base
+        .clone()
+        .set("redis.namespace", fresh_namespace("enqueue"))
+        .settings();
     let queue = connect(&settings).await?;
     let batch = make_batch("bench-enqueue", n);
     let rss_reset = reset_peak_rss();
@@ -414,8 +418,11 @@ async fn case_noop(
     concurrency: usize,
 ) -> anyhow::Result<Fields> {
     eprintln!("{case}: drain {n} no-op jobs, one worker, concurrency {concurrency}");
-    let mut settings = b.base.clone();
-    settings.redis.namespace = fresh_namespace(case);
+    let settings = b
+        .base
+        .clone()
+        .set("redis.namespace", fresh_namespace(case))
+        .settings();
     let queue = connect(&settings).await?;
     let batch_id = "bench-noop";
     enqueue_untimed(&queue, &make_batch(batch_id, n)).await?;
@@ -477,7 +484,7 @@ async fn case_noop(
 }
 
 async fn case_full(b: &mut Bench, n: usize) -> anyhow::Result<Fields> {
-    let concurrency = 256;
+    let concurrency: usize = 256;
     eprintln!(
         "full_path: {n} jobs submit → poll → download → finish against the in-process \
          simulator (zero latency), concurrency {concurrency}"
@@ -499,24 +506,29 @@ async fn case_full(b: &mut Bench, n: usize) -> anyhow::Result<Fields> {
         None => tempfile::tempdir(),
     }
     .context("output tempdir")?;
-    let mut settings = b.base.clone();
-    settings.redis.namespace = fresh_namespace("full_path");
-    settings.point_provider_at(ProviderName::Aimlapi, &sim.base_url(), SIM_KEY);
-    settings.set_poll(PollSettings {
-        first_delay: Duration::from_millis(1),
-        max_interval: Duration::from_millis(5),
-        deadline: Duration::from_secs(600),
-    });
-    settings.queue.idle_poll = Duration::from_millis(5);
-    settings.output.dir = out.path().to_path_buf();
-    settings.output.allow_http = true;
-    // The pipeline's own speed: no provider rate limit or in-flight cap in the way (the
-    // makespan bench measures those).
-    for p in settings.providers.values_mut() {
-        p.limits.rate_limit = 0.0;
-        p.limits.max_in_flight = 0;
-    }
-    settings.worker.concurrency = concurrency;
+    let run = common::sim_settings(
+        &b.url,
+        &fresh_namespace("full_path"),
+        &sim.base_url(),
+        SIM_KEY,
+        out.path(),
+    );
+    let settings = b
+        .base
+        .clone()
+        .and(run)
+        .poll(PollSettings {
+            first_delay: Duration::from_millis(1),
+            max_interval: Duration::from_millis(5),
+            deadline: Duration::from_secs(600),
+        })
+        .set("queue.idle_poll", Duration::from_millis(5))
+        // The pipeline's own speed: no provider rate limit or in-flight cap in the way (the
+        // makespan bench measures those).
+        .every_provider("rate_limit", 0.0)
+        .every_provider("max_in_flight", 0u32)
+        .set("worker.concurrency", concurrency)
+        .settings();
     let queue = connect(&settings).await?;
     let batch_id = "bench-full";
     enqueue_untimed(&queue, &make_batch(batch_id, n)).await?;

@@ -23,13 +23,9 @@ pub enum ProviderName {
 }
 
 impl ProviderName {
-    /// Every provider this build speaks, in order of priority.
-    pub const ALL: &'static [ProviderName] = &[
-        ProviderName::Aimlapi,
-        ProviderName::Oxen,
-        ProviderName::Fal,
-        ProviderName::Kling,
-    ];
+    /// Every provider this build speaks, in order of priority: the
+    /// [registry](crate::upstream::registry)'s list.
+    pub const ALL: &'static [ProviderName] = &crate::upstream::registry::NAMES;
 
     /// The lowercase name used in settings, CLI flags and records.
     pub fn as_str(self) -> &'static str {

@@ -1,11 +1,13 @@
-//! What both benchmarks share: reading numeric knobs from the environment, counting the
-//! commands Redis ran (`INFO commandstats`), building a batch of N distinct prompts, and
-//! deleting a namespace afterwards.
+//! What both benchmarks share: reading numeric knobs from the environment, the settings of
+//! a run against the simulator, counting the commands Redis ran (`INFO commandstats`),
+//! building a batch of N distinct prompts, and deleting a namespace afterwards.
 #![allow(dead_code)] // each bench uses its own subset
 
 use anyhow::anyhow;
+use restyle::config::testing::TestSettings;
 use restyle::model::{BatchShared, ModelKind, ProviderName, ValidatedBatch};
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::str::FromStr;
 
 /// A positive number from the environment, or `default` when the variable is unset.
@@ -22,6 +24,22 @@ where
             .ok_or_else(|| anyhow!("{name}={v:?} is not a positive number")),
         Err(_) => Ok(default),
     }
+}
+
+/// A run against the simulator: the bench's Redis namespace, the simulator as aimlapi
+/// (accepting `key`), outputs in `out`. One description for the in-process side
+/// (`.settings()`) and every `restyle worker` child (`.apply(&mut cmd)`).
+pub fn sim_settings(
+    redis_url: &str,
+    namespace: &str,
+    sim_url: &str,
+    key: &str,
+    out: &Path,
+) -> TestSettings {
+    TestSettings::new()
+        .redis(redis_url, namespace)
+        .provider_at(ProviderName::Aimlapi, sim_url, key)
+        .output(out)
 }
 
 /// `INFO commandstats` as calls per command name (`cmdstat_` stripped).

@@ -1,7 +1,9 @@
 //! The seam to the providers: the [`Upstream`] trait, error classes decided where errors
-//! arise, and the poll/retry schedule. Each provider is one file of wire mapping.
+//! arise, and the poll/retry schedule. Each provider is one file of wire mapping, ending
+//! with its entry in the [`registry`].
 
 pub mod providers;
+pub mod registry;
 pub mod schedule;
 
 use crate::config::Settings;
@@ -122,17 +124,13 @@ pub enum Lookup {
 /// Every configured provider, by name.
 pub type Upstreams = HashMap<ProviderName, Arc<dyn Upstream>>;
 
-/// Builds a client for every provider in the settings.
+/// Builds a client for every registered provider that has settings.
 pub fn build_all(settings: &Settings) -> Result<Upstreams, UpstreamError> {
     let mut out: Upstreams = HashMap::new();
-    for (name, p) in &settings.providers {
-        let up: Arc<dyn Upstream> = match name {
-            ProviderName::Aimlapi => Arc::new(providers::aimlapi::Aimlapi::new(p)?),
-            ProviderName::Oxen => Arc::new(providers::oxen::Oxen::new(p)?),
-            ProviderName::Fal => Arc::new(providers::fal::Fal::new(p)?),
-            ProviderName::Kling => Arc::new(providers::kling::Kling::new(p)?),
-        };
-        out.insert(*name, up);
+    for entry in registry::PROVIDERS {
+        if let Some(p) = settings.providers.get(&entry.name) {
+            out.insert(entry.name, (entry.build)(p)?);
+        }
     }
     Ok(out)
 }

@@ -1,14 +1,15 @@
 //! Test helpers: one private `redis-server` per test binary (or `REDIS_URL`), a unique
 //! namespace and output directory per test, the simulator on a free port, and ways to
-//! drive workers step by step or as real processes of the built binary.
+//! drive workers step by step or as real processes of the built binary. Both kinds of
+//! worker get their settings from one [`TestSettings`] description ([`test_settings`]).
 
+use restyle::config::testing::TestSettings;
 use restyle::config::{PollSettings, Settings};
 use restyle::localredis::LocalRedis;
 use restyle::model::{ModelKind, ProviderName, ValidatedBatch};
 use restyle::queue::{BatchInfo, Queue, RetryMode};
 use restyle::sim::{self, Knobs, SimHandle};
 use restyle::worker::{self, Runtime, Stepped};
-use secrecy::{ExposeSecret, SecretString};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -53,7 +54,10 @@ pub async fn poll_interval() {
 /// One test's world: namespace, output dir, simulator, settings pointing at both.
 #[derive(Debug)]
 pub struct TestApp {
+    /// The in-process settings, from [`TestApp::test`]; tests may change them further.
     pub settings: Settings,
+    /// The description `settings` came from; [`TestApp::cmd`] gives child processes it.
+    pub test: TestSettings,
     pub sim: SimHandle,
     pub out: tempfile::TempDir,
     pub queue: Queue,
@@ -79,6 +83,23 @@ pub fn fast_knobs() -> Knobs {
     }
 }
 
+/// The settings every test starts from: its Redis namespace, the simulator as aimlapi,
+/// outputs in `out`, fast timers, and no admission limits unless a test is about them.
+pub fn test_settings(redis_url: &str, namespace: &str, sim_url: &str, out: &Path) -> TestSettings {
+    TestSettings::new()
+        .redis(redis_url, namespace)
+        .provider_at(ProviderName::Aimlapi, sim_url, API_KEY)
+        .poll(fast_poll())
+        .output(out)
+        .set("queue.idle_poll", Duration::from_millis(20))
+        .set("retry.base_delay", Duration::from_millis(20))
+        .set("retry.max_delay", Duration::from_millis(200))
+        .every_provider("rate_limit", 0.0)
+        .every_provider("max_in_flight", 0u32)
+        // A 429 without Retry-After cools the fleet down briefly in tests.
+        .every_provider("cooldown", Duration::from_millis(200))
+}
+
 impl TestApp {
     pub async fn new(knobs: Knobs) -> TestApp {
         Self::with_redis(knobs, &redis_url()).await
@@ -91,28 +112,15 @@ impl TestApp {
             .await
             .expect("simulator starts");
         let out = tempfile::tempdir().expect("tempdir");
-        let mut settings = Settings::builtin();
-        settings.redis.url = SecretString::from(url.to_string());
-        settings.redis.namespace = format!("t{}", uuid::Uuid::new_v4().simple());
-        settings.point_provider_at(ProviderName::Aimlapi, &sim.base_url(), API_KEY);
-        settings.set_poll(fast_poll());
-        settings.output.dir = out.path().to_path_buf();
-        settings.output.allow_http = true;
-        settings.queue.idle_poll = Duration::from_millis(20);
-        settings.retry.base_delay = Duration::from_millis(20);
-        settings.retry.max_delay = Duration::from_millis(200);
-        // Admission limits are off unless a test is about them.
-        for p in settings.providers.values_mut() {
-            p.limits.rate_limit = 0.0;
-            p.limits.max_in_flight = 0;
-            // A 429 without Retry-After cools the fleet down briefly in tests.
-            p.limits.cooldown = Duration::from_millis(200);
-        }
+        let namespace = format!("t{}", uuid::Uuid::new_v4().simple());
+        let test = test_settings(url, &namespace, &sim.base_url(), out.path());
+        let settings = test.settings();
         let queue = Queue::connect(&settings.redis, &settings.queue, RetryMode::Persistent)
             .await
             .expect("redis reachable");
         TestApp {
             settings,
+            test,
             sim,
             out,
             queue,
@@ -203,28 +211,13 @@ impl TestApp {
         }
     }
 
-    /// The built binary with env pointing at this test's Redis namespace, simulator and
-    /// output dir; run from an empty directory so only built-in settings apply.
+    /// The built binary with this test's settings (Redis namespace, simulator, output dir,
+    /// timers) and nothing inherited that could change them; run from an empty directory
+    /// so only built-in settings apply beneath them.
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_restyle"));
-        let p = self.settings.poll;
-        c.current_dir(self.out.path())
-            .env_remove("RUST_LOG")
-            .env("REDIS_URL", self.settings.redis.url.expose_secret())
-            .env("RESTYLE__REDIS__NAMESPACE", &self.settings.redis.namespace)
-            .env("RESTYLE__PROVIDERS__AIMLAPI__BASE_URL", self.sim.base_url())
-            .env("AIMLAPI_API_KEY", API_KEY)
-            .env("RESTYLE__OUTPUT__DIR", self.out.path())
-            .env("RESTYLE__OUTPUT__ALLOW_HTTP", "true")
-            .env("RESTYLE__POLL__FIRST_DELAY", fmt_ms(p.first_delay))
-            .env("RESTYLE__POLL__MAX_INTERVAL", fmt_ms(p.max_interval))
-            .env("RESTYLE__POLL__DEADLINE", fmt_ms(p.deadline))
-            .env("RESTYLE__QUEUE__IDLE_POLL", "20ms")
-            .env("RESTYLE__RETRY__BASE_DELAY", "20ms")
-            .env("RESTYLE__RETRY__MAX_DELAY", "200ms")
-            .env("RESTYLE__PROVIDERS__AIMLAPI__RATE_LIMIT", "0")
-            .env("RESTYLE__PROVIDERS__AIMLAPI__MAX_IN_FLIGHT", "0")
-            .env("RESTYLE__PROVIDERS__AIMLAPI__COOLDOWN", "200ms");
+        c.current_dir(self.out.path()).env_remove("RUST_LOG");
+        self.test.apply(&mut c);
         c
     }
 
@@ -245,10 +238,6 @@ impl TestApp {
     pub fn results_path(&self, batch_id: &str) -> PathBuf {
         self.out.path().join(batch_id).join("results.jsonl")
     }
-}
-
-fn fmt_ms(d: Duration) -> String {
-    format!("{}ms", d.as_millis())
 }
 
 /// A worker process, killed (SIGKILL) when dropped.

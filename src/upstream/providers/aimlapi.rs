@@ -245,6 +245,23 @@ impl Upstream for Aimlapi {
     }
 }
 
+/// This provider's entry in the [registry](crate::upstream::registry).
+pub const PROVIDER: crate::upstream::registry::Provider = crate::upstream::registry::Provider {
+    name: ProviderName::Aimlapi,
+    credentials: crate::upstream::registry::Credentials::Bearer {
+        env: "AIMLAPI_API_KEY",
+    },
+    models: crate::upstream::registry::Models {
+        edit: Ok(crate::upstream::registry::ModelLimits::BASE),
+        reference: Ok(crate::upstream::registry::ModelLimits {
+            aspect_ratios: &["16:9", "9:16", "1:1"],
+            durations: &[5, 10],
+            ..crate::upstream::registry::ModelLimits::BASE
+        }),
+    },
+    build: |p| crate::upstream::registry::boxed(Aimlapi::new(p)),
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@
 //! prompts, bodies and task states, [`answer`] reads the envelope and classifies errors.
 
 mod answer;
+
 #[cfg(test)]
 mod tests;
 mod token;
@@ -159,3 +160,25 @@ impl Upstream for Kling {
         }
     }
 }
+
+/// This provider's entry in the [registry](crate::upstream::registry).
+pub const PROVIDER: crate::upstream::registry::Provider = crate::upstream::registry::Provider {
+    name: ProviderName::Kling,
+    credentials: crate::upstream::registry::Credentials::AccessSecretJwt {
+        access_env: "KLING_ACCESS_KEY",
+        secret_env: "KLING_SECRET_KEY",
+    },
+    models: crate::upstream::registry::Models {
+        edit: Ok(crate::upstream::registry::ModelLimits {
+            inline_elements: false,
+            ..crate::upstream::registry::ModelLimits::BASE
+        }),
+        reference: Ok(crate::upstream::registry::ModelLimits {
+            inline_elements: false,
+            aspect_ratios: &["16:9", "9:16", "1:1"],
+            durations: &[3, 4, 5, 6, 7, 8, 9, 10],
+            ..crate::upstream::registry::ModelLimits::BASE
+        }),
+    },
+    build: |p| crate::upstream::registry::boxed(Kling::new(p)),
+};

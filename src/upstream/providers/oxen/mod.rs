@@ -8,6 +8,7 @@
 //! [`events`] keeps the event stream.
 
 mod events;
+
 #[cfg(test)]
 mod tests;
 mod wire;
@@ -184,3 +185,20 @@ impl Upstream for Oxen {
         Some(events::completed_ids(self.sse.clone(), url, key))
     }
 }
+
+/// This provider's entry in the [registry](crate::upstream::registry).
+pub const PROVIDER: crate::upstream::registry::Provider = crate::upstream::registry::Provider {
+    name: ProviderName::Oxen,
+    credentials: crate::upstream::registry::Credentials::Bearer {
+        env: "OXEN_API_KEY",
+    },
+    models: crate::upstream::registry::Models {
+        edit: Ok(crate::upstream::registry::ModelLimits {
+            max_element_refs: 3,
+            ..crate::upstream::registry::ModelLimits::BASE
+        }),
+        reference: Err("Oxen offers no Kling O1 video-to-video reference model \
+                        (only kling-video-o1-video-to-video-edit); use another provider"),
+    },
+    build: |p| crate::upstream::registry::boxed(Oxen::new(p)),
+};

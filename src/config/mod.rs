@@ -1,0 +1,82 @@
+//! Layered settings: `config/default.toml` < `config/<env>.toml` < `RESTYLE__…` env vars
+//! (plus `REDIS_URL` and each provider's own credential variables, e.g. `AIMLAPI_API_KEY`,
+//! named in its [registry](crate::upstream::registry) entry). Raw structs deny unknown
+//! keys; conversion into [`Settings`] is where every value is validated. Secrets stay in
+//! `SecretString`.
+//!
+//! - `raw`: the settings file format (serde structs, defaults for optional keys).
+//! - `settings`: the validated types every command reads.
+//! - `load`: the layers, env overrides included ([`LoadOptions`], [`Settings::load`]).
+//! - `validate` and `providers`: raw into validated, one function per section.
+//! - `effective`: the redacted `key = value` view of `check-config`, derived from the
+//!   settings types' `Serialize`.
+//! - [`testing`]: one description of test settings, as [`Settings`] and as the
+//!   environment of a child process (for tests and benchmarks).
+
+mod effective;
+mod load;
+mod providers;
+mod raw;
+mod settings;
+pub mod testing;
+mod validate;
+
+pub use load::LoadOptions;
+pub use settings::{
+    OutputSettings, PollSettings, Prices, ProviderLimits, ProviderSettings, QueueSettings,
+    RedisSettings, RetrySettings, Settings, WorkerSettings,
+};
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A settings problem, naming the key and the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("settings: {0}")]
+    Load(String),
+    #[error("settings: {key}: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn positive(key: &str, d: Duration) -> Result<Duration, ConfigError> {
+    if d.is_zero() {
+        Err(invalid(key, "must be greater than zero"))
+    } else {
+        Ok(d)
+    }
+}
+
+/// Replaces the password (and a lone user token) of a URL with `***`.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            } else if !u.username().is_empty() {
+                let _ = u.set_username("***");
+            }
+            u.to_string()
+        }
+        Err(_) => "<unparseable url>".to_string(),
+    }
+}
+
+/// Resolves a path from settings against a base directory unless it is absolute.
+pub fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+#[cfg(test)]
+mod tests;

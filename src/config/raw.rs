@@ -1,0 +1,170 @@
+//! The settings file format: serde structs mirroring `config/default.toml` key for key,
+//! with serde defaults for the optional keys. Unknown keys are refused here
+//! (`deny_unknown_fields`); no value is checked here beyond its type (see `validate`).
+
+use secrecy::SecretString;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Raw {
+    pub(super) redis: RawRedis,
+    pub(super) queue: RawQueue,
+    pub(super) worker: RawWorker,
+    pub(super) poll: RawPoll,
+    pub(super) retry: RawRetry,
+    pub(super) output: RawOutput,
+    pub(super) limits: RawLimits,
+    #[serde(default)]
+    pub(super) providers: BTreeMap<String, RawProvider>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRedis {
+    pub(super) url: SecretString,
+    pub(super) namespace: String,
+    #[serde(with = "humantime_serde")]
+    pub(super) connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub(super) response_timeout: Duration,
+    /// The URL is a seed node of a Redis Cluster.
+    #[serde(default)]
+    pub(super) cluster: bool,
+    /// PEM file of the CA that signed the server's certificate (`rediss://` with a
+    /// private CA); public CAs need nothing.
+    #[serde(default)]
+    pub(super) tls_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawQueue {
+    #[serde(with = "humantime_serde")]
+    pub(super) lease: Duration,
+    #[serde(with = "humantime_serde")]
+    pub(super) renew_every: Duration,
+    #[serde(with = "humantime_serde")]
+    pub(super) idle_poll: Duration,
+    pub(super) promote_chunk: u32,
+    pub(super) sweep_chunk: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWorker {
+    pub(super) concurrency: usize,
+    #[serde(with = "humantime_serde")]
+    pub(super) shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPoll {
+    #[serde(with = "humantime_serde")]
+    pub(super) first_delay: Duration,
+    #[serde(with = "humantime_serde")]
+    pub(super) max_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub(super) deadline: Duration,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPollOverride {
+    #[serde(default, with = "humantime_serde")]
+    pub(super) first_delay: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub(super) max_interval: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub(super) deadline: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRetry {
+    pub(super) max_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    pub(super) base_delay: Duration,
+    #[serde(with = "humantime_serde")]
+    pub(super) max_delay: Duration,
+    #[serde(with = "humantime_serde")]
+    pub(super) account_pause: Duration,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOutput {
+    pub(super) dir: PathBuf,
+    pub(super) max_download_bytes: u64,
+    pub(super) allow_http: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimits {
+    pub(super) max_video_bytes: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawProvider {
+    pub(super) base_url: String,
+    #[serde(default)]
+    pub(super) api_key: Option<SecretString>,
+    /// Kling: the access key (JWT issuer) and the secret key that signs it.
+    #[serde(default)]
+    pub(super) access_key: Option<SecretString>,
+    #[serde(default)]
+    pub(super) secret_key: Option<SecretString>,
+    #[serde(with = "humantime_serde")]
+    pub(super) request_timeout: Duration,
+    #[serde(default)]
+    pub(super) poll: RawPollOverride,
+    /// Requests per second for the whole account, every worker together; 0 = no limit.
+    #[serde(default)]
+    pub(super) rate_limit: f64,
+    /// Requests that may go at once after a quiet spell.
+    #[serde(default = "one")]
+    pub(super) rate_burst: u32,
+    /// Which calls the provider counts against the rate: "submit", "poll".
+    #[serde(default = "all_calls")]
+    pub(super) rate_counts: Vec<String>,
+    /// Generations in flight for the account (submit until terminal); 0 = no cap.
+    #[serde(default)]
+    pub(super) max_in_flight: u32,
+    /// false: only the per-process limiter (each process alone gets the full rate).
+    #[serde(default = "yes")]
+    pub(super) global_limiter: bool,
+    /// Fleet-wide pause after a 429 without Retry-After.
+    #[serde(default = "five_s", with = "humantime_serde")]
+    pub(super) cooldown: Duration,
+    /// USD per output second, per model; unset = unknown (cost shown as unknown).
+    #[serde(default)]
+    pub(super) price_per_second: RawPrices,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPrices {
+    #[serde(default)]
+    pub(super) edit: Option<f64>,
+    #[serde(default)]
+    pub(super) reference: Option<f64>,
+}
+
+fn one() -> u32 {
+    1
+}
+fn yes() -> bool {
+    true
+}
+fn five_s() -> Duration {
+    Duration::from_secs(5)
+}
+fn all_calls() -> Vec<String> {
+    vec!["submit".into(), "poll".into()]
+}

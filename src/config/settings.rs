@@ -1,0 +1,193 @@
+//! The validated settings types every command reads, and the small edits tests and the
+//! demo make to them. `Serialize` on these types is the `check-config` view (see
+//! `effective`): secrets serialize as a redaction marker, durations in humantime form,
+//! and the few fields `check-config` never showed are skipped.
+
+use super::effective::{display, duration, path, price, redacted_url, secret};
+use crate::model::ProviderName;
+use crate::money::Usd;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Validated settings for every command.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    pub redis: RedisSettings,
+    pub queue: QueueSettings,
+    pub worker: WorkerSettings,
+    pub poll: PollSettings,
+    pub retry: RetrySettings,
+    pub output: OutputSettings,
+    #[serde(serialize_with = "BatchLimitsView::serialize")]
+    pub limits: crate::batch::BatchLimits,
+    pub providers: BTreeMap<ProviderName, ProviderSettings>,
+}
+
+/// How `[limits]` shows in `check-config` (the type itself belongs to `batch`).
+#[derive(Serialize)]
+#[serde(remote = "crate::batch::BatchLimits")]
+struct BatchLimitsView {
+    max_video_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RedisSettings {
+    /// May hold a password: only [`RedisSettings::redacted_url`] is ever printed.
+    #[serde(serialize_with = "redacted_url")]
+    pub url: SecretString,
+    pub namespace: String,
+    #[serde(serialize_with = "duration")]
+    pub connect_timeout: Duration,
+    #[serde(serialize_with = "duration")]
+    pub response_timeout: Duration,
+    #[serde(skip)]
+    pub cluster: bool,
+    #[serde(skip)]
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+impl RedisSettings {
+    /// The URL with any password replaced by `***`, safe for logs and errors.
+    pub fn redacted_url(&self) -> String {
+        super::redact_url(self.url.expose_secret())
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueSettings {
+    /// How long a claim stays valid without renewal.
+    #[serde(serialize_with = "duration")]
+    pub lease: Duration,
+    /// Period of the one renewal timer per worker process (also the sweep period).
+    #[serde(serialize_with = "duration")]
+    pub renew_every: Duration,
+    /// How long an idle fetcher waits before asking Redis again.
+    #[serde(serialize_with = "duration")]
+    pub idle_poll: Duration,
+    pub promote_chunk: u32,
+    pub sweep_chunk: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerSettings {
+    pub concurrency: usize,
+    #[serde(serialize_with = "duration")]
+    pub shutdown_grace: Duration,
+}
+
+/// Poll schedule: first delay, exponential growth with full jitter, capped, deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct PollSettings {
+    #[serde(serialize_with = "duration")]
+    pub first_delay: Duration,
+    #[serde(serialize_with = "duration")]
+    pub max_interval: Duration,
+    #[serde(serialize_with = "duration")]
+    pub deadline: Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RetrySettings {
+    pub max_attempts: u32,
+    #[serde(serialize_with = "duration")]
+    pub base_delay: Duration,
+    #[serde(serialize_with = "duration")]
+    pub max_delay: Duration,
+    /// How long jobs wait after an account error (401, out of credits) before trying again.
+    #[serde(serialize_with = "duration")]
+    pub account_pause: Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OutputSettings {
+    #[serde(serialize_with = "path")]
+    pub dir: PathBuf,
+    pub max_download_bytes: u64,
+    /// Plain-http output URLs are refused unless this is set (the local simulator).
+    pub allow_http: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProviderSettings {
+    #[serde(serialize_with = "display")]
+    pub base_url: url::Url,
+    #[serde(serialize_with = "secret")]
+    pub api_key: Option<SecretString>,
+    /// Kling only: JWT issuer and signing secret.
+    #[serde(serialize_with = "secret")]
+    pub access_key: Option<SecretString>,
+    #[serde(serialize_with = "secret")]
+    pub secret_key: Option<SecretString>,
+    #[serde(serialize_with = "duration")]
+    pub request_timeout: Duration,
+    pub poll: PollSettings,
+    /// Shown at the provider's level, as the settings file has them.
+    #[serde(flatten)]
+    pub limits: ProviderLimits,
+    #[serde(rename = "price_per_second")]
+    pub prices: Prices,
+}
+
+/// Admission limits for one provider account, shared by every worker.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProviderLimits {
+    /// Requests per second; 0 = no limit.
+    #[serde(serialize_with = "display")]
+    pub rate_limit: f64,
+    pub rate_burst: u32,
+    #[serde(skip)]
+    pub count_submit: bool,
+    #[serde(skip)]
+    pub count_poll: bool,
+    /// Generations in flight; 0 = no cap.
+    pub max_in_flight: u32,
+    /// Enforce the rate in Redis for the whole fleet (false: per process only).
+    #[serde(rename = "global_limiter")]
+    pub global: bool,
+    /// Fleet-wide pause after a 429 that carries no Retry-After.
+    #[serde(serialize_with = "duration")]
+    pub cooldown: Duration,
+}
+
+/// USD per second of output video, per model; `None` = unknown, never invented.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Prices {
+    #[serde(serialize_with = "price")]
+    pub edit: Option<Usd>,
+    #[serde(serialize_with = "price")]
+    pub reference: Option<Usd>,
+}
+
+impl Prices {
+    pub fn for_model(&self, m: crate::model::ModelKind) -> Option<Usd> {
+        match m {
+            crate::model::ModelKind::Edit => self.edit,
+            crate::model::ModelKind::Reference => self.reference,
+        }
+    }
+}
+
+impl Settings {
+    /// The provider's settings; every known provider has an entry after validation.
+    pub fn provider(&self, name: ProviderName) -> &ProviderSettings {
+        &self.providers[&name]
+    }
+
+    /// Points one provider at a base URL (the simulator in tests and the demo).
+    pub fn point_provider_at(&mut self, name: ProviderName, base_url: &str, key: &str) {
+        let p = self.providers.get_mut(&name).expect("known provider");
+        p.base_url = url::Url::parse(base_url).expect("valid base url");
+        p.api_key = Some(SecretString::from(key.to_string()));
+    }
+
+    /// Sets the poll schedule for every provider.
+    pub fn set_poll(&mut self, poll: PollSettings) {
+        self.poll = poll;
+        for p in self.providers.values_mut() {
+            p.poll = poll;
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! Unit tests of loading, validation and the effective view.
+
+use super::*;
+use crate::model::ProviderName;
+use secrecy::{ExposeSecret, SecretString};
+
+#[test]
+fn builtin_settings_are_valid() {
+    let s = Settings::builtin();
+    assert_eq!(s.poll.deadline, Duration::from_secs(1000));
+    assert!(s.providers.contains_key(&ProviderName::Aimlapi));
+}
+
+#[test]
+fn effective_values_redact_secrets() {
+    let mut s = Settings::builtin();
+    s.redis.url = SecretString::from("redis://u:hunter2pass@localhost:6379".to_string());
+    s.point_provider_at(
+        ProviderName::Aimlapi,
+        "http://127.0.0.1:1",
+        "sk-topsecret-123",
+    );
+    let all: String = s
+        .effective()
+        .iter()
+        .map(|(k, v)| format!("{k} = {v}\n"))
+        .collect();
+    assert!(
+        !all.contains("hunter2pass") && !all.contains("sk-topsecret-123"),
+        "{all}"
+    );
+    assert!(
+        all.contains("providers.aimlapi.api_key = *** (set)"),
+        "{all}"
+    );
+    assert!(all.contains("poll.deadline = 16m 40s"), "{all}");
+}
+
+#[test]
+fn debug_output_hides_secrets() {
+    let mut s = Settings::builtin();
+    s.redis.url = SecretString::from("redis://u:hunter2pass@localhost:6379".to_string());
+    s.point_provider_at(
+        ProviderName::Aimlapi,
+        "http://127.0.0.1:1",
+        "sk-topsecret-123",
+    );
+    let dbg = format!("{s:?}");
+    assert!(!dbg.contains("hunter2pass"), "{dbg}");
+    assert!(!dbg.contains("sk-topsecret-123"), "{dbg}");
+    assert_eq!(s.redis.redacted_url(), "redis://u:***@localhost:6379");
+}
+
+/// The keys `check-config` has always printed, and no others.
+#[test]
+fn effective_keys_are_the_documented_ones() {
+    let mut want: Vec<String> = [
+        "redis.url",
+        "redis.namespace",
+        "redis.connect_timeout",
+        "redis.response_timeout",
+        "queue.lease",
+        "queue.renew_every",
+        "queue.idle_poll",
+        "queue.promote_chunk",
+        "queue.sweep_chunk",
+        "worker.concurrency",
+        "worker.shutdown_grace",
+        "poll.first_delay",
+        "poll.max_interval",
+        "poll.deadline",
+        "retry.max_attempts",
+        "retry.base_delay",
+        "retry.max_delay",
+        "retry.account_pause",
+        "output.dir",
+        "output.max_download_bytes",
+        "output.allow_http",
+        "limits.max_video_bytes",
+    ]
+    .map(String::from)
+    .to_vec();
+    for p in ProviderName::ALL {
+        for f in [
+            "base_url",
+            "api_key",
+            "access_key",
+            "secret_key",
+            "request_timeout",
+            "poll.first_delay",
+            "poll.max_interval",
+            "poll.deadline",
+            "rate_limit",
+            "rate_burst",
+            "max_in_flight",
+            "global_limiter",
+            "cooldown",
+            "price_per_second.edit",
+            "price_per_second.reference",
+        ] {
+            want.push(format!("providers.{p}.{f}"));
+        }
+    }
+    want.sort();
+    let got: Vec<String> = Settings::builtin()
+        .effective()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn effective_values_keep_their_display_forms() {
+    let mut s = Settings::builtin();
+    let fal = s.providers.get_mut(&ProviderName::Fal).unwrap();
+    fal.prices.edit = crate::money::Usd::from_f64(0.084);
+    fal.limits.rate_limit = 0.5;
+    let all: std::collections::BTreeMap<String, String> = s.effective().into_iter().collect();
+    assert_eq!(all["providers.fal.price_per_second.edit"], "0.084");
+    assert_eq!(all["providers.fal.price_per_second.reference"], "(unknown)");
+    assert_eq!(all["providers.fal.rate_limit"], "0.5");
+    assert_eq!(all["providers.aimlapi.rate_limit"], "5");
+    assert_eq!(
+        all["providers.aimlapi.base_url"],
+        "https://api.aimlapi.com/"
+    );
+    assert_eq!(all["providers.kling.access_key"], "(unset)");
+    assert_eq!(all["retry.max_delay"], "2m");
+    assert_eq!(all["output.max_download_bytes"], "524288000");
+    assert_eq!(all["output.allow_http"], "false");
+}
+
+fn vars(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn provider_variables_apply_unless_the_restyle_one_is_set() {
+    let s = load::from_vars(vars(&[
+        ("FAL_KEY", "from-fal-key"),
+        ("KLING_ACCESS_KEY", "ak"),
+        ("KLING_SECRET_KEY", "sk"),
+        ("AIMLAPI_API_KEY", "conventional"),
+        ("RESTYLE__PROVIDERS__AIMLAPI__API_KEY", "ours"),
+        ("REDIS_URL", "redis://elsewhere:1"),
+        ("RESTYLE__PROVIDERS__KLING__RATE_COUNTS", "submit,poll"),
+    ]))
+    .unwrap();
+    let key = |p: ProviderName, k: fn(&ProviderSettings) -> &Option<SecretString>| {
+        k(s.provider(p))
+            .as_ref()
+            .map(|k| k.expose_secret().to_string())
+    };
+    assert_eq!(
+        key(ProviderName::Fal, |p| &p.api_key).as_deref(),
+        Some("from-fal-key")
+    );
+    assert_eq!(
+        key(ProviderName::Aimlapi, |p| &p.api_key).as_deref(),
+        Some("ours")
+    );
+    assert_eq!(
+        key(ProviderName::Kling, |p| &p.access_key).as_deref(),
+        Some("ak")
+    );
+    assert_eq!(
+        key(ProviderName::Kling, |p| &p.secret_key).as_deref(),
+        Some("sk")
+    );
+    assert_eq!(key(ProviderName::Oxen, |p| &p.api_key), None);
+    assert_eq!(s.redis.url.expose_secret(), "redis://elsewhere:1");
+    assert!(s.provider(ProviderName::Kling).limits.count_poll);
+}
+
+#[test]
+fn unknown_and_missing_providers_are_named() {
+    let e = load::from_vars(vars(&[
+        ("RESTYLE__PROVIDERS__ACME__BASE_URL", "http://x"),
+        ("RESTYLE__PROVIDERS__ACME__REQUEST_TIMEOUT", "1s"),
+    ]))
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "settings: providers.acme: unknown provider (known: aimlapi, oxen, fal, kling)"
+    );
+}
+
+#[test]
+fn test_settings_render_the_same_settings_both_ways() {
+    use testing::TestSettings;
+    let poll = PollSettings {
+        first_delay: Duration::from_millis(100),
+        max_interval: Duration::from_millis(300),
+        deadline: Duration::from_secs(20),
+    };
+    let t = TestSettings::new()
+        .redis("redis://127.0.0.1:7000", "t123")
+        .provider_at(ProviderName::Aimlapi, "http://127.0.0.1:9", "sk-test")
+        .poll(poll)
+        .output(std::path::Path::new("/tmp/out"))
+        .set("queue.idle_poll", Duration::from_millis(20))
+        .every_provider("rate_limit", 0.0)
+        .every_provider("cooldown", Duration::from_millis(200));
+    let env = t.env();
+    let has = |k: &str, v: &str| env.contains(&(k.to_string(), v.to_string()));
+    assert!(has("REDIS_URL", "redis://127.0.0.1:7000"));
+    assert!(has("AIMLAPI_API_KEY", "sk-test"));
+    assert!(has("RESTYLE__PROVIDERS__OXEN__POLL__FIRST_DELAY", "100ms"));
+    assert!(has("RESTYLE__OUTPUT__ALLOW_HTTP", "true"));
+    let s = t.settings();
+    assert_eq!(s.redis.namespace, "t123");
+    assert_eq!(s.queue.idle_poll, Duration::from_millis(20));
+    assert!(s.output.allow_http);
+    for p in s.providers.values() {
+        assert_eq!(p.poll, poll);
+        assert_eq!(p.limits.rate_limit, 0.0);
+        assert_eq!(p.limits.cooldown, Duration::from_millis(200));
+    }
+    let a = s.provider(ProviderName::Aimlapi);
+    assert_eq!(a.base_url.as_str(), "http://127.0.0.1:9/");
+    assert_eq!(a.api_key.as_ref().unwrap().expose_secret(), "sk-test");
+    assert_eq!(
+        s.effective(),
+        load::from_vars(env.into_iter().collect())
+            .unwrap()
+            .effective()
+    );
+    let dbg = format!("{t:?}");
+    assert!(!dbg.contains("sk-test") && dbg.contains("t123"), "{dbg}");
+}
+
+#[test]
+fn invalid_test_settings_name_the_key() {
+    let e = testing::TestSettings::new()
+        .set("worker.concurrency", 0usize)
+        .try_settings()
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "settings: worker.concurrency: must be 1–10000"
+    );
+}
