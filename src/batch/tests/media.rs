@@ -1,4 +1,4 @@
-//! Media sources: https URLs, data URIs, local files, images.
+//! Media sources: https URLs, data URIs (parsed by `data-url`), local files, images.
 
 use super::*;
 
@@ -137,4 +137,61 @@ fn images_must_be_https_or_image_data_uris() {
     assert_eq!(flags_err(&f).field, "images");
     f.images = vec!["data:image/png;base64,iVBORw0KGgo=".to_owned()];
     assert!(from_flags(&f, &BatchLimits::default()).is_ok());
+}
+
+#[test]
+fn data_uri_errors_name_the_expected_shape_and_the_limit() {
+    let mut f = flags(&["p"]);
+    let shape = "expected data:video/<subtype>;base64,<payload>";
+    for (bad, says) in [
+        ("data:video/mp4,AAAA", "not base64"),
+        ("data:image/png;base64,AAAA", "got media type \"image/png\""),
+        ("data:video;base64,AAAA", "got media type \"video\""),
+        ("data:video/mp4;base64,AAAA#t=1", "#fragment"),
+        ("data:video/mp4;base64", "comma"),
+    ] {
+        f.video = Some(bad.to_owned());
+        let e = flags_err(&f);
+        assert_eq!(e.field, "video", "{bad}");
+        assert!(
+            e.message.contains(shape) && e.message.contains(says),
+            "{bad}: {e}"
+        );
+    }
+    f.video = Some("data:video/mp4;base64,AA*A".to_owned());
+    let e = flags_err(&f);
+    assert!(e.message.contains("not valid base64"), "{e}");
+    // The decoded size, exactly, against the limit.
+    f.video = Some(format!("data:video/mp4;base64,{}", "A".repeat(400)));
+    let limits = BatchLimits {
+        max_video_bytes: 100,
+    };
+    let e = from_flags(&f, &limits).unwrap_err();
+    assert!(
+        e.message
+            .contains("data URI payload is 300 bytes, over the limit of 100 bytes"),
+        "{e}"
+    );
+    f.images = vec!["data:image/png;base64,".to_owned()];
+    f.video = Some(VIDEO.to_owned());
+    let e = flags_err(&f);
+    assert_eq!(e.field, "images");
+    assert!(
+        e.message.contains("image 1: data URI has an empty payload"),
+        "{e}"
+    );
+}
+
+#[test]
+fn data_uris_are_read_as_browsers_read_them_and_sent_as_given() {
+    let mut f = flags(&["p"]);
+    for ok in [
+        "DATA:Video/MP4;base64,aGVsbG8=",
+        "data:video/mp4;codecs=avc1;BASE64,aGVsbG8=",
+        "data:video/mp4;base64,aGVsbG8",
+    ] {
+        f.video = Some(ok.to_owned());
+        let batch = from_flags(&f, &BatchLimits::default()).unwrap();
+        assert_eq!(batch.shared.video, ok);
+    }
 }
