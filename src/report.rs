@@ -4,8 +4,12 @@
 //! moved or zipped as a whole); a failed, timed-out, dead, unknown or cancelled one shows
 //! its reason; a pending or running one its state. The header has the counts per state
 //! (which double as filters) and the cost known so far. Everything is inline — CSS, no
-//! script, nothing fetched — so the page opens from disk, and every piece of text from a
-//! record (prompts, provider messages, ids) is HTML-escaped.
+//! script, nothing fetched — so the page opens from disk.
+//!
+//! The markup is a `maud` template: every value spliced into it (prompts, provider
+//! messages, ids, reasons) is HTML-escaped by the template engine. The only pre-escaped
+//! pieces are the stylesheet constant and its filter rules, which are built from the fixed
+//! state keys alone. Video links are percent-encoded by the `percent-encoding` crate.
 //!
 //! The filters are plain links to `#only-<state>`: the CSS `:target` rule hides the other
 //! cards, so a filtered view can be bookmarked or shared as a URL.
@@ -14,8 +18,10 @@ use crate::config::Settings;
 use crate::cost::CostTally;
 use crate::job::{JobRecord, JobState, Loaded};
 use crate::queue::{now_ms, BatchInfo, Queue, QueueError};
+use maud::{html, Markup, PreEscaped};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use std::collections::HashMap;
-use std::fmt::{self, Write as _};
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -55,34 +61,19 @@ fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<Pat
     Ok(path)
 }
 
-/// Escapes text for HTML content and attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+/// Bytes a video link keeps as they are: `A-Za-z0-9-._~` (RFC 3986's unreserved set).
+/// Everything else — `/`, `:`, `?`, `#`, `%`, quotes, spaces, non-ASCII — is
+/// percent-encoded, so no file name can turn into a scheme, a parent folder, a query or
+/// a fragment.
+const LINK_KEEPS: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
-/// A file name as a relative URL: `./` then every byte outside `A-Za-z0-9-._~`
-/// percent-encoded (so no name can turn into a scheme, a query or a fragment).
+/// A file name as a relative URL: `./` then the name percent-encoded ([`LINK_KEEPS`]).
 fn relative_url(name: &str) -> String {
-    let mut out = String::from("./");
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    format!("./{}", utf8_percent_encode(name, LINK_KEEPS))
 }
 
 /// The CSS key of a card: its state's name, `missing` (no record) or `other` (a record
@@ -187,20 +178,36 @@ pub fn render(info: &BatchInfo, records: &[Loaded], generated_at: u64) -> String
             }
         })
         .collect();
-    let mut out = String::new();
-    page(&mut out, info, &cards, generated_at).expect("writing to a String");
-    out
+    page(info, &cards, generated_at).into_string()
 }
 
-fn page(out: &mut String, info: &BatchInfo, cards: &[Card<'_>], now: u64) -> fmt::Result {
-    let mut counts: Vec<(&'static str, usize)> = Vec::new();
+/// The states present on the page, each with its number of cards, in [`JobState::ALL`]
+/// order then `missing` and `other`.
+fn counts(cards: &[Card<'_>]) -> Vec<(&'static str, usize)> {
     let states = JobState::ALL.iter().map(|s| s.as_str());
-    for key in states.chain(["missing", "other"]) {
-        let n = cards.iter().filter(|c| c.key == key).count();
-        if n > 0 {
-            counts.push((key, n));
-        }
+    states
+        .chain(["missing", "other"])
+        .map(|key| (key, cards.iter().filter(|c| c.key == key).count()))
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+/// The stylesheet: the constant rules, then two filter rules per state key present. The
+/// keys are fixed names (never record text), so this is the one pre-escaped piece.
+fn stylesheet(counts: &[(&'static str, usize)]) -> PreEscaped<String> {
+    let mut css = String::from(CSS);
+    for (key, _) in counts {
+        let _ = writeln!(
+            css,
+            "#only-{key}:target~main .card:not(.s-{key}){{display:none}}\
+             #only-{key}:target~nav a[href=\"#only-{key}\"]{{background:var(--ink);color:var(--bg)}}"
+        );
     }
+    PreEscaped(css)
+}
+
+fn page(info: &BatchInfo, cards: &[Card<'_>], now: u64) -> Markup {
+    let counts = counts(cards);
     let mut cost = CostTally::default();
     for c in cards
         .iter()
@@ -208,74 +215,67 @@ fn page(out: &mut String, info: &BatchInfo, cards: &[Card<'_>], now: u64) -> fmt
     {
         cost.add(c.rec.and_then(|r| r.estimated_cost));
     }
-    let id = escape(&info.batch_id);
-    write!(
-        out,
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{id} · restyle</title>\n<style>{CSS}"
-    )?;
-    for (key, _) in &counts {
-        writeln!(
-            out,
-            "#only-{key}:target~main .card:not(.s-{key}){{display:none}}\
-             #only-{key}:target~nav a[href=\"#only-{key}\"]{{background:var(--ink);color:var(--bg)}}"
-        )?;
+    html! {
+        (PreEscaped("<!doctype html>\n"))
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (info.batch_id) " · restyle" }
+                "\n"
+                style { (stylesheet(&counts)) }
+            }
+            "\n"
+            body {
+                "\n"
+                @for (key, _) in &counts {
+                    i class="anchor" id={ "only-" (key) } {}
+                    "\n"
+                }
+                header {
+                    h1 { (info.batch_id) }
+                    p class="sub" {
+                        (cards.len()) " variants"
+                        @if info.created_at > 0 {
+                            " · enqueued " (when(info.created_at))
+                        }
+                        @match info.finished_at {
+                            Some(t) => { " · finished " (when(t)) }
+                            None => { " · " (info.done) " of " (info.total) " done so far" }
+                        }
+                        " · page written " (when(now)) " · "
+                        a href="results.jsonl" { "results.jsonl" }
+                    }
+                    p class="cost" {
+                        "Cost so far: " b { (cost) } " "
+                        span class="muted" { "(succeeded jobs)" }
+                    }
+                }
+                "\n"
+                nav {
+                    a class="all" href="#all" { "all " b { (cards.len()) } }
+                    @for (key, n) in &counts {
+                        a class={ "k-" (kind(key)) } href={ "#only-" (key) } {
+                            i {} (label(key)) " " b { (n) }
+                        }
+                    }
+                }
+                "\n"
+                main class="grid" {
+                    "\n"
+                    @for c in cards {
+                        (card(info, c))
+                    }
+                }
+                "\n"
+            }
+        }
+        "\n"
     }
-    out.push_str("</style></head>\n<body>\n");
-    for (key, _) in &counts {
-        writeln!(out, "<i class=\"anchor\" id=\"only-{key}\"></i>")?;
-    }
-    write!(
-        out,
-        "<header><h1>{id}</h1><p class=\"sub\">{} variants",
-        cards.len()
-    )?;
-    if info.created_at > 0 {
-        write!(out, " · enqueued {}", when(info.created_at))?;
-    }
-    match info.finished_at {
-        Some(t) => write!(out, " · finished {}", when(t))?,
-        None => write!(out, " · {} of {} done so far", info.done, info.total)?,
-    }
-    writeln!(
-        out,
-        " · page written {} · <a href=\"results.jsonl\">results.jsonl</a></p>\
-         <p class=\"cost\">Cost so far: <b>{}</b> <span class=\"muted\">(succeeded jobs)</span></p></header>",
-        when(now),
-        escape(&cost.to_string())
-    )?;
-    write!(
-        out,
-        "<nav><a class=\"all\" href=\"#all\">all <b>{}</b></a>",
-        cards.len()
-    )?;
-    for (key, n) in &counts {
-        write!(
-            out,
-            "<a class=\"k-{}\" href=\"#only-{key}\"><i></i>{} <b>{n}</b></a>",
-            kind(key),
-            label(key)
-        )?;
-    }
-    out.push_str("</nav>\n<main class=\"grid\">\n");
-    for c in cards {
-        card(out, info, c)?;
-    }
-    out.push_str("</main>\n</body></html>\n");
-    Ok(())
 }
 
-fn card(out: &mut String, info: &BatchInfo, c: &Card<'_>) -> fmt::Result {
-    let state = c.key;
+fn card(info: &BatchInfo, c: &Card<'_>) -> Markup {
     let succeeded = c.key == JobState::Succeeded.as_str();
-    write!(
-        out,
-        "<article class=\"card s-{} k-{}\" id=\"job-{}\"><div class=\"media\">",
-        c.key,
-        kind(c.key),
-        escape(c.job_id)
-    )?;
     let file = c.rec.and_then(|r| r.file.as_deref()).map(|f| {
         let prefix = format!("{}/", info.batch_id);
         let name = f
@@ -283,77 +283,69 @@ fn card(out: &mut String, info: &BatchInfo, c: &Card<'_>) -> fmt::Result {
             .unwrap_or_else(|| f.rsplit('/').next().unwrap_or(f));
         relative_url(name)
     });
-    let error = c.error().map(escape);
-    match (succeeded, &file) {
-        (true, Some(src)) => write!(
-            out,
-            "<video controls muted loop playsinline preload=\"metadata\" src=\"{}\"></video>",
-            escape(src)
-        )?,
-        _ => {
-            let note = match kind(c.key) {
-                "ok" => "no file recorded".to_string(),
-                "bad" | "stop" => error.clone().unwrap_or_else(|| "no reason recorded".into()),
-                _ => in_progress(c.key).into(),
-            };
-            write!(
-                out,
-                "<div class=\"placeholder\"><span class=\"big\">{}</span>\
-                 <span class=\"reason\">{note}</span></div>",
-                escape(&label(state)),
-            )?;
-        }
-    }
-    write!(
-        out,
-        "</div><div class=\"body\"><div class=\"top\"><span>#{}</span><span class=\"badge\">{}</span></div>\
-         <p class=\"prompt\">{}</p>",
-        c.index + 1,
-        escape(&label(state)),
-        escape(&c.prompt())
-    )?;
-    if matches!(kind(c.key), "wait" | "run") {
-        if let Some(e) = &error {
-            write!(out, "<p class=\"retry\">last error: {e}</p>")?;
-        }
-    }
-    out.push_str("<dl class=\"meta\">");
+    let video = file.as_deref().filter(|_| succeeded);
+    let error = c.error();
+    let note = match kind(c.key) {
+        "ok" => "no file recorded",
+        "bad" | "stop" => error.unwrap_or("no reason recorded"),
+        _ => in_progress(c.key),
+    };
     let seconds = c.seconds().map_or("—".to_string(), |s| format!("{s:.1} s"));
     let cost = c
         .rec
         .and_then(|r| r.estimated_cost)
         .map_or("unknown".to_string(), |c| c.display());
-    let dash = || "—".to_string();
-    let rows = [
-        ("upstream", seconds),
-        ("cost", cost),
-        (
-            "provider",
-            c.rec
-                .and_then(|r| r.provider)
-                .map_or_else(dash, |p| escape(p.as_str())),
-        ),
-        (
-            "upstream id",
-            c.rec
-                .and_then(|r| r.upstream_id.as_deref())
-                .map_or_else(dash, |u| format!("<code>{}</code>", escape(u))),
-        ),
-        ("job", format!("<code>{}</code>", escape(c.job_id))),
-    ];
-    for (k, v) in rows {
-        write!(out, "<dt>{k}</dt><dd>{v}</dd>")?;
+    let provider = c.rec.and_then(|r| r.provider);
+    let upstream_id = c.rec.and_then(|r| r.upstream_id.as_deref());
+    html! {
+        article class={ "card s-" (c.key) " k-" (kind(c.key)) } id={ "job-" (c.job_id) } {
+            div class="media" {
+                @if let Some(src) = video {
+                    video controls muted loop playsinline preload="metadata" src=(src) {}
+                } @else {
+                    div class="placeholder" {
+                        span class="big" { (label(c.key)) }
+                        span class="reason" { (note) }
+                    }
+                }
+            }
+            div class="body" {
+                div class="top" {
+                    span { "#" (c.index + 1) }
+                    span class="badge" { (label(c.key)) }
+                }
+                p class="prompt" { (c.prompt()) }
+                @if matches!(kind(c.key), "wait" | "run") {
+                    @if let Some(e) = error {
+                        p class="retry" { "last error: " (e) }
+                    }
+                }
+                dl class="meta" {
+                    dt { "upstream" } dd { (seconds) }
+                    dt { "cost" } dd { (cost) }
+                    dt { "provider" }
+                    dd {
+                        @match provider {
+                            Some(p) => { (p.as_str()) }
+                            None => { "—" }
+                        }
+                    }
+                    dt { "upstream id" }
+                    dd {
+                        @match upstream_id {
+                            Some(u) => { code { (u) } }
+                            None => { "—" }
+                        }
+                    }
+                    dt { "job" } dd { code { (c.job_id) } }
+                }
+                @if let Some(src) = video {
+                    a class="file" href=(src) download { "download" }
+                }
+            }
+        }
+        "\n"
     }
-    out.push_str("</dl>");
-    if let (Some(src), true) = (&file, succeeded) {
-        write!(
-            out,
-            "<a class=\"file\" href=\"{}\" download>download</a>",
-            escape(src)
-        )?;
-    }
-    out.push_str("</div></article>\n");
-    Ok(())
 }
 
 const CSS: &str = r#"
@@ -396,105 +388,4 @@ code{font:12px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
 "#;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rec(id: &str, fields: &[(&str, &str)]) -> Loaded {
-        JobRecord::from_pairs(
-            id,
-            fields
-                .iter()
-                .flat_map(|(k, v)| [k.to_string(), v.to_string()])
-                .collect(),
-        )
-    }
-
-    fn payload(i: u32, prompt: &str) -> String {
-        serde_json::json!({"v": 1, "batch_id": "b", "index": i, "prompt": prompt}).to_string()
-    }
-
-    #[test]
-    fn escapes_every_special_character() {
-        assert_eq!(
-            escape(r#"<script>alert("x")</script> & 'q'"#),
-            "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &#39;q&#39;"
-        );
-    }
-
-    #[test]
-    fn relative_urls_cannot_escape_the_folder() {
-        assert_eq!(relative_url("b.00001.mp4"), "./b.00001.mp4");
-        assert_eq!(relative_url("a:b c.mp4"), "./a%3Ab%20c.mp4");
-        assert_eq!(relative_url("../x\"<"), "./..%2Fx%22%3C");
-    }
-
-    #[test]
-    fn one_card_per_variant_with_players_reasons_and_states() {
-        let info = BatchInfo::from_pairs("b", vec!["total".into(), "4".into()]);
-        let hostile = r#"<script>alert("x")</script> & "quotes""#;
-        let records = vec![
-            rec(
-                "b.00000",
-                &[
-                    ("state", JobState::Succeeded.as_str()),
-                    ("payload", &payload(0, hostile)),
-                    ("file", "b/b.00000.mp4"),
-                    ("provider", "aimlapi"),
-                    ("upstream_id", "gen-1"),
-                    ("submitted_at", "1000"),
-                    ("finished_at", "13340"),
-                    ("estimated_cost", "0.42"),
-                ],
-            ),
-            rec(
-                "b.00001",
-                &[
-                    ("state", JobState::Failed.as_str()),
-                    ("payload", &payload(1, "plain")),
-                    ("error", "Content <rejected>"),
-                ],
-            ),
-            rec(
-                "b.00002",
-                &[
-                    ("state", JobState::Polling.as_str()),
-                    ("payload", &payload(2, "p")),
-                ],
-            ),
-        ];
-        let html = render(&info, &records, 0);
-        assert_eq!(html.matches("<article class=\"card").count(), 4);
-        assert_eq!(html.matches("<video").count(), 1);
-        assert!(html.contains("src=\"./b.00000.mp4\""));
-        assert!(!html.contains("<script>alert"));
-        assert!(html.contains(
-            "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &quot;quotes&quot;"
-        ));
-        assert!(html.contains("Content &lt;rejected&gt;"));
-        assert!(html.contains("12.3 s") && html.contains("$0.42"));
-        assert!(
-            html.contains("class=\"card s-missing"),
-            "the record-less job still has a card"
-        );
-        assert!(html.contains("Cost so far: <b>$0.42</b>"));
-        assert!(html.contains("#only-failed:target"));
-    }
-
-    #[test]
-    fn unknown_costs_are_counted_not_invented() {
-        let info = BatchInfo::from_pairs("b", vec!["total".into(), "2".into()]);
-        let records = vec![
-            rec(
-                "b.00000",
-                &[
-                    ("state", JobState::Succeeded.as_str()),
-                    ("estimated_cost", "1.5"),
-                ],
-            ),
-            rec("b.00001", &[("state", JobState::Succeeded.as_str())]),
-        ];
-        let html = render(&info, &records, 0);
-        assert!(html.contains("$1.50 + 1 job of unknown cost"), "{html}");
-        assert!(html.contains("<dt>cost</dt><dd>unknown</dd>"));
-    }
-}
+mod tests;

@@ -1,21 +1,18 @@
-//! Media sources for a batch: the video and the reference images. Checks https URLs and
-//! data URIs, and turns local files into data URIs under a size cap.
+//! Media sources for a batch: the video and the reference images. Checks https URLs (with
+//! the `url` crate) and data URIs (parsed and decoded by the `data-url` crate), and turns
+//! local files into base64 data URIs under a size cap.
 
 use super::{BatchLimits, Origin};
-use base64::alphabet::STANDARD;
-use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
+use data_url::forgiving_base64::DecodeError;
+use data_url::DataUrl;
+use std::convert::Infallible;
 use std::path::Path;
 use url::{Host, Url};
 
 /// Reference images larger than this are refused whatever the video limit (Kling's cap).
 const MAX_IMAGE_BYTES: u64 = 10 * 1024 * 1024;
-
-/// Standard alphabet; encodes with padding, decodes with or without it.
-const BASE64: GeneralPurpose = GeneralPurpose::new(
-    &STANDARD,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
 
 /// What a media source must hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,38 +112,56 @@ fn is_loopback(host: &Host<&str>) -> bool {
 
 /// `data:<kind>/<subtype>;base64,<payload>` with a payload that decodes to at most `max`
 /// bytes.
+///
+/// The `data-url` crate parses the URI as browsers do (the WHATWG Fetch algorithm): the
+/// header, the media type (lowercased, parameters allowed) and the forgiving base64 body.
+/// On top of that a media source must declare base64 (the crate accepts percent-encoded
+/// text too), carry the right top-level type, have no `#fragment` and a non-empty payload.
 fn check_data_uri(source: &str, kind: Kind, max: u64) -> Result<(), String> {
     let top = kind.mime_top();
     let shape = || format!("expected data:{top}/<subtype>;base64,<payload>");
-    let (header, payload) = source.split_once(',').ok_or_else(shape)?;
-    let mime = header
+    let url = DataUrl::process(source).map_err(|e| format!("{}: {e}", shape()))?;
+    // The header as written (between `data:` and the first comma), for messages and for
+    // the base64 marker, which the crate does not expose.
+    let header = source
         .get("data:".len()..)
-        .and_then(|rest| strip_suffix_ignore_case(rest, ";base64"))
-        .ok_or_else(shape)?;
-    let subtype = mime
-        .split_once('/')
-        .filter(|(t, _)| t.eq_ignore_ascii_case(top))
-        .map(|(_, sub)| sub)
-        .ok_or_else(|| format!("{}, got media type {mime:?}", shape()))?;
-    let token_char = |c: char| c.is_ascii_alphanumeric() || "!#$&^_.+-".contains(c);
-    if subtype.is_empty() || !subtype.chars().all(token_char) {
-        return Err(format!("{}, got media type {mime:?}", shape()));
+        .and_then(|rest| rest.split_once(','))
+        .map_or("", |(header, _)| header.trim());
+    let written_mime = strip_base64_marker(header);
+    let Some(written_mime) = written_mime else {
+        return Err(format!("{}, got a payload that is not base64", shape()));
+    };
+    if url.mime_type().type_ != top {
+        return Err(format!("{}, got media type {written_mime:?}", shape()));
     }
-    if payload.is_empty() {
+    // Count the decoded bytes as they stream by: nothing is held in memory.
+    let mut size = 0u64;
+    let fragment = url
+        .decode(|bytes| {
+            size += bytes.len() as u64;
+            Ok::<(), Infallible>(())
+        })
+        .map_err(|e| match e {
+            DecodeError::InvalidBase64(e) => format!("data URI payload is not valid base64: {e}"),
+            DecodeError::WriteError(never) => match never {},
+        })?;
+    if fragment.is_some() {
+        return Err(format!("{}, got a #fragment after the payload", shape()));
+    }
+    if size == 0 {
         return Err("data URI has an empty payload".to_owned());
     }
-    // Refuse an oversized payload before decoding it.
-    let estimate = (payload.len() as u64 / 4) * 3;
-    if estimate > max + 3 {
-        return Err(too_large("data URI payload", estimate, max));
-    }
-    let bytes = BASE64
-        .decode(payload)
-        .map_err(|e| format!("data URI payload is not valid base64: {e}"))?;
-    if bytes.len() as u64 > max {
-        return Err(too_large("data URI payload", bytes.len() as u64, max));
+    if size > max {
+        return Err(too_large("data URI payload", size, max));
     }
     Ok(())
+}
+
+/// The media type of a data URI header that ends in the base64 marker (`;base64`, spaces
+/// allowed before `base64`, as the Fetch algorithm reads it); `None` without the marker.
+fn strip_base64_marker(header: &str) -> Option<&str> {
+    let rest = strip_suffix_ignore_case(header, "base64")?;
+    rest.trim_end_matches(' ').strip_suffix(';')
 }
 
 /// Reads a local file of an accepted type and returns it as a base64 data URI.

@@ -4,13 +4,13 @@
 //! Dockerfile builds in stages and runs unprivileged, and every shutdown timeout leaves
 //! `worker.shutdown_grace` plus a margin.
 //!
-//! Needs the dev-dependency `serde_yaml = "0.9"`.
+//! Needs the dev-dependency `serde_norway = "0.9"` (the maintained fork of `serde_yaml`).
 
 use crate::helpers::redis_url;
 use restyle::config::Settings;
 use restyle::queue::Keys;
 use serde::Deserialize;
-use serde_yaml::Value;
+use serde_norway::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -61,7 +61,7 @@ fn is_yaml(rel: &str) -> bool {
 /// Every non-empty YAML document of a file.
 fn yaml_docs(rel: &str) -> Vec<Value> {
     let text = read(rel);
-    serde_yaml::Deserializer::from_str(&text)
+    serde_norway::Deserializer::from_str(&text)
         .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{rel}: {e}")))
         .filter(|v| !v.is_null())
         .collect()

@@ -1,0 +1,55 @@
+//! Batch ids: the rule for a given id, derivation from the content, the file-stem slug.
+
+use super::*;
+
+#[test]
+fn invalid_batch_ids_are_rejected() {
+    for bad in ["", "-lead", "has space", "dot.ted", &"a".repeat(65)] {
+        assert!(validate_batch_id(bad).is_err(), "{bad:?}");
+    }
+    for ok in ["a", "spring-campaign-2026", "x_1", &"a".repeat(64)] {
+        validate_batch_id(ok).unwrap();
+    }
+    let mut f = flags(&["p"]);
+    f.batch_id = Some("no/slash".into());
+    assert_eq!(flags_err(&f).field, "batch_id");
+}
+
+#[test]
+fn derived_batch_id_is_stable_and_content_addressed() {
+    let spec = |prompt: &str| format!("video = \"{VIDEO}\"\n[[variants]]\nprompt = \"{prompt}\"\n");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("Spring Promo!.toml");
+    let id_of = |text: String| {
+        std::fs::write(&path, text).unwrap();
+        load_file(&path, &BatchLimits::default())
+            .unwrap()
+            .shared
+            .batch_id
+    };
+    let first = id_of(spec("make it snow"));
+    assert_eq!(first, id_of(spec("make it snow")));
+    assert!(first.starts_with("Spring-Promo-"), "{first}");
+    assert_eq!(first.len(), "Spring-Promo-".len() + 10);
+    validate_batch_id(&first).unwrap();
+    assert_ne!(first, id_of(spec("make it rain")));
+
+    let from_cli = from_flags(&flags(&["make it snow"]), &BatchLimits::default()).unwrap();
+    assert_eq!(
+        from_cli.shared.batch_id,
+        format!("batch-{}", &first["Spring-Promo-".len()..])
+    );
+}
+
+#[test]
+fn slug_is_sanitized() {
+    assert_eq!(
+        slug_from_stem(Path::new("jobs/_-weird name.toml")),
+        "weird-name"
+    );
+    assert_eq!(slug_from_stem(Path::new("...toml")), "batch");
+    assert_eq!(
+        slug_from_stem(Path::new(&format!("{}.toml", "a".repeat(80)))).len(),
+        53
+    );
+}
