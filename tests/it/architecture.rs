@@ -143,3 +143,19 @@ fn the_documented_state_machine_matches_job_state() {
     }
     assert_eq!(documented, JobState::ALL.to_vec(), "every state, in order");
 }
+
+/// Files of a few hundred lines: none of the product's sources is over 500.
+#[test]
+fn no_product_source_file_is_over_500_lines() {
+    let long: Vec<String> = product_sources()
+        .into_iter()
+        .filter_map(|f| {
+            let n = std::fs::read_to_string(&f)
+                .expect("readable")
+                .lines()
+                .count();
+            (n > 500).then(|| format!("{}: {n} lines", f.display()))
+        })
+        .collect();
+    assert!(long.is_empty(), "split these:\n{}", long.join("\n"));
+}

@@ -105,6 +105,7 @@ pub(super) async fn read_answer(
     }
     let mut err = answer_error(status, &body, &raw, submit, what);
     err.retry_after = ra;
+    err.class = err.class.with_retry_after(ra);
     Err(Refused {
         code: body.get("code").and_then(Value::as_i64),
         err,
