@@ -22,3 +22,4 @@ mod redis_ops;
 mod report;
 mod secrets;
 mod validation;
+mod waiting;

@@ -25,11 +25,22 @@ local function admit(p, prov, T, tau)
   redis.call('PEXPIRE', ck, 5000)
   return 0
 end
--- Takes (or refreshes) the job's slot: 1 held, 0 full. Expired slots (of jobs nobody
--- touched in time) are reclaimed first and wake as many waiters.
+-- Takes (or refreshes) the job's slot: 1 held, 0 full. Expired slots are reclaimed
+-- first and wake as many waiters — but only from jobs that no longer hold one (gone, or
+-- past submitting/polling): a live generation keeps its slot however long its worker
+-- stalled, so the cap holds.
 local function take_slot(p, prov, id, cap, ttl, now)
   local key = p .. 'slots:' .. prov
-  local n = redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  local n = 0
+  for _, h in ipairs(redis.call('ZRANGEBYSCORE', key, '-inf', now, 'LIMIT', 0, 100)) do
+    local st = redis.call('HGET', p .. 'job:' .. h, 'state')
+    if st and HOLD[st] then
+      redis.call('ZADD', key, now + ttl, h)
+    else
+      redis.call('ZREM', key, h)
+      n = n + 1
+    end
+  end
   if n > 0 then
     redis.call('HINCRBY', p .. 'stats', 'slot_reclaims', n)
     wake(p, prov, n)

@@ -143,7 +143,10 @@ elseif mode == 'release' then
 elseif mode == 'wait' then
   redis.call('ZADD', p .. 'parked', ARGV[7], id)
   redis.call('HSET', jkey, 'waiting_on', ARGV[12])
-  redis.call('RPUSH', p .. ARGV[12], id)
+  if redis.call('HGET', jkey, 'listed_on') ~= ARGV[12] then
+    redis.call('RPUSH', p .. ARGV[12], id)
+    redis.call('HSET', jkey, 'listed_on', ARGV[12])
+  end
   local cap = tonumber(ARGV[10])
   if ARGV[12] == 'waiting:' .. prov and
      (cap == 0 or redis.call('ZCARD', p .. 'slots:' .. prov) < cap) then
@@ -209,7 +212,8 @@ for i = 6, #ARGV do
       wake(p, prov, 1)
     end
     redis.call('HSET', jkey, 'state', to, 'updated_at', now)
-    redis.call('HDEL', jkey, 'token', 'worker')
+    -- Whatever it waited for, it waits no more (its list entry is dropped when reached).
+    redis.call('HDEL', jkey, 'token', 'worker', 'waiting_on')
     redis.call('ZREM', p .. 'leases', id)
     redis.call('ZREM', p .. 'parked', id)
     redis.call('HINCRBY', p .. 'stats', 'to:' .. to, 1)

@@ -29,7 +29,8 @@ const SLOTS_LUA: &str = r#"
 -- Moves up to n jobs that still wait on `list` to the ready list (n = 0: all of them).
 -- A job waits while its record says `waiting_on = list`; entries of jobs that moved on
 -- (their safety net fired, they were cancelled or finished) are dropped, so a wake-up is
--- never spent on them.
+-- never spent on them. `listed_on` says which list holds the job's entry, so a job that
+-- waits again is not pushed twice (the list stays as long as the jobs waiting on it).
 local function wake_list(p, list, n)
   local woken, seen = 0, 0
   while (n == 0 or woken < n) and seen < 10000 do
@@ -37,7 +38,9 @@ local function wake_list(p, list, n)
     if not w then return woken end
     seen = seen + 1
     local wkey = p .. 'job:' .. w
-    if redis.call('HGET', wkey, 'waiting_on') == list then
+    local f = redis.call('HMGET', wkey, 'waiting_on', 'listed_on', 'state')
+    if f[2] == list then redis.call('HDEL', wkey, 'listed_on') end
+    if f[1] == list and f[3] and not TERMINAL[f[3]] then
       redis.call('HDEL', wkey, 'waiting_on')
       redis.call('ZREM', p .. 'parked', w)
       redis.call('RPUSH', p .. 'ready', w)
