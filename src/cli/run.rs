@@ -7,7 +7,7 @@ use super::{Cli, CliError, Command, EnqueueArgs};
 use crate::batch::{self, BatchFlags};
 use crate::config::{LoadOptions, Settings};
 use crate::job::JobState;
-use crate::queue::{Queue, RetryMode};
+use crate::queue::{Purged, Queue, RetryMode};
 use crate::{ops, producer, sim, status, upstream, worker};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -154,12 +154,17 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Purge { batch_id } => {
             let (_, queue, _) = open_batch(&cli, batch_id).await?;
             match queue.purge_batch(batch_id).await? {
-                Some(n) => {
+                Purged::Removed(n) => {
                     eprintln!("batch {batch_id}: {n} job records removed from Redis");
                     Ok(())
                 }
-                None => Err(CliError::Usage(format!(
+                Purged::Running => Err(CliError::Usage(format!(
                     "batch {batch_id} is not finished; cancel it first or wait"
+                ))),
+                Purged::Announcing => Err(CliError::Usage(format!(
+                    "batch {batch_id} is finished but its completion announcement is still \
+                     being delivered (on_done); purge it once that is done or given up \
+                     (restyle dead lists announcements that gave up)"
                 ))),
             }
         }

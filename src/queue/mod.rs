@@ -25,6 +25,7 @@ pub use crate::job::{After, Transition, WaitList};
 pub use records::BatchInfo;
 
 pub use admission::GateReply;
+pub use read::Purged;
 pub use scripts::Scripts;
 
 use crate::config::{QueueSettings, RedisSettings};

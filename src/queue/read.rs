@@ -5,6 +5,17 @@ use super::{BatchInfo, Queue, QueueError};
 use crate::job::{JobRecord, Loaded};
 use redis::AsyncCommands;
 
+/// What `purge` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purged {
+    /// The batch is forgotten: this many job records were deleted.
+    Removed(u64),
+    /// Refused: the batch is not finished.
+    Running,
+    /// Refused: a completion announcement of the batch is still being delivered.
+    Announcing,
+}
+
 impl Queue {
     /// Reads one job record (`None` when there is none; `Some(Err)` when it is unreadable).
     pub async fn job(&self, job_id: &str) -> Result<Option<Loaded>, QueueError> {
@@ -112,9 +123,12 @@ impl Queue {
     }
 
     /// Forgets a finished batch's records in Redis (files and results on disk stay).
-    /// `Ok(None)` when the batch is not finished yet.
-    pub async fn purge_batch(&self, batch_id: &str) -> Result<Option<u64>, QueueError> {
+    pub async fn purge_batch(&self, batch_id: &str) -> Result<Purged, QueueError> {
         let n: i64 = self.eval(&self.scripts.purge, &args![batch_id]).await?;
-        Ok((n >= 0).then_some(n as u64))
+        Ok(match n {
+            -1 => Purged::Running,
+            -2 => Purged::Announcing,
+            n => Purged::Removed(n.max(0) as u64),
+        })
     }
 }

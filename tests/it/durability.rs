@@ -65,3 +65,33 @@ async fn workers_with_skewed_clocks_agree_on_leases_and_deadlines() {
     assert_eq!(stats.submissions_total, n as u64);
     let _ = Instant::now();
 }
+
+/// Item 5: the last wait ends at the deadline; the job is polled once more there, and a
+/// generation that completed in time is kept, not thrown away as `timed_out`.
+#[tokio::test]
+async fn a_generation_done_before_the_deadline_is_fetched_at_the_deadline() {
+    let app = TestApp::new(Knobs {
+        latency_min: Duration::from_secs(14),
+        latency_max: Duration::from_secs(18),
+        time_scale: 0.1,
+        ..fast_knobs()
+    })
+    .await;
+    let mut rt = app.runtime();
+    // One poll before the generation is done; the next wait runs into the deadline.
+    rt.settings.set_poll(restyle::config::PollSettings {
+        first_delay: Duration::from_millis(1200),
+        max_interval: Duration::from_secs(10),
+        deadline: Duration::from_millis(2000),
+    });
+    let n = 20 * scale();
+    app.enqueue("edge", &prompts(n)).await;
+    let info = app.drive(&rt, "edge", Duration::from_secs(30)).await;
+    assert_eq!(
+        info.count(JobState::Succeeded),
+        n as u64,
+        "{:?}",
+        info.counts
+    );
+    assert_eq!(app.sim.stats().submissions_total, n as u64);
+}

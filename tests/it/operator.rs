@@ -220,3 +220,27 @@ async fn purge_forgets_a_finished_batch_and_refuses_a_running_one() {
     let out = app.cmd().args(["status", "old"]).output().unwrap();
     assert_eq!(out.status.code(), Some(4));
 }
+
+/// Issue 11 item 14: a finished batch whose completion announcement is still being
+/// delivered is not purged (the webhook would never be told).
+#[tokio::test]
+async fn purge_waits_for_a_pending_completion_announcement() {
+    let app = TestApp::new(fast_knobs()).await;
+    let rt = app.runtime();
+    let mut b = app.batch("told", &prompts(2));
+    // A receiver that is down: the announcement is retried, not delivered.
+    b.shared.on_done = Some(restyle::model::OnDone {
+        webhook: Some("http://127.0.0.1:9/hook".into()),
+        command: None,
+    });
+    restyle::producer::enqueue(&app.queue, &b).await.unwrap();
+    app.drive(&rt, "told", Duration::from_secs(30)).await;
+    let announcement = app.queue.job("done:told:1").await.unwrap();
+    let state = announcement.expect("announcement queued").unwrap().state;
+    assert!(!state.is_terminal(), "still being delivered: {state}");
+    let out = app.cmd().args(["purge", "told"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "refused while announcing");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("announcement"));
+    assert!(app.queue.batch("told").await.unwrap().is_some());
+    assert!(app.queue.job("done:told:1").await.unwrap().is_some());
+}

@@ -65,11 +65,7 @@ async fn the_wait_list_holds_each_waiting_job_once() {
         settle(&rt).await;
     }
     let len = list_len(&app, "waiting:aimlapi").await;
-    assert!(
-        len < n as u64,
-        "{len} entries for {} waiting jobs",
-        n - 1
-    );
+    assert!(len < n as u64, "{len} entries for {} waiting jobs", n - 1);
 }
 
 /// Item 9: cancelled jobs leave their wait-list entries behind; a freed slot must go to a

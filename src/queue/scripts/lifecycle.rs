@@ -256,7 +256,8 @@ return moved
 
 /// Forgets a finished batch: its job records, their dead-set and upstream-index entries,
 /// its announcement jobs and the batch hash. ARGV: prefix, batch_id.
-/// Returns the number of job records deleted, or -1 when the batch is not finished.
+/// Returns the number of job records deleted, -1 when the batch is not finished, or -2
+/// while one of its completion announcements is not delivered (or given up) yet.
 pub(super) const PURGE: &str = r#"
 local p, bid = ARGV[1], ARGV[2]
 local bkey = p .. 'batch:' .. bid
@@ -264,6 +265,10 @@ local b = redis.call('HMGET', bkey, 'total', 'done', 'completions')
 if not b[1] then return 0 end
 local total = tonumber(b[1])
 if tonumber(b[2] or '0') < total then return -1 end
+for c = 1, tonumber(b[3] or '0') do
+  local st = redis.call('HGET', p .. 'job:done:' .. bid .. ':' .. c, 'state')
+  if st and not TERMINAL[st] then return -2 end
+end
 local n = 0
 for i = 0, total - 1 do
   local id = string.format(JOB_ID_FORMAT, bid, i)

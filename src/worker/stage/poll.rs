@@ -1,6 +1,7 @@
-//! The poll stage: the deadline (cancel upstream where the provider can, `timed_out`),
-//! admission for the poll, one poll, and what follows: park until the next poll on the
-//! schedule, hand over to finish, or end the job.
+//! The poll stage: admission for the poll, one poll, and what follows: park until the
+//! next poll on the schedule, hand over to finish, or end the job. At the deadline the
+//! job is polled once more — a generation that finished in time is kept — and only then
+//! cancelled upstream (where the provider can) and marked `timed_out`.
 
 use super::finish::finish;
 use super::step::{outcome, Step};
@@ -9,7 +10,25 @@ use crate::job::{After, Field, JobState, Transition};
 use crate::model::{JobPayload, ProviderName};
 use crate::upstream::schedule::poll_delay;
 use crate::upstream::{ErrorClass, PollStatus};
+use std::time::Duration;
 use tracing::{debug, warn};
+
+/// How late the deadline's last poll may run when the rate limit or a transient error
+/// delays it; past this the job times out without it.
+const LAST_POLL_GRACE: Duration = Duration::from_secs(60);
+
+/// Times the job out: cancel upstream where the provider can, then `timed_out`.
+async fn time_out(step: &Step<'_>, payload: &JobPayload, provider: ProviderName, id: &str) {
+    if let Some(up) = step.rt.upstreams.get(&provider) {
+        if let Err(e) = up.cancel(id).await {
+            warn!(job_id = %step.job_id, error = %e, "Upstream cancel after deadline failed.");
+        }
+    }
+    let deadline = step.rt.settings.provider(provider).poll.deadline;
+    let reason = format!("no result within the {}s deadline", deadline.as_secs());
+    step.terminal(payload, JobState::TimedOut, &[(Field::Error, reason)])
+        .await;
+}
 
 pub(super) async fn poll(step: &Step<'_>, payload: &JobPayload, provider: ProviderName) {
     let rt = step.rt;
@@ -21,21 +40,12 @@ pub(super) async fn poll(step: &Step<'_>, payload: &JobPayload, provider: Provid
         return;
     };
     let sched = rt.settings.provider(provider).poll;
-    let submitted_at = rec.submitted_at.unwrap_or(0);
-    let deadline_at = submitted_at + sched.deadline.as_millis() as u64;
-    if step.rt.queue.now_ms() >= deadline_at {
-        if let Some(up) = rt.upstreams.get(&provider) {
-            if let Err(e) = up.cancel(&upstream_id).await {
-                warn!(job_id = %step.job_id, error = %e, "Upstream cancel after deadline failed.");
-            }
-        }
-        let reason = format!(
-            "no result within the {}s deadline",
-            sched.deadline.as_secs()
-        );
-        step.terminal(payload, JobState::TimedOut, &[(Field::Error, reason)])
-            .await;
-        return;
+    let deadline_at = rec.submitted_at.unwrap_or(0) + sched.deadline.as_millis() as u64;
+    let now = rt.queue.now_ms();
+    // At or past the deadline this is the last poll; past the grace there is none.
+    let last = now >= deadline_at;
+    if now >= deadline_at + LAST_POLL_GRACE.as_millis() as u64 {
+        return time_out(step, payload, provider, &upstream_id).await;
     }
     let Some(up) = rt.upstreams.get(&provider) else {
         let reason = format!("provider {provider} is not configured in this worker");
@@ -43,14 +53,23 @@ pub(super) async fn poll(step: &Step<'_>, payload: &JobPayload, provider: Provid
             .await;
         return;
     };
+    // Before the deadline no wait runs past it; the last poll may wait out the grace.
+    let wait_cap = if last {
+        deadline_at + LAST_POLL_GRACE.as_millis() as u64
+    } else {
+        deadline_at
+    };
     match rt.admission.poll_gate(provider).await {
+        Ok(Gate::Paused(_)) if last => {
+            return time_out(step, payload, provider, &upstream_id).await;
+        }
         Ok(Gate::Paused(until)) => {
             step.wait_for_resume(provider, JobState::Polling, until.min(deadline_at))
                 .await;
             return;
         }
         Ok(Gate::Later(d)) => {
-            let at = (step.rt.queue.now_ms() + d.as_millis() as u64).min(deadline_at);
+            let at = (rt.queue.now_ms() + d.as_millis() as u64).min(wait_cap);
             step.go(Transition::to(JobState::Polling, After::ParkUntil(at)))
                 .await;
             return;
@@ -65,10 +84,13 @@ pub(super) async fn poll(step: &Step<'_>, payload: &JobPayload, provider: Provid
     let res = up.poll(&upstream_id).await;
     crate::metrics::upstream(provider, "poll", outcome(&res), t.elapsed().as_secs_f64());
     let e = match res {
+        Ok(PollStatus::Pending { .. }) if last => {
+            return time_out(step, payload, provider, &upstream_id).await;
+        }
         Ok(PollStatus::Pending { status }) => {
             let polls = rec.polls + 1;
             let wait = poll_delay(&sched, polls, rand::random());
-            let at = (step.rt.queue.now_ms() + wait.as_millis() as u64).min(deadline_at);
+            let at = (rt.queue.now_ms() + wait.as_millis() as u64).min(deadline_at);
             debug!(job_id = %step.job_id, upstream_status = %status, next_in_ms = wait.as_millis() as u64, "Still running.");
             let tx = Transition::to(JobState::Polling, After::ParkUntil(at))
                 .set(Field::Polls, polls.to_string())
@@ -97,6 +119,7 @@ pub(super) async fn poll(step: &Step<'_>, payload: &JobPayload, provider: Provid
             step.rate_limited(provider, JobState::Polling, retry_after, &e)
                 .await
         }
+        ErrorClass::Account if last => time_out(step, payload, provider, &upstream_id).await,
         ErrorClass::Account => {
             step.pause_account(provider, JobState::Polling, &e, deadline_at)
                 .await
