@@ -26,6 +26,8 @@ pub enum Field {
     CreatedAt,
     SubmittedAt,
     FinishedAt,
+    /// Unique per submit attempt: fences what a worker that lost its lease may still write.
+    SubmitId,
 }
 
 impl Field {
@@ -54,6 +56,7 @@ impl Field {
             Field::CreatedAt => "created_at",
             Field::SubmittedAt => "submitted_at",
             Field::FinishedAt => "finished_at",
+            Field::SubmitId => "submit_id",
         }
     }
 }

@@ -49,6 +49,8 @@ pub struct JobRecord {
     pub created_at: Option<u64>,
     pub submitted_at: Option<u64>,
     pub finished_at: Option<u64>,
+    /// The id of the submit attempt that last marked the job `submitting`.
+    pub submit_id: Option<String>,
 }
 
 /// A record that could not be read as a job, with why.
@@ -95,6 +97,7 @@ impl JobRecord {
             created_at: None,
             submitted_at: None,
             finished_at: None,
+            submit_id: None,
         }
     }
 
@@ -178,6 +181,7 @@ impl JobRecord {
                 created_at: num(Field::CreatedAt, text(Field::CreatedAt))?,
                 submitted_at: num(Field::SubmittedAt, text(Field::SubmittedAt))?,
                 finished_at: num(Field::FinishedAt, text(Field::FinishedAt))?,
+                submit_id: text(Field::SubmitId),
             })
         })();
         parsed.map_err(bad)
@@ -214,6 +218,7 @@ impl JobRecord {
                 Field::SubmittedAt => r.submitted_at = v.and_then(|v| v.parse().ok()),
                 Field::Provider => r.provider = v.and_then(|v| ProviderName::parse(&v)),
                 Field::Model => r.model = v.and_then(|v| ModelKind::parse(&v)),
+                Field::SubmitId => r.submit_id = v,
                 _ => {}
             }
         }

@@ -3,8 +3,8 @@
 
 use super::conn::Conn;
 use super::{
-    After, BatchExtras, Claim, Owner, Queue, QueueError, SlotCtx, Transition, Transitioned,
-    WaitList,
+    After, BatchExtras, Claim, Owner, Queue, QueueError, Recorded, SlotCtx, Transition,
+    Transitioned, WaitList,
 };
 use crate::job::{JobRecord, JobState};
 use crate::money::Usd;
@@ -183,16 +183,49 @@ impl Queue {
         for (k, v) in &tx.fields {
             a.extend(args![k.as_str(), v.as_str()]);
         }
-        let reply: (String, redis::Value) = self.eval(&self.scripts.transition, &a).await?;
-        Ok(match reply {
-            (s, v) if s == "ok" => Transitioned::Ok {
-                batch_finished: matches!(v, redis::Value::Int(1)),
-            },
-            (_, v) => Transitioned::Lost {
-                state: redis::from_redis_value::<String>(v)
-                    .ok()
-                    .and_then(|s| JobState::parse(&s)),
-            },
+        let reply: Vec<redis::Value> = self.eval(&self.scripts.transition, &a).await?;
+        let text = |v: Option<&redis::Value>| {
+            v.and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
+        };
+        let one = |v: Option<&redis::Value>| matches!(v, Some(redis::Value::Int(1)));
+        Ok(if text(reply.first()).as_deref() == Some("ok") {
+            Transitioned::Ok {
+                batch_finished: one(reply.get(1)),
+                rerouted: one(reply.get(2)),
+            }
+        } else {
+            Transitioned::Lost {
+                state: text(reply.get(1)).and_then(|s| JobState::parse(&s)),
+            }
+        })
+    }
+
+    /// Records an upstream id learned after the lease was lost, fenced by the submit's id
+    /// (see `RECORD_UPSTREAM`). A job already given up as `submit_unknown` (or requeued)
+    /// is revived into `polling`, due at `poll_at`.
+    pub async fn record_upstream(
+        &self,
+        job_id: &str,
+        submit_id: &str,
+        upstream_id: &str,
+        slot: &SlotCtx,
+        poll_at: u64,
+    ) -> Result<Recorded, QueueError> {
+        let a = args![
+            job_id,
+            submit_id,
+            upstream_id,
+            slot.provider.as_str(),
+            self.now_ms(),
+            poll_at,
+            slot.ttl_ms
+        ];
+        let r: String = self.eval(&self.scripts.record_upstream, &a).await?;
+        Ok(match r.as_str() {
+            "fenced" => Recorded::Fenced,
+            "known" => Recorded::Known,
+            "revived" => Recorded::Revived,
+            _ => Recorded::Recorded,
         })
     }
 

@@ -154,10 +154,28 @@ pub struct ProviderView {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transitioned {
     /// Applied; `batch_finished` is true for the transition that finished the batch.
-    Ok { batch_finished: bool },
+    /// `rerouted`: asked for `submit_unknown`, but the generation's id is known (recorded,
+    /// fenced, by a worker that lost its lease mid-POST): the job was parked in `polling`.
+    Ok {
+        batch_finished: bool,
+        rerouted: bool,
+    },
     /// The lease was lost (swept and maybe claimed elsewhere); stop working on the job.
     /// `state` is the record's state now (`None` when unreadable or gone).
     Lost { state: Option<JobState> },
+}
+
+/// What [`Queue::record_upstream`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// A later submit owns the job: nothing written.
+    Fenced,
+    /// The job already has an upstream id.
+    Known,
+    /// Stored; the job's current owner polls it.
+    Recorded,
+    /// Stored, and the job (given up as unknown, or requeued) is polled again.
+    Revived,
 }
 
 /// One claimed job: the record as read under a fresh lease token. A record that does not

@@ -95,3 +95,78 @@ async fn a_generation_done_before_the_deadline_is_fetched_at_the_deadline() {
     );
     assert_eq!(app.sim.stats().submissions_total, n as u64);
 }
+
+/// `kill -STOP` / `kill -CONT` a process.
+fn signal(child: &std::process::Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .expect("kill runs")
+        .success();
+    assert!(ok, "kill {sig}");
+}
+
+fn short_lease_worker(app: &TestApp, name: &str) -> WorkerProc {
+    let log = std::fs::File::create(app.out.path().join(format!("{name}.log"))).unwrap();
+    let child = app
+        .cmd()
+        .args(["worker", "--concurrency", "16"])
+        .env("RESTYLE__QUEUE__LEASE", "2s")
+        .env("RESTYLE__QUEUE__RENEW_EVERY", "400ms")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    WorkerProc { child }
+}
+
+/// Item 2: a worker paused (SIGSTOP) with its POSTs in flight loses every lease; the jobs
+/// are given up as `submit_unknown` by another worker. When it resumes and the answers
+/// arrive, the upstream ids are recorded anyway (fenced by the submit, not the lease):
+/// the generations that were paid for are polled and kept, none is bought again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_worker_still_records_the_ids_of_its_posts() {
+    let n = 16 * scale();
+    let app = TestApp::new(Knobs {
+        submit_response_delay: Duration::from_millis(1500),
+        ..fast_knobs()
+    })
+    .await;
+    app.enqueue("paused", &prompts(n)).await;
+    let a = short_lease_worker(&app, "a");
+    let end = Instant::now() + Duration::from_secs(15);
+    while app.sim.stats().submissions_total < n as u64 {
+        assert!(Instant::now() < end, "worker a never submitted everything");
+        poll_interval().await;
+    }
+    signal(&a.child, "-STOP");
+    // Another worker sweeps the lapsed leases and, with no lookup on aimlapi, holds the
+    // jobs as submit_unknown.
+    let _b = short_lease_worker(&app, "b");
+    let info = app.wait_finished("paused", Duration::from_secs(30)).await;
+    assert_eq!(
+        info.count(JobState::SubmitUnknown),
+        n as u64,
+        "{:?}",
+        info.counts
+    );
+    signal(&a.child, "-CONT");
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let info = app.info("paused").await;
+        if info.count(JobState::Succeeded) == n as u64 {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "the paid generations were not kept: {:?}",
+            info.counts
+        );
+        poll_interval().await;
+    }
+    let stats = app.sim.stats();
+    assert_eq!(stats.submissions_total, n as u64, "nothing bought twice");
+    assert_eq!(stats.duplicate_submissions, 0);
+    drop(a);
+}

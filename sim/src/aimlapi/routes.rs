@@ -24,6 +24,7 @@ pub(super) async fn submit(
 ) -> Response {
     let client_id = client_request_id(&headers);
     let cid = client_id.as_deref();
+    let delay = state.knobs().submit_response_delay;
     let resp = gate::serve::<Aimlapi, _>(
         &state,
         &headers,
@@ -36,6 +37,9 @@ pub(super) async fn submit(
         },
         |key, new| create(&state, key, cid, &new),
     );
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     with_headers(resp, None, cid)
 }
 

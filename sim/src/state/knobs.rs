@@ -29,6 +29,10 @@ pub struct Knobs {
     /// Probability a submit creates the generation but answers 504 `Generation timeout`,
     /// as if the response had been lost on the way back.
     pub submit_lost_response_rate: f64,
+    /// aimlapi: how long an accepted submit's answer takes to come back (not time-scaled),
+    /// as on a slow network path: the generation exists while the client still waits.
+    #[serde(with = "humantime_serde")]
+    pub submit_response_delay: Duration,
     /// When true every submit gets 403 "You've run out of credits" (nothing created).
     pub no_credits: bool,
     /// Probability a poll gets 429.
@@ -73,6 +77,7 @@ impl Default for Knobs {
             submit_429_rate: 0.0,
             submit_5xx_rate: 0.0,
             submit_lost_response_rate: 0.0,
+            submit_response_delay: Duration::ZERO,
             no_credits: false,
             poll_429_rate: 0.0,
             poll_5xx_rate: 0.0,

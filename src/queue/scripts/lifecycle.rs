@@ -90,16 +90,24 @@ return lost
 /// An empty new_state keeps the current state; an empty value deletes the field.
 /// A job holds a slot of its provider while submitting or polling; any other state frees
 /// it and wakes one job waiting for a slot.
-/// Returns {'ok', batch_finished} or {'lost', current_state}. A replay of the same nonce
-/// (a retried call whose reply was lost) returns 'ok' again.
+/// Returns {'ok', batch_finished, rerouted} or {'lost', current_state}. A replay of the
+/// same nonce (a retried call whose reply was lost) returns 'ok' again. `rerouted` = 1:
+/// asked for `submit_unknown` but the generation's id is known, so the job was parked
+/// in `polling` instead.
 pub(super) const TRANSITION: &str = r#"
-local p, id, new, mode = ARGV[1], ARGV[2], ARGV[5], ARGV[6]
+local p, id, new, mode, at = ARGV[1], ARGV[2], ARGV[5], ARGV[6], ARGV[7]
 local now, prov = tonumber(ARGV[8]), ARGV[9]
 local jkey = p .. 'job:' .. id
-local cur = redis.call('HMGET', jkey, 'token', 'state', 'batch', 'last_tx')
+local cur = redis.call('HMGET', jkey, 'token', 'state', 'batch', 'last_tx', 'upstream_id')
 if cur[1] ~= ARGV[3] then
-  if cur[4] == ARGV[4] then return {'ok', 0} end
+  if cur[4] == ARGV[4] then return {'ok', 0, 0} end
   return {'lost', cur[2] or ''}
+end
+-- A job whose generation is known (its id recorded, fenced, by a worker that lost the
+-- lease mid-POST) is never given up as unknown: it is polled instead.
+local rerouted = 0
+if new == S.submit_unknown and cur[5] then
+  new, mode, at, rerouted = S.polling, 'park', now, 1
 end
 local bkey = cur[3] and (p .. 'batch:' .. cur[3])
 if new ~= '' and cur[2] ~= new then
@@ -124,24 +132,24 @@ local final = (new ~= '' and new) or cur[2]
 if prov ~= '' then
   local skey = p .. 'slots:' .. prov
   if HOLD[final] and mode ~= 'done' then
-    local base = math.max(tonumber(ARGV[7]), now)
+    local base = math.max(tonumber(at), now)
     redis.call('ZADD', skey, base + tonumber(ARGV[11]), id)
   elseif redis.call('ZREM', skey, id) == 1 then
     wake(p, prov, 1)
   end
 end
 if mode == 'keep' then
-  redis.call('ZADD', p .. 'leases', ARGV[7], id)
-  return {'ok', 0}
+  redis.call('ZADD', p .. 'leases', at, id)
+  return {'ok', 0, rerouted}
 end
 redis.call('HDEL', jkey, 'token', 'worker')
 redis.call('ZREM', p .. 'leases', id)
 if mode == 'park' then
-  redis.call('ZADD', p .. 'parked', ARGV[7], id)
+  redis.call('ZADD', p .. 'parked', at, id)
 elseif mode == 'release' then
   redis.call('RPUSH', p .. 'ready', id)
 elseif mode == 'wait' then
-  redis.call('ZADD', p .. 'parked', ARGV[7], id)
+  redis.call('ZADD', p .. 'parked', at, id)
   redis.call('HSET', jkey, 'waiting_on', ARGV[12])
   if redis.call('HGET', jkey, 'listed_on') ~= ARGV[12] then
     redis.call('RPUSH', p .. ARGV[12], id)
@@ -168,11 +176,47 @@ elseif mode == 'done' then
                    'of_batch', cur[3], 'completion', n, 'attempts', 0, 'created_at', now)
         redis.call('RPUSH', p .. 'ready', hid)
       end
-      return {'ok', 1}
+      return {'ok', 1, rerouted}
     end
   end
 end
-return {'ok', 0}
+return {'ok', 0, rerouted}
+"#;
+
+/// Records an upstream id learned by a worker that lost its lease mid-POST, fenced by the
+/// submit's own id (not the lease token): only the submit that wrote `submit_id` may.
+/// A job already given up as unknown (or requeued) is polled again, never re-POSTed.
+/// ARGV: prefix, job_id, submit_id, upstream_id, provider, now_ms, poll_at_ms, slot_ttl_ms.
+/// Returns 'fenced' (a later submit owns the job), 'known' (an id is recorded already),
+/// 'recorded' (id stored; the job's current owner will poll it) or 'revived'.
+pub(super) const RECORD_UPSTREAM: &str = r#"
+local p, id, prov, now = ARGV[1], ARGV[2], ARGV[5], tonumber(ARGV[6])
+local jkey = p .. 'job:' .. id
+local f = redis.call('HMGET', jkey, 'submit_id', 'upstream_id', 'state', 'batch')
+if f[1] ~= ARGV[3] then return 'fenced' end
+if f[2] then return 'known' end
+redis.call('HSET', jkey, 'upstream_id', ARGV[4], 'submitted_at', now, 'polls', 0,
+           'attempts', 0, 'updated_at', now)
+redis.call('HSET', p .. 'upstreams:' .. prov, ARGV[4], id)
+local st = f[3]
+if st ~= S.submit_unknown and st ~= S.queued then return 'recorded' end
+redis.call('HSET', jkey, 'state', S.polling)
+redis.call('HDEL', jkey, 'token', 'worker', 'waiting_on', 'finished_at')
+redis.call('ZREM', p .. 'leases', id)
+redis.call('ZREM', p .. 'dead', id)
+redis.call('ZADD', p .. 'parked', ARGV[7], id)
+redis.call('ZADD', p .. 'slots:' .. prov, tonumber(ARGV[7]) + tonumber(ARGV[8]), id)
+redis.call('HINCRBY', p .. 'stats', 'to:' .. S.polling, 1)
+if f[4] then
+  local bkey = p .. 'batch:' .. f[4]
+  redis.call('HINCRBY', bkey, 'n:' .. st, -1)
+  redis.call('HINCRBY', bkey, 'n:' .. S.polling, 1)
+  if TERMINAL[st] then
+    redis.call('HINCRBY', bkey, 'done', -1)
+    redis.call('HDEL', bkey, 'finished_at')
+  end
+end
+return 'revived'
 "#;
 
 /// Returns expired leases to the ready list (bounded). ARGV: prefix, now_ms, chunk.

@@ -81,6 +81,7 @@ pub struct Scripts {
     pub purge: Script,
     pub gate_submit: Script,
     pub gate_poll: Script,
+    pub record_upstream: Script,
     /// The server's `TIME` as {seconds, microseconds}.
     pub clock: Script,
 }
@@ -110,6 +111,7 @@ impl Scripts {
             purge: s(PURGE),
             gate_submit: s(GATE_SUBMIT),
             gate_poll: s(GATE_POLL),
+            record_upstream: s(RECORD_UPSTREAM),
             clock: Script::new(
                 "local t = redis.call('TIME') return {tonumber(t[1]), tonumber(t[2])}",
             ),

@@ -12,6 +12,15 @@ use crate::worker::Runtime;
 use std::time::Duration;
 use tracing::{debug, info, warn};
 
+/// How a transition went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Went {
+    /// Applied (`rerouted`: to `polling` instead of `submit_unknown`, see the script).
+    Applied { rerouted: bool },
+    /// Not applied: the lease was lost or Redis refused.
+    NotApplied,
+}
+
 /// Transitions for one claim.
 pub(super) struct Step<'a> {
     pub rt: &'a Runtime,
@@ -33,6 +42,11 @@ impl Step<'_> {
 
     /// Applies a transition; false when it did not apply (lease lost, Redis failed).
     pub async fn go(&self, tx: Transition) -> bool {
+        matches!(self.apply(tx).await, Went::Applied { .. })
+    }
+
+    /// Applies a transition and says how it went.
+    pub async fn apply(&self, tx: Transition) -> Went {
         let nonce = self.rt.leases.nonce(self.token);
         let res = self
             .rt
@@ -42,7 +56,15 @@ impl Step<'_> {
         let from = self.rec.state;
         let batch_id = self.rec.batch_id().unwrap_or("");
         match res {
-            Ok(Transitioned::Ok { batch_finished }) => {
+            Ok(Transitioned::Ok {
+                batch_finished,
+                rerouted,
+            }) => {
+                if rerouted {
+                    info!(job_id = %self.job_id, batch_id,
+                        "Generation id known: polled instead of held as submit_unknown.");
+                    return Went::Applied { rerouted };
+                }
                 if let Some(to) = tx.to.filter(|to| *to != from) {
                     crate::metrics::transition(to);
                     info!(job_id = %self.job_id, batch_id, from = %from, to = %to, "Job state changed.");
@@ -50,16 +72,16 @@ impl Step<'_> {
                 if batch_finished {
                     info!(batch_id, "Batch finished.");
                 }
-                true
+                Went::Applied { rerouted }
             }
             Ok(Transitioned::Lost { state }) => {
                 let now = state.map_or("unreadable", JobState::as_str);
                 warn!(job_id = %self.job_id, now, "Lease lost; leaving the job to its new owner.");
-                false
+                Went::NotApplied
             }
             Err(e) => {
                 warn!(job_id = %self.job_id, error = %e, "Transition failed; the lease will expire and the job be redelivered.");
-                false
+                Went::NotApplied
             }
         }
     }

@@ -12,8 +12,15 @@ use crate::upstream::{ErrorClass, Lookup, UpstreamError};
 use tracing::{info, warn};
 
 /// Rule 1: the upstream id is the first thing recorded, in the same step that parks the
-/// job until its first poll.
-async fn record_submitted(step: &Step<'_>, provider: ProviderName, upstream_id: &str) {
+/// job until its first poll. Rule 9: when the lease was lost meanwhile (a pause, a long
+/// stall), the id is recorded anyway, fenced by this submit's own id, so a generation
+/// that was paid for is polled rather than given up or bought again.
+async fn record_submitted(
+    step: &Step<'_>,
+    provider: ProviderName,
+    upstream_id: &str,
+    submit_id: Option<&str>,
+) {
     let now = step.rt.queue.now_ms();
     let first = step.rt.settings.provider(provider).poll.first_delay;
     let at = now + first.as_millis() as u64;
@@ -24,9 +31,23 @@ async fn record_submitted(step: &Step<'_>, provider: ProviderName, upstream_id: 
         .set(Field::Polls, "0")
         .set(Field::Attempts, "0")
         .set(Field::Error, "");
-    if !step.go(tx).await {
+    if step.go(tx).await {
+        return;
+    }
+    let (Some(submit_id), Some(slot)) = (submit_id, step.slot.as_ref()) else {
         warn!(job_id = %step.job_id, upstream_id = %upstream_id,
             "Submitted, but the lease was lost before the upstream id was recorded.");
+        return;
+    };
+    let q = &step.rt.queue;
+    match q
+        .record_upstream(step.job_id, submit_id, upstream_id, slot, at)
+        .await
+    {
+        Ok(r) => info!(job_id = %step.job_id, upstream_id = %upstream_id, outcome = ?r,
+            "Lease lost during the POST; the upstream id was recorded, fenced by the submit."),
+        Err(e) => warn!(job_id = %step.job_id, upstream_id = %upstream_id, error = %e,
+            "Lease lost during the POST and the upstream id could not be recorded."),
     }
 }
 
@@ -47,7 +68,8 @@ pub(super) async fn resolve_unknown(
     match lookup {
         Ok(Lookup::Found(upstream_id)) => {
             info!(job_id = %req.job_id, upstream_id = %upstream_id, "Ambiguous submit resolved by lookup.");
-            record_submitted(step, provider, &upstream_id).await;
+            let sid = step.rec.submit_id.clone();
+            record_submitted(step, provider, &upstream_id, sid.as_deref()).await;
         }
         Ok(Lookup::NotFound) => {
             let e = UpstreamError::new(
@@ -143,7 +165,10 @@ pub(super) async fn submit(
     if !admitted(step, payload, shared, cost).await {
         return;
     }
+    // Unique per attempt: what this worker may still record if it loses the lease.
+    let submit_id = uuid::Uuid::new_v4().simple().to_string();
     let tx = Transition::to(JobState::Submitting, After::Keep)
+        .set(Field::SubmitId, submit_id.as_str())
         .set(Field::Provider, provider.as_str())
         .set(Field::Model, req.model.as_str())
         .set(
@@ -158,7 +183,9 @@ pub(super) async fn submit(
     let res = up.submit(req).await;
     crate::metrics::upstream(provider, "submit", outcome(&res), t.elapsed().as_secs_f64());
     let e = match res {
-        Ok(upstream_id) => return record_submitted(step, provider, &upstream_id).await,
+        Ok(upstream_id) => {
+            return record_submitted(step, provider, &upstream_id, Some(&submit_id)).await
+        }
         Err(e) => e,
     };
     match e.class {
