@@ -206,8 +206,10 @@ pub use crate::job::job_id;
 /// What one upstream generation is asked to do: the shared options plus one prompt.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerationRequest {
-    /// Our job id, sent as the client correlation id.
-    pub job_id: String,
+    /// Our correlation id for this submit attempt ([`crate::job::client_id`]), sent as the
+    /// provider's client id (aimlapi `X-Client-Request-Id`, Kling `external_task_id`) and
+    /// looked up by after an ambiguous submit.
+    pub client_id: String,
     pub model: ModelKind,
     pub prompt: String,
     pub video: String,
@@ -221,9 +223,9 @@ pub struct GenerationRequest {
 
 impl GenerationRequest {
     /// Builds the request for one job of a batch.
-    pub fn new(shared: &BatchShared, job_id: String, prompt: String) -> Self {
+    pub fn new(shared: &BatchShared, client_id: String, prompt: String) -> Self {
         GenerationRequest {
-            job_id,
+            client_id,
             model: shared.model,
             prompt,
             video: shared.video.clone(),

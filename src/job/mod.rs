@@ -17,6 +17,17 @@ pub fn job_id(batch_id: &str, index: u32) -> String {
     format!("{batch_id}.{index:05}")
 }
 
+/// The client id of one submit attempt: the job id and the first characters of the
+/// attempt's `submit_id` (recorded before the POST), so a retried job never collides
+/// with, or re-attaches to, the task of an earlier attempt. Records written before
+/// attempts had ids use the job id alone. Stays within `[A-Za-z0-9._:-]`.
+pub fn client_id(job_id: &str, submit_id: Option<&str>) -> String {
+    match submit_id {
+        Some(s) if !s.is_empty() => format!("{job_id}:{}", &s[..s.len().min(8)]),
+        _ => job_id.to_string(),
+    }
+}
+
 /// `string.format` pattern of [`job_id`] for the scripts.
 pub const JOB_ID_LUA_FORMAT: &str = "%s.%05d";
 

@@ -96,9 +96,10 @@ pub trait Upstream: Send + Sync + std::fmt::Debug {
         Ok(false)
     }
 
-    /// Finds the generation submitted for our job id, where the provider can look one up
-    /// by a client key (Kling's `external_task_id`). Resolves ambiguous submits.
-    async fn lookup(&self, _job_id: &str) -> Result<Lookup, UpstreamError> {
+    /// Finds the generation submitted under our client id (one per submit attempt, see
+    /// [`crate::job::client_id`]), where the provider can look one up by a client key
+    /// (Kling's `external_task_id`). Resolves ambiguous submits.
+    async fn lookup(&self, _client_id: &str) -> Result<Lookup, UpstreamError> {
         Ok(Lookup::Unsupported)
     }
 

@@ -126,14 +126,14 @@ async fn prompt_references_reach_the_wire_translated() {
     ));
     // A duplicate external_task_id is answered 1201; the client finds the existing task.
     assert_eq!(up.submit(&req).await.unwrap(), id);
-    assert_eq!(up.lookup(&req.job_id).await.unwrap(), Lookup::Found(id));
+    assert_eq!(up.lookup(&req.client_id).await.unwrap(), Lookup::Found(id));
     // @Image2 becomes <<<image_2>>>, which names no image: a job error at create.
-    req.job_id = job_id("kwire", 1);
+    req.client_id = job_id("kwire", 1);
     req.prompt = "the coat from @Image2".into();
     let err = up.submit(&req).await.unwrap_err();
     assert_eq!(err.class, ErrorClass::Job, "{err:?}");
     assert!(err.message.contains("<<<image_2>>>"), "{}", err.message);
-    assert_eq!(up.lookup(&req.job_id).await.unwrap(), Lookup::NotFound);
+    assert_eq!(up.lookup(&req.client_id).await.unwrap(), Lookup::NotFound);
     // Inline elements never leave the client.
     req.elements = vec![restyle::model::Element {
         frontal_image_url: "https://media.example.com/f.png".into(),
@@ -334,4 +334,50 @@ async fn the_sample_batch_file_runs_end_to_end() {
         info.counts
     );
     assert_outputs(&app, &b.shared.batch_id, b.prompts.len());
+}
+
+/// Issue 11 item 13: `retry` of a job whose Kling task failed must create a new task. The
+/// `external_task_id` is per submit attempt (recorded before the POST), so the retried
+/// submit neither collides with the failed task nor re-attaches to it.
+#[tokio::test]
+async fn a_retried_job_gets_a_new_task_not_the_failed_one() {
+    let failing = Knobs {
+        fail_prompts_containing: Some("FAILME".into()),
+        ..knobs()
+    };
+    let app = kling_app(failing, SK).await;
+    let rt = app.runtime();
+    let ps = vec!["FAILME at first".to_string()];
+    enqueue(&app, &kling_batch(&app, "kretry", ModelKind::Edit, &ps)).await;
+    let info = app.drive(&rt, "kretry", Duration::from_secs(30)).await;
+    assert_eq!(info.count(JobState::Failed), 1, "{:?}", info.counts);
+    let first = app
+        .queue
+        .job(&job_id("kretry", 0))
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    // The provider recovers; the operator retries the failed job.
+    app.sim.set_knobs(knobs());
+    let n = restyle::ops::retry(&app.queue, &info, &[JobState::Failed])
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let info = app.drive(&rt, "kretry", Duration::from_secs(30)).await;
+    assert_eq!(info.count(JobState::Succeeded), 1, "{:?}", info.counts);
+    let again = app
+        .queue
+        .job(&job_id("kretry", 0))
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_ne!(
+        again.upstream_id, first.upstream_id,
+        "a new task, not the failed one"
+    );
+    let c = counters(&app);
+    assert_eq!(c.submissions_total, 2, "one task per attempt");
+    assert_eq!(c.duplicate_submissions, 0);
 }

@@ -62,12 +62,12 @@ pub(super) async fn resolve_unknown(
     reason: &str,
 ) {
     let lookup = match step.rt.upstreams.get(&provider) {
-        Some(up) => up.lookup(&req.job_id).await,
+        Some(up) => up.lookup(&req.client_id).await,
         None => Ok(Lookup::Unsupported),
     };
     match lookup {
         Ok(Lookup::Found(upstream_id)) => {
-            info!(job_id = %req.job_id, upstream_id = %upstream_id, "Ambiguous submit resolved by lookup.");
+            info!(job_id = %step.job_id, client_id = %req.client_id, upstream_id = %upstream_id, "Ambiguous submit resolved by lookup.");
             let sid = step.rec.submit_id.clone();
             record_submitted(step, provider, &upstream_id, sid.as_deref()).await;
         }
@@ -85,7 +85,7 @@ pub(super) async fn resolve_unknown(
         }
         Err(e) => {
             // The lookup itself failed: try it again later from the same state.
-            warn!(job_id = %req.job_id, error = %e, "Lookup after an ambiguous submit failed.");
+            warn!(job_id = %step.job_id, error = %e, "Lookup after an ambiguous submit failed.");
             step.retry_or_die(payload, JobState::Submitting, &e).await;
         }
     }
@@ -167,6 +167,10 @@ pub(super) async fn submit(
     }
     // Unique per attempt: what this worker may still record if it loses the lease.
     let submit_id = uuid::Uuid::new_v4().simple().to_string();
+    let req = &GenerationRequest {
+        client_id: crate::job::client_id(step.job_id, Some(&submit_id)),
+        ..req.clone()
+    };
     let tx = Transition::to(JobState::Submitting, After::Keep)
         .set(Field::SubmitId, submit_id.as_str())
         .set(Field::Provider, provider.as_str())

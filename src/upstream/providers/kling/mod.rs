@@ -118,7 +118,7 @@ impl Upstream for Kling {
                 err: e,
             }) => {
                 // Also the answer to a duplicate external_task_id: a task may exist already.
-                return match self.lookup(&req.job_id).await {
+                return match self.lookup(&req.client_id).await {
                     Ok(Lookup::Found(id)) => Ok(id),
                     Ok(_) => Err(e),
                     Err(l) => Err(UpstreamError::new(
@@ -143,8 +143,8 @@ impl Upstream for Kling {
         Ok(wire::poll_status(&data))
     }
 
-    async fn lookup(&self, job_id: &str) -> Result<Lookup, UpstreamError> {
-        match self.query(job_id, "lookup").await {
+    async fn lookup(&self, client_id: &str) -> Result<Lookup, UpstreamError> {
+        match self.query(client_id, "lookup").await {
             Ok(data) => match data.get("task_id").and_then(Value::as_str) {
                 Some(id) if !id.is_empty() => Ok(Lookup::Found(id.to_string())),
                 _ => Err(UpstreamError::new(

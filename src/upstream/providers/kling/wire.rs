@@ -74,7 +74,7 @@ pub fn request_body(req: &GenerationRequest) -> Result<Value, UpstreamError> {
         }],
         // Generated sound must be off with a video; the clip's own is `keep_original_sound`.
         "sound": "off",
-        "external_task_id": req.job_id,
+        "external_task_id": req.client_id,
     });
     if !req.image_list.is_empty() {
         let images: Vec<Value> = req

@@ -10,7 +10,7 @@ use serde_json::json;
 
 fn req() -> GenerationRequest {
     GenerationRequest {
-        job_id: "b.00001".into(),
+        client_id: "b.00001".into(),
         model: ModelKind::Edit,
         prompt: "p @Element1".into(),
         video: "https://x/v.mp4".into(),
