@@ -206,9 +206,12 @@ pub use crate::job::job_id;
 /// What one upstream generation is asked to do: the shared options plus one prompt.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerationRequest {
-    /// Our correlation id for this submit attempt ([`crate::job::client_id`]), sent as the
-    /// provider's client id (aimlapi `X-Client-Request-Id`, Kling `external_task_id`) and
-    /// looked up by after an ambiguous submit.
+    /// Our job id, sent where a provider takes a correlation id that it does not
+    /// deduplicate on (aimlapi `X-Client-Request-Id`).
+    pub job_id: String,
+    /// This submit attempt's id ([`crate::job::client_id`]), sent where the provider
+    /// deduplicates on it (Kling `external_task_id`) and looked up by after an ambiguous
+    /// submit: a retried job never collides with an earlier attempt's task.
     pub client_id: String,
     pub model: ModelKind,
     pub prompt: String,
@@ -222,10 +225,19 @@ pub struct GenerationRequest {
 }
 
 impl GenerationRequest {
-    /// Builds the request for one job of a batch.
-    pub fn new(shared: &BatchShared, client_id: String, prompt: String) -> Self {
+    /// The request of one submit attempt (see [`crate::job::client_id`]).
+    pub fn for_attempt(&self, submit_id: Option<&str>) -> Self {
         GenerationRequest {
-            client_id,
+            client_id: crate::job::client_id(&self.job_id, submit_id),
+            ..self.clone()
+        }
+    }
+
+    /// Builds the request for one job of a batch.
+    pub fn new(shared: &BatchShared, job_id: String, prompt: String) -> Self {
+        GenerationRequest {
+            client_id: job_id.clone(),
+            job_id,
             model: shared.model,
             prompt,
             video: shared.video.clone(),

@@ -365,6 +365,7 @@ async fn wire_quirks_key_auth_string_duration_status_codes_and_cancel() {
     // The client end to end: submit, poll to success, then cancel is a no-op.
     let fal = Fal::new(&app.settings.providers[&ProviderName::Fal]).unwrap();
     let req = GenerationRequest {
+        job_id: "wire.00000".into(),
         client_id: "wire.00000".into(),
         model: ModelKind::Reference,
         prompt: "p".into(),

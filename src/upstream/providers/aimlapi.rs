@@ -175,7 +175,7 @@ impl Upstream for Aimlapi {
         let rb = self
             .http
             .post(self.url())
-            .header("X-Client-Request-Id", &req.client_id)
+            .header("X-Client-Request-Id", &req.job_id)
             .json(&request_body(req));
         let resp = self.auth(rb)?.send().await.map_err(|e| {
             crate::upstream::transport_error(ProviderName::Aimlapi, e, true, "submit")
@@ -289,6 +289,7 @@ mod tests {
     #[test]
     fn edit_body_has_no_reference_fields_and_explicit_audio() {
         let req = GenerationRequest {
+            job_id: "b.00001".into(),
             client_id: "b.00001".into(),
             model: ModelKind::Edit,
             prompt: "p".into(),

@@ -112,9 +112,9 @@ async fn run_stage(rt: &Runtime, claimed: Claimed) {
         }
     };
     step.slot = Some(rt.admission.slot_ctx(shared.provider));
-    // The client id of the attempt on record (a redelivered submit looks up that one).
-    let client_id = crate::job::client_id(&claim.job_id, step.rec.submit_id.as_deref());
-    let req = GenerationRequest::new(&shared, client_id, payload.prompt.clone());
+    // The attempt on record (a redelivered submit looks up that one).
+    let req = GenerationRequest::new(&shared, claim.job_id.clone(), payload.prompt.clone())
+        .for_attempt(step.rec.submit_id.as_deref());
     match step.rec.state {
         JobState::Queued => submit::submit(&step, &payload, &req, &shared).await,
         JobState::Submitting => {

@@ -167,10 +167,7 @@ pub(super) async fn submit(
     }
     // Unique per attempt: what this worker may still record if it loses the lease.
     let submit_id = uuid::Uuid::new_v4().simple().to_string();
-    let req = &GenerationRequest {
-        client_id: crate::job::client_id(step.job_id, Some(&submit_id)),
-        ..req.clone()
-    };
+    let req = &req.for_attempt(Some(&submit_id));
     let tx = Transition::to(JobState::Submitting, After::Keep)
         .set(Field::SubmitId, submit_id.as_str())
         .set(Field::Provider, provider.as_str())

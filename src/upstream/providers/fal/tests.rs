@@ -23,6 +23,7 @@ fn classes_follow_the_submit_rules() {
 #[test]
 fn bodies_use_fal_names_and_a_string_duration() {
     let mut req = GenerationRequest {
+        job_id: "b.00000".into(),
         client_id: "b.00000".into(),
         model: ModelKind::Edit,
         prompt: "p".into(),

@@ -20,6 +20,7 @@ fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
 
 fn req(model: ModelKind) -> GenerationRequest {
     GenerationRequest {
+        job_id: "b.00001".into(),
         client_id: "b.00001".into(),
         model,
         prompt: "the coat from @Image1".into(),

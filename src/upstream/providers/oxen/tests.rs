@@ -10,6 +10,7 @@ use serde_json::json;
 
 fn req() -> GenerationRequest {
     GenerationRequest {
+        job_id: "b.00001".into(),
         client_id: "b.00001".into(),
         model: ModelKind::Edit,
         prompt: "p @Element1".into(),
