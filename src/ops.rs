@@ -29,6 +29,10 @@ pub struct Cancelled {
     pub cancelled_upstream: usize,
     /// Jobs with an upstream generation that the provider cannot cancel.
     pub left_running_upstream: usize,
+    /// Jobs cancelled while their POST was out: the submitting worker records the
+    /// generation (if one was created) and cancels it upstream where the provider can;
+    /// their budget stays reserved until that is known.
+    pub submit_pending: usize,
 }
 
 /// Cancels every job not yet terminal. Pending jobs are never submitted; running ones are
@@ -53,6 +57,9 @@ pub async fn cancel(
     };
     for rec in queue.jobs(&moved).await?.into_iter().flatten() {
         let Some(upstream_id) = rec.upstream_id.as_deref() else {
+            if rec.cancel_requested {
+                out.submit_pending += 1;
+            }
             continue;
         };
         match rec.provider.and_then(|p| ups.get(&p)) {

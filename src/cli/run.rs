@@ -95,6 +95,13 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 "cancelled {} jobs ({} cancelled upstream, {} left running upstream: the provider has no cancel)",
                 r.cancelled, r.cancelled_upstream, r.left_running_upstream
             );
+            if r.submit_pending > 0 {
+                eprintln!(
+                    "{} jobs were being submitted: their workers record any generation created and \
+                     cancel it upstream where the provider can; their budget stays reserved until then",
+                    r.submit_pending
+                );
+            }
             Ok(())
         }
         Command::Retry { batch_id, states } => {

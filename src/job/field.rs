@@ -28,6 +28,8 @@ pub enum Field {
     FinishedAt,
     /// Unique per submit attempt: fences what a worker that lost its lease may still write.
     SubmitId,
+    /// Cancelled while `submitting`: the submitting worker settles the POST's outcome.
+    CancelRequested,
 }
 
 impl Field {
@@ -57,6 +59,7 @@ impl Field {
             Field::SubmittedAt => "submitted_at",
             Field::FinishedAt => "finished_at",
             Field::SubmitId => "submit_id",
+            Field::CancelRequested => "cancel_requested",
         }
     }
 }

@@ -51,6 +51,8 @@ pub struct JobRecord {
     pub finished_at: Option<u64>,
     /// The id of the submit attempt that last marked the job `submitting`.
     pub submit_id: Option<String>,
+    /// Cancelled while its POST was out; the submitting worker settles the outcome.
+    pub cancel_requested: bool,
 }
 
 /// A record that could not be read as a job, with why.
@@ -98,6 +100,7 @@ impl JobRecord {
             submitted_at: None,
             finished_at: None,
             submit_id: None,
+            cancel_requested: false,
         }
     }
 
@@ -182,6 +185,7 @@ impl JobRecord {
                 submitted_at: num(Field::SubmittedAt, text(Field::SubmittedAt))?,
                 finished_at: num(Field::FinishedAt, text(Field::FinishedAt))?,
                 submit_id: text(Field::SubmitId),
+                cancel_requested: text(Field::CancelRequested).is_some(),
             })
         })();
         parsed.map_err(bad)

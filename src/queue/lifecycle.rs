@@ -200,6 +200,15 @@ impl Queue {
         })
     }
 
+    /// After a POST that certainly created nothing: if the job was cancelled meanwhile,
+    /// its budget reservation is given back (see `RELEASE_CANCELLED`).
+    pub async fn release_if_cancelled(&self, job_id: &str) -> Result<bool, QueueError> {
+        let n: i64 = self
+            .eval(&self.scripts.release_cancelled, &args![job_id])
+            .await?;
+        Ok(n == 1)
+    }
+
     /// Records an upstream id learned after the lease was lost, fenced by the submit's id
     /// (see `RECORD_UPSTREAM`). A job already given up as `submit_unknown` (or requeued)
     /// is revived into `polling`, due at `poll_at`.
@@ -225,6 +234,7 @@ impl Queue {
             "fenced" => Recorded::Fenced,
             "known" => Recorded::Known,
             "revived" => Recorded::Revived,
+            "was_cancelled" => Recorded::Cancelled,
             _ => Recorded::Recorded,
         })
     }

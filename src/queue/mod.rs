@@ -176,6 +176,8 @@ pub enum Recorded {
     Recorded,
     /// Stored, and the job (given up as unknown, or requeued) is polled again.
     Revived,
+    /// Stored; the job was cancelled while the POST was out: cancel it upstream.
+    Cancelled,
 }
 
 /// One claimed job: the record as read under a fresh lease token. A record that does not

@@ -170,3 +170,95 @@ async fn a_paused_worker_still_records_the_ids_of_its_posts() {
     assert_eq!(stats.duplicate_submissions, 0);
     drop(a);
 }
+
+/// Item 7: `cancel` while the POSTs are out. The generations exist and are paid for, so
+/// the cancelled records keep their ids and their budget reservations, `cancel` says they
+/// were being submitted, and `retry --state cancelled` polls those generations instead of
+/// buying five more — the 5 USD budget is never passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_racing_submit_keeps_ids_and_budget() {
+    let n = 5;
+    let app = TestApp::new(Knobs {
+        submit_response_delay: Duration::from_millis(1500),
+        ..fast_knobs()
+    })
+    .await;
+    let mut b = app.batch("race", &prompts(n));
+    b.shared.clip_seconds = Some(10.0);
+    b.shared.max_cost = restyle::money::Usd::parse("5");
+    restyle::producer::enqueue(&app.queue, &b).await.unwrap();
+    // USD 0.1 per second of a 10 s clip: 1 USD a job, the budget exactly five.
+    let priced = |c: &mut Command| {
+        c.env("RESTYLE__PROVIDERS__AIMLAPI__PRICE_PER_SECOND__EDIT", "0.1");
+    };
+    let log = std::fs::File::create(app.out.path().join("w.log")).unwrap();
+    let mut cmd = app.cmd();
+    priced(&mut cmd);
+    let _w = WorkerProc {
+        child: cmd
+            .args(["worker", "--concurrency", "8"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    };
+    let end = Instant::now() + Duration::from_secs(15);
+    while app.sim.stats().submissions_total < n as u64 {
+        assert!(
+            Instant::now() < end,
+            "the worker never submitted everything"
+        );
+        poll_interval().await;
+    }
+    let out = app.cmd().args(["cancel", "race"]).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("5 jobs were being submitted"), "{said}");
+    // The answers arrive: every cancelled record gets its generation's id.
+    let ids: Vec<String> = (0..n as u32)
+        .map(|i| restyle::job::job_id("race", i))
+        .collect();
+    let end = Instant::now() + Duration::from_secs(15);
+    loop {
+        let recs = app.queue.jobs(&ids).await.unwrap();
+        if recs.iter().flatten().all(|r| r.upstream_id.is_some()) {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "ids of the cancelled POSTs never recorded"
+        );
+        poll_interval().await;
+    }
+    let info = app.info("race").await;
+    assert_eq!(
+        info.count(JobState::Cancelled),
+        n as u64,
+        "{:?}",
+        info.counts
+    );
+    assert_eq!(
+        info.cost_committed,
+        restyle::money::Usd::parse("5").unwrap()
+    );
+    let out = app
+        .cmd()
+        .args(["retry", "race", "--state", "cancelled"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let info = app.wait_finished("race", Duration::from_secs(30)).await;
+    assert_eq!(
+        info.count(JobState::Succeeded),
+        n as u64,
+        "{:?}",
+        info.counts
+    );
+    assert_eq!(
+        app.sim.stats().submissions_total,
+        n as u64,
+        "nothing bought twice"
+    );
+    assert!(info.cost_committed <= restyle::money::Usd::parse("5").unwrap());
+}

@@ -188,7 +188,8 @@ return {'ok', 0, rerouted}
 /// A job already given up as unknown (or requeued) is polled again, never re-POSTed.
 /// ARGV: prefix, job_id, submit_id, upstream_id, provider, now_ms, poll_at_ms, slot_ttl_ms.
 /// Returns 'fenced' (a later submit owns the job), 'known' (an id is recorded already),
-/// 'recorded' (id stored; the job's current owner will poll it) or 'revived'.
+/// 'recorded' (id stored; the job's current owner will poll it), 'was_cancelled' (stored; the
+/// job was cancelled meanwhile) or 'revived'.
 pub(super) const RECORD_UPSTREAM: &str = r#"
 local p, id, prov, now = ARGV[1], ARGV[2], ARGV[5], tonumber(ARGV[6])
 local jkey = p .. 'job:' .. id
@@ -199,6 +200,12 @@ redis.call('HSET', jkey, 'upstream_id', ARGV[4], 'submitted_at', now, 'polls', 0
            'attempts', 0, 'updated_at', now)
 redis.call('HSET', p .. 'upstreams:' .. prov, ARGV[4], id)
 local st = f[3]
+if st == S.cancelled then
+  -- Cancelled while the POST was out: the generation exists; the worker cancels it
+  -- upstream where the provider can. Its reservation stays (it may be billed).
+  redis.call('HDEL', jkey, 'cancel_requested')
+  return 'was_cancelled'
+end
 if st ~= S.submit_unknown and st ~= S.queued then return 'recorded' end
 redis.call('HSET', jkey, 'state', S.polling)
 redis.call('HDEL', jkey, 'token', 'worker', 'waiting_on', 'finished_at')
@@ -238,6 +245,15 @@ return #ids
 /// Operator moves (cancel, retry, reconcile): jobs whose state is allowed go to `to`, with
 /// counters, queue structures and the done count kept right. A running stage loses its
 /// token, so its next transition finds the lease lost and stops.
+/// Two moves are not what they seem, so nothing paid for is lost or bought twice:
+/// - a job cancelled while `submitting` keeps its budget reservation and gets
+///   `cancel_requested`: its POST may have created a generation, and the submitting
+///   worker records its id, cancels it upstream where it can, and releases the
+///   reservation only when the POST certainly created nothing;
+/// - a job requeued (`retry`) that has a generation id and did not fail upstream (dead,
+///   timed out, cancelled) is polled again — a fresh deadline, the same generation —
+///   instead of submitted again.
+///
 /// ARGV: prefix, now_ms, to_state, reason, allowed_from (comma list), job_id...
 /// Returns the ids moved.
 pub(super) const ADMIN_MOVE: &str = r#"
@@ -248,35 +264,45 @@ local moved = {}
 for i = 6, #ARGV do
   local id = ARGV[i]
   local jkey = p .. 'job:' .. id
-  local cur = redis.call('HMGET', jkey, 'state', 'batch')
-  local st = cur[1]
+  local cur = redis.call('HMGET', jkey, 'state', 'batch', 'provider', 'upstream_id')
+  local st, prov = cur[1], cur[3]
   if st and allowed[st] and st ~= to then
-    local prov = redis.call('HGET', jkey, 'provider')
-    if prov and not HOLD[to] and redis.call('ZREM', p .. 'slots:' .. prov, id) == 1 then
+    local dest = to
+    if to == S.queued and cur[4] and st ~= S.failed then dest = S.polling end
+    if prov and not HOLD[dest] and redis.call('ZREM', p .. 'slots:' .. prov, id) == 1 then
       wake(p, prov, 1)
     end
-    redis.call('HSET', jkey, 'state', to, 'updated_at', now)
+    redis.call('HSET', jkey, 'state', dest, 'updated_at', now)
     -- Whatever it waited for, it waits no more (its list entry is dropped when reached).
     redis.call('HDEL', jkey, 'token', 'worker', 'waiting_on')
     redis.call('ZREM', p .. 'leases', id)
     redis.call('ZREM', p .. 'parked', id)
-    redis.call('HINCRBY', p .. 'stats', 'to:' .. to, 1)
+    redis.call('HINCRBY', p .. 'stats', 'to:' .. dest, 1)
     local bkey = cur[2] and (p .. 'batch:' .. cur[2])
     if bkey then
       redis.call('HINCRBY', bkey, 'n:' .. st, -1)
-      redis.call('HINCRBY', bkey, 'n:' .. to, 1)
+      redis.call('HINCRBY', bkey, 'n:' .. dest, 1)
     end
-    if RELEASE[to] then
+    local pending_post = (dest == S.cancelled and st == S.submitting)
+    if pending_post then redis.call('HSET', jkey, 'cancel_requested', 1) end
+    if RELEASE[dest] and not pending_post then
       release_budget(p, jkey, cur[2])
     end
-    if to == S.queued then
+    if dest == S.queued or dest == S.polling then
       local last = redis.call('HGET', jkey, 'error')
       if last then redis.call('HSET', jkey, 'last_error', last) end
-      redis.call('HDEL', jkey, 'upstream_id', 'submitted_at', 'polls', 'output_url', 'file',
-                 'sha256', 'bytes', 'finished_at', 'error')
+      redis.call('HDEL', jkey, 'polls', 'output_url', 'file', 'sha256', 'bytes',
+                 'finished_at', 'error', 'cancel_requested')
       redis.call('HSET', jkey, 'attempts', 0)
       redis.call('ZREM', p .. 'dead', id)
-      redis.call('RPUSH', p .. 'ready', id)
+      if dest == S.polling then
+        redis.call('HSET', jkey, 'submitted_at', now, 'polls', 0)
+        redis.call('ZADD', p .. 'parked', now, id)
+        redis.call('ZADD', p .. 'slots:' .. prov, now, id)
+      else
+        redis.call('HDEL', jkey, 'upstream_id', 'submitted_at')
+        redis.call('RPUSH', p .. 'ready', id)
+      end
       if bkey and TERMINAL[st] then
         redis.call('HINCRBY', bkey, 'done', -1)
         redis.call('HDEL', bkey, 'finished_at')
@@ -284,7 +310,7 @@ for i = 6, #ARGV do
     else
       redis.call('HSET', jkey, 'finished_at', now)
       if reason ~= '' then redis.call('HSET', jkey, 'error', reason) end
-      if to == S.dead then redis.call('ZADD', p .. 'dead', now, id) end
+      if dest == S.dead then redis.call('ZADD', p .. 'dead', now, id) end
       if bkey and not TERMINAL[st] then
         local done = redis.call('HINCRBY', bkey, 'done', 1)
         if done == tonumber(redis.call('HGET', bkey, 'total')) then
@@ -296,6 +322,19 @@ for i = 6, #ARGV do
   end
 end
 return moved
+"#;
+
+/// After a POST that certainly created nothing, by a worker whose job was cancelled
+/// meanwhile: gives the budget reservation back. ARGV: prefix, job_id. Returns 1 when a
+/// reservation was released.
+pub(super) const RELEASE_CANCELLED: &str = r#"
+local p = ARGV[1]
+local jkey = p .. 'job:' .. ARGV[2]
+local f = redis.call('HMGET', jkey, 'state', 'cancel_requested', 'batch')
+if f[1] ~= S.cancelled or not f[2] then return 0 end
+redis.call('HDEL', jkey, 'cancel_requested')
+release_budget(p, jkey, f[3])
+return 1
 "#;
 
 /// Forgets a finished batch: its job records, their dead-set and upstream-index entries,

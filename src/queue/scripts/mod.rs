@@ -82,6 +82,7 @@ pub struct Scripts {
     pub gate_submit: Script,
     pub gate_poll: Script,
     pub record_upstream: Script,
+    pub release_cancelled: Script,
     /// The server's `TIME` as {seconds, microseconds}.
     pub clock: Script,
 }
@@ -112,6 +113,7 @@ impl Scripts {
             gate_submit: s(GATE_SUBMIT),
             gate_poll: s(GATE_POLL),
             record_upstream: s(RECORD_UPSTREAM),
+            release_cancelled: s(RELEASE_CANCELLED),
             clock: Script::new(
                 "local t = redis.call('TIME') return {tonumber(t[1]), tonumber(t[2])}",
             ),

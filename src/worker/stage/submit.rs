@@ -7,7 +7,7 @@ use crate::admission::Gate;
 use crate::cost;
 use crate::job::{After, Field, JobState, Transition, WaitList};
 use crate::model::{BatchShared, GenerationRequest, JobPayload, ProviderName};
-use crate::queue::Budget;
+use crate::queue::{Budget, Recorded};
 use crate::upstream::{ErrorClass, Lookup, UpstreamError};
 use tracing::{info, warn};
 
@@ -44,6 +44,14 @@ async fn record_submitted(
         .record_upstream(step.job_id, submit_id, upstream_id, slot, at)
         .await
     {
+        Ok(Recorded::Cancelled) => {
+            let cancelled = match step.rt.upstreams.get(&provider) {
+                Some(up) => up.cancel(upstream_id).await,
+                None => Ok(false),
+            };
+            info!(job_id = %step.job_id, upstream_id = %upstream_id, cancelled_upstream = ?cancelled,
+                "Cancelled while the POST was out: the generation's id is recorded.");
+        }
         Ok(r) => info!(job_id = %step.job_id, upstream_id = %upstream_id, outcome = ?r,
             "Lease lost during the POST; the upstream id was recorded, fenced by the submit."),
         Err(e) => warn!(job_id = %step.job_id, upstream_id = %upstream_id, error = %e,
@@ -189,6 +197,12 @@ pub(super) async fn submit(
         }
         Err(e) => e,
     };
+    if e.class != ErrorClass::Ambiguous {
+        // Certainly nothing was created: a cancel that came meanwhile gets its budget back.
+        if let Err(err) = rt.queue.release_if_cancelled(step.job_id).await {
+            warn!(job_id = %step.job_id, error = %err, "Could not release a cancelled job's reservation.");
+        }
+    }
     match e.class {
         ErrorClass::RateLimited { retry_after } => {
             step.rate_limited(provider, JobState::Queued, retry_after, &e)
