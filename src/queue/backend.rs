@@ -54,8 +54,13 @@ impl LeaseTable {
         std::mem::take(&mut *self.abandoned.lock().expect("lease table"))
     }
 
-    fn forget(&self, id: &str) {
-        self.held.lock().expect("lease table").remove(id);
+    /// Stops renewing `id` — only under `token`: a stage whose lease was lost must not
+    /// drop the lease of a newer claim of the same job in this process.
+    fn forget(&self, id: &str, token: &str) {
+        let mut held = self.held.lock().expect("lease table");
+        if held.get(id).is_some_and(|t| t == token) {
+            held.remove(id);
+        }
     }
 
     /// A process-unique nonce for a transition.
@@ -94,7 +99,7 @@ impl Lease {
     /// The stage is over: the job was parked, finished or lost. Stop renewing.
     pub fn settle(&mut self) {
         self.settled = true;
-        self.table.forget(&self.job_id);
+        self.table.forget(&self.job_id, &self.token);
         self.table.settled.notify_one();
     }
 }
@@ -102,7 +107,7 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         if !self.settled {
-            self.table.forget(&self.job_id);
+            self.table.forget(&self.job_id, &self.token);
             self.table
                 .abandoned
                 .lock()
@@ -244,10 +249,12 @@ pub async fn maintain_once(queue: &Queue, table: &LeaseTable) -> Result<(), Queu
     for id in &lost {
         // A stage that settled between the snapshot and the renewal cleared its own
         // token: not a loss. Only a lease still held here was taken by another worker.
-        let token = held.iter().find(|(h, _)| h == id).map(|(_, t)| t.clone());
-        if token.is_some() && table.holds(id, token.as_deref().unwrap_or_default()) {
+        let Some((_, token)) = held.iter().find(|(h, _)| h == id) else {
+            continue;
+        };
+        if table.holds(id, token) {
             tracing::warn!(job_id = %id, "Lease lost; another worker owns this job now.");
-            table.forget(id);
+            table.forget(id, token);
         }
     }
     release_abandoned(queue, table).await?;
@@ -269,4 +276,35 @@ pub async fn release_abandoned(queue: &Queue, table: &LeaseTable) -> Result<usiz
         tracing::info!(job_id = %id, "Stage abandoned; job released to the queue.");
     }
     Ok(abandoned.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(id: &str, token: &str) -> Claim {
+        Claim {
+            job_id: id.into(),
+            token: token.into(),
+            record: Err(crate::job::BadRecord {
+                job_id: id.into(),
+                state_text: None,
+                reason: "not read".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn an_old_lease_settling_leaves_a_newer_claim_of_the_same_job_alone() {
+        let table = Arc::new(LeaseTable::default());
+        let mut old = Lease::new(&claim("j", "w#1.a"), table.clone(), None);
+        let _new = Lease::new(&claim("j", "w#2.b"), table.clone(), None);
+        old.settle();
+        assert!(
+            table.holds("j", "w#2.b"),
+            "the newer claim is still renewed"
+        );
+        drop(old);
+        assert_eq!(table.len(), 1);
+    }
 }

@@ -92,6 +92,7 @@ impl Queue {
                     .arg(worker)
                     .arg(max)
                     .arg(self.settings.promote_chunk)
+                    .arg(&uuid::Uuid::new_v4().simple().to_string()[..8])
                     .invoke_async(&mut c)
                     .await
             })

@@ -32,7 +32,8 @@ return added
 "#;
 
 /// Promotes due parked jobs (bounded), then claims up to N ready jobs with fresh lease tokens.
-/// ARGV: prefix, now_ms, lease_expiry_ms, worker_id, max_claims, promote_chunk
+/// ARGV: prefix, now_ms, lease_expiry_ms, worker_id, max_claims, promote_chunk, salt
+/// (random per call: a token stays unique even when a Redis rollback repeats `claims`).
 /// Returns { {job_id, token, field, value, ...}, ... }.
 pub(super) const CLAIM: &str = r#"
 local p, now = ARGV[1], tonumber(ARGV[2])
@@ -54,7 +55,7 @@ while #out < want and pops < want * 4 do
     redis.call('HSET', p .. 'orphans', id, 'no job record for a queued id')
   elseif not TERMINAL[st] and not (held and tonumber(held) > now) then
     local seq = redis.call('HINCRBY', jkey, 'claims', 1)
-    local token = ARGV[4] .. '#' .. seq
+    local token = ARGV[4] .. '#' .. seq .. '.' .. ARGV[7]
     redis.call('HSET', jkey, 'token', token, 'worker', ARGV[4])
     redis.call('HDEL', jkey, 'waiting_on')
     redis.call('ZADD', p .. 'leases', ARGV[3], id)
@@ -100,7 +101,9 @@ local now, prov = tonumber(ARGV[8]), ARGV[9]
 local jkey = p .. 'job:' .. id
 local cur = redis.call('HMGET', jkey, 'token', 'state', 'batch', 'last_tx', 'upstream_id')
 if cur[1] ~= ARGV[3] then
-  if cur[4] == ARGV[4] then return {'ok', 0, 0} end
+  -- A replay of an applied call (its reply was lost) is ok — unless it kept the lease
+  -- and the lease has changed hands since: then this worker no longer owns the job.
+  if cur[4] == ARGV[4] and mode ~= 'keep' then return {'ok', 0, 0} end
   return {'lost', cur[2] or ''}
 end
 -- A job whose generation is known (its id recorded, fenced, by a worker that lost the
