@@ -270,3 +270,30 @@ pub async fn release_abandoned(queue: &Queue, table: &LeaseTable) -> Result<usiz
     }
     Ok(abandoned.len())
 }
+
+/// Hands back what a stopping worker still holds, giving up at `deadline`: what is not
+/// released by then (Redis unreachable) is left to lease expiry and a sweep elsewhere.
+/// Returns (released, left behind).
+pub async fn hand_back(
+    queue: &Queue,
+    table: &LeaseTable,
+    deadline: tokio::time::Instant,
+) -> (usize, usize) {
+    let abandoned = table.take_abandoned();
+    let mut released = 0;
+    for (id, token) in &abandoned {
+        let owner = super::Owner { job_id: id, token };
+        let tx = crate::job::Transition::stay(After::Release);
+        let nonce = table.nonce(token);
+        match tokio::time::timeout_at(deadline, queue.apply(owner, &nonce, &tx, None)).await {
+            Ok(Ok(_)) => {
+                released += 1;
+                tracing::info!(job_id = %id, "Stage cut off; job released to the queue.");
+            }
+            Ok(Err(e)) => tracing::warn!(job_id = %id, error = %e,
+                "Could not hand the job back; its lease will expire."),
+            Err(_) => break,
+        }
+    }
+    (released, abandoned.len() - released)
+}

@@ -1,0 +1,178 @@
+//! Redis outages against real worker processes (issue 11): a SIGTERM while Redis is
+//! down must still end the worker within its grace period.
+
+use crate::helpers::*;
+use restyle::job::{job_id, JobState};
+use restyle::localredis::LocalRedis;
+use restyle::model::ProviderName;
+use restyle::sim::Knobs;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const LEASE: Duration = Duration::from_secs(2);
+
+/// A TCP relay in front of the simulator that holds each chunk a client sends for
+/// `delay` before passing it on (answers flow back at once): every provider call takes
+/// that long, so stages are caught mid-POST by an outage. Returns the relay's address.
+async fn slow_link(to: SocketAddr, delay: Duration) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(server) = TcpStream::connect(to).await else {
+                    return;
+                };
+                let (mut from_client, mut to_client) = client.into_split();
+                let (mut from_server, mut to_server) = server.into_split();
+                let upstream = async {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = from_client.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        tokio::time::sleep(delay).await;
+                        if to_server.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to_server.shutdown().await;
+                };
+                let downstream = async {
+                    let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
+                    let _ = to_client.shutdown().await;
+                };
+                tokio::join!(upstream, downstream);
+            });
+        }
+    });
+    addr
+}
+
+/// A test world on a Redis of its own (kept in an AOF, so a restart keeps the jobs),
+/// whose child workers reach the simulator through a [`slow_link`] and run with a short
+/// lease and the given shutdown grace.
+async fn outage_app(redis: &LocalRedis, link_delay: Duration, grace: Duration) -> TestApp {
+    let knobs = Knobs {
+        latency_min: Duration::from_secs(2),
+        latency_max: Duration::from_secs(3),
+        time_scale: 0.1,
+        ..fast_knobs()
+    };
+    let mut app = TestApp::with_redis(knobs, &redis.url()).await;
+    let link = slow_link(app.sim.addr(), link_delay).await;
+    app.test = app
+        .test
+        .clone()
+        .provider_at(ProviderName::Aimlapi, &format!("http://{link}"), API_KEY)
+        .set("queue.lease", LEASE)
+        .set("queue.renew_every", Duration::from_millis(400))
+        .set("worker.shutdown_grace", grace);
+    app
+}
+
+fn spawn(app: &TestApp, name: &str, concurrency: usize) -> WorkerProc {
+    app.spawn_worker(concurrency, &app.out.path().join(format!("{name}.log")))
+}
+
+/// Polls until each of `workers` workers has at least `k` jobs of the batch in
+/// `submitting` (their POST under way), as the job records say.
+async fn until_submitting(app: &TestApp, batch: &str, n: usize, workers: usize, k: usize) {
+    let mut c = app.queue.connection();
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut by_worker = std::collections::HashMap::<String, usize>::new();
+        for i in 0..n {
+            let key = format!(
+                "{}job:{}",
+                app.queue.keys().prefix(),
+                job_id(batch, i as u32)
+            );
+            let (state, worker): (Option<String>, Option<String>) = redis::cmd("HMGET")
+                .arg(&key)
+                .arg("state")
+                .arg("worker")
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            if let (Some(JobState::Submitting), Some(w)) =
+                (state.as_deref().and_then(JobState::parse), worker)
+            {
+                *by_worker.entry(w).or_default() += 1;
+            }
+        }
+        if by_worker.values().filter(|&&m| m >= k).count() >= workers {
+            return;
+        }
+        if Instant::now() >= end {
+            let info = app.info(batch).await;
+            panic!(
+                "not every worker is mid-POST: {by_worker:?} {:?}",
+                info.counts
+            );
+        }
+        poll_interval().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_redis_down_exits_zero_within_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = LocalRedis::start(dir.path(), true).unwrap();
+    let grace = Duration::from_secs(2);
+    let app = outage_app(&redis, Duration::from_millis(600), grace).await;
+    let n = 16 * scale();
+    app.enqueue("stop", &prompts(n)).await;
+    let mut w1 = spawn(&app, "s1", 8);
+    until_submitting(&app, "stop", n, 1, 2).await;
+    redis.stop();
+    let asked = Instant::now();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &w1.child.id().to_string()])
+        .status();
+    // The grace period, then a bounded hand-back (see restyle::shutdown), and slack for
+    // a loaded machine.
+    let limit = grace + restyle::shutdown::HANDBACK + Duration::from_secs(2);
+    let status = loop {
+        if let Some(st) = w1.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            asked.elapsed() < limit,
+            "worker still running {:?} after SIGTERM with Redis down (grace {grace:?})",
+            asked.elapsed()
+        );
+        poll_interval().await;
+    };
+    let took = asked.elapsed();
+    assert_eq!(status.code(), Some(0), "exit 0 on SIGTERM: {status:?}");
+    // What it could not hand back comes back when its leases expire.
+    redis.restart().unwrap();
+    let w2 = spawn(&app, "s2", 8);
+    let info = app
+        .wait_finished("stop", Duration::from_secs(60) * scale() as u32)
+        .await;
+    let stats = app.sim.stats();
+    let unknown = info.count(JobState::SubmitUnknown);
+    eprintln!(
+        "sigterm-redis-down: jobs={n} exit_after_ms={} counts={:?} submissions={} duplicates={}",
+        took.as_millis(),
+        info.counts,
+        stats.submissions_total,
+        stats.duplicate_submissions
+    );
+    assert_eq!(stats.duplicate_submissions, 0, "nothing paid twice");
+    assert!(stats.submissions_total <= n as u64, "no job paid twice");
+    // A POST answered while Redis was down has no recorded upstream id (the stage was
+    // cut off before it could record it): unknown, never re-POSTed. Every other job
+    // succeeds.
+    assert_eq!(
+        info.count(JobState::Succeeded) + unknown,
+        n as u64,
+        "{:?}",
+        info.counts
+    );
+    drop(w2);
+}
