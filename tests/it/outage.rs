@@ -1,5 +1,6 @@
-//! Redis outages against real worker processes (issue 11): a SIGTERM while Redis is
-//! down must still end the worker within its grace period.
+//! Redis outages against real worker processes (issue 11): a Redis down for longer than
+//! the lease must not send live workers' jobs to `submit_unknown`, and a SIGTERM while
+//! Redis is down must still end the worker within its grace period.
 
 use crate::helpers::*;
 use restyle::job::{job_id, JobState};
@@ -77,6 +78,21 @@ fn spawn(app: &TestApp, name: &str, concurrency: usize) -> WorkerProc {
     app.spawn_worker(concurrency, &app.out.path().join(format!("{name}.log")))
 }
 
+/// A worker process that reaches Redis at `redis_url` (a relay) instead.
+fn spawn_via(app: &TestApp, name: &str, concurrency: usize, redis_url: &str) -> WorkerProc {
+    let log = std::fs::File::create(app.out.path().join(format!("{name}.log"))).unwrap();
+    let child = app
+        .cmd()
+        .env("REDIS_URL", redis_url)
+        .args(["worker", "--concurrency", &concurrency.to_string()])
+        .env("RUST_LOG", "debug")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    WorkerProc { child }
+}
+
 /// Polls until each of `workers` workers has at least `k` jobs of the batch in
 /// `submitting` (their POST under way), as the job records say.
 async fn until_submitting(app: &TestApp, batch: &str, n: usize, workers: usize, k: usize) {
@@ -115,6 +131,78 @@ async fn until_submitting(app: &TestApp, batch: &str, n: usize, workers: usize, 
         }
         poll_interval().await;
     }
+}
+
+/// Keeps Redis down for `down`, checking all the while that no worker exits.
+async fn outage(redis: &mut LocalRedis, down: Duration, workers: &mut [&mut WorkerProc]) {
+    redis.stop(); // SIGTERM: Redis writes its AOF out and exits
+    let until = Instant::now() + down;
+    while Instant::now() < until {
+        for w in workers.iter_mut() {
+            let st = w.child.try_wait().unwrap();
+            assert!(st.is_none(), "a worker exited with Redis down: {st:?}");
+        }
+        poll_interval().await;
+    }
+    redis.restart().unwrap();
+}
+
+async fn lease_recoveries(app: &TestApp) -> u64 {
+    let mut c = app.queue.connection();
+    let n: Option<u64> =
+        redis::AsyncCommands::hget(&mut c, app.queue.keys().stats(), "lease_recoveries")
+            .await
+            .unwrap();
+    n.unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_longer_than_the_lease_sends_no_live_workers_job_to_submit_unknown() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = LocalRedis::start(dir.path(), true).unwrap();
+    let app = outage_app(&redis, Duration::from_millis(600), Duration::from_secs(5)).await;
+    let n = 24 * scale();
+    app.enqueue("down", &prompts(n)).await;
+    // Two live workers, one of them further from Redis (a relay adds latency to what it
+    // sends): after the outage its renewals land a few hundred milliseconds after the
+    // other worker is back, as on a real fleet, where workers reconnect at their own pace.
+    let far = slow_link(
+        ([127, 0, 0, 1], redis.port()).into(),
+        Duration::from_millis(150),
+    )
+    .await;
+    let mut w1 = spawn_via(&app, "d1", 8, &format!("redis://{far}"));
+    until_submitting(&app, "down", n, 1, 2).await;
+    let mut w2 = spawn(&app, "d2", 8);
+    until_submitting(&app, "down", n, 2, 2).await;
+    // Longer than the lease: every lease the workers hold has expired when Redis is back.
+    outage(&mut redis, LEASE * 5 / 2, &mut [&mut w1, &mut w2]).await;
+    let info = app
+        .wait_finished("down", Duration::from_secs(60) * scale() as u32)
+        .await;
+    let stats = app.sim.stats();
+    let recovered = lease_recoveries(&app).await;
+    eprintln!(
+        "outage: jobs={n} counts={:?} lease_recoveries={recovered} submissions={} duplicates={}",
+        info.counts, stats.submissions_total, stats.duplicate_submissions
+    );
+    assert_eq!(
+        info.count(JobState::SubmitUnknown),
+        0,
+        "no live worker's POST was declared unknown: {:?}",
+        info.counts
+    );
+    assert_eq!(
+        info.count(JobState::Succeeded),
+        n as u64,
+        "{:?}",
+        info.counts
+    );
+    assert_eq!(stats.duplicate_submissions, 0, "nothing paid twice");
+    assert_eq!(stats.submissions_total, n as u64, "each job paid once");
+    assert_eq!(recovered, 0, "no lease of a live worker was swept");
+    assert!(w1.terminate().success());
+    assert!(w2.terminate().success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
