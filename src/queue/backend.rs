@@ -1,6 +1,8 @@
 //! apalis `Backend` on our Redis queue: a fetcher claims only as many jobs as there are
 //! free slots, one timer per worker renews every lease it holds and sweeps expired ones
-//! back, and a stage dropped without settling (panic, shutdown) is released at once.
+//! back (never within a lease period of its own reconnect to Redis, so live workers
+//! renew first), and a stage dropped without settling (panic, shutdown) is released at
+//! once.
 
 use super::{After, Claim, Queue, QueueError};
 use apalis_core::backend::{Backend, BackendConfig};
@@ -11,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken as CancelToken;
 use tower_layer::Identity;
@@ -228,22 +231,106 @@ pub fn start_fetcher(
 
 /// The one timer per worker process: renews every held lease, releases abandoned
 /// stages and sweeps expired leases (of dead workers) back to the ready list.
+///
+/// It talks to Redis fail-fast: a failing call surfaces here instead of retrying inside
+/// the queue, and renewals resume at the next tick once Redis answers. A lease also
+/// expires when its worker is alive but could not reach Redis — and when this process
+/// could not, neither, as far as it can tell, could the others. So sweeping waits for
+/// the sweep gate: a full lease period after this process has Redis back, by which time
+/// every live worker has renewed what it holds.
 pub async fn maintain_leases(queue: Queue, table: Arc<LeaseTable>, stop: CancelToken) {
-    let mut tick = tokio::time::interval(queue.settings.renew_every);
+    let upkeep = Queue {
+        mode: super::RetryMode::FailFast,
+        ..queue
+    };
+    let every = upkeep.settings.renew_every;
+    let mut gate = SweepGate::new(upkeep.settings.lease, Instant::now());
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.cancelled() => break,
         }
-        if let Err(e) = maintain_once(&queue, &table).await {
-            tracing::warn!(error = %e, "Lease upkeep failed; will retry.");
+        let started = Instant::now();
+        let contact = async {
+            renew_held(&upkeep, &table).await?;
+            release_abandoned(&upkeep, &table).await?;
+            // The lease timer keeps this process's view of the server clock.
+            upkeep.sync_clock().await
+        };
+        let res = match contact.await {
+            Ok(()) if gate.contact(started, every, Instant::now()) => sweep(&upkeep).await,
+            other => other,
+        };
+        if let Err(e) = res {
+            if gate.lost(Instant::now()) {
+                tracing::warn!(error = %e,
+                    "Redis unreachable for lease upkeep; expired leases are not swept until \
+                     it has answered for a full lease period.");
+            } else {
+                tracing::debug!(error = %e, "Lease upkeep failed again.");
+            }
         }
     }
 }
 
-/// One round of lease upkeep (exposed for tests that drive the worker step by step).
-pub async fn maintain_once(queue: &Queue, table: &LeaseTable) -> Result<(), QueueError> {
+/// When the lease timer may sweep. A sweep hands back leases nobody renewed in time;
+/// that is a dead worker's only if every live worker could have renewed meanwhile. This
+/// process cannot see the others, so it goes by its own contact with Redis: after any
+/// round that failed or ran late — and at start, not knowing what came before — it
+/// sweeps nothing until Redis has answered it for a full lease period.
+#[derive(Debug)]
+struct SweepGate {
+    lease: Duration,
+    /// Contact is lost since this instant (`None`: Redis answers).
+    lost_at: Option<Instant>,
+    /// Sweeping is allowed again from this instant.
+    from: Instant,
+}
+
+impl SweepGate {
+    /// The gate of a process that connected at `now`.
+    fn new(lease: Duration, now: Instant) -> Self {
+        SweepGate {
+            lease,
+            lost_at: None,
+            from: now + lease,
+        }
+    }
+
+    /// A round that began at `started` got all its answers by `now`; `every` is the
+    /// renewal period. Returns whether the round may sweep.
+    fn contact(&mut self, started: Instant, every: Duration, now: Instant) -> bool {
+        let took = now.duration_since(started);
+        if let Some(since) = self.lost_at.take() {
+            tracing::info!(
+                unreachable_ms = now.duration_since(since).as_millis() as u64,
+                "Redis answers again; expired leases are swept after a full lease period."
+            );
+            self.from = now + self.lease;
+        } else if took > every {
+            // Calls hung or were retried: this worker's renewals were late, and so,
+            // probably, were everyone's.
+            tracing::warn!(
+                round_ms = took.as_millis() as u64,
+                "Lease upkeep ran late; expired leases are swept after a full lease period."
+            );
+            self.from = now + self.lease;
+        }
+        now >= self.from
+    }
+
+    /// A round failed at `now`. Returns true when this is the first failure in a row.
+    fn lost(&mut self, now: Instant) -> bool {
+        let first = self.lost_at.is_none();
+        self.lost_at.get_or_insert(now);
+        first
+    }
+}
+
+/// Renews every held lease; a lease found taken by another worker is forgotten.
+async fn renew_held(queue: &Queue, table: &LeaseTable) -> Result<(), QueueError> {
     let held = table.held();
     let lost = queue.renew(&held).await?;
     for id in &lost {
@@ -257,7 +344,10 @@ pub async fn maintain_once(queue: &Queue, table: &LeaseTable) -> Result<(), Queu
             table.forget(id, token);
         }
     }
-    release_abandoned(queue, table).await?;
+    Ok(())
+}
+
+async fn sweep(queue: &Queue) -> Result<(), QueueError> {
     let recovered = queue.sweep().await?;
     if recovered > 0 {
         crate::metrics::lease_recoveries(recovered);
@@ -266,20 +356,111 @@ pub async fn maintain_once(queue: &Queue, table: &LeaseTable) -> Result<(), Queu
     Ok(())
 }
 
-/// Hands every abandoned stage back to the ready list (state unchanged).
+/// One round of lease upkeep without the sweep gate (for tests that drive the worker step
+/// by step): renew, release abandoned stages, sweep.
+pub async fn maintain_once(queue: &Queue, table: &LeaseTable) -> Result<(), QueueError> {
+    renew_held(queue, table).await?;
+    release_abandoned(queue, table).await?;
+    sweep(queue).await
+}
+
+/// Hands every abandoned stage back to the ready list (state unchanged). On an error the
+/// ones not handed back stay abandoned, for the next try.
 pub async fn release_abandoned(queue: &Queue, table: &LeaseTable) -> Result<usize, QueueError> {
     let abandoned = table.take_abandoned();
-    for (id, token) in &abandoned {
+    for (i, (id, token)) in abandoned.iter().enumerate() {
         let owner = super::Owner { job_id: id, token };
         let tx = crate::job::Transition::stay(After::Release);
-        queue.apply(owner, &table.nonce(token), &tx, None).await?;
+        if let Err(e) = queue.apply(owner, &table.nonce(token), &tx, None).await {
+            let mut left = table.abandoned.lock().expect("lease table");
+            left.extend(abandoned[i..].iter().cloned());
+            return Err(e);
+        }
         tracing::info!(job_id = %id, "Stage abandoned; job released to the queue.");
     }
     Ok(abandoned.len())
 }
 
+/// Hands back what a stopping worker still holds, giving up at `deadline`: what is not
+/// released by then (Redis unreachable) is left to lease expiry and a sweep elsewhere.
+/// Returns (released, left behind).
+pub async fn hand_back(
+    queue: &Queue,
+    table: &LeaseTable,
+    deadline: tokio::time::Instant,
+) -> (usize, usize) {
+    let abandoned = table.take_abandoned();
+    let mut released = 0;
+    for (id, token) in &abandoned {
+        let owner = super::Owner { job_id: id, token };
+        let tx = crate::job::Transition::stay(After::Release);
+        let nonce = table.nonce(token);
+        match tokio::time::timeout_at(deadline, queue.apply(owner, &nonce, &tx, None)).await {
+            Ok(Ok(_)) => {
+                released += 1;
+                tracing::info!(job_id = %id, "Stage cut off; job released to the queue.");
+            }
+            Ok(Err(e)) => tracing::warn!(job_id = %id, error = %e,
+                "Could not hand the job back; its lease will expire."),
+            Err(_) => break,
+        }
+    }
+    (released, abandoned.len() - released)
+}
+
 #[cfg(test)]
 mod tests {
+    use super::SweepGate;
+    use std::time::{Duration, Instant};
+
+    const LEASE: Duration = Duration::from_secs(2);
+    const EVERY: Duration = Duration::from_millis(400);
+
+    fn at(t0: Instant, ms: u64) -> Instant {
+        t0 + Duration::from_millis(ms)
+    }
+
+    /// A round starting at `ms` that took 5 ms.
+    fn round(g: &mut SweepGate, t0: Instant, ms: u64) -> bool {
+        g.contact(at(t0, ms), EVERY, at(t0, ms + 5))
+    }
+
+    #[test]
+    fn a_new_process_sweeps_only_after_a_lease_period() {
+        let t0 = Instant::now();
+        let mut g = SweepGate::new(LEASE, t0);
+        assert!(!round(&mut g, t0, 400));
+        assert!(!round(&mut g, t0, 1600));
+        assert!(round(&mut g, t0, 2000));
+    }
+
+    #[test]
+    fn after_an_outage_sweeping_waits_a_lease_period_from_the_reconnect() {
+        let t0 = Instant::now();
+        let mut g = SweepGate::new(LEASE, t0);
+        assert!(round(&mut g, t0, 2400));
+        assert!(g.lost(at(t0, 2800)), "the first failure is reported");
+        assert!(!g.lost(at(t0, 3200)), "later ones are not");
+        // Redis answers again at 8005 ms: nothing is swept before 10005 ms.
+        assert!(!round(&mut g, t0, 8000));
+        assert!(!round(&mut g, t0, 9600));
+        assert!(round(&mut g, t0, 10_000));
+    }
+
+    #[test]
+    fn a_round_that_ran_late_counts_as_an_outage() {
+        let t0 = Instant::now();
+        let mut g = SweepGate::new(LEASE, t0);
+        assert!(round(&mut g, t0, 2400));
+        // A call hung for 5 s and then answered.
+        assert!(!g.contact(at(t0, 2800), EVERY, at(t0, 7800)));
+        assert!(!round(&mut g, t0, 9000));
+        assert!(round(&mut g, t0, 9800));
+    }
+}
+
+#[cfg(test)]
+mod lease_tests {
     use super::*;
 
     fn claim(id: &str, token: &str) -> Claim {

@@ -221,7 +221,10 @@ fn spawn_event_listeners(
 
 /// Runs an apalis worker over the Redis backend until `stop` is cancelled: claims stop,
 /// running stages get the grace period, and any stage still running after it is
-/// released back to the queue.
+/// released back to the queue. Returns within `shutdown_grace` + [`HANDBACK`] of `stop`
+/// whatever Redis does: what cannot be handed back in time is left to lease expiry.
+///
+/// [`HANDBACK`]: crate::shutdown::HANDBACK
 pub async fn run_with(
     queue: Queue,
     worker_id: String,
@@ -231,15 +234,17 @@ pub async fn run_with(
     stop: CancellationToken,
 ) -> Result<(), QueueError> {
     let slots = Arc::new(Semaphore::new(ws.concurrency));
-    let (backend, fetcher) = backend::start_fetcher(
+    // Claims stop on `stop`, or when the worker loop ends on its own.
+    let no_claims = stop.child_token();
+    let (backend, mut fetcher) = backend::start_fetcher(
         queue.clone(),
         worker_id.clone(),
         leases.clone(),
         slots,
-        stop.clone(),
+        no_claims.clone(),
     );
     let upkeep_stop = CancellationToken::new();
-    let upkeep = tokio::spawn(backend::maintain_leases(
+    let mut upkeep = tokio::spawn(backend::maintain_leases(
         queue.clone(),
         leases.clone(),
         upkeep_stop.clone(),
@@ -273,11 +278,34 @@ pub async fn run_with(
             }
         }
     }
-    let _ = fetcher.await;
+    // From here on nothing waits on Redis past the hand-back deadline: a fetcher stuck
+    // in a claim, a lease timer stuck in a call, a release that cannot land are cut off.
+    let deadline = tokio::time::Instant::now() + crate::shutdown::HANDBACK;
+    no_claims.cancel();
+    if tokio::time::timeout_at(deadline, &mut fetcher)
+        .await
+        .is_err()
+    {
+        fetcher.abort();
+    }
     upkeep_stop.cancel();
-    let _ = upkeep.await;
+    if tokio::time::timeout_at(deadline, &mut upkeep)
+        .await
+        .is_err()
+    {
+        upkeep.abort();
+    }
     // Stages cut off by the grace period dropped their leases unsettled: hand them back.
-    let released = backend::release_abandoned(&queue, &leases).await?;
-    tracing::info!(released, "Worker stopped.");
+    let (released, left) = backend::hand_back(&queue, &leases, deadline).await;
+    if left > 0 {
+        tracing::warn!(
+            released,
+            left,
+            "Worker stopped; Redis did not answer in time: the jobs left behind go back \
+             to the queue when their leases expire."
+        );
+    } else {
+        tracing::info!(released, "Worker stopped.");
+    }
     Ok(())
 }

@@ -13,6 +13,7 @@ mod helpers;
 mod logs;
 mod metrics;
 mod operator;
+mod outage;
 mod pipeline;
 mod provider_fal;
 mod provider_kling;
