@@ -26,6 +26,7 @@ pub enum Field {
     CreatedAt,
     SubmittedAt,
     FinishedAt,
+    Outcome,
 }
 
 impl Field {
@@ -54,6 +55,7 @@ impl Field {
             Field::CreatedAt => "created_at",
             Field::SubmittedAt => "submitted_at",
             Field::FinishedAt => "finished_at",
+            Field::Outcome => "outcome",
         }
     }
 }

@@ -49,6 +49,10 @@ pub struct JobRecord {
     pub created_at: Option<u64>,
     pub submitted_at: Option<u64>,
     pub finished_at: Option<u64>,
+    /// The number of the job's newest terminal outcome (taken by a stage before it writes
+    /// the result line, or by an operator's move): 0 before the first, higher after each
+    /// retry. Result lines carry it; readers take each job's highest.
+    pub outcome: u64,
 }
 
 /// A record that could not be read as a job, with why.
@@ -95,6 +99,7 @@ impl JobRecord {
             created_at: None,
             submitted_at: None,
             finished_at: None,
+            outcome: 0,
         }
     }
 
@@ -178,6 +183,7 @@ impl JobRecord {
                 created_at: num(Field::CreatedAt, text(Field::CreatedAt))?,
                 submitted_at: num(Field::SubmittedAt, text(Field::SubmittedAt))?,
                 finished_at: num(Field::FinishedAt, text(Field::FinishedAt))?,
+                outcome: num(Field::Outcome, text(Field::Outcome))?.unwrap_or(0),
             })
         })();
         parsed.map_err(bad)
@@ -212,6 +218,8 @@ impl JobRecord {
                 Field::Attempts => r.attempts = v.and_then(|v| v.parse().ok()).unwrap_or(0),
                 Field::Polls => r.polls = v.and_then(|v| v.parse().ok()).unwrap_or(0),
                 Field::SubmittedAt => r.submitted_at = v.and_then(|v| v.parse().ok()),
+                Field::FinishedAt => r.finished_at = v.and_then(|v| v.parse().ok()),
+                Field::Outcome => r.outcome = v.and_then(|v| v.parse().ok()).unwrap_or(0),
                 Field::Provider => r.provider = v.and_then(|v| ProviderName::parse(&v)),
                 Field::Model => r.model = v.and_then(|v| ModelKind::parse(&v)),
                 _ => {}

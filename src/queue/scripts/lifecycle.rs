@@ -90,6 +90,9 @@ return lost
 /// An empty new_state keeps the current state; an empty value deletes the field.
 /// A job holds a slot of its provider while submitting or polling; any other state frees
 /// it and wakes one job waiting for a slot.
+/// A terminal step numbers the job's outcome: the `outcome` field it sets (a stage took
+/// the number before writing its result line), else one more than the last; `finished_at`
+/// is the one it sets, else now.
 /// Returns {'ok', batch_finished} or {'lost', current_state}. A replay of the same nonce
 /// (a retried call whose reply was lost) returns 'ok' again.
 pub(super) const TRANSITION: &str = r#"
@@ -110,7 +113,9 @@ if new ~= '' and cur[2] ~= new then
   end
   redis.call('HINCRBY', p .. 'stats', 'to:' .. new, 1)
 end
+local numbered = false
 for i = 13, #ARGV, 2 do
+  if ARGV[i] == 'outcome' then numbered = true end
   if ARGV[i + 1] == '' then redis.call('HDEL', jkey, ARGV[i])
   else
     redis.call('HSET', jkey, ARGV[i], ARGV[i + 1])
@@ -153,7 +158,8 @@ elseif mode == 'wait' then
     wake(p, prov, 1)   -- a slot freed meanwhile: no missed wake-up
   end
 elseif mode == 'done' then
-  redis.call('HSET', jkey, 'finished_at', now)
+  redis.call('HSETNX', jkey, 'finished_at', now)
+  if not numbered then redis.call('HINCRBY', jkey, 'outcome', 1) end
   if new == S.dead then redis.call('ZADD', p .. 'dead', now, id) end
   if RELEASE[new] then release_budget(p, jkey, cur[3]) end
   if bkey then
@@ -193,7 +199,8 @@ return #ids
 
 /// Operator moves (cancel, retry, reconcile): jobs whose state is allowed go to `to`, with
 /// counters, queue structures and the done count kept right. A running stage loses its
-/// token, so its next transition finds the lease lost and stops.
+/// token, so its next transition finds the lease lost and stops. A move to a terminal
+/// state numbers a new outcome of the job (see TRANSITION).
 /// ARGV: prefix, now_ms, to_state, reason, allowed_from (comma list), job_id...
 /// Returns the ids moved.
 pub(super) const ADMIN_MOVE: &str = r#"
@@ -239,6 +246,7 @@ for i = 6, #ARGV do
       end
     else
       redis.call('HSET', jkey, 'finished_at', now)
+      redis.call('HINCRBY', jkey, 'outcome', 1)   -- a new outcome: its own result line
       if reason ~= '' then redis.call('HSET', jkey, 'error', reason) end
       if to == S.dead then redis.call('ZADD', p .. 'dead', now, id) end
       if bkey and not TERMINAL[st] then
