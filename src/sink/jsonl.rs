@@ -3,14 +3,21 @@
 //!
 //! Appends are idempotent per (job, outcome) across processes: under the file's exclusive
 //! lock the sink reads what others appended since, and skips a line whose job already has
-//! that outcome or a newer one.
+//! that outcome or a newer one. The lock is awaited for a bounded time ([`LOCK_WAIT`] unless
+//! set) and then given up with [`SinkError::Locked`]: a holder that never lets go (a stuck
+//! NFS client, an operator's `flock`) costs a stage that long, never the stage itself.
 
 use super::{ResultLine, SinkError};
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a writer waits for the results file's lock by default. An append holds it for
+/// a read of what is new and one fsync: milliseconds.
+pub const LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// What this process has read of one batch's file: up to where, and each job's newest
 /// outcome.
@@ -26,6 +33,7 @@ struct Seen {
 #[derive(Debug)]
 pub struct JsonlSink {
     dir: PathBuf,
+    lock_wait: Duration,
     seen: Mutex<HashMap<String, Seen>>,
 }
 
@@ -49,8 +57,15 @@ impl JsonlSink {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         JsonlSink {
             dir: dir.into(),
+            lock_wait: LOCK_WAIT,
             seen: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The same sink, waiting at most `wait` for the file's lock.
+    pub fn with_lock_wait(mut self, wait: Duration) -> Self {
+        self.lock_wait = wait;
+        self
     }
 
     /// Where a batch's results file lives.
@@ -58,8 +73,8 @@ impl JsonlSink {
         self.dir.join(batch_id).join("results.jsonl")
     }
 
-    /// Opens the batch's file (creating it) and takes its exclusive lock. Blocking: call it
-    /// from `spawn_blocking`.
+    /// Opens the batch's file (creating it) and takes its exclusive lock, waiting at most
+    /// the sink's lock wait. Blocking: call it from `spawn_blocking`.
     pub fn lock(self: &Arc<Self>, batch_id: &str) -> Result<Locked, SinkError> {
         let path = self.path(batch_id);
         let parent = path.parent().unwrap_or(Path::new("."));
@@ -70,7 +85,24 @@ impl JsonlSink {
             .append(true)
             .open(&path)
             .map_err(|e| SinkError::io(&path, e))?;
-        file.lock().map_err(|e| SinkError::io(&path, e))?;
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) => {}
+                Err(TryLockError::Error(e)) => return Err(SinkError::io(&path, e)),
+            }
+            let waited = started.elapsed();
+            if waited >= self.lock_wait {
+                return Err(SinkError::Locked {
+                    path: path.display().to_string(),
+                    waited_ms: waited.as_millis() as u64,
+                });
+            }
+            std::thread::sleep(pause.min(self.lock_wait - waited));
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
         Ok(Locked {
             sink: self.clone(),
             batch_id: batch_id.to_string(),

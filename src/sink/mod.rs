@@ -5,14 +5,14 @@
 //! ([`ResultLine::outcome`], the record's `outcome` field), and a retried job's new outcome
 //! is a new line with a higher number. Readers take each job's highest ([`jsonl::read_all`]).
 //!
-//! How a stage ends a job (`Step::terminal`): it takes the file's lock,
+//! How a stage ends a job (`Step::terminal`): it takes the file's lock (a bounded wait),
 //! makes a transition under its lease that takes the job's next outcome number (the fence:
 //! a stage that lost its lease writes nothing), appends the line, and only then makes the
 //! terminal transition. So a job is never terminal in Redis without its line in the file,
 //! and `done == total` means every line is written. A crash after the line and before the
 //! terminal transition leaves a line for an outcome Redis never recorded; the job is
-//! redelivered and its real outcome, with the next number, supersedes it. A line that
-//! cannot be written parks the job to finish again later. Outcomes no stage writes (an
+//! redelivered and its real outcome, with the next number, supersedes it. A lock that
+//! cannot be had in time parks the job to finish again later. Outcomes no stage writes (an
 //! operator's cancel) are written by whoever next renders the batch (`restyle report`).
 
 pub mod download;
@@ -39,6 +39,9 @@ pub enum SinkError {
     Expired(u16),
     #[error("download failed: {0}")]
     Transient(String),
+    /// Someone else held the results file's lock for longer than the sink waits.
+    #[error("{path}: locked by another process for {waited_ms} ms")]
+    Locked { path: String, waited_ms: u64 },
 }
 
 impl SinkError {

@@ -1,6 +1,7 @@
 //! `results.jsonl` against Redis (issue 11, "Paid once, truly"): a retried job's new
 //! outcome supersedes its old line in the file, the export and the contact sheet; a stage
-//! that lost its lease writes no line.
+//! that lost its lease writes no line; a results file locked by someone else parks the
+//! jobs instead of freezing every stage.
 
 use crate::helpers::*;
 use restyle::job::{JobRecord, JobState};
@@ -155,7 +156,11 @@ async fn a_retried_jobs_new_outcome_supersedes_its_old_line_everywhere() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stage_that_lost_its_lease_writes_no_line() {
     let app = TestApp::new(fast_knobs()).await;
-    let rt = Arc::new(app.runtime());
+    let mut rt = app.runtime();
+    // Long enough that the stage is surely still waiting when the lock is released.
+    let wait = Duration::from_secs(30);
+    rt.jsonl = Arc::new(JsonlSink::new(app.out.path()).with_lock_wait(wait));
+    let rt = Arc::new(rt);
     app.enqueue("lost", &prompts(1)).await;
     let job = restyle::model::job_id("lost", 0);
     // The stage will stop at the file's lock, after the download.
@@ -287,4 +292,58 @@ async fn a_line_of_an_outcome_redis_never_took_is_superseded() {
     assert_eq!((lines[0].state, lines[0].outcome), (JobState::Succeeded, 2));
     assert_eq!((rec.state, rec.outcome), (JobState::Succeeded, 2));
     assert_eq!(raw_lines(&app.results_path("torn")).len(), 2);
+}
+
+/// Issue 11 item 8: the results file's lock was awaited without limit, so one holder
+/// (a stuck NFS, an operator's `flock`) froze every slot in `finishing`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_results_lock_parks_jobs_instead_of_freezing_stages() {
+    let app = TestApp::new(fast_knobs()).await;
+    let mut rt = app.runtime();
+    let wait = Duration::from_millis(300);
+    rt.jsonl = Arc::new(JsonlSink::new(app.out.path()).with_lock_wait(wait));
+    app.enqueue("locked", &prompts(2)).await;
+    let lock = hold_lock(&app, "locked");
+    let step_limit = Duration::from_secs(3);
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let stepped = match tokio::time::timeout(step_limit, restyle::worker::step(&rt)).await {
+            Ok(s) => s.expect("step"),
+            Err(_) => {
+                drop(lock);
+                panic!("a stage did not return within {step_limit:?}: it waits on the lock");
+            }
+        };
+        let recs = records(&app, "locked").await;
+        assert!(
+            recs.iter().all(|r| !r.state.is_terminal()),
+            "no job finishes without its line: {recs:#?}"
+        );
+        let parked = recs
+            .iter()
+            .filter(|r| r.error.as_deref().is_some_and(|e| e.contains("lock")))
+            .count();
+        if parked == recs.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "jobs not parked for the lock: {recs:#?}"
+        );
+        if stepped == restyle::worker::Stepped::Empty {
+            poll_interval().await;
+        }
+    }
+    drop(lock);
+    let info = app.drive(&rt, "locked", Duration::from_secs(30)).await;
+    assert_eq!(info.count(JobState::Succeeded), 2, "{:?}", info.counts);
+    let recs = records(&app, "locked").await;
+    let raw = raw_lines(&app.results_path("locked"));
+    assert_eq!(raw.len(), 2, "exactly one line per job: {raw:#?}");
+    for rec in &recs {
+        let line = raw.iter().find(|l| l.job_id == rec.job_id).unwrap();
+        assert_eq!((line.state, &line.sha256), (rec.state, &rec.sha256));
+        assert_eq!(rec.attempts, 0, "waiting for the lock uses no attempt");
+    }
+    assert_eq!(app.sim.stats().duplicate_submissions, 0);
 }

@@ -96,3 +96,20 @@ fn a_torn_last_line_does_not_swallow_the_next_one() {
         .collect();
     assert_eq!(ids, ["b.00000", "b.00001", "b.00002"]);
 }
+
+#[test]
+fn a_held_lock_is_waited_for_a_bounded_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let wait = Duration::from_millis(150);
+    let a = Arc::new(JsonlSink::new(dir.path()).with_lock_wait(wait));
+    let held = a.lock("b").unwrap();
+    let started = Instant::now();
+    let err = a
+        .append(&line("b.00000", 1, JobState::Succeeded))
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(matches!(err, SinkError::Locked { .. }), "{err}");
+    assert!(took >= wait && took < wait * 10, "{took:?}");
+    drop(held);
+    assert!(a.append(&line("b.00000", 1, JobState::Succeeded)).unwrap());
+}

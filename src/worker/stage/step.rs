@@ -105,10 +105,10 @@ impl Step<'_> {
     }
 
     /// Ends the job in `state` with its result line (the order is the sink's, see
-    /// [`crate::sink`]): the results file's lock, a transition under the
+    /// [`crate::sink`]): the results file's lock (a bounded wait), a transition under the
     /// lease that takes the job's next outcome number (a stage that lost its lease stops
     /// here, writing nothing), the line, then the terminal transition. The job is never
-    /// terminal without its line; a line that cannot be written parks it to finish again later.
+    /// terminal without its line; a lock not had in time parks it to finish again later.
     pub async fn terminal(
         &self,
         payload: &JobPayload,
