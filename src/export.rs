@@ -8,7 +8,6 @@
 //! that cannot be read is exported as `dead` (what a worker makes of it) with the reason.
 
 use crate::job::{JobRecord, JobState, Loaded};
-use crate::model::JobPayload;
 use crate::queue::{Queue, QueueError};
 use crate::sink::ResultLine;
 use std::io::{ErrorKind, Write};
@@ -115,23 +114,7 @@ fn loaded_line(rec: &Loaded, batch_id: &str, fallback_index: u32) -> ResultLine 
 /// A job's result line from its record, as the worker writes it (see the module doc for
 /// jobs not terminal yet). `fallback_index` stands in when the payload is unreadable.
 pub fn export_line(rec: &JobRecord, batch_id: &str, fallback_index: u32) -> ResultLine {
-    let payload = rec
-        .payload
-        .as_deref()
-        .and_then(|p| serde_json::from_str::<JobPayload>(p).ok())
-        .unwrap_or_else(|| JobPayload {
-            v: 0,
-            batch_id: batch_id.to_string(),
-            index: fallback_index,
-            prompt: String::new(),
-        });
-    let finished = rec.finished_at.filter(|_| rec.state.is_terminal());
-    let mut line = ResultLine::from_record(rec, &payload, finished.unwrap_or(0));
-    if finished.is_none() {
-        line.finished_at = 0;
-        line.upstream_seconds = None;
-    }
-    line
+    ResultLine::from_stored(rec, batch_id, fallback_index)
 }
 
 /// The CSV header: the serialized field names of [`ResultLine`], in order.
@@ -144,6 +127,7 @@ fn csv_header() -> csv::StringRecord {
         provider: String::new(),
         model: String::new(),
         state: JobState::Queued,
+        outcome: 0,
         upstream_id: None,
         output_url: None,
         file: None,
@@ -192,7 +176,7 @@ mod tests {
         assert_eq!(h.get(0), Some("job_id"));
         assert_eq!(h.get(h.len() - 1), Some("error"));
         assert!(h.iter().any(|c| c == "estimated_cost"));
-        assert_eq!(h.len(), 18);
+        assert_eq!(h.len(), 19);
     }
 
     #[test]

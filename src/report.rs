@@ -11,6 +11,10 @@
 //! pieces are the stylesheet constant and its filter rules, which are built from the fixed
 //! state keys alone. Video links are percent-encoded by the `percent-encoding` crate.
 //!
+//! Writing the page also brings `results.jsonl` up to date with the same records (an
+//! outcome no stage wrote, such as an operator's cancel, gets its line), so the page, the
+//! file and `restyle results` say the same.
+//!
 //! The filters are plain links to `#only-<state>`: the CSS `:target` rule hides the other
 //! cards, so a filtered view can be bookmarked or shared as a URL.
 
@@ -18,11 +22,13 @@ use crate::config::Settings;
 use crate::cost::CostTally;
 use crate::job::{JobRecord, JobState, Loaded};
 use crate::queue::{now_ms, BatchInfo, Queue, QueueError};
+use crate::sink::{jsonl::JsonlSink, ResultLine};
 use maud::{html, Markup, PreEscaped};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 /// Writes the batch's contact sheet (temp file + rename) and returns its path.
@@ -38,10 +44,48 @@ pub async fn write(
     let records = queue.jobs(&crate::ops::job_ids(&info)).await?;
     let html = render(&info, &records, now_ms());
     let dir = settings.output.dir.join(batch_id);
-    tokio::task::spawn_blocking(move || write_atomically(&dir, "index.html", html.as_bytes()))
+    let page =
+        tokio::task::spawn_blocking(move || write_atomically(&dir, "index.html", html.as_bytes()))
+            .await
+            .map_err(|e| QueueError::Io(format!("writing the contact sheet: {e}")))?
+            .map_err(|e| QueueError::Io(format!("writing the contact sheet: {e}")))?;
+    write_missing_lines(settings, batch_id, &records)
         .await
-        .map_err(|e| QueueError::Io(format!("writing the contact sheet: {e}")))?
-        .map_err(|e| QueueError::Io(format!("writing the contact sheet: {e}")))
+        .map_err(|e| {
+            QueueError::Io(format!(
+                "contact sheet written to {}, but results.jsonl is not up to date: {e}",
+                page.display()
+            ))
+        })?;
+    Ok(page)
+}
+
+/// Brings the batch's `results.jsonl` up to date with its records, as this page is: a
+/// terminal outcome without its line (an operator's cancel or `reconcile --fail`; stages
+/// write their own before finishing a job) gets it now. Idempotent per (job, outcome).
+async fn write_missing_lines(
+    settings: &Settings,
+    batch_id: &str,
+    records: &[Loaded],
+) -> Result<usize, String> {
+    let lines: Vec<ResultLine> = records
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .filter(|r| r.state.is_terminal())
+        .map(|r| {
+            let index = r.job_id.rsplit_once('.').and_then(|(_, i)| i.parse().ok());
+            ResultLine::from_stored(r, batch_id, index.unwrap_or(0))
+        })
+        .collect();
+    if lines.is_empty() {
+        return Ok(0);
+    }
+    let sink = Arc::new(JsonlSink::new(settings.output.dir.clone()));
+    let batch_id = batch_id.to_string();
+    tokio::task::spawn_blocking(move || sink.lock(&batch_id)?.append(&lines))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
 }
 
 /// Writes `name` in `dir` through a temp file in the same directory and a rename, so a

@@ -30,6 +30,7 @@ pub enum Field {
     SubmitId,
     /// Cancelled while `submitting`: the submitting worker settles the POST's outcome.
     CancelRequested,
+    Outcome,
 }
 
 impl Field {
@@ -60,6 +61,7 @@ impl Field {
             Field::FinishedAt => "finished_at",
             Field::SubmitId => "submit_id",
             Field::CancelRequested => "cancel_requested",
+            Field::Outcome => "outcome",
         }
     }
 }

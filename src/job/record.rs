@@ -53,6 +53,10 @@ pub struct JobRecord {
     pub submit_id: Option<String>,
     /// Cancelled while its POST was out; the submitting worker settles the outcome.
     pub cancel_requested: bool,
+    /// The number of the job's newest terminal outcome (taken by a stage before it writes
+    /// the result line, or by an operator's move): 0 before the first, higher after each
+    /// retry. Result lines carry it; readers take each job's highest.
+    pub outcome: u64,
 }
 
 /// A record that could not be read as a job, with why.
@@ -101,6 +105,7 @@ impl JobRecord {
             finished_at: None,
             submit_id: None,
             cancel_requested: false,
+            outcome: 0,
         }
     }
 
@@ -186,6 +191,7 @@ impl JobRecord {
                 finished_at: num(Field::FinishedAt, text(Field::FinishedAt))?,
                 submit_id: text(Field::SubmitId),
                 cancel_requested: text(Field::CancelRequested).is_some(),
+                outcome: num(Field::Outcome, text(Field::Outcome))?.unwrap_or(0),
             })
         })();
         parsed.map_err(bad)
@@ -220,6 +226,8 @@ impl JobRecord {
                 Field::Attempts => r.attempts = v.and_then(|v| v.parse().ok()).unwrap_or(0),
                 Field::Polls => r.polls = v.and_then(|v| v.parse().ok()).unwrap_or(0),
                 Field::SubmittedAt => r.submitted_at = v.and_then(|v| v.parse().ok()),
+                Field::FinishedAt => r.finished_at = v.and_then(|v| v.parse().ok()),
+                Field::Outcome => r.outcome = v.and_then(|v| v.parse().ok()).unwrap_or(0),
                 Field::Provider => r.provider = v.and_then(|v| ProviderName::parse(&v)),
                 Field::Model => r.model = v.and_then(|v| ModelKind::parse(&v)),
                 Field::SubmitId => r.submit_id = v,

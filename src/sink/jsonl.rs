@@ -1,38 +1,71 @@
-//! Appends result lines to `<out>/<batch>/results.jsonl`, idempotent by job id across
-//! processes: under an exclusive file lock it reads what others appended since, and
-//! skips a job that already has its line.
+//! Appends result lines to `<out>/<batch>/results.jsonl`: one line per job outcome (see
+//! the [module doc](super) for the outcome numbers and the order of a stage's steps).
+//!
+//! Appends are idempotent per (job, outcome) across processes: under the file's exclusive
+//! lock the sink reads what others appended since, and skips a line whose job already has
+//! that outcome or a newer one. The lock is awaited for a bounded time ([`LOCK_WAIT`] unless
+//! set) and then given up with [`SinkError::Locked`]: a holder that never lets go (a stuck
+//! NFS client, an operator's `flock`) costs a stage that long, never the stage itself.
 
 use super::{ResultLine, SinkError};
-use std::collections::{HashMap, HashSet};
-use std::fs::{File, OpenOptions};
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+/// How long a writer waits for the results file's lock by default. An append holds it for
+/// a read of what is new and one fsync: milliseconds.
+pub const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// What this process has read of one batch's file: up to where, and each job's newest
+/// outcome.
 #[derive(Debug, Default)]
 struct Seen {
     offset: u64,
-    ids: HashSet<String>,
+    newest: HashMap<String, u64>,
+    /// The file ends in a torn line (a crash mid-write) at `offset`.
+    torn: bool,
 }
 
 /// The JSONL sink for every batch under one output directory.
 #[derive(Debug)]
 pub struct JsonlSink {
     dir: PathBuf,
+    lock_wait: Duration,
     seen: Mutex<HashMap<String, Seen>>,
 }
 
 #[derive(serde::Deserialize)]
-struct IdOnly {
+struct Key {
     job_id: String,
+    #[serde(default)]
+    outcome: u64,
+}
+
+/// A batch's results file, locked by this process until dropped.
+#[derive(Debug)]
+pub struct Locked {
+    sink: Arc<JsonlSink>,
+    batch_id: String,
+    path: PathBuf,
+    file: File,
 }
 
 impl JsonlSink {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         JsonlSink {
             dir: dir.into(),
+            lock_wait: LOCK_WAIT,
             seen: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The same sink, waiting at most `wait` for the file's lock.
+    pub fn with_lock_wait(mut self, wait: Duration) -> Self {
+        self.lock_wait = wait;
+        self
     }
 
     /// Where a batch's results file lives.
@@ -40,71 +73,143 @@ impl JsonlSink {
         self.dir.join(batch_id).join("results.jsonl")
     }
 
-    /// Appends the line unless the job already has one. Returns whether it was written.
-    /// Blocking file I/O: call it from `spawn_blocking`.
-    pub fn append(&self, line: &ResultLine) -> Result<bool, SinkError> {
-        let path = self.path(&line.batch_id);
+    /// Opens the batch's file (creating it) and takes its exclusive lock, waiting at most
+    /// the sink's lock wait. Blocking: call it from `spawn_blocking`.
+    pub fn lock(self: &Arc<Self>, batch_id: &str) -> Result<Locked, SinkError> {
+        let path = self.path(batch_id);
         let parent = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent).map_err(|e| SinkError::io(parent, e))?;
-        let mut f = OpenOptions::new()
+        let file = OpenOptions::new()
             .create(true)
             .read(true)
             .append(true)
             .open(&path)
             .map_err(|e| SinkError::io(&path, e))?;
-        f.lock().map_err(|e| SinkError::io(&path, e))?;
-        let res = self.append_locked(&mut f, &path, line);
-        let _ = f.unlock();
-        res
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) => {}
+                Err(TryLockError::Error(e)) => return Err(SinkError::io(&path, e)),
+            }
+            let waited = started.elapsed();
+            if waited >= self.lock_wait {
+                return Err(SinkError::Locked {
+                    path: path.display().to_string(),
+                    waited_ms: waited.as_millis() as u64,
+                });
+            }
+            std::thread::sleep(pause.min(self.lock_wait - waited));
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+        Ok(Locked {
+            sink: self.clone(),
+            batch_id: batch_id.to_string(),
+            path,
+            file,
+        })
     }
 
-    fn append_locked(
-        &self,
-        f: &mut File,
-        path: &Path,
-        line: &ResultLine,
-    ) -> Result<bool, SinkError> {
-        let mut seen_all = self.seen.lock().expect("jsonl index");
-        let seen = seen_all.entry(line.batch_id.clone()).or_default();
-        let len = f.metadata().map_err(|e| SinkError::io(path, e))?.len();
-        if len < seen.offset {
-            *seen = Seen::default(); // truncated or replaced: read it all again
-        }
-        if len > seen.offset {
-            f.seek(SeekFrom::Start(seen.offset))
-                .map_err(|e| SinkError::io(path, e))?;
-            let mut reader = BufReader::new(&mut *f);
-            let mut buf = String::new();
-            loop {
-                buf.clear();
-                let n = reader
-                    .read_line(&mut buf)
-                    .map_err(|e| SinkError::io(path, e))?;
-                if n == 0 || !buf.ends_with('\n') {
-                    break; // a torn last line (crash mid-write) is not counted
-                }
-                seen.offset += n as u64;
-                if let Ok(r) = serde_json::from_str::<IdOnly>(&buf) {
-                    seen.ids.insert(r.job_id);
-                }
-            }
-        }
-        if seen.ids.contains(&line.job_id) {
-            return Ok(false);
-        }
-        let mut text = serde_json::to_string(line).expect("result line serializes");
-        text.push('\n');
-        f.write_all(text.as_bytes())
-            .and_then(|_| f.sync_data())
-            .map_err(|e| SinkError::io(path, e))?;
-        seen.offset += text.len() as u64;
-        seen.ids.insert(line.job_id.clone());
-        Ok(true)
+    /// Appends the line unless its job already has this outcome or a newer one. Returns
+    /// whether it was written. Blocking: call it from `spawn_blocking`.
+    pub fn append(self: &Arc<Self>, line: &ResultLine) -> Result<bool, SinkError> {
+        Ok(self
+            .lock(&line.batch_id)?
+            .append(std::slice::from_ref(line))?
+            == 1)
     }
 }
 
-/// Reads every line of a results file (for `status`, tests and the report).
-pub fn read_all(path: &Path) -> Result<Vec<ResultLine>, SinkError> {
+impl Locked {
+    /// Appends the lines (all of this batch) whose job has no line of that outcome or a
+    /// newer one yet, with one fsync. Returns how many were written.
+    pub fn append(&mut self, lines: &[ResultLine]) -> Result<usize, SinkError> {
+        let sink = self.sink.clone();
+        let mut seen_all = sink.seen.lock().expect("jsonl index");
+        let seen = seen_all.entry(self.batch_id.clone()).or_default();
+        self.catch_up(seen)?;
+        let mut text = String::new();
+        let mut added: HashMap<&str, u64> = HashMap::new();
+        for line in lines {
+            debug_assert_eq!(line.batch_id, self.batch_id);
+            let id = line.job_id.as_str();
+            let have = seen.newest.get(id).copied().max(added.get(id).copied());
+            if have.is_some_and(|n| n >= line.outcome) {
+                continue;
+            }
+            text.push_str(&serde_json::to_string(line).expect("result line serializes"));
+            text.push('\n');
+            added.insert(id, line.outcome);
+        }
+        if added.is_empty() {
+            return Ok(0);
+        }
+        if seen.torn {
+            text.insert(0, '\n'); // end the torn line so ours stands alone
+        }
+        self.file
+            .write_all(text.as_bytes())
+            .and_then(|_| self.file.sync_data())
+            .map_err(|e| SinkError::io(&self.path, e))?;
+        seen.offset += text.len() as u64;
+        seen.torn = false;
+        for (id, n) in &added {
+            seen.newest.insert(id.to_string(), *n);
+        }
+        Ok(added.len())
+    }
+
+    /// Reads what was appended since this process last looked.
+    fn catch_up(&mut self, seen: &mut Seen) -> Result<(), SinkError> {
+        let path = &self.path;
+        let len = self
+            .file
+            .metadata()
+            .map_err(|e| SinkError::io(path, e))?
+            .len();
+        if len < seen.offset {
+            *seen = Seen::default(); // truncated or replaced: read it all again
+        }
+        if len == seen.offset {
+            return Ok(());
+        }
+        seen.torn = false;
+        self.file
+            .seek(SeekFrom::Start(seen.offset))
+            .map_err(|e| SinkError::io(path, e))?;
+        let mut reader = BufReader::new(&mut self.file);
+        let mut buf = String::new();
+        loop {
+            buf.clear();
+            let n = reader
+                .read_line(&mut buf)
+                .map_err(|e| SinkError::io(path, e))?;
+            if n == 0 {
+                return Ok(());
+            }
+            seen.offset += n as u64;
+            if !buf.ends_with('\n') {
+                seen.torn = true; // the next append ends it first
+                return Ok(());
+            }
+            if let Ok(k) = serde_json::from_str::<Key>(&buf) {
+                let e = seen.newest.entry(k.job_id).or_insert(k.outcome);
+                *e = (*e).max(k.outcome);
+            }
+        }
+    }
+}
+
+impl Drop for Locked {
+    fn drop(&mut self) {
+        let _ = self.file.unlock();
+    }
+}
+
+/// Every line of a results file as written, in file order, superseded ones included (for
+/// audits and tests). Lines that do not parse (a torn write) are left out.
+pub fn read_lines(path: &Path) -> Result<Vec<ResultLine>, SinkError> {
     let f = File::open(path).map_err(|e| SinkError::io(path, e))?;
     let mut out = Vec::new();
     for line in BufReader::new(f).lines() {
@@ -116,43 +221,24 @@ pub fn read_all(path: &Path) -> Result<Vec<ResultLine>, SinkError> {
     Ok(out)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn line(id: &str) -> ResultLine {
-        ResultLine {
-            job_id: id.into(),
-            batch_id: "b".into(),
-            index: 0,
-            prompt: "p".into(),
-            provider: "aimlapi".into(),
-            model: "edit".into(),
-            state: crate::job::JobState::Succeeded,
-            upstream_id: None,
-            output_url: None,
-            file: None,
-            sha256: None,
-            bytes: None,
-            claims: 1,
-            submitted_at: None,
-            finished_at: 1,
-            upstream_seconds: None,
-            estimated_cost: None,
-            error: None,
+/// Each job's newest line (its highest outcome; of equals, the later), in the order those
+/// lines appear in the file: what the file says about every job now.
+pub fn read_all(path: &Path) -> Result<Vec<ResultLine>, SinkError> {
+    let lines = read_lines(path)?;
+    let mut newest: HashMap<&str, usize> = HashMap::new();
+    for (i, l) in lines.iter().enumerate() {
+        let keep = newest
+            .get(l.job_id.as_str())
+            .is_none_or(|&j| lines[j].outcome <= l.outcome);
+        if keep {
+            newest.insert(&l.job_id, i);
         }
     }
-
-    #[test]
-    fn second_append_of_a_job_is_skipped_even_from_another_writer() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = JsonlSink::new(dir.path());
-        let b = JsonlSink::new(dir.path());
-        assert!(a.append(&line("b.00000")).unwrap());
-        assert!(!b.append(&line("b.00000")).unwrap());
-        assert!(b.append(&line("b.00001")).unwrap());
-        assert!(!a.append(&line("b.00001")).unwrap());
-        let all = read_all(&a.path("b")).unwrap();
-        assert_eq!(all.len(), 2);
-    }
+    let mut keep: Vec<usize> = newest.into_values().collect();
+    keep.sort_unstable();
+    let mut lines: Vec<Option<ResultLine>> = lines.into_iter().map(Some).collect();
+    Ok(keep.into_iter().filter_map(|i| lines[i].take()).collect())
 }
+
+#[cfg(test)]
+mod tests;

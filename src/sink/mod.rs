@@ -1,5 +1,19 @@
-//! Results sinks: the JSONL file per batch (one line per terminal job, never two) and the
-//! download directory. Redis is the third sink and lives in [`crate::queue`].
+//! Results sinks: the JSONL file per batch and the download directory. Redis is the third
+//! sink, and the truth, and lives in [`crate::queue`].
+//!
+//! The file has one line per job *outcome*: each terminal state a job reaches gets a number
+//! ([`ResultLine::outcome`], the record's `outcome` field), and a retried job's new outcome
+//! is a new line with a higher number. Readers take each job's highest ([`jsonl::read_all`]).
+//!
+//! How a stage ends a job (`Step::terminal`): it takes the file's lock (a bounded wait),
+//! makes a transition under its lease that takes the job's next outcome number (the fence:
+//! a stage that lost its lease writes nothing), appends the line, and only then makes the
+//! terminal transition. So a job is never terminal in Redis without its line in the file,
+//! and `done == total` means every line is written. A crash after the line and before the
+//! terminal transition leaves a line for an outcome Redis never recorded; the job is
+//! redelivered and its real outcome, with the next number, supersedes it. A lock that
+//! cannot be had in time parks the job to finish again later. Outcomes no stage writes (an
+//! operator's cancel) are written by whoever next renders the batch (`restyle report`).
 
 pub mod download;
 pub mod jsonl;
@@ -25,6 +39,9 @@ pub enum SinkError {
     Expired(u16),
     #[error("download failed: {0}")]
     Transient(String),
+    /// Someone else held the results file's lock for longer than the sink waits.
+    #[error("{path}: locked by another process for {waited_ms} ms")]
+    Locked { path: String, waited_ms: u64 },
 }
 
 impl SinkError {
@@ -46,6 +63,10 @@ pub struct ResultLine {
     pub provider: String,
     pub model: String,
     pub state: JobState,
+    /// Which outcome of the job this is (see the module doc); 0 on lines written before
+    /// outcomes were numbered.
+    #[serde(default)]
+    pub outcome: u64,
     pub upstream_id: Option<String>,
     pub output_url: Option<String>,
     /// Path of the downloaded file, relative to the output directory.
@@ -75,6 +96,7 @@ impl ResultLine {
             provider: rec.provider.map(|p| p.to_string()).unwrap_or_default(),
             model: rec.model.map(|m| m.to_string()).unwrap_or_default(),
             state: rec.state,
+            outcome: rec.outcome,
             upstream_id: rec.upstream_id.clone(),
             output_url: rec.output_url.clone(),
             file: rec.file.clone(),
@@ -87,5 +109,28 @@ impl ResultLine {
             estimated_cost: rec.estimated_cost,
             error: rec.error.clone(),
         }
+    }
+
+    /// A job's line from its record as stored (for the export and for lines written from
+    /// Redis). A job that is not terminal has `finished_at` 0 and no `upstream_seconds`;
+    /// `fallback_index` stands in when the payload is unreadable.
+    pub fn from_stored(rec: &JobRecord, batch_id: &str, fallback_index: u32) -> ResultLine {
+        let payload = rec
+            .payload
+            .as_deref()
+            .and_then(|p| serde_json::from_str::<JobPayload>(p).ok())
+            .unwrap_or_else(|| JobPayload {
+                v: 0,
+                batch_id: batch_id.to_string(),
+                index: fallback_index,
+                prompt: String::new(),
+            });
+        let finished = rec.finished_at.filter(|_| rec.state.is_terminal());
+        let mut line = ResultLine::from_record(rec, &payload, finished.unwrap_or(0));
+        if finished.is_none() {
+            line.finished_at = 0;
+            line.upstream_seconds = None;
+        }
+        line
     }
 }

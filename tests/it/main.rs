@@ -21,6 +21,7 @@ mod provider_oxen;
 mod queue_traps;
 mod redis_ops;
 mod report;
+mod results_file;
 mod secrets;
 mod validation;
 mod waiting;

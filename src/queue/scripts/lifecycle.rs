@@ -91,6 +91,9 @@ return lost
 /// An empty new_state keeps the current state; an empty value deletes the field.
 /// A job holds a slot of its provider while submitting or polling; any other state frees
 /// it and wakes one job waiting for a slot.
+/// A terminal step numbers the job's outcome: the `outcome` field it sets (a stage took
+/// the number before writing its result line), else one more than the last; `finished_at`
+/// is the one it sets, else now.
 /// Returns {'ok', batch_finished, rerouted} or {'lost', current_state}. A replay of the
 /// same nonce (a retried call whose reply was lost) returns 'ok' again. `rerouted` = 1:
 /// asked for `submit_unknown` but the generation's id is known, so the job was parked
@@ -121,7 +124,9 @@ if new ~= '' and cur[2] ~= new then
   end
   redis.call('HINCRBY', p .. 'stats', 'to:' .. new, 1)
 end
+local numbered = false
 for i = 13, #ARGV, 2 do
+  if ARGV[i] == 'outcome' then numbered = true end
   if ARGV[i + 1] == '' then redis.call('HDEL', jkey, ARGV[i])
   else
     redis.call('HSET', jkey, ARGV[i], ARGV[i + 1])
@@ -164,7 +169,8 @@ elseif mode == 'wait' then
     wake(p, prov, 1)   -- a slot freed meanwhile: no missed wake-up
   end
 elseif mode == 'done' then
-  redis.call('HSET', jkey, 'finished_at', now)
+  redis.call('HSETNX', jkey, 'finished_at', now)
+  if not numbered then redis.call('HINCRBY', jkey, 'outcome', 1) end
   if new == S.dead then redis.call('ZADD', p .. 'dead', now, id) end
   if RELEASE[new] then release_budget(p, jkey, cur[3]) end
   if bkey then
@@ -247,7 +253,8 @@ return #ids
 
 /// Operator moves (cancel, retry, reconcile): jobs whose state is allowed go to `to`, with
 /// counters, queue structures and the done count kept right. A running stage loses its
-/// token, so its next transition finds the lease lost and stops.
+/// token, so its next transition finds the lease lost and stops. A move to a terminal
+/// state numbers a new outcome of the job (see TRANSITION).
 /// Two moves are not what they seem, so nothing paid for is lost or bought twice:
 /// - a job cancelled while `submitting` keeps its budget reservation and gets
 ///   `cancel_requested`: its POST may have created a generation, and the submitting
@@ -312,6 +319,7 @@ for i = 6, #ARGV do
       end
     else
       redis.call('HSET', jkey, 'finished_at', now)
+      redis.call('HINCRBY', jkey, 'outcome', 1)   -- a new outcome: its own result line
       if reason ~= '' then redis.call('HSET', jkey, 'error', reason) end
       if dest == S.dead then redis.call('ZADD', p .. 'dead', now, id) end
       if bkey and not TERMINAL[st] then

@@ -126,31 +126,99 @@ impl Step<'_> {
         self.go(tx).await;
     }
 
-    /// Writes the result line, then the terminal transition (so a crash in between
-    /// re-runs into a line that already exists, never a second one).
+    /// Ends the job in `state` with its result line (the order is the sink's, see
+    /// [`crate::sink`]): the results file's lock (a bounded wait), a transition under the
+    /// lease that takes the job's next outcome number (a stage that lost its lease stops
+    /// here, writing nothing), the line, then the terminal transition. The job is never
+    /// terminal without its line; a lock not had in time parks it to finish again later.
     pub async fn terminal(
         &self,
         payload: &JobPayload,
         state: JobState,
         fields: &[(Field, String)],
     ) {
-        let rec = self.rec.with(Some(state), fields);
-        let line = ResultLine::from_record(&rec, payload, self.rt.queue.now_ms());
+        let sink = self.rt.jsonl.clone();
+        let batch_id = payload.batch_id.clone();
+        let locked = match tokio::task::spawn_blocking(move || sink.lock(&batch_id)).await {
+            Ok(Ok(locked)) => locked,
+            Ok(Err(e)) => return self.line_later(&e.to_string()).await,
+            Err(e) => {
+                return self
+                    .line_later(&format!("result writer panicked: {e}"))
+                    .await
+            }
+        };
+        let outcome = (self.rec.outcome + 1).to_string();
+        let fence = Transition::stay(After::Keep).set(Field::Outcome, outcome.clone());
+        if !self.go(fence).await {
+            drop(locked);
+            return self.line_of_new_owner(payload).await;
+        }
+        let now = self.rt.queue.now_ms();
+        let mut fields = fields.to_vec();
+        fields.push((Field::Outcome, outcome));
+        fields.push((Field::FinishedAt, now.to_string()));
+        let rec = self.rec.with(Some(state), &fields);
+        let line = ResultLine::from_record(&rec, payload, now);
+        let written = tokio::task::spawn_blocking(move || {
+            let mut locked = locked;
+            locked.append(std::slice::from_ref(&line))
+        })
+        .await;
+        match written {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return self.line_later(&e.to_string()).await,
+            Err(e) => {
+                return self
+                    .line_later(&format!("result writer panicked: {e}"))
+                    .await
+            }
+        }
+        if !self
+            .go(Transition::to(state, After::Done).set_all(&fields))
+            .await
+        {
+            // Our line stands for an outcome Redis did not take; the job's next outcome
+            // supersedes it. If an operator already gave it one, its line is written now.
+            return self.line_of_new_owner(payload).await;
+        }
         if state == JobState::Succeeded {
             if let (Some(cost), Some(p)) = (rec.estimated_cost, rec.provider) {
                 crate::metrics::cost(p, cost);
             }
         }
+    }
+
+    /// The result line could not be written: park the job, in whatever state its record
+    /// holds, to run its stage again later (a redelivery, using no attempt).
+    async fn line_later(&self, reason: &str) {
+        warn!(job_id = %self.job_id, error = %reason, "Could not write the result line; the job will finish again later.");
+        let retry = &self.rt.settings.retry;
+        let wait = retry_delay(retry, self.rec.attempts + 1, None, rand::random());
+        let at = self.rt.queue.now_ms() + wait.as_millis() as u64;
+        let why = format!("result line not written ({reason}); finishing again later");
+        self.go(Transition::stay(After::ParkUntil(at)).set(Field::Error, why))
+            .await;
+    }
+
+    /// After a lost lease: when the job's new owner has already finished it (an operator's
+    /// cancel), writes that outcome's line from the record. This stage's own is never written.
+    async fn line_of_new_owner(&self, payload: &JobPayload) {
+        let Ok(Some(Ok(rec))) = self.rt.queue.job(self.job_id).await else {
+            return;
+        };
+        let Some(batch_id) = rec.batch.clone().filter(|_| rec.state.is_terminal()) else {
+            return;
+        };
+        let line = ResultLine::from_stored(&rec, &batch_id, payload.index);
         let sink = self.rt.jsonl.clone();
         match tokio::task::spawn_blocking(move || sink.append(&line)).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
-                warn!(job_id = %self.job_id, error = %e, "Could not write the result line.")
+                warn!(job_id = %self.job_id, error = %e, "Could not write the line of the job's new outcome; restyle report writes it.")
             }
             Err(e) => warn!(job_id = %self.job_id, error = %e, "Result writer panicked."),
         }
-        self.go(Transition::to(state, After::Done).set_all(fields))
-            .await;
     }
 
     /// Parks the job until `d` from now in `state`, using no attempt (admission waits).
