@@ -23,7 +23,8 @@ async fn record_submitted(step: &Step<'_>, provider: ProviderName, upstream_id: 
         .set(Field::SubmittedAt, now.to_string())
         .set(Field::Polls, "0")
         .set(Field::Attempts, "0")
-        .set(Field::Error, "");
+        .set(Field::Error, "")
+        .durable();
     if !step.go(tx).await {
         warn!(job_id = %step.job_id, upstream_id = %upstream_id,
             "Submitted, but the lease was lost before the upstream id was recorded.");
@@ -150,7 +151,8 @@ pub(super) async fn submit(
             Field::EstimatedCost,
             cost.map(|c| c.to_wire()).unwrap_or_default(),
         )
-        .set(Field::WaitReason, "");
+        .set(Field::WaitReason, "")
+        .durable();
     if !step.go(tx).await {
         return;
     }
