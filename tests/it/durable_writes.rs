@@ -368,6 +368,62 @@ async fn with_a_replica_the_marks_wait_and_an_unanswered_wait_posts_nothing() {
     assert_eq!(stats.duplicate_submissions, 0);
 }
 
+/// `Queue::apply` itself with the replica stopped: a durable transition that keeps the
+/// lease is withdrawn (back at `queued`, parked, `NotDurable`); one that lets go of the job
+/// (the upstream id recorded, parked for its poll) cannot be taken back and stands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unconfirmed_durable_transitions_are_withdrawn_or_stand_by_what_follows() {
+    use restyle::job::{After, Field, Transition};
+    use restyle::queue::{QueueError, Transitioned};
+    let dir = tempfile::tempdir().unwrap();
+    let primary = primary(dir.path());
+    let of = s(&["--replicaof", "127.0.0.1", &primary.port().to_string()]);
+    let mut replica = LocalRedis::start_with(&dir.path().join("r"), false, &of).unwrap();
+    replica_in_sync(&primary.url()).await;
+    let app = app_at(&primary.url()).await;
+    assert_eq!(
+        app.queue.durability().await.unwrap(),
+        Durability::WaitReplicas(1)
+    );
+    app.enqueue("tx", &prompts(2)).await;
+    replica.stop();
+    let claims = app.queue.claim("test-worker", 2).await.unwrap();
+    assert_eq!(claims.len(), 2);
+
+    let mark = Transition::to(JobState::Submitting, After::Keep).durable();
+    match app.queue.apply(claims[0].owner(), "n-1", &mark, None).await {
+        Err(QueueError::NotDurable(why)) => assert!(why.contains("WAIT: 0 of 1"), "{why}"),
+        other => panic!("expected NotDurable, got {other:?}"),
+    }
+    let rec = app
+        .queue
+        .job(&claims[0].job_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.state, JobState::Queued);
+
+    let until = app.queue.now_ms() + 60_000;
+    let recorded = Transition::to(JobState::Polling, After::ParkUntil(until))
+        .set(Field::UpstreamId, "up-123")
+        .durable();
+    let res = app
+        .queue
+        .apply(claims[1].owner(), "n-2", &recorded, None)
+        .await;
+    assert!(matches!(res, Ok(Transitioned::Ok { .. })), "{res:?}");
+    let rec = app
+        .queue
+        .job(&claims[1].job_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.state, JobState::Polling);
+    assert_eq!(rec.upstream_id.as_deref(), Some("up-123"));
+}
+
 /// A failover to a replica whose link broke before the marks were written. `protected`:
 /// the replica was there when the worker started (WAIT 1); otherwise it joined later, so
 /// the worker had detected no guarantee. Returns the simulator's stats.
