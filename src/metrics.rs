@@ -67,6 +67,16 @@ pub fn lease_recoveries(n: u64) {
     counter!("restyle_lease_recoveries_total").increment(n);
 }
 
+/// A durable transition's wait (WAITAOF / WAIT) and whether it confirmed the write.
+pub fn durable_wait(confirmed: bool) {
+    let outcome = if confirmed {
+        "confirmed"
+    } else {
+        "unconfirmed"
+    };
+    counter!("restyle_durable_waits_total", "outcome" => outcome).increment(1);
+}
+
 /// A retryable failure that will be tried again.
 pub fn retry(provider: &str) {
     counter!("restyle_retries_total", "provider" => provider.to_string()).increment(1);
@@ -137,16 +147,27 @@ async fn metrics_text(State(ctx): State<Ctx>) -> String {
     ctx.handle.render()
 }
 
-async fn ready(State(ctx): State<Ctx>) -> (StatusCode, &'static str) {
+/// `/readyz`: the status line as before, then the durability guarantee in effect (the
+/// status code does not depend on it: `redis.require_durable` decides at start).
+async fn ready(State(ctx): State<Ctx>) -> (StatusCode, String) {
+    let (code, status) = ready_status(&ctx).await;
+    let durability = match ctx.queue.get().and_then(Queue::durability_known) {
+        Some(d) => d.to_string(),
+        None => "not detected yet".to_string(),
+    };
+    (code, format!("{status}\ndurability: {durability}\n"))
+}
+
+async fn ready_status(ctx: &Ctx) -> (StatusCode, &'static str) {
     if !ctx.health.running() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "worker loop not running\n");
+        return (StatusCode::SERVICE_UNAVAILABLE, "worker loop not running");
     }
     let Some(queue) = ctx.queue.get() else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "connecting to redis\n");
+        return (StatusCode::SERVICE_UNAVAILABLE, "connecting to redis");
     };
     match tokio::time::timeout(Duration::from_secs(2), queue.ping()).await {
-        Ok(Ok(())) => (StatusCode::OK, "ready\n"),
-        _ => (StatusCode::SERVICE_UNAVAILABLE, "redis unreachable\n"),
+        Ok(Ok(())) => (StatusCode::OK, "ready"),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "redis unreachable"),
     }
 }
 

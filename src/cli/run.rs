@@ -198,6 +198,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             for (k, v) in settings.effective() {
                 println!("{k} = {v}");
             }
+            check_durability(&settings).await?;
             eprintln!("settings are valid");
             Ok(())
         }
@@ -303,6 +304,15 @@ async fn run_worker(settings: Settings, metrics: Option<SocketAddr>) -> Result<(
             .map_err(|e| CliError::Other(anyhow::anyhow!("metrics listener on {addr}: {e}")))?;
     }
     let queue = Queue::connect(&settings.redis, &settings.queue, RetryMode::Persistent).await?;
+    let durability = queue.durability().await?;
+    if durability.holds() {
+        tracing::info!(durability = durability.name(), guarantee = %durability.describe(),
+            "Redis durability guarantee detected.");
+    } else {
+        tracing::warn!(durability = durability.name(), guarantee = %durability.describe(),
+            "Redis gives no durability guarantee: a host crash or failover can make a job be paid twice.");
+    }
+    require_durable(&settings, &durability)?;
     let _ = cell.set(queue.clone());
     let ups = upstream::build_all(&settings).map_err(|e| CliError::Other(e.into()))?;
     let mut runtime = worker::Runtime::new(queue, settings, ups);
@@ -317,4 +327,34 @@ async fn run_worker(settings: Settings, metrics: Option<SocketAddr>) -> Result<(
     });
     worker::run(rt, stop).await?;
     Ok(())
+}
+
+/// `redis.require_durable`: no worker (and no passing `check-config`) without a guarantee.
+fn require_durable(settings: &Settings, d: &crate::queue::Durability) -> Result<(), CliError> {
+    if settings.redis.require_durable && !d.holds() {
+        return Err(CliError::Config(crate::config::ConfigError::Invalid {
+            key: "redis.require_durable".into(),
+            reason: format!("is true, but Redis gives no guarantee: {}", d.describe()),
+        }));
+    }
+    Ok(())
+}
+
+/// `check-config`: which durability guarantee the configured Redis gives. Unreachable
+/// Redis is said, not failed (the settings can be checked before Redis exists).
+async fn check_durability(settings: &Settings) -> Result<(), CliError> {
+    let found = match Queue::connect(&settings.redis, &settings.queue, RetryMode::FailFast).await {
+        Ok(q) => q.durability().await,
+        Err(e) => Err(e),
+    };
+    match found {
+        Ok(d) => {
+            eprintln!("redis durability: {d}");
+            require_durable(settings, &d)
+        }
+        Err(e) => {
+            eprintln!("redis durability: unknown, not checked ({e})");
+            Ok(())
+        }
+    }
 }

@@ -38,6 +38,16 @@ pub(super) struct RawRedis {
     /// private CA); public CAs need nothing.
     #[serde(default)]
     pub(super) tls_ca_file: Option<PathBuf>,
+    /// How long a durable transition waits for `WAITAOF` / `WAIT`.
+    #[serde(default = "default_durable_timeout", with = "humantime_serde")]
+    pub(super) durable_timeout: Duration,
+    /// Refuse to run a worker where Redis gives no durability guarantee.
+    #[serde(default)]
+    pub(super) require_durable: bool,
+}
+
+fn default_durable_timeout() -> Duration {
+    Duration::from_secs(2)
 }
 
 #[derive(Debug, Deserialize)]

@@ -47,6 +47,13 @@ pub struct RedisSettings {
     pub cluster: bool,
     #[serde(skip)]
     pub tls_ca_file: Option<PathBuf>,
+    /// How long a durable transition (rule 7) waits for `WAITAOF` / `WAIT` before the
+    /// stage treats it as not durable (no POST; the job retries).
+    #[serde(serialize_with = "duration")]
+    pub durable_timeout: Duration,
+    /// A worker refuses to start (and `check-config` fails) where Redis gives no
+    /// durability guarantee (`queue::Durability::None`).
+    pub require_durable: bool,
 }
 
 impl RedisSettings {

@@ -59,6 +59,8 @@ fn effective_keys_are_the_documented_ones() {
         "redis.namespace",
         "redis.connect_timeout",
         "redis.response_timeout",
+        "redis.durable_timeout",
+        "redis.require_durable",
         "queue.lease",
         "queue.renew_every",
         "queue.idle_poll",

@@ -60,6 +60,8 @@ fn redis(r: RawRedis) -> Result<RedisSettings, ConfigError> {
         namespace: r.namespace,
         cluster: r.cluster,
         tls_ca_file: r.tls_ca_file,
+        durable_timeout: positive("redis.durable_timeout", r.durable_timeout)?,
+        require_durable: r.require_durable,
     })
 }
 

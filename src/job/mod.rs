@@ -66,6 +66,8 @@ pub struct Transition {
     pub to: Option<JobState>,
     pub after: After,
     pub fields: Vec<(Field, String)>,
+    /// Rule 7, durable before paid: see [`Transition::durable`].
+    pub durable: bool,
 }
 
 impl Transition {
@@ -74,6 +76,7 @@ impl Transition {
             to: Some(state),
             after,
             fields: Vec::new(),
+            durable: false,
         }
     }
 
@@ -83,12 +86,26 @@ impl Transition {
             to: None,
             after,
             fields: Vec::new(),
+            durable: false,
         }
     }
 
     /// Sets a field (an empty value deletes it).
     pub fn set(mut self, f: Field, v: impl Into<String>) -> Self {
         self.fields.push((f, v.into()));
+        self
+    }
+
+    /// Rule 7, durable before paid: `Queue::apply` returns only once this transition is
+    /// as durable as the deployment's guarantee makes it (`WAITAOF` / `WAIT` on the
+    /// transition's own connection; nothing more under `appendfsync always`). Only the
+    /// two writes a payment depends on carry it: the `submitting` mark before the POST
+    /// and the recorded upstream id. A durable transition that keeps the lease (the
+    /// stage is about to make the paid call) and cannot be confirmed in time is
+    /// withdrawn: the job goes back to `queued`, parked for a retry, and `apply` answers
+    /// `QueueError::NotDurable`, so the call is not made.
+    pub fn durable(mut self) -> Self {
+        self.durable = true;
         self
     }
 

@@ -137,7 +137,10 @@ impl Queue {
 
     /// Applies one transition under the owner's lease token (see the TRANSITION script),
     /// keeping the job's provider slot right when `slot` is given. `nonce` must be unique
-    /// per call for this claim; a retried call is recognised by it.
+    /// per call for this claim; a retried call is recognised by it. A durable transition
+    /// ([`Transition::durable`]) returns once the deployment's guarantee confirms it; one
+    /// that keeps the lease and is not confirmed is withdrawn (`QueueError::NotDurable`),
+    /// see `durability`.
     pub async fn apply(
         &self,
         owner: Owner<'_>,
@@ -184,7 +187,15 @@ impl Queue {
         for (k, v) in &tx.fields {
             a.extend(args![k.as_str(), v.as_str()]);
         }
-        let reply: Vec<redis::Value> = self.eval(&self.scripts.transition, &a).await?;
+        let reply: Vec<redis::Value> = if tx.durable {
+            let (reply, confirmed) = self.transition_durably(&a).await?;
+            if let (Err(why), true) = (confirmed, super::reply_is_ok(&reply)) {
+                self.not_durable(owner, nonce, tx, slot, &why).await?;
+            }
+            reply
+        } else {
+            self.eval(&self.scripts.transition, &a).await?
+        };
         let text = |v: Option<&redis::Value>| {
             v.and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
         };

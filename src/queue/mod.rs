@@ -15,6 +15,7 @@ mod admission;
 pub mod backend;
 mod clock;
 mod conn;
+mod durability;
 mod keys;
 mod lifecycle;
 mod read;
@@ -25,6 +26,7 @@ pub use crate::job::{After, Transition, WaitList};
 pub use records::BatchInfo;
 
 pub use admission::GateReply;
+pub use durability::Durability;
 pub use read::Purged;
 pub use scripts::Scripts;
 
@@ -54,6 +56,9 @@ pub enum QueueError {
     /// Writing something derived from the queue (contact sheet, export) failed.
     #[error("{0}")]
     Io(String),
+    /// A durable transition (rule 7) was not confirmed in time and was withdrawn.
+    #[error("{0}")]
+    NotDurable(String),
 }
 
 impl QueueError {
@@ -165,6 +170,14 @@ pub enum Transitioned {
     Lost { state: Option<JobState> },
 }
 
+/// Whether a TRANSITION script's reply says it applied (`{'ok', …}`).
+fn reply_is_ok(reply: &[redis::Value]) -> bool {
+    reply
+        .first()
+        .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
+        .is_some_and(|s| s == "ok")
+}
+
 /// What [`Queue::record_upstream`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recorded {
@@ -215,6 +228,8 @@ pub struct Queue {
     mode: RetryMode,
     url: String,
     clock: Arc<clock::ServerClock>,
+    /// Durable transitions' own connections and the detected guarantee.
+    durable: Arc<durability::Link>,
     pub settings: QueueSettings,
 }
 
@@ -254,6 +269,7 @@ impl Queue {
             }
         };
         let conn = connect.await.map_err(unavailable)?;
+        let durable = Arc::new(durability::Link::new(redis).map_err(unavailable)?);
         let q = Queue {
             conn,
             keys: Keys::new(&redis.namespace),
@@ -261,6 +277,7 @@ impl Queue {
             mode,
             url,
             clock: Arc::new(clock::ServerClock::new()),
+            durable,
             settings: settings.clone(),
         };
         q.sync_clock().await?;

@@ -106,11 +106,11 @@ fn signal(child: &std::process::Child, sig: &str) {
     assert!(ok, "kill {sig}");
 }
 
-fn short_lease_worker(app: &TestApp, name: &str) -> WorkerProc {
+fn short_lease_worker(app: &TestApp, name: &str, concurrency: usize) -> WorkerProc {
     let log = std::fs::File::create(app.out.path().join(format!("{name}.log"))).unwrap();
     let child = app
         .cmd()
-        .args(["worker", "--concurrency", "16"])
+        .args(["worker", "--concurrency", &concurrency.to_string()])
         .env("RESTYLE__QUEUE__LEASE", "2s")
         .env("RESTYLE__QUEUE__RENEW_EVERY", "400ms")
         .env("RUST_LOG", "info")
@@ -134,7 +134,8 @@ async fn a_paused_worker_still_records_the_ids_of_its_posts() {
     })
     .await;
     app.enqueue("paused", &prompts(n)).await;
-    let a = short_lease_worker(&app, "a");
+    // Every POST in flight at once when the worker is paused.
+    let a = short_lease_worker(&app, "a", n);
     let end = Instant::now() + Duration::from_secs(15);
     while app.sim.stats().submissions_total < n as u64 {
         assert!(Instant::now() < end, "worker a never submitted everything");
@@ -143,7 +144,7 @@ async fn a_paused_worker_still_records_the_ids_of_its_posts() {
     signal(&a.child, "-STOP");
     // Another worker sweeps the lapsed leases and, with no lookup on aimlapi, holds the
     // jobs as submit_unknown.
-    let _b = short_lease_worker(&app, "b");
+    let _b = short_lease_worker(&app, "b", 16);
     let info = app.wait_finished("paused", Duration::from_secs(30)).await;
     assert_eq!(
         info.count(JobState::SubmitUnknown),

@@ -8,6 +8,7 @@ mod compat;
 mod crash;
 mod deploy;
 mod durability;
+mod durable_writes;
 mod failures;
 mod helpers;
 mod logs;

@@ -79,6 +79,11 @@ impl Step<'_> {
                 warn!(job_id = %self.job_id, now, "Lease lost; leaving the job to its new owner.");
                 Went::NotApplied
             }
+            Err(crate::queue::QueueError::NotDurable(why)) => {
+                // The queue withdrew the mark and parked the job; it retries by itself.
+                info!(job_id = %self.job_id, reason = %why, "Not durable yet: the job retries later.");
+                Went::NotApplied
+            }
             Err(e) => {
                 warn!(job_id = %self.job_id, error = %e, "Transition failed; the lease will expire and the job be redelivered.");
                 Went::NotApplied

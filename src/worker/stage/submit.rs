@@ -30,7 +30,8 @@ async fn record_submitted(
         .set(Field::SubmittedAt, now.to_string())
         .set(Field::Polls, "0")
         .set(Field::Attempts, "0")
-        .set(Field::Error, "");
+        .set(Field::Error, "")
+        .durable();
     if step.go(tx).await {
         return;
     }
@@ -184,7 +185,8 @@ pub(super) async fn submit(
             Field::EstimatedCost,
             cost.map(|c| c.to_wire()).unwrap_or_default(),
         )
-        .set(Field::WaitReason, "");
+        .set(Field::WaitReason, "")
+        .durable();
     if !step.go(tx).await {
         return;
     }
