@@ -33,6 +33,10 @@ pub enum Gate {
     Later(Duration),
 }
 
+/// The longest fleet-wide cool-down one 429 can set, whatever its `Retry-After` says
+/// (seen: `Retry-After: 9999999999`).
+pub const MAX_COOLDOWN: Duration = Duration::from_secs(300);
+
 /// Waits up to this long inside a stage; longer waits park the job.
 const MAX_INLINE_WAIT: Duration = Duration::from_millis(1500);
 
@@ -205,21 +209,50 @@ impl Admission {
         })
     }
 
-    /// A 429 from the provider: the whole fleet pauses that provider. Returns the pause.
+    /// A 429 from the provider: the whole fleet pauses that provider, for at most
+    /// [`MAX_COOLDOWN`]. Returns the pause.
     pub async fn rate_limited(
         &self,
         p: ProviderName,
         retry_after: Option<Duration>,
     ) -> Result<Duration, QueueError> {
-        let d = retry_after
-            .filter(|d| !d.is_zero())
-            .or_else(|| self.limits(p).map(|l| l.limits.cooldown))
-            .unwrap_or(Duration::from_secs(5));
+        let d = cooldown_for(retry_after, self.limits(p).map(|l| l.limits.cooldown));
         self.queue
             .cooldown(p.as_str(), d.as_millis() as u64)
             .await?;
         tracing::warn!(provider = %p, cooldown_ms = d.as_millis() as u64,
             "Provider answered 429: fleet-wide cool-down.");
         Ok(d)
+    }
+}
+
+/// The cool-down after a 429: the provider's `Retry-After` (else the configured cool-down,
+/// else 5 s), never longer than [`MAX_COOLDOWN`].
+fn cooldown_for(retry_after: Option<Duration>, configured: Option<Duration>) -> Duration {
+    retry_after
+        .filter(|d| !d.is_zero())
+        .or(configured)
+        .unwrap_or(Duration::from_secs(5))
+        .min(MAX_COOLDOWN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_retry_after_is_capped() {
+        let huge = Some(Duration::from_secs(9_999_999_999));
+        assert_eq!(cooldown_for(huge, None), MAX_COOLDOWN);
+        assert_eq!(
+            cooldown_for(Some(Duration::from_secs(7)), None),
+            Duration::from_secs(7)
+        );
+        let cfg = Some(Duration::from_millis(200));
+        assert_eq!(cooldown_for(None, cfg), Duration::from_millis(200));
+        assert_eq!(
+            cooldown_for(Some(Duration::ZERO), cfg),
+            Duration::from_millis(200)
+        );
     }
 }

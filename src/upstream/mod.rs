@@ -8,6 +8,7 @@ pub mod schedule;
 
 use crate::config::Settings;
 use crate::model::{GenerationRequest, ProviderName};
+use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,13 +59,140 @@ pub struct UpstreamError {
 }
 
 impl UpstreamError {
+    /// An error with a message of ours (sanitized all the same: it may quote an answer).
     pub fn new(class: ErrorClass, message: impl Into<String>) -> Self {
         UpstreamError {
             class,
-            message: message.into(),
+            message: sanitize(&message.into(), &[]),
             status: None,
             retry_after: None,
         }
+    }
+
+    /// An error built from a provider's answer: the text is [sanitized](sanitize) with
+    /// the provider's `secrets` scrubbed, so nothing downstream sees the raw text.
+    pub fn answer(
+        class: ErrorClass,
+        message: &str,
+        status: Option<u16>,
+        retry_after: Option<Duration>,
+        secrets: &[&SecretString],
+    ) -> Self {
+        UpstreamError {
+            class,
+            message: sanitize(message, secrets),
+            status,
+            retry_after,
+        }
+    }
+}
+
+/// The most of a provider's answer (submit, poll, lookup, error) that is read.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The longest error text kept, in bytes (before the truncation marker).
+pub const MAX_ERROR_BYTES: usize = 2048;
+
+/// What marks a truncated error text.
+pub const TRUNCATED: &str = " …[truncated]";
+
+/// A provider's text made safe to store, log and show: `secrets` replaced with
+/// `[redacted]`, control characters (ANSI escapes, CR, LF, NUL, tabs…) removed or turned
+/// into a space, and the result cut to [`MAX_ERROR_BYTES`] at a char boundary with
+/// [`TRUNCATED`] after it.
+pub fn sanitize(text: &str, secrets: &[&SecretString]) -> String {
+    let mut s = text.to_string();
+    for k in secrets {
+        let k = k.expose_secret();
+        if !k.is_empty() {
+            s = s.replace(k, "[redacted]");
+        }
+    }
+    let mut out = String::with_capacity(s.len().min(MAX_ERROR_BYTES + TRUNCATED.len()));
+    let mut chars = s.chars().peekable();
+    let mut cut = false;
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI (`ESC [ … final`) and other escapes: drop the sequence.
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for n in chars.by_ref() {
+                    if ('\u{40}'..='\u{7e}').contains(&n) {
+                        break;
+                    }
+                }
+            } else {
+                chars.next();
+            }
+            continue;
+        }
+        let c = match c {
+            '\t' | '\n' | '\r' => ' ',
+            c if c.is_control() => continue,
+            c => c,
+        };
+        if out.len() + c.len_utf8() > MAX_ERROR_BYTES {
+            cut = true;
+            break;
+        }
+        out.push(c);
+    }
+    if cut {
+        out.push_str(TRUNCATED);
+    }
+    out
+}
+
+/// Why a body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("response body over the {0}-byte limit, not read")]
+    TooLarge(usize),
+    #[error("response body unreadable: {0}")]
+    Transport(reqwest::Error),
+}
+
+/// Reads a response body, at most `limit` bytes: stops (and fails) as soon as the
+/// announced length or the bytes received pass it, so a huge answer is never read whole.
+pub async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, BodyError> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge(limit));
+    }
+    let mut buf = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| BodyError::Transport(e.without_url()))?
+    {
+        if buf.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge(limit));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
+}
+
+/// Reads a successful answer's JSON body within [`MAX_BODY_BYTES`]. Any failure is an
+/// error of `class`: retryable for a poll; for a submit, ambiguous (the POST may have been
+/// accepted).
+pub async fn read_json<T: serde::de::DeserializeOwned>(
+    resp: reqwest::Response,
+    class: ErrorClass,
+    what: &str,
+) -> Result<T, UpstreamError> {
+    let body = read_limited(resp, MAX_BODY_BYTES)
+        .await
+        .map_err(|e| UpstreamError::new(class, format!("{what}: {e}")))?;
+    serde_json::from_slice(&body)
+        .map_err(|e| UpstreamError::new(class, format!("{what}: unreadable response: {e}")))
+}
+
+/// Reads an error answer's body within [`MAX_BODY_BYTES`] as text (best effort: a body
+/// that cannot be read is replaced by why).
+pub async fn error_body(resp: reqwest::Response) -> String {
+    match read_limited(resp, MAX_BODY_BYTES).await {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(e) => format!("({e})"),
     }
 }
 
@@ -195,4 +323,28 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sanitize_strips_controls_and_secrets() {
+        let key = SecretString::from("sk-secret-123".to_string());
+        let s = sanitize(
+            "\u{1b}[31mbad\u{1b}[0m key sk-secret-123\r\n\0end\u{7}",
+            &[&key],
+        );
+        assert_eq!(s, "bad key [redacted]  end");
+    }
+
+    #[test]
+    fn sanitize_truncates_at_a_char_boundary() {
+        let long = "é".repeat(10_000);
+        let s = sanitize(&long, &[]);
+        assert!(s.ends_with(TRUNCATED));
+        assert!(s.len() <= MAX_ERROR_BYTES + TRUNCATED.len());
+        assert_eq!(sanitize("short", &[]), "short");
+    }
 }

@@ -20,7 +20,8 @@ pub fn poll_delay(p: &PollSettings, n: u32, jitter: f64) -> Duration {
 }
 
 /// Delay before retry `attempt` (1-based) of a retryable failure: `Retry-After` when the
-/// provider sent one, otherwise exponential with full jitter, capped at `max_delay`.
+/// provider sent one, otherwise exponential with full jitter; both capped at `max_delay`
+/// (a hostile `Retry-After: 9999999999` must not park a job for centuries).
 pub fn retry_delay(
     r: &RetrySettings,
     attempt: u32,
@@ -28,7 +29,7 @@ pub fn retry_delay(
     jitter: f64,
 ) -> Duration {
     if let Some(ra) = retry_after {
-        return ra;
+        return ra.min(r.max_delay);
     }
     let base = r
         .base_delay
@@ -77,6 +78,11 @@ mod tests {
         assert_eq!(
             retry_delay(&r, 3, Some(Duration::from_secs(7)), 0.1),
             Duration::from_secs(7)
+        );
+        assert_eq!(
+            retry_delay(&r, 3, Some(Duration::from_secs(9_999_999_999)), 0.1),
+            Duration::from_secs(10),
+            "Retry-After is capped at max_delay"
         );
         assert_eq!(retry_delay(&r, 1, None, 1.0), Duration::from_secs(2));
         assert_eq!(retry_delay(&r, 3, None, 1.0), Duration::from_secs(8));

@@ -150,18 +150,26 @@ fn classify(status: u16, body: &str, submit: bool) -> ErrorClass {
     }
 }
 
-async fn http_error(resp: reqwest::Response, submit: bool, what: &str) -> UpstreamError {
-    let status = resp.status().as_u16();
-    let ra = retry_after(resp.headers());
-    let body = resp.text().await.unwrap_or_default();
-    let msg = serde_json::from_str::<Value>(&body)
-        .map(|v| error_message(&v))
-        .unwrap_or_else(|_| body.chars().take(300).collect());
-    UpstreamError {
-        class: classify(status, &body, submit).with_retry_after(ra),
-        message: format!("aimlapi {what}: HTTP {status}: {msg}"),
-        status: Some(status),
-        retry_after: ra,
+impl Aimlapi {
+    /// The secrets an answer must never echo into an error.
+    fn secrets(&self) -> Vec<&SecretString> {
+        self.key.iter().collect()
+    }
+
+    async fn http_error(&self, resp: reqwest::Response, submit: bool, what: &str) -> UpstreamError {
+        let status = resp.status().as_u16();
+        let ra = retry_after(resp.headers());
+        let body = crate::upstream::error_body(resp).await;
+        let msg = serde_json::from_str::<Value>(&body)
+            .map(|v| error_message(&v))
+            .unwrap_or_else(|_| body.chars().take(300).collect());
+        UpstreamError::answer(
+            classify(status, &body, submit).with_retry_after(ra),
+            &format!("aimlapi {what}: HTTP {status}: {msg}"),
+            Some(status),
+            ra,
+            &self.secrets(),
+        )
     }
 }
 
@@ -181,15 +189,11 @@ impl Upstream for Aimlapi {
             crate::upstream::transport_error(ProviderName::Aimlapi, e, true, "submit")
         })?;
         if !resp.status().is_success() {
-            return Err(http_error(resp, true, "submit").await);
+            return Err(self.http_error(resp, true, "submit").await);
         }
         // The POST was accepted: a body we cannot read leaves the outcome unknown.
-        let g: Generation = resp.json().await.map_err(|e| {
-            UpstreamError::new(
-                ErrorClass::Ambiguous,
-                format!("aimlapi submit: unreadable response: {}", e.without_url()),
-            )
-        })?;
+        let g: Generation =
+            crate::upstream::read_json(resp, ErrorClass::Ambiguous, "aimlapi submit").await?;
         match g.id {
             Some(id) if !id.is_empty() => Ok(id),
             _ => Err(UpstreamError::new(
@@ -208,14 +212,10 @@ impl Upstream for Aimlapi {
             crate::upstream::transport_error(ProviderName::Aimlapi, e, false, "poll")
         })?;
         if !resp.status().is_success() {
-            return Err(http_error(resp, false, "poll").await);
+            return Err(self.http_error(resp, false, "poll").await);
         }
-        let g: Generation = resp.json().await.map_err(|e| {
-            UpstreamError::new(
-                ErrorClass::Retryable,
-                format!("aimlapi poll: unreadable response: {}", e.without_url()),
-            )
-        })?;
+        let g: Generation =
+            crate::upstream::read_json(resp, ErrorClass::Retryable, "aimlapi poll").await?;
         let status = g.status.unwrap_or_default();
         Ok(
             match crate::upstream::wire_status::<GenerationStatus>(&status) {
@@ -226,9 +226,12 @@ impl Upstream for Aimlapi {
                     },
                 },
                 Some(GenerationStatus::Error | GenerationStatus::Failed) => PollStatus::Failed {
-                    reason: g.error.as_ref().map(error_message).unwrap_or_else(|| {
-                        format!("aimlapi: generation ended with status {status}")
-                    }),
+                    reason: crate::upstream::sanitize(
+                        &g.error.as_ref().map(error_message).unwrap_or_else(|| {
+                            format!("aimlapi: generation ended with status {status}")
+                        }),
+                        &self.secrets(),
+                    ),
                 },
                 Some(GenerationStatus::Queued | GenerationStatus::Generating) => {
                     PollStatus::Pending { status }
