@@ -226,22 +226,21 @@ fn classify(status: u16, submit: bool) -> ErrorClass {
     }
 }
 
-async fn http_error(resp: reqwest::Response, submit: bool, what: &str) -> UpstreamError {
+async fn http_error(
+    secrets: &[&SecretString],
+    resp: reqwest::Response,
+    submit: bool,
+    what: &str,
+) -> UpstreamError {
     let status = resp.status().as_u16();
     let ra = retry_after(resp.headers());
-    let body = resp.text().await.unwrap_or_default();
-    UpstreamError {
-        class: classify(status, submit).with_retry_after(ra),
-        message: format!("fal {what}: HTTP {status}: {}", detail_message(&body)),
-        status: Some(status),
-        retry_after: ra,
-    }
-}
-
-fn unreadable(class: ErrorClass, what: &str, e: reqwest::Error) -> UpstreamError {
-    UpstreamError::new(
-        class,
-        format!("fal {what}: unreadable response: {}", e.without_url()),
+    let body = crate::upstream::error_body(resp).await;
+    UpstreamError::answer(
+        classify(status, submit).with_retry_after(ra),
+        &format!("fal {what}: HTTP {status}: {}", detail_message(&body)),
+        Some(status),
+        ra,
+        secrets,
     )
 }
 
@@ -253,6 +252,11 @@ impl Fal {
             base: p.base_url.clone(),
             key: p.api_key.clone(),
         })
+    }
+
+    /// The secrets an answer must never echo into an error.
+    fn secrets(&self) -> Vec<&SecretString> {
+        self.key.iter().collect()
     }
 
     fn auth(&self, rb: reqwest::RequestBuilder) -> Result<reqwest::RequestBuilder, UpstreamError> {
@@ -283,10 +287,8 @@ impl Fal {
             .map_err(|e| crate::upstream::transport_error(ProviderName::Fal, e, false, "result"))?;
         let status = resp.status().as_u16();
         if resp.status().is_success() {
-            let out: Output = resp
-                .json()
-                .await
-                .map_err(|e| unreadable(ErrorClass::Retryable, "result", e))?;
+            let out: Output =
+                crate::upstream::read_json(resp, ErrorClass::Retryable, "fal result").await?;
             return Ok(match out.video.and_then(|v| v.url) {
                 Some(url) => PollStatus::Succeeded { url },
                 None => PollStatus::Failed {
@@ -301,15 +303,18 @@ impl Fal {
             .is_some_and(|v| v.as_bytes() == b"user");
         match status {
             401 | 403 | 408 | 429 | 500..=599 if !(status == 504 && user_timeout) => {
-                Err(http_error(resp, false, "result").await)
+                Err(http_error(&self.secrets(), resp, false, "result").await)
             }
             400..=599 => {
-                let body = resp.text().await.unwrap_or_default();
+                let body = crate::upstream::error_body(resp).await;
                 Ok(PollStatus::Failed {
-                    reason: format!("fal: HTTP {status}: {}", detail_message(&body)),
+                    reason: crate::upstream::sanitize(
+                        &format!("fal: HTTP {status}: {}", detail_message(&body)),
+                        &self.secrets(),
+                    ),
                 })
             }
-            _ => Err(http_error(resp, false, "result").await),
+            _ => Err(http_error(&self.secrets(), resp, false, "result").await),
         }
     }
 }
@@ -336,13 +341,11 @@ impl Upstream for Fal {
                 crate::upstream::transport_error(ProviderName::Fal, e, true, "submit")
             })?;
         if !resp.status().is_success() {
-            return Err(http_error(resp, true, "submit").await);
+            return Err(http_error(&self.secrets(), resp, true, "submit").await);
         }
         // Accepted: from here on a body we cannot use leaves the outcome unknown.
-        let q: Queued = resp
-            .json()
-            .await
-            .map_err(|e| unreadable(ErrorClass::Ambiguous, "submit", e))?;
+        let q: Queued =
+            crate::upstream::read_json(resp, ErrorClass::Ambiguous, "fal submit").await?;
         let id = q
             .request_id
             .filter(|id| !id.is_empty() && !id.contains('|'))
@@ -364,12 +367,10 @@ impl Upstream for Fal {
             .await
             .map_err(|e| crate::upstream::transport_error(ProviderName::Fal, e, false, "status"))?;
         if !resp.status().is_success() {
-            return Err(http_error(resp, false, "status").await);
+            return Err(http_error(&self.secrets(), resp, false, "status").await);
         }
-        let st: Status = resp
-            .json()
-            .await
-            .map_err(|e| unreadable(ErrorClass::Retryable, "status", e))?;
+        let st: Status =
+            crate::upstream::read_json(resp, ErrorClass::Retryable, "fal status").await?;
         let status = st.status.unwrap_or_default();
         match status.as_str() {
             "COMPLETED" => self.result(&h).await,
@@ -398,12 +399,12 @@ impl Upstream for Fal {
             return Ok(true);
         }
         if matches!(status, 400 | 404 | 409 | 410) {
-            let body = resp.text().await.unwrap_or_default();
-            let answer = detail_message(&body);
+            let body = crate::upstream::error_body(resp).await;
+            let answer = crate::upstream::sanitize(&detail_message(&body), &self.secrets());
             tracing::debug!(status, %answer, "fal cancel: nothing to cancel");
             return Ok(false);
         }
-        Err(http_error(resp, false, "cancel").await)
+        Err(http_error(&self.secrets(), resp, false, "cancel").await)
     }
 }
 

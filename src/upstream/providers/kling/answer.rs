@@ -3,6 +3,7 @@
 //! by HTTP status.
 
 use crate::upstream::{retry_after, ErrorClass, UpstreamError};
+use secrecy::SecretString;
 use serde_json::Value;
 
 /// Business code of an unknown task on a query (ASSUMPTION: "resource not found").
@@ -39,6 +40,7 @@ pub(super) fn answer_error(
     raw: &str,
     submit: bool,
     what: &str,
+    secrets: &[&SecretString],
 ) -> UpstreamError {
     let code = body.get("code").and_then(Value::as_i64);
     let class = classify(status, code, submit);
@@ -47,12 +49,13 @@ pub(super) fn answer_error(
         None => raw.chars().take(300).collect(),
     };
     let code_txt = code.map_or(String::new(), |c| format!(" code {c}"));
-    UpstreamError {
+    UpstreamError::answer(
         class,
-        message: format!("kling {what}: HTTP {status}{code_txt}: {msg}"),
-        status: Some(status),
-        retry_after: None,
-    }
+        &format!("kling {what}: HTTP {status}{code_txt}: {msg}"),
+        Some(status),
+        None,
+        secrets,
+    )
 }
 
 /// A refused call: the classified error and the business code when there was one.
@@ -73,19 +76,22 @@ pub(super) async fn read_answer(
     resp: reqwest::Response,
     submit: bool,
     what: &str,
+    secrets: &[&SecretString],
 ) -> Result<Value, Refused> {
     let status = resp.status().as_u16();
     let ra = retry_after(resp.headers());
-    let raw = resp.text().await.map_err(|e| {
-        // The POST may have been accepted: a body we cannot read leaves it unknown.
-        let class = if submit && status < 300 {
-            ErrorClass::Ambiguous
-        } else {
-            ErrorClass::Retryable
-        };
-        let e = e.without_url();
-        UpstreamError::new(class, format!("kling {what}: unreadable response: {e}"))
-    })?;
+    let raw = crate::upstream::read_limited(resp, crate::upstream::MAX_BODY_BYTES)
+        .await
+        .map_err(|e| {
+            // The POST may have been accepted: a body we cannot read leaves it unknown.
+            let class = if submit && status < 300 {
+                ErrorClass::Ambiguous
+            } else {
+                ErrorClass::Retryable
+            };
+            UpstreamError::new(class, format!("kling {what}: {e}"))
+        })?;
+    let raw = String::from_utf8_lossy(&raw);
     let body: Value = serde_json::from_str(&raw).unwrap_or(Value::Null);
     let ok = (200..300).contains(&status) && body.get("code").and_then(Value::as_i64) == Some(0);
     if ok {
@@ -103,7 +109,7 @@ pub(super) async fn read_answer(
         )
         .into());
     }
-    let mut err = answer_error(status, &body, &raw, submit, what);
+    let mut err = answer_error(status, &body, &raw, submit, what, secrets);
     err.retry_after = ra;
     err.class = err.class.with_retry_after(ra);
     Err(Refused {

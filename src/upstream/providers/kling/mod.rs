@@ -67,6 +67,11 @@ impl Kling {
     }
 
     /// Signs a fresh token for this request (cheap, so never cached or stale).
+    /// The secrets an answer must never echo into an error.
+    fn secrets(&self) -> Vec<&SecretString> {
+        self.access_key.iter().chain(&self.secret_key).collect()
+    }
+
     fn auth(&self, rb: reqwest::RequestBuilder) -> Result<reqwest::RequestBuilder, UpstreamError> {
         let (Some(ak), Some(sk)) = (&self.access_key, &self.secret_key) else {
             return Err(UpstreamError::new(
@@ -95,7 +100,7 @@ impl Kling {
             self.auth(rb)?.send().await.map_err(|e| {
                 crate::upstream::transport_error(ProviderName::Kling, e, false, what)
             })?;
-        read_answer(resp, false, what).await
+        read_answer(resp, false, what, &self.secrets()).await
     }
 }
 
@@ -111,7 +116,7 @@ impl Upstream for Kling {
         let resp = self.auth(rb)?.send().await.map_err(|e| {
             crate::upstream::transport_error(ProviderName::Kling, e, true, "submit")
         })?;
-        let data = match read_answer(resp, true, "submit").await {
+        let data = match read_answer(resp, true, "submit", &self.secrets()).await {
             Ok(data) => data,
             Err(Refused {
                 code: Some(CODE_INVALID),
@@ -140,7 +145,12 @@ impl Upstream for Kling {
 
     async fn poll(&self, upstream_id: &str) -> Result<PollStatus, UpstreamError> {
         let data = self.query(upstream_id, "poll").await.map_err(|r| r.err)?;
-        Ok(wire::poll_status(&data))
+        Ok(match wire::poll_status(&data) {
+            PollStatus::Failed { reason } => PollStatus::Failed {
+                reason: crate::upstream::sanitize(&reason, &self.secrets()),
+            },
+            other => other,
+        })
     }
 
     async fn lookup(&self, client_id: &str) -> Result<Lookup, UpstreamError> {

@@ -146,13 +146,27 @@ fn errors_are_classified_by_business_code() {
     assert_eq!(classify(500, Some(5000), false), ErrorClass::Retryable);
     assert_eq!(classify(200, Some(9999), true), ErrorClass::Ambiguous);
     assert_eq!(classify(200, Some(9999), false), ErrorClass::Retryable);
-    let billing = answer_error(429, &json!({"code": 1102, "message": "m"}), "", true, "s");
+    let billing = answer_error(
+        429,
+        &json!({"code": 1102, "message": "m"}),
+        "",
+        true,
+        "s",
+        &[],
+    );
     assert_eq!(
         (billing.class, billing.status),
         (ErrorClass::Account, Some(429))
     );
     assert!(billing.message.contains("code 1102"), "{}", billing.message);
-    let rate = answer_error(429, &json!({"code": 1303, "message": "m"}), "", true, "s");
+    let rate = answer_error(
+        429,
+        &json!({"code": 1303, "message": "m"}),
+        "",
+        true,
+        "s",
+        &[],
+    );
     assert_eq!(
         (rate.class, rate.status),
         (ErrorClass::RATE_LIMITED, Some(429))

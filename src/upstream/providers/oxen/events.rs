@@ -130,8 +130,9 @@ async fn connect(
         .map_err(|e| e.without_url().to_string())?;
     if !resp.status().is_success() {
         let status = resp.status().as_u16();
-        let body = resp.text().await.unwrap_or_default();
-        return Err(format!("HTTP {status}: {}", super::error_message(&body)));
+        let body = crate::upstream::error_body(resp).await;
+        let msg = format!("HTTP {status}: {}", super::error_message(&body));
+        return Err(crate::upstream::sanitize(&msg, &[key]));
     }
     let heard = Arc::new(AtomicBool::new(false));
     let events = watched(resp.bytes_stream(), heard.clone())

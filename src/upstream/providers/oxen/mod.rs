@@ -53,6 +53,11 @@ impl Oxen {
         })
     }
 
+    /// The secrets an answer must never echo into an error.
+    fn secrets(&self) -> Vec<&SecretString> {
+        self.key.iter().collect()
+    }
+
     fn auth(&self, rb: reqwest::RequestBuilder) -> Result<reqwest::RequestBuilder, UpstreamError> {
         match &self.key {
             Some(k) => Ok(rb.bearer_auth(k.expose_secret())),
@@ -119,15 +124,11 @@ impl Upstream for Oxen {
                 crate::upstream::transport_error(ProviderName::Oxen, e, true, "submit")
             })?;
         if !resp.status().is_success() {
-            return Err(http_error(resp, true, "submit").await);
+            return Err(http_error(&self.secrets(), resp, true, "submit").await);
         }
         // The enqueue was accepted: a body we cannot read leaves the outcome unknown.
-        let q: Enqueued = resp.json().await.map_err(|e| {
-            UpstreamError::new(
-                ErrorClass::Ambiguous,
-                format!("oxen submit: unreadable response: {}", e.without_url()),
-            )
-        })?;
+        let q: Enqueued =
+            crate::upstream::read_json(resp, ErrorClass::Ambiguous, "oxen submit").await?;
         match q
             .generations
             .into_iter()
@@ -149,15 +150,15 @@ impl Upstream for Oxen {
                 crate::upstream::transport_error(ProviderName::Oxen, e, false, "poll")
             })?;
         if !resp.status().is_success() {
-            return Err(http_error(resp, false, "poll").await);
+            return Err(http_error(&self.secrets(), resp, false, "poll").await);
         }
-        let row: Row = resp.json().await.map_err(|e| {
-            UpstreamError::new(
-                ErrorClass::Retryable,
-                format!("oxen poll: unreadable response: {}", e.without_url()),
-            )
-        })?;
-        Ok(poll_status(row))
+        let row: Row = crate::upstream::read_json(resp, ErrorClass::Retryable, "oxen poll").await?;
+        Ok(match poll_status(row) {
+            PollStatus::Failed { reason } => PollStatus::Failed {
+                reason: crate::upstream::sanitize(&reason, &self.secrets()),
+            },
+            other => other,
+        })
     }
 
     /// `DELETE /ai/queue/{id}`: cancels a queued or running generation (a no-op upstream
@@ -168,7 +169,7 @@ impl Upstream for Oxen {
             crate::upstream::transport_error(ProviderName::Oxen, e, false, "cancel")
         })?;
         if !resp.status().is_success() {
-            return Err(http_error(resp, false, "cancel").await);
+            return Err(http_error(&self.secrets(), resp, false, "cancel").await);
         }
         Ok(true)
     }

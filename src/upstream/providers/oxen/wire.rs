@@ -84,17 +84,23 @@ pub(super) fn classify(status: u16, message: &str, submit: bool) -> ErrorClass {
 }
 
 /// An error response, read and classified.
-pub(super) async fn http_error(resp: reqwest::Response, submit: bool, what: &str) -> UpstreamError {
+pub(super) async fn http_error(
+    secrets: &[&secrecy::SecretString],
+    resp: reqwest::Response,
+    submit: bool,
+    what: &str,
+) -> UpstreamError {
     let status = resp.status().as_u16();
     let ra = retry_after(resp.headers());
-    let body = resp.text().await.unwrap_or_default();
+    let body = crate::upstream::error_body(resp).await;
     let msg = error_message(&body);
-    UpstreamError {
-        class: classify(status, &msg, submit).with_retry_after(ra),
-        message: format!("oxen {what}: HTTP {status}: {msg}"),
-        status: Some(status),
-        retry_after: ra,
-    }
+    UpstreamError::answer(
+        classify(status, &msg, submit).with_retry_after(ra),
+        &format!("oxen {what}: HTTP {status}: {msg}"),
+        Some(status),
+        ra,
+        secrets,
+    )
 }
 
 /// A queue row's `status`, as Oxen documents it.
