@@ -20,6 +20,10 @@ enum Hostile {
     Reject400(usize),
     /// Submits succeed; every poll is a 200 of this many bytes.
     HugePoll(usize),
+    /// Submits succeed; every poll is a 503 with `Retry-After: 9999999999`.
+    PollRetryForever,
+    /// Submits succeed; the poll says the generation failed, echoing the key in ANSI.
+    PollFailedEcho,
 }
 
 async fn hostile(mode: Hostile) -> String {
@@ -38,7 +42,7 @@ async fn hostile(mode: Hostile) -> String {
                 let body = format!("{head}{}\"}}", "x".repeat(pad));
                 (StatusCode::BAD_REQUEST, HeaderMap::new(), body)
             }
-            Hostile::HugePoll(_) => (
+            Hostile::HugePoll(_) | Hostile::PollRetryForever | Hostile::PollFailedEcho => (
                 StatusCode::OK,
                 HeaderMap::new(),
                 r#"{"id": "gen-1", "status": "queued"}"#.to_string(),
@@ -46,11 +50,26 @@ async fn hostile(mode: Hostile) -> String {
         }
     };
     let poll = move || async move {
+        let mut h = HeaderMap::new();
         match mode {
-            Hostile::HugePoll(n) => {
-                format!("{{\"id\": \"gen-1\", \"pad\": \"{}\"}}", "y".repeat(n))
+            Hostile::HugePoll(n) => (
+                StatusCode::OK,
+                h,
+                format!("{{\"id\": \"gen-1\", \"pad\": \"{}\"}}", "y".repeat(n)),
+            ),
+            Hostile::PollRetryForever => {
+                h.insert("retry-after", "9999999999".parse().unwrap());
+                (StatusCode::SERVICE_UNAVAILABLE, h, "busy".to_string())
             }
-            _ => "{}".to_string(),
+            Hostile::PollFailedEcho => {
+                let msg = format!("\\u001b[1mno\\r\\u0007 {API_KEY} {}", "z".repeat(100_000));
+                let body = serde_json::json!({"id": "gen-1", "status": "error"});
+                let body = body
+                    .to_string()
+                    .replace('}', &format!(", \"error\": {{\"message\": \"{msg}\"}}}}"));
+                (StatusCode::OK, h, body)
+            }
+            _ => (StatusCode::OK, h, "{}".to_string()),
         }
     };
     let app = Router::new().route("/v2/video/generations", post(submit).get(poll));
@@ -130,5 +149,31 @@ async fn hostile_huge_poll_body_is_retried_then_the_job_dies_with_the_limit() {
     let lines = read_all(&app.results_path("p50m")).unwrap();
     let e = lines[0].error.as_deref().unwrap_or("");
     assert!(e.contains("limit"), "{e}");
+    assert_clean(e);
+}
+
+#[tokio::test]
+async fn hostile_retry_after_on_a_poll_is_capped_at_max_delay() {
+    let app = app_at(Hostile::PollRetryForever).await;
+    let mut rt = app.runtime();
+    rt.settings.retry.max_attempts = 3;
+    app.enqueue("p503", &prompts(1)).await;
+    // Uncapped, the first retry would park the job for 317 years.
+    let info = app.drive(&rt, "p503", Duration::from_secs(15)).await;
+    assert_eq!(info.count(JobState::Dead), 1, "{:?}", info.counts);
+    let lines = read_all(&app.results_path("p503")).unwrap();
+    assert_clean(lines[0].error.as_deref().unwrap_or(""));
+}
+
+#[tokio::test]
+async fn hostile_failure_reason_is_sanitized() {
+    let app = app_at(Hostile::PollFailedEcho).await;
+    let rt = app.runtime();
+    app.enqueue("pfail", &prompts(1)).await;
+    let info = app.drive(&rt, "pfail", Duration::from_secs(20)).await;
+    assert_eq!(info.count(JobState::Failed), 1, "{:?}", info.counts);
+    let lines = read_all(&app.results_path("pfail")).unwrap();
+    let e = lines[0].error.as_deref().unwrap_or("");
+    assert!(e.contains("[redacted] zzz"), "{e}");
     assert_clean(e);
 }
