@@ -45,6 +45,16 @@ struct Limiter {
     local: Option<DefaultDirectRateLimiter>,
 }
 
+impl Limiter {
+    /// Whether calls of this kind count against the provider's rate (`rate_counts`).
+    fn counts(&self, call: Call) -> bool {
+        match call {
+            Call::Submit => self.limits.count_submit,
+            Call::Poll => self.limits.count_poll,
+        }
+    }
+}
+
 impl std::fmt::Debug for Limiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Limiter")
@@ -116,11 +126,7 @@ impl Admission {
         if !l.limits.global {
             return None;
         }
-        let counted = match call {
-            Call::Submit => l.limits.count_submit,
-            Call::Poll => l.limits.count_poll,
-        };
-        Some(if counted && l.limits.rate_limit > 0.0 {
+        Some(if l.counts(call) && l.limits.rate_limit > 0.0 {
             let t = 1000.0 / l.limits.rate_limit;
             (t, t * f64::from(l.limits.rate_burst.saturating_sub(1)))
         } else {
@@ -130,11 +136,7 @@ impl Admission {
 
     /// Smooths this process's own bursts so Redis is asked at most at the rate.
     async fn smooth(&self, l: &Limiter, call: Call) {
-        let counted = match call {
-            Call::Submit => l.limits.count_submit,
-            Call::Poll => l.limits.count_poll,
-        };
-        if let (true, Some(local)) = (counted, &l.local) {
+        if let (true, Some(local)) = (l.counts(call), &l.local) {
             local.until_ready().await;
         }
     }

@@ -18,16 +18,6 @@ pub fn estimate(settings: &Settings, shared: &BatchShared) -> Option<Usd> {
     Some(price.times_seconds(shared.output_seconds()?))
 }
 
-/// Parses a USD amount such as `"0.42"` (see [`Usd::parse`]).
-pub fn parse_usd(text: &str) -> Option<Usd> {
-    Usd::parse(text)
-}
-
-/// Formats an amount as `$1.23` (see [`Usd::display`]).
-pub fn format_usd(amount: Usd) -> String {
-    amount.display()
-}
-
 /// The cost of a set of jobs: the sum of the known estimates, and how many are unknown.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CostTally {
@@ -69,9 +59,9 @@ impl fmt::Display for CostTally {
             n => format!("{n} jobs of unknown cost"),
         };
         match (self.known_jobs, self.unknown_jobs) {
-            (_, 0) => f.write_str(&format_usd(self.known)),
+            (_, 0) => f.write_str(&self.known.display()),
             (0, _) => write!(f, "unknown ({unknown})"),
-            _ => write!(f, "{} + {unknown}", format_usd(self.known)),
+            _ => write!(f, "{} + {unknown}", self.known.display()),
         }
     }
 }

@@ -111,22 +111,16 @@ pub async fn reconcile(
     info: &BatchInfo,
     how: Reconcile,
 ) -> Result<Vec<String>, QueueError> {
-    let held: Vec<_> = queue
+    // A job whose generation id is known is never submitted again: ADMIN_MOVE polls it
+    // instead (this build does not hold such jobs as unknown; older records may).
+    let unknown: Vec<String> = queue
         .jobs(&job_ids(info))
         .await?
         .into_iter()
         .flatten()
         .filter(|r| r.state == JobState::SubmitUnknown)
+        .map(|r| r.job_id)
         .collect();
-    // A job whose generation id is known was paid for: it is never submitted again
-    // (this build polls such jobs instead of holding them; older records may have them).
-    let (known, unknown): (Vec<_>, Vec<_>) =
-        held.into_iter().partition(|r| r.upstream_id.is_some());
-    if !known.is_empty() {
-        tracing::warn!(jobs = known.len(),
-            "Jobs held as submit_unknown have a known upstream id; not resubmitted (use restyle retry only if the generation is lost).");
-    }
-    let unknown: Vec<String> = unknown.into_iter().map(|r| r.job_id).collect();
     let from = [JobState::SubmitUnknown];
     match how {
         Reconcile::List => Ok(unknown),

@@ -6,7 +6,7 @@
 
 mod watch;
 
-pub use crate::cost::{format_usd, parse_usd, CostTally};
+pub use crate::cost::CostTally;
 pub use watch::{watch, WatchEnd, WatchOptions};
 
 use crate::config::Settings;
