@@ -19,6 +19,10 @@ pub enum LocalRedisError {
     Io(#[from] std::io::Error),
     #[error("redis-server did not answer on port {0} within 10s (see its log in {1})")]
     NoAnswer(u16, String),
+    /// It exited before answering (typically: the port, or cluster-bus port + 10000,
+    /// was taken between picking and binding it).
+    #[error("redis-server exited before answering on port {0} (see its log in {1})")]
+    Exited(u16, String),
 }
 
 /// `sh -c` script: $1 = pid to watch, $2 = pid file, the rest = the server command.
@@ -62,16 +66,22 @@ impl LocalRedis {
         std::fs::create_dir_all(dir)?;
         // redis-server changes into --dir before opening the log: paths must be absolute.
         let dir = &std::fs::canonicalize(dir)?;
-        let port = free_port()?;
-        let mut r = LocalRedis {
-            child: None,
-            port,
-            dir: dir.to_path_buf(),
-            appendonly,
-            extra: extra.to_vec(),
-        };
-        r.spawn()?;
-        Ok(r)
+        // A free port can be taken by another process before the server binds it (tests
+        // start many servers at once): a server that exits at once gets another port.
+        let mut tries = 0;
+        loop {
+            let mut r = LocalRedis {
+                child: None,
+                port: free_port()?,
+                dir: dir.to_path_buf(),
+                appendonly,
+                extra: extra.to_vec(),
+            };
+            match r.spawn() {
+                Err(LocalRedisError::Exited(..)) if tries < 5 => tries += 1,
+                other => return other.map(|()| r),
+            }
+        }
     }
 
     fn spawn(&mut self) -> Result<(), LocalRedisError> {
@@ -115,6 +125,17 @@ impl LocalRedis {
         while Instant::now() < deadline {
             if ping(self.port) {
                 return Ok(());
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() {
+                self.child = None;
+                return Err(LocalRedisError::Exited(
+                    self.port,
+                    log.display().to_string(),
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
