@@ -1,12 +1,14 @@
 //! Output media: the bytes of each generation's MP4, the URLs every protocol hands out for
 //! them, and the CDN-like route serving them (`/sim/files/{token}.mp4`, byte ranges, 403
-//! after the output TTL).
+//! after the output TTL, and on request a redirect elsewhere or a body that stalls).
 
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use futures::StreamExt;
 use std::time::Instant;
 
 use crate::state::{SimState, View};
@@ -75,16 +77,18 @@ pub(crate) async fn download(
         return plain(StatusCode::NOT_FOUND, "Not Found");
     };
     let now = Instant::now();
-    let expired = {
+    let (expired, redirect, stall) = {
         let mut inner = state.lock();
         let ttl = inner.knobs.output_ttl;
+        let redirect = inner.knobs.output_redirect.clone();
+        let stall = inner.knobs.output_stall_after;
         match inner.view(&id, now) {
             Some(View::Completed { at, .. }) => {
                 let expired = ttl.is_some_and(|ttl| now >= at + ttl);
                 if expired {
                     inner.stats.forbidden_total += 1;
                 }
-                expired
+                (expired, redirect, stall)
             }
             _ => return plain(StatusCode::NOT_FOUND, "Not Found"),
         }
@@ -92,8 +96,14 @@ pub(crate) async fn download(
     if expired {
         return plain(StatusCode::FORBIDDEN, "AccessDenied: Request has expired");
     }
+    if let Some(to) = redirect.and_then(|to| HeaderValue::from_str(&to).ok()) {
+        return (StatusCode::FOUND, [(header::LOCATION, to)]).into_response();
+    }
 
     let body = output_bytes(&id);
+    if let Some(sent) = stall {
+        return stalled(body, sent);
+    }
     let total = body.len();
     let range = headers
         .get(header::RANGE)
@@ -124,6 +134,20 @@ pub(crate) async fn download(
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp4"));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    resp
+}
+
+/// The whole file announced (`Content-Length`), its first `sent` bytes sent, then nothing
+/// more: the connection stays open until the client gives up.
+fn stalled(body: Vec<u8>, sent: u64) -> Response {
+    let total = body.len();
+    let head = body[..usize::try_from(sent).unwrap_or(total).min(total)].to_vec();
+    let chunks = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from(head))])
+        .chain(futures::stream::pending());
+    let mut resp = Response::new(Body::from_stream(chunks));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp4"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(total));
     resp
 }
 

@@ -131,7 +131,9 @@ fn status(state: &SimState, headers: &HeaderMap, id: &str) -> Response {
         View::Queued => ("queued", Value::Null, Value::Null, 0),
         View::Generating => ("generating", Value::Null, Value::Null, 0),
         View::Completed { credits, .. } => {
-            let url = output_url(&base_url(state, headers), id);
+            let base = state.knobs().output_base;
+            let base = base.unwrap_or_else(|| base_url(state, headers));
+            let url = output_url(base.trim_end_matches('/'), id);
             ("completed", json!({ "url": url }), Value::Null, credits)
         }
         View::Failed(err) => ("error", Value::Null, err, 0),

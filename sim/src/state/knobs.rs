@@ -52,6 +52,16 @@ pub struct Knobs {
     /// Output URLs answer 403 once this long has passed since completion (not time-scaled).
     #[serde(with = "humantime_serde")]
     pub output_ttl: Option<Duration>,
+    /// aimlapi: output URLs are handed out under this base (`http://host:port`, optionally
+    /// with a path prefix) instead of the address the client reached the simulator at: a
+    /// provider whose link points at another port, another name or a path that answers 404.
+    pub output_base: Option<String>,
+    /// The output route answers `302 Found` to this URL instead of serving the file (a
+    /// CDN link that redirects somewhere else).
+    pub output_redirect: Option<String>,
+    /// The output route announces the whole file, sends this many bytes of it, then
+    /// nothing more while keeping the connection open (a stalled body).
+    pub output_stall_after: Option<u64>,
     /// Oxen: probability a completion event is not sent on the SSE stream.
     pub drop_events_rate: f64,
     /// fal: probability a result fetch of a COMPLETED request answers 504 (a later fetch
@@ -87,6 +97,9 @@ impl Default for Knobs {
             stuck_prompts_containing: None,
             fail_prompts_containing: None,
             output_ttl: None,
+            output_base: None,
+            output_redirect: None,
+            output_stall_after: None,
             drop_events_rate: 0.0,
             result_504_rate: 0.0,
             rate_limit: None,
@@ -107,7 +120,8 @@ impl Knobs {
     }
 
     /// Rejects rates outside 0..=1, a negative or non-finite time scale, a rate limit that
-    /// is not a positive number, and a burst or in-flight cap of 0.
+    /// is not a positive number, an output base or redirect that is not an http(s) URL,
+    /// and a burst or in-flight cap of 0.
     pub fn check(&self) -> Result<(), String> {
         let rates = [
             ("submit_429_rate", self.submit_429_rate),
@@ -134,6 +148,17 @@ impl Knobs {
         if let Some(rate) = self.rate_limit {
             if !rate.is_finite() || rate <= 0.0 {
                 return Err(format!("rate_limit must be finite and > 0, got {rate}"));
+            }
+        }
+        for (name, url) in [
+            ("output_base", &self.output_base),
+            ("output_redirect", &self.output_redirect),
+        ] {
+            if let Some(u) = url {
+                let ok = url::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+                if !ok {
+                    return Err(format!("{name} must be an http(s) URL, got {u:?}"));
+                }
             }
         }
         if self.rate_burst == Some(0) {
