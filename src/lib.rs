@@ -21,6 +21,8 @@
 //!   provider.
 //! - [`cost`] and [`money`]: estimates and tallies, in exact [`money::Usd`].
 //! - [`sink`]: results: the result line, the JSONL file and downloaded outputs.
+//! - [`egress`]: where output downloads and webhooks may connect (no loopback, private,
+//!   link-local or metadata addresses unless allowed), after DNS and on every redirect.
 //! - [`status`]: the one place that renders tables and progress; [`report`] the HTML
 //!   contact sheet; [`export`] results as JSONL or CSV; [`ops`] operator commands.
 //! - [`config`], [`telemetry`], [`metrics`], [`cli`], [`demo`], [`localredis`],
@@ -42,6 +44,7 @@ pub mod upstream;
 pub mod cost;
 pub mod money;
 pub mod sink;
+pub mod egress;
 pub mod status;
 pub mod report;
 pub mod export;

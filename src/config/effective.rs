@@ -89,3 +89,15 @@ pub(super) fn display<T: std::fmt::Display, S: Serializer>(
 pub(super) fn path<S: Serializer>(p: &std::path::Path, ser: S) -> Result<S::Ok, S::Error> {
     ser.collect_str(&p.display())
 }
+
+/// A list shown as one value, its entries comma-separated, or `(none)`.
+pub(super) fn entries<T: std::fmt::Display, S: Serializer>(
+    items: &[T],
+    ser: S,
+) -> Result<S::Ok, S::Error> {
+    if items.is_empty() {
+        return ser.serialize_str("(none)");
+    }
+    let shown: Vec<String> = items.iter().map(T::to_string).collect();
+    ser.serialize_str(&shown.join(", "))
+}

@@ -94,6 +94,7 @@ fn env_layers(b: Builder, env: &Env) -> Result<Builder, ConfigError> {
     for p in registry::PROVIDERS {
         vars = vars.with_list_parse_key(&format!("providers.{}.rate_counts", p.name));
     }
+    vars = vars.with_list_parse_key("egress.allow");
     if let Env::Vars(m) = env {
         vars = vars.source(Some(
             m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),

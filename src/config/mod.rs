@@ -23,8 +23,8 @@ mod validate;
 
 pub use load::LoadOptions;
 pub use settings::{
-    OutputSettings, PollSettings, Prices, ProviderLimits, ProviderSettings, QueueSettings,
-    RedisSettings, RetrySettings, Settings, WorkerSettings,
+    EgressSettings, OutputSettings, PollSettings, Prices, ProviderLimits, ProviderSettings,
+    QueueSettings, RedisSettings, RetrySettings, Settings, WorkerSettings,
 };
 
 use std::path::{Path, PathBuf};

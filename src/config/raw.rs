@@ -20,6 +20,8 @@ pub(super) struct Raw {
     pub(super) limits: RawLimits,
     #[serde(default)]
     pub(super) providers: BTreeMap<String, RawProvider>,
+    #[serde(default)]
+    pub(super) egress: RawEgress,
 }
 
 #[derive(Debug, Deserialize)]
@@ -111,6 +113,22 @@ pub(super) struct RawOutput {
     pub(super) dir: PathBuf,
     pub(super) max_download_bytes: u64,
     pub(super) allow_http: bool,
+    /// A download's connection (DNS, TCP, TLS) gives up after this long.
+    #[serde(default = "ten_s", with = "humantime_serde")]
+    pub(super) connect_timeout: Duration,
+    /// A download that receives no byte for this long fails (and is retried).
+    #[serde(default = "thirty_s", with = "humantime_serde")]
+    pub(super) idle_timeout: Duration,
+}
+
+/// `[egress]`: exceptions to the egress policy (see `crate::egress`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEgress {
+    /// Hosts, `host:port`s and CIDR networks outputs and webhooks may reach even where
+    /// they are loopback, private, link-local or metadata addresses.
+    #[serde(default)]
+    pub(super) allow: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -174,6 +192,12 @@ fn yes() -> bool {
 }
 fn five_s() -> Duration {
     Duration::from_secs(5)
+}
+fn ten_s() -> Duration {
+    Duration::from_secs(10)
+}
+fn thirty_s() -> Duration {
+    Duration::from_secs(30)
 }
 fn all_calls() -> Vec<String> {
     vec!["submit".into(), "poll".into()]

@@ -3,7 +3,7 @@
 //! `effective`): secrets serialize as a redaction marker, durations in humantime form,
 //! and the few fields `check-config` never showed are skipped.
 
-use super::effective::{display, duration, path, price, redacted_url, secret};
+use super::effective::{display, duration, entries, path, price, redacted_url, secret};
 use crate::model::ProviderName;
 use crate::money::Usd;
 use secrecy::{ExposeSecret, SecretString};
@@ -24,6 +24,17 @@ pub struct Settings {
     #[serde(serialize_with = "BatchLimitsView::serialize")]
     pub limits: crate::batch::BatchLimits,
     pub providers: BTreeMap<ProviderName, ProviderSettings>,
+    pub egress: EgressSettings,
+}
+
+/// `[egress]`: exceptions to the egress policy of downloads and webhooks
+/// ([`crate::egress`]).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EgressSettings {
+    /// Hosts, `host:port`s and networks that may be reached even where they are loopback,
+    /// private, link-local or metadata addresses.
+    #[serde(serialize_with = "entries")]
+    pub allow: Vec<crate::egress::AllowEntry>,
 }
 
 /// How `[limits]` shows in `check-config` (the type itself belongs to `batch`).
@@ -113,8 +124,15 @@ pub struct OutputSettings {
     #[serde(serialize_with = "path")]
     pub dir: PathBuf,
     pub max_download_bytes: u64,
-    /// Plain-http output URLs are refused unless this is set (the local simulator).
+    /// Plain-http output URLs and webhooks are refused unless this is set (the local
+    /// simulator).
     pub allow_http: bool,
+    /// A download's connection (DNS, TCP, TLS) gives up after this long.
+    #[serde(serialize_with = "duration")]
+    pub connect_timeout: Duration,
+    /// No byte for this long fails the download attempt (a transient error).
+    #[serde(serialize_with = "duration")]
+    pub idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Serialize)]

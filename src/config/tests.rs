@@ -78,7 +78,10 @@ fn effective_keys_are_the_documented_ones() {
         "output.dir",
         "output.max_download_bytes",
         "output.allow_http",
+        "output.connect_timeout",
+        "output.idle_timeout",
         "limits.max_video_bytes",
+        "egress.allow",
     ]
     .map(String::from)
     .to_vec();

@@ -1,10 +1,11 @@
 //! Validation of the general sections: raw `[redis]`, `[queue]`, `[worker]`, `[poll]`,
-//! `[retry]`, `[output]` and `[limits]` into their settings types, each section checked by
-//! its own function, every failure naming its key. `[providers.*]` is in `providers`.
+//! `[retry]`, `[output]`, `[limits]` and `[egress]` into their settings types, each
+//! section checked by its own function, every failure naming its key. `[providers.*]` is
+//! in `providers`.
 
-use super::raw::{Raw, RawOutput, RawPoll, RawQueue, RawRedis, RawRetry, RawWorker};
-use super::WorkerSettings;
+use super::raw::{Raw, RawEgress, RawOutput, RawPoll, RawQueue, RawRedis, RawRetry, RawWorker};
 use super::{invalid, positive, ConfigError, Settings};
+use super::{EgressSettings, WorkerSettings};
 use super::{OutputSettings, PollSettings, QueueSettings, RedisSettings, RetrySettings};
 use secrecy::ExposeSecret;
 
@@ -23,11 +24,12 @@ impl Raw {
             worker,
             poll,
             retry,
-            output: output(self.output),
+            output: output(self.output)?,
             limits: crate::batch::BatchLimits {
                 max_video_bytes: self.limits.max_video_bytes,
             },
             providers,
+            egress: egress(self.egress)?,
         })
     }
 }
@@ -113,10 +115,23 @@ fn poll(p: &RawPoll) -> Result<PollSettings, ConfigError> {
     })
 }
 
-fn output(o: RawOutput) -> OutputSettings {
-    OutputSettings {
+fn output(o: RawOutput) -> Result<OutputSettings, ConfigError> {
+    Ok(OutputSettings {
         dir: o.dir,
         max_download_bytes: o.max_download_bytes,
         allow_http: o.allow_http,
+        connect_timeout: positive("output.connect_timeout", o.connect_timeout)?,
+        idle_timeout: positive("output.idle_timeout", o.idle_timeout)?,
+    })
+}
+
+fn egress(e: RawEgress) -> Result<EgressSettings, ConfigError> {
+    let mut allow = Vec::with_capacity(e.allow.len());
+    for raw in &e.allow {
+        let entry = raw
+            .parse()
+            .map_err(|why| invalid("egress.allow", format!("entry {raw:?} {why}")))?;
+        allow.push(entry);
     }
+    Ok(EgressSettings { allow })
 }

@@ -1,11 +1,16 @@
-//! Downloads an output into `<out>/<batch>/<job>.mp4`: https only unless allowed, size
-//! capped, streamed through sha256 into a temp file, fsynced and renamed into place.
+//! Downloads an output into `<out>/<batch>/<job>.mp4` through the egress client (https
+//! only unless allowed; no loopback, private or metadata address unless allowed, checked
+//! after DNS and on every redirect hop), size capped, a transient failure when no byte
+//! comes for `output.idle_timeout`, streamed through sha256 into a temp file, fsynced and
+//! renamed into place.
 
 use super::SinkError;
 use crate::config::OutputSettings;
+use crate::egress::{self, Egress};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
 /// A finished download.
@@ -23,29 +28,25 @@ pub fn relative_path(batch_id: &str, job_id: &str) -> String {
     format!("{batch_id}/{job_id}.mp4")
 }
 
-/// Downloads `url` to the job's file.
+/// Downloads `url` to the job's file. An egress refusal is [`SinkError::Refused`].
 pub async fn download(
-    http: &reqwest::Client,
+    egress: &Egress,
     out: &OutputSettings,
     url: &str,
     batch_id: &str,
     job_id: &str,
 ) -> Result<Downloaded, SinkError> {
     let parsed = url::Url::parse(url).map_err(|e| SinkError::Refused(format!("bad URL: {e}")))?;
-    match parsed.scheme() {
-        "https" => {}
-        "http" if out.allow_http => {}
-        s => {
-            return Err(SinkError::Refused(format!(
-                "scheme {s} not allowed (https only unless output.allow_http)"
-            )))
-        }
-    }
-    let resp = http
-        .get(parsed)
-        .send()
-        .await
-        .map_err(|e| SinkError::Transient(e.without_url().to_string()))?;
+    let req = egress
+        .get(&parsed)
+        .map_err(|r| SinkError::Refused(r.to_string()))?;
+    // Connecting has its own limit; after it, the answer's head is awaited like any byte.
+    let wait = out.connect_timeout + out.idle_timeout;
+    let resp = match tokio::time::timeout(wait, req.send()).await {
+        Err(_) => return Err(idle(out.idle_timeout)),
+        Ok(Err(e)) => return Err(request_error(e)),
+        Ok(Ok(resp)) => resp,
+    };
     let status = resp.status().as_u16();
     if status == 403 || status == 404 || status == 410 {
         return Err(SinkError::Expired(status));
@@ -69,7 +70,7 @@ pub async fn download(
         .await
         .map_err(|e| SinkError::io(dir, e))?;
     let tmp = dir.join(format!(".{job_id}.{}.part", uuid::Uuid::new_v4().simple()));
-    let res = write_stream(resp, &tmp, out.max_download_bytes).await;
+    let res = write_stream(resp, &tmp, out.max_download_bytes, out.idle_timeout).await;
     let (sha256, bytes) = match res {
         Ok(v) => v,
         Err(e) => {
@@ -91,10 +92,26 @@ pub async fn download(
     })
 }
 
+/// A request that failed: refused by the egress policy (permanent), or transient.
+fn request_error(e: reqwest::Error) -> SinkError {
+    if let Some(r) = egress::refusal(&e) {
+        return SinkError::Refused(r.to_string());
+    }
+    SinkError::Transient(egress::explain(e))
+}
+
+fn idle(limit: Duration) -> SinkError {
+    SinkError::Transient(format!(
+        "no byte received for {} (output.idle_timeout)",
+        humantime::format_duration(limit)
+    ))
+}
+
 async fn write_stream(
     resp: reqwest::Response,
     tmp: &Path,
     cap: u64,
+    idle_limit: Duration,
 ) -> Result<(String, u64), SinkError> {
     let mut file = tokio::fs::File::create(tmp)
         .await
@@ -102,8 +119,12 @@ async fn write_stream(
     let mut hasher = Sha256::new();
     let mut bytes = 0u64;
     let mut stream = resp.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| SinkError::Transient(e.without_url().to_string()))?;
+    loop {
+        let next = tokio::time::timeout(idle_limit, stream.next()).await;
+        let Some(chunk) = next.map_err(|_| idle(idle_limit))? else {
+            break;
+        };
+        let chunk = chunk.map_err(request_error)?;
         bytes += chunk.len() as u64;
         if bytes > cap {
             return Err(SinkError::Refused(format!(

@@ -103,15 +103,16 @@ async fn deliver(rt: &Runtime, batch_id: &str, key: &str, completion: u64) -> Re
     let body = serde_json::to_vec(&summary).map_err(|e| e.to_string())?;
     if let Some(url) = &on_done.webhook {
         let resp = rt
-            .http
+            .egress
             .post(url)
+            .map_err(|e| format!("webhook: {e}"))?
             .header("Idempotency-Key", key)
             .header("Content-Type", "application/json")
             .timeout(std::time::Duration::from_secs(30))
             .body(body.clone())
             .send()
             .await
-            .map_err(|e| format!("webhook: {}", e.without_url()))?;
+            .map_err(|e| format!("webhook: {}", crate::egress::explain(e)))?;
         if !resp.status().is_success() {
             return Err(format!("webhook answered HTTP {}", resp.status().as_u16()));
         }

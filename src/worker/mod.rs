@@ -24,7 +24,8 @@ pub struct Runtime {
     pub settings: Settings,
     pub upstreams: Upstreams,
     pub jsonl: Arc<JsonlSink>,
-    pub http: reqwest::Client,
+    /// The one client for output downloads and webhooks: it enforces the egress policy.
+    pub egress: crate::egress::Egress,
     pub leases: Arc<LeaseTable>,
     pub admission: crate::admission::Admission,
     /// `/readyz`: true while the worker loop runs.
@@ -45,11 +46,7 @@ impl Runtime {
             std::process::id(),
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
-        let http = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(10))
-            .timeout(std::time::Duration::from_secs(600))
-            .build()
-            .expect("http client builds");
+        let egress = crate::egress::Egress::from_settings(&settings);
         Runtime {
             admission: crate::admission::Admission::new(queue.clone(), &settings),
             health: Arc::new(crate::metrics::Health::default()),
@@ -57,7 +54,7 @@ impl Runtime {
             queue,
             settings,
             upstreams,
-            http,
+            egress,
             leases: Arc::new(LeaseTable::default()),
             worker_id,
             batches: Mutex::new(HashMap::new()),

@@ -110,14 +110,17 @@ async fn batch_done_webhook_arrives_once_despite_kill_9_around_the_last_job() {
     let n = 30;
     let mut b = app.batch("hooked", &prompts(n));
     b.shared.on_done = Some(OnDone {
-        webhook: Some(url),
+        webhook: Some(url.clone()),
         command: None,
     });
     restyle::producer::enqueue(&app.queue, &b).await.unwrap();
     let spawn = |name: &str| {
         let f = std::fs::File::create(app.out.path().join(format!("{name}.log"))).unwrap();
         let mut cmd = app.cmd();
-        cmd.env("RESTYLE__QUEUE__LEASE", "2s")
+        // The receiver is on loopback: the egress policy allows its port only.
+        let receiver = url.trim_start_matches("http://").trim_end_matches("/done");
+        cmd.env("RESTYLE__EGRESS__ALLOW", receiver)
+            .env("RESTYLE__QUEUE__LEASE", "2s")
             .env("RESTYLE__QUEUE__RENEW_EVERY", "400ms");
         WorkerProc {
             child: cmd

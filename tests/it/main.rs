@@ -9,6 +9,7 @@ mod crash;
 mod deploy;
 mod durability;
 mod durable_writes;
+mod egress;
 mod failures;
 mod helpers;
 mod hostile;

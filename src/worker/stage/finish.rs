@@ -15,7 +15,7 @@ pub(super) async fn finish(step: &Step<'_>, payload: &JobPayload) {
         return;
     };
     match download::download(
-        &rt.http,
+        &rt.egress,
         &rt.settings.output,
         &url,
         &payload.batch_id,
