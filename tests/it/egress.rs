@@ -1,7 +1,8 @@
 //! The egress policy (issue 12): an output URL or a webhook that points at loopback, a
 //! private or a metadata address is refused — as an IP literal, on a redirect hop, and
 //! after DNS — unless it is the provider's own origin or on `egress.allow`; a stalled
-//! body fails after `output.idle_timeout`. The simulator plays the provider
+//! body fails after `output.idle_timeout`; an output link that keeps failing after a
+//! successful poll uses up attempts instead of looping. The simulator plays the provider
 //! over real HTTP; a small server in the test plays an internal service with a secret.
 
 use crate::helpers::*;
@@ -276,6 +277,26 @@ async fn egress_a_stalled_body_is_a_transient_error_after_idle_timeout() {
     );
     assert_eq!(app.sim.stats().downloads_total, 0, "no download completed");
     nothing_saved(&app, "stall");
+}
+
+#[tokio::test]
+async fn egress_a_download_404_after_a_successful_poll_uses_up_attempts() {
+    let app = TestApp::new(fast_knobs()).await;
+    // The provider says the generation succeeded, with a link that answers 404.
+    let gone = format!("{}/gone", app.sim.base_url());
+    app.sim.set_knobs(knobs(|k| k.output_base = Some(gone)));
+    let rt = runtime_with(&app, TestSettings::new().set("retry.max_attempts", 3u32));
+    app.enqueue("404", &prompts(1)).await;
+    // Submit, a few pending polls, then three rounds of poll + failed download.
+    let stages = finish_within(&app, &rt, "404", 40).await;
+    let line = only_line(&app, "404");
+    assert_eq!(line.state, JobState::Dead, "{line:?}");
+    let e = line.error.as_deref().unwrap_or("");
+    assert!(
+        e.contains("retries used up (3)") && e.contains("HTTP 404"),
+        "{e}"
+    );
+    assert!(line.claims as usize <= stages, "{line:?}");
 }
 
 /// Drives a batch whose `on_done` webhook is `url` until its announcement is terminal.

@@ -1,5 +1,7 @@
 //! The finish stage: download the output, checksum it, and write the result — or poll
-//! again for a fresh link when the old one expired.
+//! again for a fresh link when the old one expired. Each failed download is an attempt
+//! (the poll that hands out a fresh link keeps the count), so a link that never works
+//! ends the job `dead` after `retry.max_attempts`; an egress refusal fails it at once.
 
 use super::step::Step;
 use crate::job::{Field, JobState};
@@ -33,12 +35,13 @@ pub(super) async fn finish(step: &Step<'_>, payload: &JobPayload) {
             step.terminal(payload, JobState::Succeeded, &fields).await;
         }
         Err(SinkError::Expired(code)) => {
-            // The link expired before we got it: poll again for a fresh one.
+            // The link expired before we got it: poll again for a fresh one, at once the
+            // first time, then on the retry schedule.
             let err = UpstreamError {
                 class: ErrorClass::Retryable,
                 message: format!("output URL answered HTTP {code}; polling for a fresh link"),
                 status: Some(code),
-                retry_after: Some(Duration::ZERO),
+                retry_after: (step.rec.attempts == 0).then_some(Duration::ZERO),
             };
             step.retry_or_die(payload, JobState::Polling, &err).await;
         }

@@ -99,9 +99,14 @@ pub(super) async fn poll(step: &Step<'_>, payload: &JobPayload, provider: Provid
             return;
         }
         Ok(PollStatus::Succeeded { url }) => {
-            let tx = Transition::to(JobState::Finishing, After::Keep)
-                .set(Field::OutputUrl, url)
-                .set(Field::Attempts, "0");
+            let mut tx =
+                Transition::to(JobState::Finishing, After::Keep).set(Field::OutputUrl, url);
+            // The first success starts the download's attempts afresh. A job back here
+            // because its link failed (it has one) keeps counting, or a link that always
+            // fails would poll and download forever.
+            if rec.output_url.is_none() {
+                tx = tx.set(Field::Attempts, "0");
+            }
             if let Some(next) = step.advance(tx).await {
                 finish(&next, payload).await;
             }
