@@ -79,6 +79,8 @@ fn effective_keys_are_the_documented_ones() {
         "output.max_download_bytes",
         "output.allow_http",
         "limits.max_video_bytes",
+        "limits.max_batch_file_bytes",
+        "limits.max_prompt_file_bytes",
     ]
     .map(String::from)
     .to_vec();
