@@ -35,9 +35,10 @@ pub fn validate_batch_id(id: &str) -> Result<(), String> {
 }
 
 /// What a derived batch id hashes: every shared option except the id, plus the prompts.
-/// Field order is fixed by the struct, so the JSON is canonical.
+/// Field order is fixed by the struct, so the JSON is canonical. Options added later are
+/// left out when unset, so a batch that sets none of them keeps the id it had.
 #[derive(Serialize)]
-struct IdInput<'a> {
+struct IdInput<'a, D: Serialize> {
     v: u32,
     provider: ProviderName,
     model: ModelKind,
@@ -48,6 +49,13 @@ struct IdInput<'a> {
     duration: Option<u32>,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     elements: &'a [crate::model::Element],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    clip_seconds: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_cost: Option<crate::money::Usd>,
+    /// The batch's `on_done` as it is stored, whatever its shape.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    on_done: Option<&'a D>,
     prompts: &'a [String],
 }
 
@@ -63,6 +71,9 @@ pub(super) fn derive_batch_id(slug: &str, shared: &BatchShared, prompts: &[Strin
         aspect_ratio: shared.aspect_ratio.as_deref(),
         duration: shared.duration,
         elements: &shared.elements,
+        clip_seconds: shared.clip_seconds,
+        max_cost: shared.max_cost,
+        on_done: shared.on_done.as_ref(),
         prompts,
     };
     let json = serde_json::to_vec(&input).expect("batch options serialize to JSON");

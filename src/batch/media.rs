@@ -1,7 +1,12 @@
 //! Media sources for a batch: the video and the reference images. Checks https URLs (with
-//! the `url` crate) and data URIs (parsed and decoded by the `data-url` crate), and turns
-//! local files into base64 data URIs under a size cap.
+//! the `url` crate) and data URIs (parsed and decoded by the `data-url` crate), turns
+//! local files (read by `local`) into base64 data URIs, and holds every source's content
+//! to the formats its kind accepts (sniffed by `sniff`), whatever its name or declared
+//! type says. No source may hold a control character; URLs and data URIs no whitespace.
 
+use super::local::{self, Cap, Place, ReadError};
+use super::sniff::{self, Format, HEAD_BYTES};
+use super::text::{self, Allow};
 use super::{BatchLimits, Origin};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
@@ -30,27 +35,62 @@ impl Kind {
         }
     }
 
-    /// Local file extensions accepted (lowercase) and the MIME type each maps to.
-    fn extensions(self) -> &'static [(&'static str, &'static str)] {
+    /// Local file extensions accepted (lowercase), the MIME type each is sent as, and
+    /// the format its content must be.
+    fn extensions(self) -> &'static [(&'static str, &'static str, Format)] {
         match self {
             Kind::Video => &[
-                ("mp4", "video/mp4"),
-                ("mov", "video/quicktime"),
-                ("webm", "video/webm"),
+                ("mp4", "video/mp4", Format::IsoBmff),
+                ("mov", "video/quicktime", Format::IsoBmff),
+                ("webm", "video/webm", Format::Ebml),
             ],
             Kind::Image => &[
-                ("png", "image/png"),
-                ("jpg", "image/jpeg"),
-                ("jpeg", "image/jpeg"),
-                ("webp", "image/webp"),
+                ("png", "image/png", Format::Png),
+                ("jpg", "image/jpeg", Format::Jpeg),
+                ("jpeg", "image/jpeg", Format::Jpeg),
+                ("webp", "image/webp", Format::WebP),
+                ("gif", "image/gif", Format::Gif),
             ],
         }
     }
 
-    fn max_bytes(self, limits: &BatchLimits) -> u64 {
+    /// Data URI media subtypes accepted and the format the payload must be.
+    fn subtypes(self) -> &'static [(&'static str, Format)] {
         match self {
-            Kind::Video => limits.max_video_bytes,
-            Kind::Image => limits.max_video_bytes.min(MAX_IMAGE_BYTES),
+            Kind::Video => &[
+                ("mp4", Format::IsoBmff),
+                ("quicktime", Format::IsoBmff),
+                ("webm", Format::Ebml),
+                ("x-matroska", Format::Ebml),
+            ],
+            Kind::Image => &[
+                ("png", Format::Png),
+                ("jpeg", Format::Jpeg),
+                ("webp", Format::WebP),
+                ("gif", Format::Gif),
+            ],
+        }
+    }
+
+    /// What content of this kind must be, for messages.
+    fn expected(self) -> &'static str {
+        match self {
+            Kind::Video => "MP4/QuickTime (an ftyp box) or WebM/Matroska (an EBML header) video",
+            Kind::Image => "a PNG, JPEG, WebP or GIF image",
+        }
+    }
+
+    fn cap(self, limits: &BatchLimits) -> Cap {
+        let video = Cap {
+            bytes: limits.max_video_bytes,
+            setting: "limits.max_video_bytes",
+        };
+        match self {
+            Kind::Image if limits.max_video_bytes > MAX_IMAGE_BYTES => Cap {
+                bytes: MAX_IMAGE_BYTES,
+                setting: "the 10 MiB image limit",
+            },
+            _ => video,
         }
     }
 }
@@ -63,24 +103,51 @@ pub(super) fn resolve(
     origin: &Origin,
     limits: &BatchLimits,
 ) -> Result<String, String> {
-    let source = source.trim();
-    let max = kind.max_bytes(limits);
+    let source = source.trim_matches(' ');
     if source.is_empty() {
         return Err("must not be empty".to_owned());
+    }
+    if let Some(bad) = text::first_refused(source, Allow::Nothing) {
+        return Err(format!(
+            "contains {bad}; a URL, data URI or path may hold no control character"
+        ));
     }
     if source.contains("://") {
         check_url(source)?;
         Ok(source.to_owned())
     } else if has_prefix_ignore_case(source, "data:") {
-        check_data_uri(source, kind, max)?;
+        check_data_uri(source, kind, kind.cap(limits))?;
         Ok(source.to_owned())
     } else {
-        read_local_file(&origin.resolve(Path::new(source)), kind, max)
+        let path = origin.resolve(Path::new(source));
+        read_local_file(&path, &origin.place, kind, limits)
     }
+}
+
+/// No control character or whitespace anywhere in a URL or data URI: what is sent is
+/// what was written, and nothing in it can split a header or a line.
+fn check_chars(what: &str, source: &str) -> Result<(), String> {
+    if let Some(bad) = text::first_refused(source, Allow::Nothing) {
+        return Err(format!("{what} contains {bad}"));
+    }
+    if let Some((ch, at)) = text::first_whitespace(source) {
+        let mut buf = [0; 4];
+        let encoded: String = ch
+            .encode_utf8(&mut buf)
+            .bytes()
+            .map(|b| format!("%{b:02X}"))
+            .collect();
+        return Err(format!(
+            "{what} contains {} at character {at}; percent-encode it ({encoded})",
+            text::whitespace_name(ch)
+        ));
+    }
+    Ok(())
 }
 
 /// https with a host; plain http only to the loopback (the local simulator).
 pub(super) fn check_url(source: &str) -> Result<(), String> {
+    check_chars("URL", source)?;
     let url = Url::parse(source).map_err(|e| format!("invalid URL {source:?}: {e}"))?;
     // The URL parser repairs `https:///x` into host `x`; a spec that wrote no host has none.
     let wrote_host = source
@@ -110,14 +177,16 @@ fn is_loopback(host: &Host<&str>) -> bool {
     }
 }
 
-/// `data:<kind>/<subtype>;base64,<payload>` with a payload that decodes to at most `max`
-/// bytes.
+/// `data:<kind>/<subtype>;base64,<payload>` with a payload that decodes to at most
+/// `cap.bytes` bytes and sniffs as the declared subtype.
 ///
 /// The `data-url` crate parses the URI as browsers do (the WHATWG Fetch algorithm): the
 /// header, the media type (lowercased, parameters allowed) and the forgiving base64 body.
 /// On top of that a media source must declare base64 (the crate accepts percent-encoded
-/// text too), carry the right top-level type, have no `#fragment` and a non-empty payload.
-fn check_data_uri(source: &str, kind: Kind, max: u64) -> Result<(), String> {
+/// text too), carry the right top-level type and an accepted subtype, hold no whitespace
+/// (which readers skip or not), have no `#fragment` and a non-empty payload.
+fn check_data_uri(source: &str, kind: Kind, cap: Cap) -> Result<(), String> {
+    check_chars("data URI", source)?;
     let top = kind.mime_top();
     let shape = || format!("expected data:{top}/<subtype>;base64,<payload>");
     let url = DataUrl::process(source).map_err(|e| format!("{}: {e}", shape()))?;
@@ -134,11 +203,26 @@ fn check_data_uri(source: &str, kind: Kind, max: u64) -> Result<(), String> {
     if url.mime_type().type_ != top {
         return Err(format!("{}, got media type {written_mime:?}", shape()));
     }
-    // Count the decoded bytes as they stream by: nothing is held in memory.
+    let subtype = url.mime_type().subtype.as_str();
+    let Some(&(_, format)) = kind.subtypes().iter().find(|(s, _)| *s == subtype) else {
+        let known: Vec<String> = kind
+            .subtypes()
+            .iter()
+            .map(|(s, _)| format!("{top}/{s}"))
+            .collect();
+        return Err(format!(
+            "data URI media type {written_mime:?} is not accepted; expected {}",
+            known.join(", ")
+        ));
+    };
+    // Count the decoded bytes as they stream by, keeping only the head for sniffing.
     let mut size = 0u64;
+    let mut head = Vec::with_capacity(HEAD_BYTES);
     let fragment = url
         .decode(|bytes| {
             size += bytes.len() as u64;
+            let room = HEAD_BYTES - head.len();
+            head.extend_from_slice(&bytes[..room.min(bytes.len())]);
             Ok::<(), Infallible>(())
         })
         .map_err(|e| match e {
@@ -151,10 +235,38 @@ fn check_data_uri(source: &str, kind: Kind, max: u64) -> Result<(), String> {
     if size == 0 {
         return Err("data URI has an empty payload".to_owned());
     }
-    if size > max {
-        return Err(too_large("data URI payload", size, max));
+    if size > cap.bytes {
+        return Err(format!(
+            "data URI payload is {size} bytes, over the limit of {} bytes ({})",
+            cap.bytes, cap.setting
+        ));
     }
-    Ok(())
+    let declared = format!("media type {written_mime:?}");
+    check_content("data URI payload", &head, kind, format, &declared)
+}
+
+/// `head` (a source's first bytes) must sniff as `format`, the one its name or declared
+/// media type (`named`) promises.
+fn check_content(
+    what: &str,
+    head: &[u8],
+    kind: Kind,
+    format: Format,
+    named: &str,
+) -> Result<(), String> {
+    match sniff::sniff(head) {
+        Some(found) if found == format => Ok(()),
+        Some(found) if kind.subtypes().iter().any(|(_, f)| *f == found) => Err(format!(
+            "{what} holds {}, but its {named} says {}",
+            found.name(),
+            format.name()
+        )),
+        _ => Err(format!(
+            "{what} does not hold {}: it looks like {}",
+            kind.expected(),
+            sniff::describe(head)
+        )),
+    }
 }
 
 /// The media type of a data URI header that ends in the base64 marker (`;base64`, spaces
@@ -164,53 +276,49 @@ fn strip_base64_marker(header: &str) -> Option<&str> {
     rest.trim_end_matches(' ').strip_suffix(';')
 }
 
-/// Reads a local file of an accepted type and returns it as a base64 data URI.
-fn read_local_file(path: &Path, kind: Kind, max: u64) -> Result<String, String> {
+/// Reads a local file of an accepted type and content and returns it as a base64 data
+/// URI. `place` says where it may be.
+fn read_local_file(
+    path: &Path,
+    place: &Place,
+    kind: Kind,
+    limits: &BatchLimits,
+) -> Result<String, String> {
     let shown = path.display();
-    let meta = std::fs::metadata(path).map_err(|e| {
-        format!(
-            "{shown:?} is not an https URL or a data:{}/ URI, and not a readable file: {e}",
+    let bytes = local::read(path, place, kind.cap(limits)).map_err(|e| match e {
+        ReadError::Open { source, .. } => format!(
+            "{shown:?} is not an https URL or a data:{}/ URI, and not a readable file: {source}",
             kind.mime_top()
-        )
+        ),
+        other => other.to_string(),
     })?;
-    if !meta.is_file() {
-        return Err(format!("{shown:?} is not a regular file"));
-    }
     let ext = path
         .extension()
         .map(|e| e.to_string_lossy().to_ascii_lowercase())
         .unwrap_or_default();
-    let mime = kind
+    let &(_, mime, format) = kind
         .extensions()
         .iter()
-        .find(|(known, _)| *known == ext)
-        .map(|(_, mime)| *mime)
+        .find(|(known, _, _)| *known == ext)
         .ok_or_else(|| {
-            let known: Vec<&str> = kind.extensions().iter().map(|(e, _)| *e).collect();
+            let known: Vec<&str> = kind.extensions().iter().map(|(e, _, _)| *e).collect();
             format!(
                 "{shown:?}: unsupported file type; expected .{}",
                 known.join(", .")
             )
         })?;
-    if meta.len() == 0 {
+    if bytes.is_empty() {
         return Err(format!("{shown:?} is empty"));
     }
-    if meta.len() > max {
-        return Err(too_large(&format!("file {shown:?}"), meta.len(), max));
-    }
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {shown:?}: {e}"))?;
-    if bytes.len() as u64 > max {
-        return Err(too_large(
-            &format!("file {shown:?}"),
-            bytes.len() as u64,
-            max,
-        ));
-    }
+    let head = &bytes[..bytes.len().min(HEAD_BYTES)];
+    check_content(
+        &format!("file {shown:?}"),
+        head,
+        kind,
+        format,
+        &format!(".{ext} name"),
+    )?;
     Ok(format!("data:{mime};base64,{}", BASE64.encode(&bytes)))
-}
-
-fn too_large(what: &str, size: u64, max: u64) -> String {
-    format!("{what} is {size} bytes, over the limit of {max} bytes")
 }
 
 fn has_prefix_ignore_case(s: &str, prefix: &str) -> bool {

@@ -1,17 +1,25 @@
 //! Batch specs: a TOML file or CLI flags in, a [`ValidatedBatch`] out. Owns the public
 //! entry points, the error type and the shared-option rules; the TOML front end is
 //! `spec.rs`, prompts `prompts.rs`, media sources `media.rs`, batch ids `id.rs` and the
-//! per-provider limits `table.rs`.
+//! per-provider limits `table.rs`. Batch files, prompt files and flags come from
+//! producers and are untrusted: local files are read by `local.rs` (regular files, size
+//! caps from [`BatchLimits`], inside the batch file's directory), media content is
+//! sniffed by `sniff.rs`, and `text.rs` says which characters text may not hold.
 
 mod id;
+mod limits;
+mod local;
 mod media;
 mod prompts;
+mod sniff;
 mod spec;
 pub mod table;
 #[cfg(test)]
 mod tests;
+mod text;
 
 pub use id::{validate_batch_id, MAX_BATCH_ID_LEN};
+pub use limits::BatchLimits;
 
 use crate::model::{BatchShared, ModelKind, ProviderName, ValidatedBatch, PAYLOAD_VERSION};
 use id::{derive_batch_id, slug_from_stem};
@@ -22,22 +30,6 @@ pub const MAX_VARIANTS: usize = 10_000;
 
 const DEFAULT_PROVIDER: &str = "aimlapi";
 const DEFAULT_MODEL: &str = "edit";
-
-/// Size caps applied while validating a batch.
-#[derive(Debug, Clone)]
-pub struct BatchLimits {
-    /// Largest video accepted as a local file (turned into a data URI) or as a given
-    /// data URI (decoded size). Images use the smaller of this and 10 MiB.
-    pub max_video_bytes: u64,
-}
-
-impl Default for BatchLimits {
-    fn default() -> Self {
-        BatchLimits {
-            max_video_bytes: 50 * 1024 * 1024,
-        }
-    }
-}
 
 /// The same batch as a TOML file, given through CLI flags. Relative paths are resolved
 /// against the current directory.
@@ -101,6 +93,8 @@ struct Origin {
     source_name: String,
     /// Directory relative paths are resolved against (empty = current directory).
     base_dir: PathBuf,
+    /// Where the local files it names may be.
+    place: local::Place,
     /// Readable prefix of a derived batch id.
     slug: String,
 }
@@ -156,28 +150,47 @@ struct RawElement {
 }
 
 /// Loads and validates a TOML batch file. Relative paths inside it (video, images,
-/// prompts file) are resolved against the file's directory.
+/// prompts file) are resolved against the file's directory, and every local file it
+/// names must be inside that directory once symlinks are resolved.
 ///
 /// The file format is documented at the top of `jobs/spring-campaign.toml`. Rules:
 ///
+/// - the batch file and its prompts file are regular UTF-8 files of at most
+///   `limits.max_batch_file_bytes` and `limits.max_prompt_file_bytes`.
 /// - `provider` known ([`ProviderName::parse`], default `aimlapi`); `model` is `edit`
 ///   (default) or `reference`, or a full model id.
 /// - the provider offers the model, and `aspect_ratio`, `duration`, `images` and
 ///   `elements` are within what that provider's model takes ([`table`]).
 /// - `video` is required: an https URL, a `data:video/…;base64,…` URI or a local
-///   .mp4/.mov/.webm file (sent as a data URI); `images` at most 4.
+///   .mp4/.mov/.webm file (sent as a data URI); `images` at most 4. Content is sniffed:
+///   MP4/QuickTime or WebM/Matroska video, PNG/JPEG/WebP/GIF images. No control
+///   character in any source, no whitespace in a URL or data URI.
 /// - prompts: inline `[[variants]]` first, then `prompts_file`; 1 to 10 000 of them, each
-///   1 to 2500 characters after trimming.
+///   1 to 2500 characters after trimming, with no control character but tab and line
+///   breaks and no bidi control; a CSV's quotes balanced.
 /// - `batch_id` given and valid, or derived from the content (so the same spec always
 ///   gets the same id and enqueueing it twice creates nothing new).
 pub fn load_file(path: &Path, limits: &BatchLimits) -> Result<ValidatedBatch, BatchError> {
-    let origin = Origin {
+    let mut origin = Origin {
         source_name: path.display().to_string(),
         base_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        place: local::Place::CommandLine,
         slug: slug_from_stem(path),
     };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| origin.err("", format!("cannot read the batch file: {e}")))?;
+    let cap = local::Cap {
+        bytes: limits.max_batch_file_bytes,
+        setting: "limits.max_batch_file_bytes",
+    };
+    let bytes = local::read(path, &local::Place::CommandLine, cap).map_err(|e| match e {
+        local::ReadError::Open { source, .. } => {
+            origin.err("", format!("cannot read the batch file: {source}"))
+        }
+        other => origin.err("", other.to_string()),
+    })?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| origin.err("", format!("not UTF-8 text: {}", e.utf8_error())))?;
+    let dir = local::batch_dir(path).map_err(|e| origin.err("", e.to_string()))?;
+    origin.place = local::Place::Within(dir);
     let raw = spec::parse(&text, &origin)?;
     build(raw, &origin, limits)
 }
@@ -187,6 +200,7 @@ pub fn from_flags(flags: &BatchFlags, limits: &BatchLimits) -> Result<ValidatedB
     let origin = Origin {
         source_name: "command line".to_owned(),
         base_dir: PathBuf::new(),
+        place: local::Place::CommandLine,
         slug: "batch".to_owned(),
     };
     let raw = RawSpec {
@@ -247,7 +261,7 @@ fn build(
     let aspect_ratio = check_aspect_ratio(raw.aspect_ratio, model, &table, origin)?;
     let duration = check_duration(raw.duration, model, &table, origin)?;
 
-    let prompts = prompts::collect(raw.prompts, raw.prompts_file.as_deref(), origin)?;
+    let prompts = prompts::collect(raw.prompts, raw.prompts_file.as_deref(), origin, limits)?;
 
     let video = raw.video.ok_or_else(|| {
         origin.err(

@@ -4,6 +4,7 @@
 //! [`run`]'s (in `run.rs`).
 
 mod run;
+mod values;
 
 pub use run::run;
 
@@ -65,7 +66,7 @@ pub enum Command {
     /// Run a worker until SIGTERM/SIGINT. Run as many as you like, on any machines.
     Worker {
         /// Stages run at once (each is one HTTP call; waiting jobs hold no slot).
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true, value_parser = values::at_least_one)]
         concurrency: Option<usize>,
         /// Serve Prometheus /metrics, /healthz and /readyz on this address.
         #[arg(long)]
@@ -196,10 +197,10 @@ pub struct EnqueueArgs {
     #[arg(long)]
     pub prompts_file: Option<PathBuf>,
     /// Provider (aimlapi).
-    #[arg(long)]
+    #[arg(long, value_parser = values::provider())]
     pub provider: Option<String>,
     /// Model: edit or reference.
-    #[arg(long)]
+    #[arg(long, value_parser = values::model())]
     pub model: Option<String>,
     /// Reference image (https or data URI); up to 4.
     #[arg(long = "image")]
@@ -207,20 +208,20 @@ pub struct EnqueueArgs {
     /// Keep the source audio (sent explicitly either way).
     #[arg(long)]
     pub keep_audio: Option<bool>,
-    /// Reference model only: 16:9, 9:16 or 1:1.
-    #[arg(long)]
+    /// Reference model only: 16:9, 9:16 or 1:1 (auto too on fal).
+    #[arg(long, value_parser = values::aspect_ratio())]
     pub aspect_ratio: Option<String>,
-    /// Reference model only: 5 or 10 seconds.
-    #[arg(long)]
+    /// Reference model only: seconds, 5 or 10 on aimlapi, 3 to 10 on fal and kling.
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true, value_parser = values::duration)]
     pub duration: Option<u32>,
     /// Batch id; derived from the content when omitted.
     #[arg(long)]
     pub batch_id: Option<String>,
     /// Budget in USD: no submission that would pass it (needs prices in settings).
-    #[arg(long)]
+    #[arg(long, value_name = "USD", allow_negative_numbers = true, value_parser = values::usd)]
     pub max_cost: Option<f64>,
     /// Length of the source clip in seconds (what an edit's cost follows).
-    #[arg(long)]
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true, value_parser = values::seconds)]
     pub clip_seconds: Option<f64>,
     /// Webhook told once when the batch finishes (POST of the summary).
     #[arg(long)]

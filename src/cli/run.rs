@@ -30,9 +30,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         } => {
             let mut settings = load_settings(&cli)?;
             if let Some(c) = concurrency {
-                if *c == 0 {
-                    return Err(CliError::Usage("--concurrency must be at least 1".into()));
-                }
+                // At least 1: `values::at_least_one` parsed it.
                 settings.worker.concurrency = *c;
             }
             run_worker(settings, *metrics_listen).await

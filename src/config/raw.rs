@@ -135,6 +135,8 @@ pub(super) struct RawEgress {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawLimits {
     pub(super) max_video_bytes: u64,
+    pub(super) max_batch_file_bytes: u64,
+    pub(super) max_prompt_file_bytes: u64,
 }
 
 #[derive(Debug, Deserialize)]

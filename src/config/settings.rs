@@ -42,6 +42,8 @@ pub struct EgressSettings {
 #[serde(remote = "crate::batch::BatchLimits")]
 struct BatchLimitsView {
     max_video_bytes: u64,
+    max_batch_file_bytes: u64,
+    max_prompt_file_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]

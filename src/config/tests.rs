@@ -81,6 +81,8 @@ fn effective_keys_are_the_documented_ones() {
         "output.connect_timeout",
         "output.idle_timeout",
         "limits.max_video_bytes",
+        "limits.max_batch_file_bytes",
+        "limits.max_prompt_file_bytes",
         "egress.allow",
     ]
     .map(String::from)

@@ -27,6 +27,8 @@ impl Raw {
             output: output(self.output)?,
             limits: crate::batch::BatchLimits {
                 max_video_bytes: self.limits.max_video_bytes,
+                max_batch_file_bytes: self.limits.max_batch_file_bytes,
+                max_prompt_file_bytes: self.limits.max_prompt_file_bytes,
             },
             providers,
             egress: egress(self.egress)?,

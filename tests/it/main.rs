@@ -2,6 +2,7 @@
 
 mod admission;
 mod architecture;
+mod bad_input;
 mod budget;
 mod check_config;
 mod compat;

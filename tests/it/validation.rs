@@ -133,3 +133,31 @@ async fn local_video_and_csv_prompts_are_enqueued() {
     assert_eq!(info.total, 2);
     assert!(info.spec_json.contains("data:video/mp4;base64,"));
 }
+
+/// An edited batch file is a new batch, not a conflict with the one enqueued before it:
+/// its derived id covers `max_cost` and `clip_seconds` too.
+#[tokio::test]
+async fn editing_budget_or_clip_length_enqueues_a_new_batch() {
+    let app = TestApp::new(fast_knobs()).await;
+    let path = app.out.path().join("b.toml");
+    let mut ids = Vec::new();
+    for extra in [
+        "",
+        "max_cost = 25.0",
+        "max_cost = 30.0",
+        "clip_seconds = 8.5",
+    ] {
+        let body =
+            format!("video = \"https://v.example/a.mp4\"\n{extra}\n[[variants]]\nprompt = \"p\"\n");
+        std::fs::write(&path, body).unwrap();
+        let out = app.cmd().args(["enqueue", "b.toml"]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{extra:?}: {err}");
+        assert!(err.contains("enqueued 1 jobs"), "{extra:?}: {err}");
+        ids.push(String::from_utf8_lossy(&out.stdout).trim().to_owned());
+    }
+    for (i, id) in ids.iter().enumerate() {
+        assert!(!ids[..i].contains(id), "{id} enqueued twice: {ids:?}");
+        assert_eq!(app.info(id).await.total, 1);
+    }
+}

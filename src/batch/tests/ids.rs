@@ -53,3 +53,40 @@ fn slug_is_sanitized() {
         53
     );
 }
+
+#[test]
+fn derived_id_of_a_batch_without_the_newer_options_is_unchanged() {
+    // The id this spec had before clip_seconds, max_cost and on_done were hashed.
+    let b = from_flags(&flags(&["make it snow"]), &BatchLimits::default()).unwrap();
+    assert_eq!(b.shared.batch_id, "batch-95573ab126");
+}
+
+#[test]
+fn editing_clip_seconds_max_cost_or_on_done_changes_the_derived_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.toml");
+    let id_of = |extra: &str| {
+        let body = format!("video = \"{VIDEO}\"\n{extra}\n[[variants]]\nprompt = \"p\"\n");
+        std::fs::write(&path, body).unwrap();
+        load_file(&path, &BatchLimits::default())
+            .unwrap()
+            .shared
+            .batch_id
+    };
+    let edits = [
+        "",
+        "clip_seconds = 8.5",
+        "clip_seconds = 9",
+        "max_cost = 25.0",
+        "max_cost = 30",
+        "[on_done]\nwebhook = \"https://hooks.example/a\"",
+        "[on_done]\nwebhook = \"https://hooks.example/b\"",
+    ];
+    let ids: Vec<String> = edits.iter().map(|e| id_of(e)).collect();
+    for (i, a) in ids.iter().enumerate() {
+        assert_eq!(*a, id_of(edits[i]), "stable for {:?}", edits[i]);
+        for (j, b) in ids.iter().enumerate().skip(i + 1) {
+            assert_ne!(a, b, "{:?} and {:?} share an id", edits[i], edits[j]);
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! Size caps applied while validating a batch: what a producer's input may weigh before
+//! anything is read into memory or enqueued. Set under `[limits]` in the settings.
+
+/// Size caps applied while validating a batch. Every local file is read at most one byte
+/// past its cap, whatever its metadata says.
+#[derive(Debug, Clone)]
+pub struct BatchLimits {
+    /// Largest video accepted as a local file (turned into a data URI) or as a given
+    /// data URI (decoded size). Images use the smaller of this and 10 MiB.
+    pub max_video_bytes: u64,
+    /// Largest batch file (TOML) read.
+    pub max_batch_file_bytes: u64,
+    /// Largest prompts file (CSV or text) read.
+    pub max_prompt_file_bytes: u64,
+}
+
+impl Default for BatchLimits {
+    fn default() -> Self {
+        BatchLimits {
+            max_video_bytes: 50 * 1024 * 1024,
+            max_batch_file_bytes: 1024 * 1024,
+            max_prompt_file_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
