@@ -23,18 +23,21 @@ pub const MAX_VARIANTS: usize = 10_000;
 const DEFAULT_PROVIDER: &str = "aimlapi";
 const DEFAULT_MODEL: &str = "edit";
 
-/// Size caps applied while validating a batch.
+/// What the enqueuer's settings allow a batch: size caps, and the hooks it may name.
 #[derive(Debug, Clone)]
 pub struct BatchLimits {
     /// Largest video accepted as a local file (turned into a data URI) or as a given
     /// data URI (decoded size). Images use the smaller of this and 10 MiB.
     pub max_video_bytes: u64,
+    /// The hooks the settings define (`[hooks.<name>]`): `on_done` must name one of them.
+    pub hooks: Vec<String>,
 }
 
 impl Default for BatchLimits {
     fn default() -> Self {
         BatchLimits {
             max_video_bytes: 50 * 1024 * 1024,
+            hooks: Vec::new(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Validation of the general sections: raw `[redis]`, `[queue]`, `[worker]`, `[poll]`,
 //! `[retry]`, `[output]` and `[limits]` into their settings types, each section checked by
-//! its own function, every failure naming its key. `[providers.*]` is in `providers`.
+//! its own function, every failure naming its key. `[providers.*]` is in `providers`,
+//! `[hooks.*]` in `hooks`.
 
 use super::raw::{Raw, RawOutput, RawPoll, RawQueue, RawRedis, RawRetry, RawWorker};
 use super::WorkerSettings;
@@ -17,6 +18,7 @@ impl Raw {
         let retry = retry(self.retry)?;
         let poll = poll(&self.poll)?;
         let providers = super::providers::validate(self.providers, poll)?;
+        let hooks = super::hooks::validate(self.hooks, self.output.allow_http)?;
         Ok(Settings {
             redis,
             queue,
@@ -26,8 +28,10 @@ impl Raw {
             output: output(self.output),
             limits: crate::batch::BatchLimits {
                 max_video_bytes: self.limits.max_video_bytes,
+                hooks: hooks.keys().cloned().collect(),
             },
             providers,
+            hooks,
         })
     }
 }

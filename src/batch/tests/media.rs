@@ -49,6 +49,7 @@ fn data_uri_over_limit_is_rejected() {
     f.video = Some(format!("data:video/mp4;base64,{}", "A".repeat(400)));
     let limits = BatchLimits {
         max_video_bytes: 100,
+        ..BatchLimits::default()
     };
     let e = from_flags(&f, &limits).unwrap_err();
     assert!(e.message.contains("100 bytes"), "{e}");
@@ -58,6 +59,7 @@ fn data_uri_over_limit_is_rejected() {
 fn local_video_over_limit_names_the_limit() {
     let limits = BatchLimits {
         max_video_bytes: 1000,
+        ..BatchLimits::default()
     };
     let toml = "video = \"big.mp4\"\n[[variants]]\nprompt = \"p\"\n";
     let (_dir, result) = load_in_dir(toml, &[("big.mp4", &[0u8; 1001])], &limits);
@@ -165,6 +167,7 @@ fn data_uri_errors_name_the_expected_shape_and_the_limit() {
     f.video = Some(format!("data:video/mp4;base64,{}", "A".repeat(400)));
     let limits = BatchLimits {
         max_video_bytes: 100,
+        ..BatchLimits::default()
     };
     let e = from_flags(&f, &limits).unwrap_err();
     assert!(
