@@ -11,6 +11,7 @@ mod durability;
 mod durable_writes;
 mod failures;
 mod helpers;
+mod hooks;
 mod hostile;
 mod logs;
 mod metrics;
