@@ -5,7 +5,8 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Version of the job payload and batch spec as stored in Redis. A worker that meets a
-/// different version sends the job to the dead set instead of guessing.
+/// different version sends the job to the dead set instead of guessing. (`on_done`'s old
+/// and new forms are told apart by their type: see [`OnDone`].)
 pub const PAYLOAD_VERSION: u32 = 1;
 
 /// A hosted provider of Kling O1 models.
@@ -127,16 +128,33 @@ pub struct BatchShared {
     /// Budget in USD at enqueue (`restyle budget` changes the live one).
     #[serde(default)]
     pub max_cost: Option<crate::money::Usd>,
-    /// Told once each time the batch's last job turns terminal.
+    /// Told once each time the batch's last job turns terminal: the hook it names.
     #[serde(default)]
     pub on_done: Option<OnDone>,
 }
 
-/// Where a finished batch is announced: a webhook (POST of the batch summary with an
-/// `Idempotency-Key`), a command (summary JSON on stdin), or both.
+/// What a batch's `on_done` says. A batch only names a hook; the workers' settings define
+/// what it does (`[hooks.<name>]`: a command or a webhook), so a batch file never chooses
+/// a program to run on a worker.
+///
+/// The two forms differ in their JSON type, so a reader needs no version to tell them
+/// apart and [`PAYLOAD_VERSION`] stays 1 (a bump would change every derived batch id):
+/// a new spec holds a string, which an older worker cannot parse (it runs nothing); an
+/// older spec holds a table, which this worker reads and refuses to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OnDone {
+    /// The name of a hook in the settings (serialized as the bare string).
+    Hook(String),
+    /// A command or webhook stored by a version before named hooks. Never run: the
+    /// announcement is dead with the reason.
+    Legacy(LegacyOnDone),
+}
+
+/// The table form of `on_done` that earlier versions stored (kept only to be refused).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct OnDone {
+pub struct LegacyOnDone {
     #[serde(default)]
     pub webhook: Option<String>,
     #[serde(default)]

@@ -1,7 +1,8 @@
-//! Size caps applied while validating a batch: what a producer's input may weigh before
-//! anything is read into memory or enqueued. Set under `[limits]` in the settings.
+//! What the enqueuer's settings allow a batch: what a producer's input may weigh before
+//! anything is read into memory or enqueued (`[limits]`), and the hooks it may name
+//! (`[hooks.<name>]`).
 
-/// Size caps applied while validating a batch. Every local file is read at most one byte
+/// What the enqueuer's settings allow a batch. Every local file is read at most one byte
 /// past its cap, whatever its metadata says.
 #[derive(Debug, Clone)]
 pub struct BatchLimits {
@@ -12,6 +13,8 @@ pub struct BatchLimits {
     pub max_batch_file_bytes: u64,
     /// Largest prompts file (CSV or text) read.
     pub max_prompt_file_bytes: u64,
+    /// The hooks the settings define (`[hooks.<name>]`): `on_done` must name one of them.
+    pub hooks: Vec<String>,
 }
 
 impl Default for BatchLimits {
@@ -20,6 +23,7 @@ impl Default for BatchLimits {
             max_video_bytes: 50 * 1024 * 1024,
             max_batch_file_bytes: 1024 * 1024,
             max_prompt_file_bytes: 4 * 1024 * 1024,
+            hooks: Vec::new(),
         }
     }
 }

@@ -53,8 +53,8 @@ pub struct BatchFlags {
     pub max_cost: Option<f64>,
     /// Source clip length in seconds (for the cost of edits).
     pub clip_seconds: Option<f64>,
-    /// Webhook told once when the batch finishes.
-    pub webhook: Option<String>,
+    /// The hook (defined in settings) told once when the batch finishes.
+    pub on_done: Option<String>,
 }
 
 /// Why a batch spec was rejected: where, which variant (1-based, in final prompt order),
@@ -138,8 +138,8 @@ struct RawSpec {
     elements: Vec<RawElement>,
     max_cost: Option<f64>,
     clip_seconds: Option<f64>,
-    webhook: Option<String>,
-    command: Option<String>,
+    /// The name of a hook the settings define.
+    on_done: Option<String>,
 }
 
 /// An `[[elements]]` entry as written.
@@ -217,8 +217,7 @@ pub fn from_flags(flags: &BatchFlags, limits: &BatchLimits) -> Result<ValidatedB
         elements: Vec::new(),
         max_cost: flags.max_cost,
         clip_seconds: flags.clip_seconds,
-        webhook: flags.webhook.clone(),
-        command: None,
+        on_done: flags.on_done.clone(),
     };
     build(raw, &origin, limits)
 }
@@ -345,16 +344,10 @@ fn build(
             return Err(origin.err(field, "must be a number ≥ 0"));
         }
     }
-    if let Some(hook) = &raw.webhook {
-        media::check_url(hook).map_err(|m| origin.err("on_done.webhook", m))?;
-    }
-    if raw.command.as_deref().is_some_and(|c| c.trim().is_empty()) {
-        return Err(origin.err("on_done.command", "must not be empty"));
-    }
-    let on_done = (raw.webhook.is_some() || raw.command.is_some()).then(|| crate::model::OnDone {
-        webhook: raw.webhook.clone(),
-        command: raw.command.clone(),
-    });
+    let on_done = match raw.on_done {
+        Some(name) => Some(check_on_done(name, limits, origin)?),
+        None => None,
+    };
 
     let mut shared = BatchShared {
         v: PAYLOAD_VERSION,
@@ -376,6 +369,29 @@ fn build(
         None => derive_batch_id(&origin.slug, &shared, &prompts),
     };
     Ok(ValidatedBatch { shared, prompts })
+}
+
+/// `on_done` names a hook the enqueuer's settings define (producers and workers share
+/// settings); the worker looks the name up again in its own.
+fn check_on_done(
+    name: String,
+    limits: &BatchLimits,
+    origin: &Origin,
+) -> Result<crate::model::OnDone, BatchError> {
+    if limits.hooks.contains(&name) {
+        return Ok(crate::model::OnDone::Hook(name));
+    }
+    let defined = if limits.hooks.is_empty() {
+        "the settings define none; hooks are defined in the workers' settings as \
+         [hooks.<name>] (docs/operations.md, Hooks)"
+            .to_owned()
+    } else {
+        format!("defined hooks: {}", limits.hooks.join(", "))
+    };
+    Err(origin.err(
+        "on_done",
+        format!("no hook named {name:?} in the settings; {defined}"),
+    ))
 }
 
 fn check_aspect_ratio(

@@ -23,8 +23,6 @@ const TOP_KEYS: &[&str] = &[
     "on_done",
 ];
 
-const ON_DONE_KEYS: &[&str] = &["webhook", "command"];
-
 const ELEMENT_KEYS: &[&str] = &["frontal_image", "reference_images"];
 
 /// Keys of one `[[variants]]` entry. `name` is a label for people; it is not sent.
@@ -54,7 +52,7 @@ pub(super) fn parse(text: &str, origin: &Origin) -> Result<RawSpec, BatchError> 
     }
 
     let field_err = |key: &'static str| move |message: String| origin.err(key, message);
-    let (webhook, command) = take_on_done(&mut table, origin)?;
+    let on_done = take_on_done(&mut table, origin)?;
     Ok(RawSpec {
         batch_id: take_string(&mut table, "batch_id").map_err(field_err("batch_id"))?,
         provider: take_string(&mut table, "provider").map_err(field_err("provider"))?,
@@ -71,8 +69,7 @@ pub(super) fn parse(text: &str, origin: &Origin) -> Result<RawSpec, BatchError> 
         elements: take_elements(&mut table, origin)?,
         max_cost: take_number(&mut table, "max_cost").map_err(field_err("max_cost"))?,
         clip_seconds: take_number(&mut table, "clip_seconds").map_err(field_err("clip_seconds"))?,
-        webhook,
-        command,
+        on_done,
     })
 }
 
@@ -126,30 +123,25 @@ fn take_number(table: &mut Table, key: &str) -> Result<Option<f64>, String> {
     }
 }
 
-type OnDoneParts = (Option<String>, Option<String>);
-
-fn take_on_done(table: &mut Table, origin: &Origin) -> Result<OnDoneParts, BatchError> {
-    let Some(value) = table.remove("on_done") else {
-        return Ok((None, None));
-    };
-    let Value::Table(mut t) = value else {
-        return Err(origin.err(
+/// `on_done = "<hook>"`: a name only. The table form that gave a command or webhook is
+/// refused: hooks are defined in the workers' settings, never by a batch file.
+fn take_on_done(table: &mut Table, origin: &Origin) -> Result<Option<String>, BatchError> {
+    match table.remove("on_done") {
+        None => Ok(None),
+        Some(Value::String(name)) => Ok(Some(name)),
+        Some(Value::Table(_)) => Err(origin.err(
             "on_done",
-            format!("must be a table, got {}", value.type_str()),
-        ));
-    };
-    if let Some(key) = unknown_key(&t, ON_DONE_KEYS) {
-        return Err(origin.err(
+            "must name a hook (on_done = \"notify\"), not give a command or webhook: \
+             hooks are defined in the workers' settings ([hooks.<name>]), never by a batch file",
+        )),
+        Some(other) => Err(origin.err(
             "on_done",
             format!(
-                "unknown key {key}; expected one of {}",
-                ON_DONE_KEYS.join(", ")
+                "must be the name of a hook defined in the workers' settings, got {}",
+                other.type_str()
             ),
-        ));
+        )),
     }
-    let webhook = take_string(&mut t, "webhook").map_err(|m| origin.err("on_done.webhook", m))?;
-    let command = take_string(&mut t, "command").map_err(|m| origin.err("on_done.command", m))?;
-    Ok((webhook, command))
 }
 
 fn take_elements(table: &mut Table, origin: &Origin) -> Result<Vec<RawElement>, BatchError> {

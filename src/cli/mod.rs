@@ -223,9 +223,9 @@ pub struct EnqueueArgs {
     /// Length of the source clip in seconds (what an edit's cost follows).
     #[arg(long, value_name = "SECONDS", allow_negative_numbers = true, value_parser = values::seconds)]
     pub clip_seconds: Option<f64>,
-    /// Webhook told once when the batch finishes (POST of the summary).
-    #[arg(long)]
-    pub webhook: Option<String>,
+    /// Hook told once when the batch finishes: a name from the settings' [hooks.<name>].
+    #[arg(long, value_name = "HOOK")]
+    pub on_done: Option<String>,
 }
 
 /// Every failure a command can end with, each with its exit code.

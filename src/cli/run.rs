@@ -273,7 +273,7 @@ async fn enqueue(cli: &Cli, args: &EnqueueArgs) -> Result<(), CliError> {
                 duration: args.duration,
                 max_cost: args.max_cost,
                 clip_seconds: args.clip_seconds,
-                webhook: args.webhook.clone(),
+                on_done: args.on_done.clone(),
             },
             &settings.limits,
         )?,

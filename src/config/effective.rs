@@ -64,6 +64,16 @@ pub(super) fn redacted_url<S: Serializer>(url: &SecretString, ser: S) -> Result<
     ser.serialize_str(&super::redact_url(url.expose_secret()))
 }
 
+/// A webhook URL as its scheme and host only (`https://hooks.slack.com/***`): the path or
+/// query may be the credential.
+pub(super) fn webhook_url<S: Serializer>(url: &SecretString, ser: S) -> Result<S::Ok, S::Error> {
+    let shown = match url::Url::parse(url.expose_secret()) {
+        Ok(u) => format!("{}://{}/***", u.scheme(), u.host_str().unwrap_or_default()),
+        Err(_) => "<unparseable url>".to_string(),
+    };
+    ser.serialize_str(&shown)
+}
+
 /// A duration as humantime prints it (`16m 40s`), the form the settings file takes.
 pub(super) fn duration<S: Serializer>(d: &Duration, ser: S) -> Result<S::Ok, S::Error> {
     ser.collect_str(&humantime::format_duration(*d))

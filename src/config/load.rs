@@ -41,6 +41,26 @@ impl Env {
             Env::Vars(m) => m.get(name).cloned(),
         }
     }
+
+    fn names(&self) -> Vec<String> {
+        match self {
+            Env::Process => std::env::vars_os()
+                .map(|(k, _)| k.to_string_lossy().into_owned())
+                .collect(),
+            Env::Vars(m) => m.keys().cloned().collect(),
+        }
+    }
+}
+
+/// The list-valued hook keys set through env vars: `RESTYLE__HOOKS__<NAME>__COMMAND` and
+/// `…__ENV` are comma-separated lists (hook names are dynamic, so they are found by name).
+fn hook_list_keys(env: &Env) -> Vec<String> {
+    let lists = ["__COMMAND", "__ENV"];
+    env.names()
+        .into_iter()
+        .filter(|n| n.starts_with("RESTYLE__HOOKS__") && lists.iter().any(|l| n.ends_with(l)))
+        .map(|n| n["RESTYLE__".len()..].replace("__", ".").to_lowercase())
+        .collect()
 }
 
 impl Settings {
@@ -95,6 +115,9 @@ fn env_layers(b: Builder, env: &Env) -> Result<Builder, ConfigError> {
         vars = vars.with_list_parse_key(&format!("providers.{}.rate_counts", p.name));
     }
     vars = vars.with_list_parse_key("egress.allow");
+    for key in hook_list_keys(env) {
+        vars = vars.with_list_parse_key(&key);
+    }
     if let Env::Vars(m) = env {
         vars = vars.source(Some(
             m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),

@@ -7,13 +7,14 @@
 //! - `raw`: the settings file format (serde structs, defaults for optional keys).
 //! - `settings`: the validated types every command reads.
 //! - `load`: the layers, env overrides included ([`LoadOptions`], [`Settings::load`]).
-//! - `validate` and `providers`: raw into validated, one function per section.
+//! - `validate`, `providers` and `hooks`: raw into validated, one function per section.
 //! - `effective`: the redacted `key = value` view of `check-config`, derived from the
 //!   settings types' `Serialize`.
 //! - [`testing`]: one description of test settings, as [`Settings`] and as the
 //!   environment of a child process (for tests and benchmarks).
 
 mod effective;
+mod hooks;
 mod load;
 mod providers;
 mod raw;
@@ -23,8 +24,8 @@ mod validate;
 
 pub use load::LoadOptions;
 pub use settings::{
-    EgressSettings, OutputSettings, PollSettings, Prices, ProviderLimits, ProviderSettings,
-    QueueSettings, RedisSettings, RetrySettings, Settings, WorkerSettings,
+    EgressSettings, HookAction, HookSettings, OutputSettings, PollSettings, Prices, ProviderLimits,
+    ProviderSettings, QueueSettings, RedisSettings, RetrySettings, Settings, WorkerSettings,
 };
 
 use std::path::{Path, PathBuf};

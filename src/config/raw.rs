@@ -22,6 +22,8 @@ pub(super) struct Raw {
     pub(super) providers: BTreeMap<String, RawProvider>,
     #[serde(default)]
     pub(super) egress: RawEgress,
+    #[serde(default)]
+    pub(super) hooks: BTreeMap<String, RawHook>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -203,4 +205,31 @@ fn thirty_s() -> Duration {
 }
 fn all_calls() -> Vec<String> {
     vec!["submit".into(), "poll".into()]
+}
+
+/// `[hooks.<name>]`: what a batch's `on_done = "<name>"` runs when the batch finishes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHook {
+    #[serde(default)]
+    pub(super) command: Option<RawArgv>,
+    #[serde(default)]
+    pub(super) webhook: Option<SecretString>,
+    /// Names of worker environment variables passed through to the command.
+    #[serde(default)]
+    pub(super) env: Vec<String>,
+    #[serde(default = "five_min", with = "humantime_serde")]
+    pub(super) timeout: Duration,
+}
+
+/// A command as written: an argv array, or a single string (refused by name: no shell).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawArgv {
+    Argv(Vec<String>),
+    Line(String),
+}
+
+fn five_min() -> Duration {
+    Duration::from_secs(300)
 }

@@ -3,7 +3,9 @@
 //! `effective`): secrets serialize as a redaction marker, durations in humantime form,
 //! and the few fields `check-config` never showed are skipped.
 
-use super::effective::{display, duration, entries, path, price, redacted_url, secret};
+use super::effective::{
+    display, duration, entries, path, price, redacted_url, secret, webhook_url,
+};
 use crate::model::ProviderName;
 use crate::money::Usd;
 use secrecy::{ExposeSecret, SecretString};
@@ -24,6 +26,8 @@ pub struct Settings {
     #[serde(serialize_with = "BatchLimitsView::serialize")]
     pub limits: crate::batch::BatchLimits,
     pub providers: BTreeMap<ProviderName, ProviderSettings>,
+    /// `[hooks.<name>]`: what a batch's `on_done` may name.
+    pub hooks: BTreeMap<String, HookSettings>,
     pub egress: EgressSettings,
 }
 
@@ -44,6 +48,32 @@ struct BatchLimitsView {
     max_video_bytes: u64,
     max_batch_file_bytes: u64,
     max_prompt_file_bytes: u64,
+}
+
+/// A hook a batch may name in `on_done` (`[hooks.<name>]`): defined by whoever runs the
+/// workers, never by a batch file. Run by the `batch_done` job (`worker::announce`).
+#[derive(Debug, Clone, Serialize)]
+pub struct HookSettings {
+    #[serde(flatten)]
+    pub action: HookAction,
+    /// Worker environment variables passed through to a command, by name; the command's
+    /// environment is these plus `RESTYLE_BATCH_ID` and `RESTYLE_IDEMPOTENCY_KEY`, nothing else.
+    pub env: Vec<String>,
+    /// How long the command (killed after it, with its process group) or the POST may take.
+    #[serde(serialize_with = "duration")]
+    pub timeout: Duration,
+}
+
+/// What a hook does.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HookAction {
+    /// A program (absolute path) and its arguments, run directly: no shell, no PATH lookup.
+    /// The summary JSON is its stdin.
+    Command(Vec<String>),
+    /// POST of the summary with an `Idempotency-Key`. Webhook URLs often carry a token
+    /// (Slack's do), so the URL is a secret: `check-config` shows its host only.
+    Webhook(#[serde(serialize_with = "webhook_url")] SecretString),
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -1,7 +1,7 @@
 //! Validation of the general sections: raw `[redis]`, `[queue]`, `[worker]`, `[poll]`,
 //! `[retry]`, `[output]`, `[limits]` and `[egress]` into their settings types, each
 //! section checked by its own function, every failure naming its key. `[providers.*]` is
-//! in `providers`.
+//! in `providers`, `[hooks.*]` in `hooks`.
 
 use super::raw::{Raw, RawEgress, RawOutput, RawPoll, RawQueue, RawRedis, RawRetry, RawWorker};
 use super::{invalid, positive, ConfigError, Settings};
@@ -18,6 +18,7 @@ impl Raw {
         let retry = retry(self.retry)?;
         let poll = poll(&self.poll)?;
         let providers = super::providers::validate(self.providers, poll)?;
+        let hooks = super::hooks::validate(self.hooks, self.output.allow_http)?;
         Ok(Settings {
             redis,
             queue,
@@ -29,9 +30,11 @@ impl Raw {
                 max_video_bytes: self.limits.max_video_bytes,
                 max_batch_file_bytes: self.limits.max_batch_file_bytes,
                 max_prompt_file_bytes: self.limits.max_prompt_file_bytes,
+                hooks: hooks.keys().cloned().collect(),
             },
             providers,
             egress: egress(self.egress)?,
+            hooks,
         })
     }
 }

@@ -1,15 +1,22 @@
 //! The `batch_done` job: queued by the transition that finishes a batch with `on_done`,
-//! it delivers the batch summary to the webhook and/or command, with retries and an
+//! it delivers the batch summary to the hook the batch names, with retries and an
 //! idempotency key (delivery is at-least-once; the job makes it once per completion).
+//! The hook is looked up in this worker's own settings (`[hooks.<name>]`); a name they
+//! do not define, or an `on_done` stored in the old table form (a command or webhook
+//! chosen by the batch), makes the job `dead` with the reason at once: nothing is run,
+//! and no retry could change that. Commands run boxed (`hook`).
 
 use super::Runtime;
+use crate::config::{HookAction, HookSettings};
 use crate::job::{After, Field, JobKind, JobState, Transition};
+use crate::model::OnDone;
 use crate::money::Usd;
 use crate::queue::backend::Claimed;
 use crate::upstream::schedule::retry_delay;
+use secrecy::ExposeSecret;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// What a webhook receives and a command reads on stdin.
 #[derive(Debug, Clone, Serialize)]
@@ -51,7 +58,11 @@ pub async fn run(rt: &Runtime, claimed: Claimed) {
             info!(batch_id = %batch_id, job_id = %id, "Batch completion announced.");
             Transition::to(JobState::Succeeded, After::Done)
         }
-        Err(reason) => {
+        Err(Undelivered::Refused(reason)) => {
+            warn!(batch_id = %batch_id, reason = %reason, "Batch announcement refused.");
+            Transition::to(JobState::Dead, After::Done).set(Field::Error, reason)
+        }
+        Err(Undelivered::Failed(reason)) => {
             let attempt = rec.attempts + 1;
             if attempt >= rt.settings.retry.max_attempts.max(5) {
                 warn!(batch_id = %batch_id, reason = %reason, "Batch announcement gave up.");
@@ -74,11 +85,65 @@ pub async fn run(rt: &Runtime, claimed: Claimed) {
     lease.settle();
 }
 
-async fn deliver(rt: &Runtime, batch_id: &str, key: &str, completion: u64) -> Result<(), String> {
+/// Why an announcement was not delivered.
+#[derive(Debug, thiserror::Error)]
+enum Undelivered {
+    /// Worth another attempt (the receiver was down, the command failed).
+    #[error("{0}")]
+    Failed(String),
+    /// Never deliverable by this worker: the job is dead at once.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl From<String> for Undelivered {
+    fn from(reason: String) -> Self {
+        Undelivered::Failed(reason)
+    }
+}
+
+/// The hook `on_done` names, from this worker's settings.
+fn hook<'s>(rt: &'s Runtime, on_done: &OnDone) -> Result<(&'s str, &'s HookSettings), Undelivered> {
+    let name = match on_done {
+        OnDone::Hook(name) => name,
+        OnDone::Legacy(_) => {
+            return Err(Undelivered::Refused(
+                "on_done gives a command or webhook (stored by a version before named hooks); \
+                 a batch never chooses what runs: not run. Name a hook defined in the \
+                 workers' settings ([hooks.<name>]) instead"
+                    .into(),
+            ))
+        }
+    };
+    rt.settings
+        .hooks
+        .get_key_value(name)
+        .map(|(k, h)| (k.as_str(), h))
+        .ok_or_else(|| {
+            let defined: Vec<&str> = rt.settings.hooks.keys().map(String::as_str).collect();
+            Undelivered::Refused(format!(
+                "on_done names hook {name:?}, which this worker's settings do not define \
+                 (defined: {}); not run",
+                if defined.is_empty() {
+                    "none".to_string()
+                } else {
+                    defined.join(", ")
+                }
+            ))
+        })
+}
+
+async fn deliver(
+    rt: &Runtime,
+    batch_id: &str,
+    key: &str,
+    completion: u64,
+) -> Result<(), Undelivered> {
     let shared = rt.batch_shared(batch_id).await?;
-    let Some(on_done) = shared.on_done.clone() else {
+    let Some(on_done) = shared.on_done.as_ref() else {
         return Ok(());
     };
+    let (name, hook) = hook(rt, on_done)?;
     let info = rt
         .queue
         .batch(batch_id)
@@ -101,50 +166,36 @@ async fn deliver(rt: &Runtime, batch_id: &str, key: &str, completion: u64) -> Re
         report_file: report,
     };
     let body = serde_json::to_vec(&summary).map_err(|e| e.to_string())?;
-    if let Some(url) = &on_done.webhook {
-        let resp = rt
-            .egress
-            .post(url)
-            .map_err(|e| format!("webhook: {e}"))?
-            .header("Idempotency-Key", key)
-            .header("Content-Type", "application/json")
-            .timeout(std::time::Duration::from_secs(30))
-            .body(body.clone())
-            .send()
-            .await
-            .map_err(|e| format!("webhook: {}", crate::egress::explain(e)))?;
-        if !resp.status().is_success() {
-            return Err(format!("webhook answered HTTP {}", resp.status().as_u16()));
+    match &hook.action {
+        HookAction::Webhook(url) => {
+            let resp = rt
+                .egress
+                .post(url.expose_secret())
+                .map_err(|e| format!("hook {name}: webhook: {e}"))?
+                .header("Idempotency-Key", key)
+                .header("Content-Type", "application/json")
+                .timeout(hook.timeout)
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| format!("hook {name}: webhook: {}", crate::egress::explain(e)))?;
+            if !resp.status().is_success() {
+                let code = resp.status().as_u16();
+                return Err(format!("hook {name}: webhook answered HTTP {code}").into());
+            }
+        }
+        HookAction::Command(argv) => {
+            let vars = super::hook::environment(hook, batch_id, key);
+            let ran = super::hook::run(argv, &vars, &body, hook.timeout)
+                .await
+                .map_err(|e| format!("hook {name}: {e}"))?;
+            debug!(
+                hook = name,
+                stdout_bytes = ran.stdout_bytes,
+                stderr_bytes = ran.stderr_bytes,
+                "Hook command succeeded."
+            );
         }
     }
-    if let Some(cmd) = &on_done.command {
-        run_command(cmd, batch_id, key, &body).await?;
-    }
     Ok(())
-}
-
-async fn run_command(cmd: &str, batch_id: &str, key: &str, body: &[u8]) -> Result<(), String> {
-    use tokio::io::AsyncWriteExt;
-    let mut child = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .env("RESTYLE_BATCH_ID", batch_id)
-        .env("RESTYLE_IDEMPOTENCY_KEY", key)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("command: {e}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(body).await;
-    }
-    let status = tokio::time::timeout(std::time::Duration::from_secs(300), child.wait())
-        .await
-        .map_err(|_| "command: still running after 300 s".to_string())?
-        .map_err(|e| format!("command: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("command exited with {status}"))
-    }
 }

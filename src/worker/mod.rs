@@ -2,6 +2,7 @@
 //! timer, graceful shutdown, and [`step`], a single-step entry for tests.
 
 pub mod announce;
+pub mod hook;
 pub mod stage;
 
 use crate::config::{Settings, WorkerSettings};

@@ -109,10 +109,8 @@ async fn batch_done_webhook_arrives_once_despite_kill_9_around_the_last_job() {
     let (url, got) = receiver().await;
     let n = 30;
     let mut b = app.batch("hooked", &prompts(n));
-    b.shared.on_done = Some(OnDone {
-        webhook: Some(url.clone()),
-        command: None,
-    });
+    // The batch names the hook; the workers' settings say where it posts.
+    b.shared.on_done = Some(OnDone::Hook("hooked".into()));
     restyle::producer::enqueue(&app.queue, &b).await.unwrap();
     let spawn = |name: &str| {
         let f = std::fs::File::create(app.out.path().join(format!("{name}.log"))).unwrap();
@@ -120,6 +118,7 @@ async fn batch_done_webhook_arrives_once_despite_kill_9_around_the_last_job() {
         // The receiver is on loopback: the egress policy allows its port only.
         let receiver = url.trim_start_matches("http://").trim_end_matches("/done");
         cmd.env("RESTYLE__EGRESS__ALLOW", receiver)
+            .env("RESTYLE__HOOKS__HOOKED__WEBHOOK", &url)
             .env("RESTYLE__QUEUE__LEASE", "2s")
             .env("RESTYLE__QUEUE__RENEW_EVERY", "400ms");
         WorkerProc {

@@ -299,18 +299,22 @@ async fn egress_a_download_404_after_a_successful_poll_uses_up_attempts() {
     assert!(line.claims as usize <= stages, "{line:?}");
 }
 
-/// Drives a batch whose `on_done` webhook is `url` until its announcement is terminal.
+/// Drives a batch whose `on_done` hook is a webhook to `url` until its announcement is
+/// terminal, with `allow` as the worker's `egress.allow`.
 async fn announce(
     app: &TestApp,
-    rt: &Runtime,
     batch: &str,
     url: String,
+    allow: Option<&str>,
 ) -> restyle::job::JobRecord {
+    let mut settings = TestSettings::new().set("hooks.notify.webhook", url.as_str());
+    if let Some(allow) = allow {
+        settings = settings.set("egress.allow", allow);
+    }
+    let rt = runtime_with(app, settings);
+    let rt = &rt;
     let mut b = app.batch(batch, &prompts(1));
-    b.shared.on_done = Some(OnDone {
-        webhook: Some(url),
-        command: None,
-    });
+    b.shared.on_done = Some(OnDone::Hook("notify".into()));
     restyle::producer::enqueue(&app.queue, &b).await.unwrap();
     let end = Instant::now() + Duration::from_secs(30);
     let id = format!("done:{batch}:1");
@@ -331,9 +335,8 @@ async fn announce(
 async fn egress_webhooks_obey_the_policy() {
     let app = TestApp::new(fast_knobs()).await;
     let internal = internal_service().await;
-    let rt = app.runtime();
     // Loopback on a port nobody allowed: refused, never delivered.
-    let rec = announce(&app, &rt, "hook-lo", format!("{}/hook", internal.base)).await;
+    let rec = announce(&app, "hook-lo", format!("{}/hook", internal.base), None).await;
     assert_eq!(rec.state, JobState::Dead, "{rec:?}");
     let e = rec.error.clone().unwrap_or_default();
     assert!(
@@ -342,7 +345,13 @@ async fn egress_webhooks_obey_the_policy() {
     );
     assert!(e.contains("(loopback); allow it with egress.allow"), "{e}");
     // The metadata service, as an IP literal: refused before any connection.
-    let rec = announce(&app, &rt, "hook-md", "http://169.254.169.254/latest".into()).await;
+    let rec = announce(
+        &app,
+        "hook-md",
+        "http://169.254.169.254/latest".into(),
+        None,
+    )
+    .await;
     assert_eq!(rec.state, JobState::Dead, "{rec:?}");
     let e = rec.error.clone().unwrap_or_default();
     assert!(
@@ -352,8 +361,8 @@ async fn egress_webhooks_obey_the_policy() {
     assert_eq!(internal.hits.load(Ordering::SeqCst), 0);
     // The same receiver once allowed: delivered.
     let addr = internal.base.trim_start_matches("http://").to_string();
-    let allowed = runtime_with(&app, TestSettings::new().set("egress.allow", addr.as_str()));
-    let rec = announce(&app, &allowed, "hook-ok", format!("{}/hook", internal.base)).await;
+    let url = format!("{}/hook", internal.base);
+    let rec = announce(&app, "hook-ok", url, Some(addr.as_str())).await;
     assert_eq!(rec.state, JobState::Succeeded, "{rec:?}");
     assert_eq!(internal.hits.load(Ordering::SeqCst), 1);
 }

@@ -13,6 +13,7 @@ mod durable_writes;
 mod egress;
 mod failures;
 mod helpers;
+mod hooks;
 mod hostile;
 mod logs;
 mod metrics;

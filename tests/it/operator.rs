@@ -226,13 +226,15 @@ async fn purge_forgets_a_finished_batch_and_refuses_a_running_one() {
 #[tokio::test]
 async fn purge_waits_for_a_pending_completion_announcement() {
     let app = TestApp::new(fast_knobs()).await;
-    let rt = app.runtime();
-    let mut b = app.batch("told", &prompts(2));
+    let mut rt = app.runtime();
     // A receiver that is down: the announcement is retried, not delivered.
-    b.shared.on_done = Some(restyle::model::OnDone {
-        webhook: Some("http://127.0.0.1:9/hook".into()),
-        command: None,
-    });
+    let hooked = app
+        .test
+        .clone()
+        .set("hooks.told.webhook", "http://127.0.0.1:9/hook");
+    rt.settings = hooked.settings();
+    let mut b = app.batch("told", &prompts(2));
+    b.shared.on_done = Some(restyle::model::OnDone::Hook("told".into()));
     restyle::producer::enqueue(&app.queue, &b).await.unwrap();
     app.drive(&rt, "told", Duration::from_secs(30)).await;
     let announcement = app.queue.job("done:told:1").await.unwrap();

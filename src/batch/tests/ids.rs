@@ -22,10 +22,11 @@ fn derived_batch_id_is_stable_and_content_addressed() {
     let path = dir.path().join("Spring Promo!.toml");
     let id_of = |text: String| {
         std::fs::write(&path, text).unwrap();
-        load_file(&path, &BatchLimits::default())
-            .unwrap()
-            .shared
-            .batch_id
+        let limits = BatchLimits {
+            hooks: vec!["notify-a".into(), "notify-b".into()],
+            ..BatchLimits::default()
+        };
+        load_file(&path, &limits).unwrap().shared.batch_id
     };
     let first = id_of(spec("make it snow"));
     assert_eq!(first, id_of(spec("make it snow")));
@@ -68,10 +69,11 @@ fn editing_clip_seconds_max_cost_or_on_done_changes_the_derived_id() {
     let id_of = |extra: &str| {
         let body = format!("video = \"{VIDEO}\"\n{extra}\n[[variants]]\nprompt = \"p\"\n");
         std::fs::write(&path, body).unwrap();
-        load_file(&path, &BatchLimits::default())
-            .unwrap()
-            .shared
-            .batch_id
+        let limits = BatchLimits {
+            hooks: vec!["notify-a".into(), "notify-b".into()],
+            ..BatchLimits::default()
+        };
+        load_file(&path, &limits).unwrap().shared.batch_id
     };
     let edits = [
         "",
@@ -79,8 +81,8 @@ fn editing_clip_seconds_max_cost_or_on_done_changes_the_derived_id() {
         "clip_seconds = 9",
         "max_cost = 25.0",
         "max_cost = 30",
-        "[on_done]\nwebhook = \"https://hooks.example/a\"",
-        "[on_done]\nwebhook = \"https://hooks.example/b\"",
+        "on_done = \"notify-a\"",
+        "on_done = \"notify-b\"",
     ];
     let ids: Vec<String> = edits.iter().map(|e| id_of(e)).collect();
     for (i, a) in ids.iter().enumerate() {

@@ -4,6 +4,7 @@
 
 mod ids;
 mod media;
+mod on_done;
 mod prompts;
 
 use super::*;
