@@ -457,6 +457,7 @@ fn seeded_rates_are_reproducible() {
             prompt: "p".into(),
             refs: 0,
             duration: None,
+            fail: None,
         };
         let mut inner = state.lock();
         (0..20)
@@ -480,6 +481,7 @@ fn cancel_stops_a_generation_and_frees_its_key_slot() {
         prompt: "p".into(),
         refs: 0,
         duration: None,
+        fail: None,
     };
     let id = inner.create_as("oxen", "g1".into(), &new, Some("k"), Some("p"), now);
     assert_eq!(inner.limits.in_flight("k", now), 1);

@@ -167,6 +167,7 @@ pub(super) fn validate(body: &[u8]) -> Result<NewGeneration, Vec<String>> {
             prompt,
             refs: images + elements,
             duration,
+            fail: None,
         })
     } else {
         Err(errs)

@@ -9,10 +9,14 @@
 //! This file: the routes, the `detail` envelope and fal at the gate. The handlers are in
 //! `routes`, the input schemas in `schema`, fal's requests and its queue in `state`.
 
+mod errors;
 mod routes;
 mod schema;
 mod state;
+#[cfg(test)]
+mod tests;
 
+pub(crate) use errors::request_error;
 pub(crate) use state::FalState;
 
 use axum::body::Bytes;

@@ -147,6 +147,7 @@ pub(super) fn validate(body: &[u8]) -> Result<(Valid, Option<String>), (i64, Str
         prompt: c.prompt,
         refs,
         duration,
+        fail: None,
     };
     let video = video.video_url.clone();
     Ok((Valid { generation, video }, c.external_task_id))
