@@ -17,6 +17,7 @@ use std::time::{Instant, SystemTime};
 use super::errors::{decide, failure_response, no_retry, status_fields};
 use super::schema::check;
 use super::state::{accept, is_held, phase, withdraw, Phase};
+use super::storage::Storage;
 use super::{detail, urls, Fal};
 use crate::gate::{self, Call, Fault, Protocol};
 use crate::media::{base_url, output_bytes, output_url};
@@ -48,6 +49,11 @@ pub(super) async fn submit(
             let dedupe = format!("{}\u{0}{}\u{0}{video}", model.fal_endpoint(), new.prompt);
             let mut guard = state.lock();
             let inner = &mut *guard;
+            let missing =
+                Storage::refers_here(&base, &video) && !inner.fal.storage.has(&base, &video);
+            if missing {
+                new.fail = Some(download_error(&video));
+            }
             if new.fail.is_none() {
                 new.fail = decide(inner, no_retry(&headers));
             }
@@ -62,6 +68,16 @@ pub(super) async fn submit(
             with_request_id(Json(body).into_response(), &id)
         },
     )
+}
+
+/// The model error of a `video_url` fal could not fetch (a type of fal's "Model Errors").
+fn download_error(url: &str) -> Value {
+    json!({"detail": [{
+        "loc": ["body", "video_url"],
+        "msg": "Failed to download the file. Please check that the URL is accessible.",
+        "type": "file_download_error",
+        "input": url,
+    }]})
 }
 
 /// Adds `x-fal-request-id`.
