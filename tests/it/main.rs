@@ -14,6 +14,7 @@ mod helpers;
 mod hostile;
 mod logs;
 mod metrics;
+mod official_clients;
 mod operator;
 mod outage;
 mod pipeline;
