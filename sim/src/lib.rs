@@ -9,6 +9,7 @@
 //! the shared core of generations, the knobs and the counters live in `state`.
 
 mod aimlapi;
+mod bodies;
 mod fal;
 mod gate;
 mod kling;
@@ -28,7 +29,7 @@ pub use media::output_bytes;
 pub use state::{Knobs, ProviderCounters, SimState, SimStats};
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -36,13 +37,16 @@ use axum::{Json, Router};
 use std::net::SocketAddr;
 use tokio::sync::oneshot;
 
-/// All routes: the aimlapi protocol, output files, and the `/sim/*` control endpoints.
+/// All routes: each protocol's (with the body sizes its provider documents, see
+/// `bodies`), output files, and the `/sim/*` control endpoints.
 pub fn router(state: SimState) -> Router {
+    let limit = DefaultBodyLimit::max;
     Router::new()
-        .merge(aimlapi::routes())
+        .merge(aimlapi::routes().layer(limit(bodies::SUBMIT_MAX)))
         .merge(oxen::routes())
-        .merge(fal::routes())
-        .merge(kling::routes())
+        .merge(fal::routes().layer(limit(bodies::SUBMIT_MAX)))
+        .merge(fal::storage_routes().layer(limit(bodies::UPLOAD_MAX)))
+        .merge(kling::routes().layer(limit(bodies::KLING_MAX)))
         .route("/sim/files/{file}", get(media::download))
         .route("/sim/stats", get(get_stats))
         .route("/sim/knobs", get(get_knobs).put(put_knobs))

@@ -17,6 +17,7 @@ mod hooks;
 mod hostile;
 mod logs;
 mod metrics;
+mod official_clients;
 mod operator;
 mod outage;
 mod pipeline;

@@ -24,13 +24,14 @@ pub(super) async fn submit(
 ) -> Response {
     let client_id = client_request_id(&headers);
     let cid = client_id.as_deref();
-    let delay = state.knobs().submit_response_delay;
+    let knobs = state.knobs();
+    let (delay, strict) = (knobs.submit_response_delay, knobs.aimlapi_strict_keys);
     let resp = gate::serve::<Aimlapi, _>(
         &state,
         &headers,
         Call::SUBMIT,
         || {
-            validate(&body).map_err(|lines| {
+            validate(&body, strict).map_err(|lines| {
                 let msg = format!("Body validation error!\n{}", lines.join("\n"));
                 Box::new(envelope(StatusCode::BAD_REQUEST, &msg, GENERATIONS_PATH))
             })

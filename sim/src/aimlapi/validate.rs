@@ -1,5 +1,15 @@
-//! Submit-body validation as aimlapi does it: the model's JSON schema, checked strictly,
-//! with zod-style detail lines for the `Body validation error!` message.
+//! Submit-body validation as aimlapi does it: the model's JSON schema, with zod-style
+//! detail lines for the `Body validation error!` message.
+//!
+//! Keys: the O1 video-to-video schemas (aimlapi/api-docs `Kling-AI/video-o1-video-to-video-
+//! {edit,reference}.json`) set no `additionalProperties: false`, and the official SDK
+//! (aimlapi-sdk-python 2.24.0rc1, `videos.generate_with_polling`) sends `negative_prompt`,
+//! `seed` and `enhance_prompt` when given. So those, and `cfg_scale`, are accepted with the
+//! types aimlapi's other video schemas give them (Kling `negative_prompt` string and
+//! `cfg_scale` number 0–1; `seed` integer and `enhance_prompt` boolean as on its Wan
+//! schemas), and a wrong type or value is refused. Any other key is ignored, as a zod
+//! object that is not `.strict()` strips it (UNCONFIRMED: the docs never show an
+//! "Unrecognized key(s)" answer); the `aimlapi_strict_keys` knob refuses them instead.
 
 use serde_json::{Map, Value};
 
@@ -17,11 +27,14 @@ const COMMON_KEYS: &[&str] = &[
     "provider",
 ];
 const REFERENCE_KEYS: &[&str] = &["aspect_ratio", "duration"];
+/// Optional generation parameters the SDK or aimlapi's sibling video schemas send.
+const EXTRA_KEYS: &[&str] = &["negative_prompt", "seed", "enhance_prompt", "cfg_scale"];
 const ASPECT_RATIOS: &[&str] = &["16:9", "9:16", "1:1"];
 const PROVIDERS: &[&str] = &["kling", "klingai", "fal", "auto"];
 
-/// Validates a submit body. `Err` holds one detail line per problem.
-pub(super) fn validate(body: &[u8]) -> Result<NewGeneration, Vec<String>> {
+/// Validates a submit body; `strict` refuses keys the schema does not name. `Err` holds
+/// one detail line per problem.
+pub(super) fn validate(body: &[u8], strict: bool) -> Result<NewGeneration, Vec<String>> {
     let value: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => return Err(vec![format!("Malformed JSON body: {e}")]),
@@ -54,12 +67,13 @@ pub(super) fn validate(body: &[u8]) -> Result<NewGeneration, Vec<String>> {
         .keys()
         .filter(|k| {
             let allowed = COMMON_KEYS.contains(&k.as_str())
+                || EXTRA_KEYS.contains(&k.as_str())
                 || (model == Model::Reference && REFERENCE_KEYS.contains(&k.as_str()));
             !allowed
         })
         .map(|k| format!("'{k}'"))
         .collect();
-    if !unknown.is_empty() {
+    if strict && !unknown.is_empty() {
         errs.push(format!(
             "Unrecognized key(s) in object: {}",
             unknown.join(", ")
@@ -109,7 +123,10 @@ pub(super) fn validate(body: &[u8]) -> Result<NewGeneration, Vec<String>> {
         &mut errs,
         |v, path, errs| check_uri(v, path, "image/", errs),
     );
-    let elements = check_array(&obj, "elements", 0, 4, &mut errs, check_element);
+    let elements = check_array(&obj, "elements", 0, 4, &mut errs, |v, path, errs| {
+        check_element(v, path, strict, errs)
+    });
+    check_extras(&obj, &mut errs);
 
     if let Some(v) = obj.get("keep_audio") {
         if !v.is_boolean() {
@@ -167,6 +184,7 @@ pub(super) fn validate(body: &[u8]) -> Result<NewGeneration, Vec<String>> {
             prompt,
             refs: images + elements,
             duration,
+            fail: None,
         })
     } else {
         Err(errs)
@@ -246,8 +264,41 @@ fn check_uri(v: &Value, path: &str, data_kind: &str, errs: &mut Vec<String>) {
     }
 }
 
-/// One `elements` item: `{frontal_image_url, reference_image_urls: [1..=4]}`, strict.
-fn check_element(v: &Value, path: &str, errs: &mut Vec<String>) {
+/// The optional parameters of [`EXTRA_KEYS`], when present: their types and ranges.
+fn check_extras(obj: &Map<String, Value>, errs: &mut Vec<String>) {
+    let expected = |key: &str, want: &str, v: &Value| {
+        format!("{key}: Expected {want}, received {}", type_name(v))
+    };
+    if let Some(v) = obj.get("negative_prompt").filter(|v| !v.is_string()) {
+        errs.push(expected("negative_prompt", "string", v));
+    }
+    if let Some(v) = obj.get("enhance_prompt").filter(|v| !v.is_boolean()) {
+        errs.push(expected("enhance_prompt", "boolean", v));
+    }
+    match obj.get("seed") {
+        None => {}
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => {}
+        Some(Value::Number(_)) => errs.push("seed: Expected integer, received float".into()),
+        Some(v) => errs.push(expected("seed", "number", v)),
+    }
+    match obj.get("cfg_scale") {
+        None => {}
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(f) if f < 0.0 => {
+                errs.push("cfg_scale: Number must be greater than or equal to 0".into())
+            }
+            Some(f) if f > 1.0 => {
+                errs.push("cfg_scale: Number must be less than or equal to 1".into())
+            }
+            _ => {}
+        },
+        Some(v) => errs.push(expected("cfg_scale", "number", v)),
+    }
+}
+
+/// One `elements` item: `{frontal_image_url, reference_image_urls: [1..=4]}`; other keys
+/// are refused only when `strict`.
+fn check_element(v: &Value, path: &str, strict: bool, errs: &mut Vec<String>) {
     let Value::Object(obj) = v else {
         errs.push(format!(
             "{path}: Expected object, received {}",
@@ -260,7 +311,7 @@ fn check_element(v: &Value, path: &str, errs: &mut Vec<String>) {
         .filter(|k| *k != "frontal_image_url" && *k != "reference_image_urls")
         .map(|k| format!("'{k}'"))
         .collect();
-    if !unknown.is_empty() {
+    if strict && !unknown.is_empty() {
         errs.push(format!(
             "{path}: Unrecognized key(s) in object: {}",
             unknown.join(", ")
@@ -288,5 +339,67 @@ fn check_element(v: &Value, path: &str, errs: &mut Vec<String>) {
             "{path}.reference_image_urls: Expected array, received {}",
             type_name(other)
         )),
+    }
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+    use serde_json::json;
+
+    fn run(body: Value, strict: bool) -> Result<NewGeneration, Vec<String>> {
+        validate(body.to_string().as_bytes(), strict)
+    }
+
+    fn edit(extra: Value) -> Value {
+        let mut b = json!({"model": Model::Edit.aimlapi_id(), "prompt": "p",
+                           "video_url": "https://example.com/in.mp4"});
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        b
+    }
+
+    #[test]
+    fn the_sdks_optional_fields_are_accepted_and_type_checked() {
+        let sdk = json!({"negative_prompt": "blur", "seed": 1, "enhance_prompt": true,
+                         "cfg_scale": 0.5});
+        assert!(run(edit(sdk.clone()), false).is_ok());
+        assert!(
+            run(edit(sdk), true).is_ok(),
+            "named, so accepted when strict too"
+        );
+        let bad = json!({"negative_prompt": 3, "seed": 1.5, "enhance_prompt": "yes",
+                         "cfg_scale": 2});
+        let errs = run(edit(bad), false).unwrap_err();
+        assert_eq!(
+            errs,
+            [
+                "negative_prompt: Expected string, received number",
+                "enhance_prompt: Expected boolean, received string",
+                "seed: Expected integer, received float",
+                "cfg_scale: Number must be less than or equal to 1",
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_ignored_unless_strict() {
+        let extra = json!({"aspect_ratio": "16:9", "colour": "teal",
+            "elements": [{"frontal_image_url": "https://x/f.png",
+                          "reference_image_urls": ["https://x/r.png"], "note": 1}]});
+        let ok = run(edit(extra.clone()), false).unwrap();
+        assert_eq!(ok.refs, 1);
+        let errs = run(edit(extra), true).unwrap_err();
+        assert_eq!(
+            errs,
+            [
+                "Unrecognized key(s) in object: 'aspect_ratio', 'colour'",
+                "elements.0: Unrecognized key(s) in object: 'note'",
+            ]
+        );
+        // Still refused whatever the knob: wrong types and values of named keys.
+        let errs = run(edit(json!({"keep_audio": "no"})), false).unwrap_err();
+        assert_eq!(errs, ["keep_audio: Expected boolean, received string"]);
     }
 }

@@ -7,13 +7,24 @@
 //! request is never rejected: it waits `IN_QUEUE`. Schema errors are 422 at submit.
 //!
 //! This file: the routes, the `detail` envelope and fal at the gate. The handlers are in
-//! `routes`, the input schemas in `schema`, fal's requests and its queue in `state`.
+//! `routes`, the input schemas in `schema`, the failure shapes in `errors`, fal's requests
+//! and its queue in `state`, its storage API (uploads the official client makes) in
+//! `storage`. A `video_url` in this simulator's storage that holds no file fails the
+//! request with the model error `file_download_error`.
 
+mod errors;
 mod routes;
 mod schema;
 mod state;
+mod storage;
+#[cfg(test)]
+mod storage_tests;
+#[cfg(test)]
+mod tests;
 
+pub(crate) use errors::request_error;
 pub(crate) use state::FalState;
+pub(crate) use storage::routes as storage_routes;
 
 use axum::body::Bytes;
 use axum::extract::State;

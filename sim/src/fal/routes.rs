@@ -1,6 +1,10 @@
 //! fal's endpoints, each behind the gate: the submit (schema, then held or created), the
-//! status (202 `IN_QUEUE`/`IN_PROGRESS`, 200 `COMPLETED`, optional logs), the result
-//! fetch (the model's answer or its 422) and the best-effort cancel.
+//! status (202 `IN_QUEUE`/`IN_PROGRESS`, 200 `COMPLETED`; `logs` always present, `null`
+//! unless asked for), the result fetch (the model's answer, or the request's failure, for
+//! `fal_result_retention` after completion) and the best-effort cancel. Status and result
+//! answers carry `x-fal-request-id`, as fal's do (the JS client reads it as
+//! `Result.requestId`; the Python client's retry heuristic tells fal's own 5xx from an
+//! ingress's by it).
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -10,8 +14,10 @@ use axum::Json;
 use serde_json::{json, Value};
 use std::time::{Instant, SystemTime};
 
-use super::schema::{check, fal_detail};
+use super::errors::{decide, failure_response, no_retry, status_fields};
+use super::schema::check;
 use super::state::{accept, is_held, phase, withdraw, Phase};
+use super::storage::Storage;
 use super::{detail, urls, Fal};
 use crate::gate::{self, Call, Fault, Protocol};
 use crate::media::{base_url, output_bytes, output_url};
@@ -37,12 +43,20 @@ pub(super) async fn submit(
                 ))
             })
         },
-        |key, (new, video)| {
+        |key, (mut new, video)| {
             let base = base_url(&state, &headers);
             // fal has no client key: the same prompt on the same video is the same job.
             let dedupe = format!("{}\u{0}{}\u{0}{video}", model.fal_endpoint(), new.prompt);
             let mut guard = state.lock();
             let inner = &mut *guard;
+            let missing =
+                Storage::refers_here(&base, &video) && !inner.fal.storage.has(&base, &video);
+            if missing {
+                new.fail = Some(download_error(&video));
+            }
+            if new.fail.is_none() {
+                new.fail = decide(inner, no_retry(&headers));
+            }
             let (id, position) = accept(inner, key, new, dedupe, Instant::now());
             let lost_rate = inner.knobs.submit_lost_response_rate;
             if inner.chance(lost_rate) {
@@ -51,13 +65,34 @@ pub(super) async fn submit(
             let mut body = urls(&base, &id);
             body["status"] = json!("IN_QUEUE");
             body["queue_position"] = json!(position);
-            let mut resp = Json(body).into_response();
-            if let Ok(v) = HeaderValue::from_str(&id) {
-                resp.headers_mut().insert("x-fal-request-id", v);
-            }
-            resp
+            with_request_id(Json(body).into_response(), &id)
         },
     )
+}
+
+/// The model error of a `video_url` fal could not fetch (a type of fal's "Model Errors").
+fn download_error(url: &str) -> Value {
+    json!({"detail": [{
+        "loc": ["body", "video_url"],
+        "msg": "Failed to download the file. Please check that the URL is accessible.",
+        "type": "file_download_error",
+        "input": url,
+    }]})
+}
+
+/// Adds `x-fal-request-id`.
+fn with_request_id(mut resp: Response, id: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(id) {
+        resp.headers_mut().insert("x-fal-request-id", v);
+    }
+    resp
+}
+
+/// Whether the status query asks for logs (`logs=1` from the JS client, `logs=true` from
+/// the Python one).
+fn wants_logs(query: Option<&str>) -> bool {
+    url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .any(|(k, v)| k == "logs" && (v == "1" || v.eq_ignore_ascii_case("true")))
 }
 
 /// A server error after the gate (a lost response, a result fetch timing out), counted.
@@ -86,12 +121,12 @@ pub(super) async fn status(
 }
 
 fn status_body(inner: &mut Inner, id: &str, base: &str, query: Option<&str>) -> Response {
-    let Some(phase) = phase(inner, id, Instant::now()) else {
+    let now = Instant::now();
+    let Some(phase) = phase(inner, id, now) else {
         return detail(StatusCode::NOT_FOUND, json!("Request not found"));
     };
-    let logs = query.is_some_and(|q| q.split('&').any(|p| p == "logs=1" || p == "logs=true"));
     let mut body = urls(base, id);
-    let (code, word, line) = match phase {
+    let (code, word, line) = match &phase {
         Phase::Queued(position) => {
             body["queue_position"] = json!(position);
             (StatusCode::ACCEPTED, "IN_QUEUE", None)
@@ -101,18 +136,38 @@ fn status_body(inner: &mut Inner, id: &str, base: &str, query: Option<&str>) -> 
             "IN_PROGRESS",
             Some("Generating video"),
         ),
-        Phase::Done(_) => (StatusCode::OK, "COMPLETED", Some("Request finished")),
+        Phase::Done(view) => {
+            if let Some(View::Failed(failure)) = view {
+                let (error, error_type) = status_fields(failure);
+                body["error"] = error;
+                body["error_type"] = error_type;
+            }
+            (StatusCode::OK, "COMPLETED", Some("Request finished"))
+        }
     };
+    if matches!(phase, Phase::Done(_)) {
+        // fal: "metrics.inference_time: seconds the runner spent (only when COMPLETED)".
+        let ran = inner.end_of(id).zip(inner.start_of(id));
+        let secs = ran.map_or(0.0, |(end, start)| {
+            end.saturating_duration_since(start).as_secs_f64()
+        });
+        body["metrics"] = json!({ "inference_time": secs });
+    }
     body["status"] = json!(word);
-    if logs {
+    // fal-client 1.0.3 reads `logs` unconditionally for IN_PROGRESS and COMPLETED
+    // (`_parse_status`); its `InProgress`/`Completed` docs and fal's queue page say the
+    // list is there "when logs are enabled", so it is `null` otherwise.
+    body["logs"] = if wants_logs(query) {
         let ts = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
-        body["logs"] = json!(line
+        json!(line
             .map(|m| vec![
                 json!({"message": m, "level": "INFO", "source": "USER", "timestamp": ts})
             ])
-            .unwrap_or_default());
-    }
-    (code, Json(body)).into_response()
+            .unwrap_or_default())
+    } else {
+        Value::Null
+    };
+    with_request_id((code, Json(body)).into_response(), id)
 }
 
 /// `GET {response_url}`: the model's own answer once COMPLETED.
@@ -128,13 +183,15 @@ pub(super) async fn result(
         || Ok(()),
         |_key, ()| {
             let base = base_url(&state, &headers);
-            result_body(&mut state.lock(), &id, &base)
+            let resp = result_body(&mut state.lock(), &id, &base);
+            with_request_id(resp, &id)
         },
     )
 }
 
 fn result_body(inner: &mut Inner, id: &str, base: &str) -> Response {
-    let view = match phase(inner, id, Instant::now()) {
+    let now = Instant::now();
+    let view = match phase(inner, id, now) {
         None => return detail(StatusCode::NOT_FOUND, json!("Request not found")),
         // ASSUMPTION: fal answers 400 for a result asked for too early.
         Some(Phase::Queued(_) | Phase::Running) => {
@@ -145,6 +202,15 @@ fn result_body(inner: &mut Inner, id: &str, base: &str) -> Response {
         }
         Some(Phase::Done(view)) => view,
     };
+    // fal keeps a result 1 hour after completion (fal docs, "Get request result"). What
+    // it answers later is not documented: ASSUMPTION, a 404 like an unknown request.
+    let retention = inner
+        .knobs
+        .fal_result_retention
+        .mul_f64(inner.knobs.time_scale);
+    if inner.end_of(id).is_some_and(|end| now >= end + retention) {
+        return detail(StatusCode::NOT_FOUND, json!("Request not found"));
+    }
     match view {
         Some(View::Completed { .. }) => {
             let rate = inner.knobs.result_504_rate;
@@ -159,7 +225,7 @@ fn result_body(inner: &mut Inner, id: &str, base: &str) -> Response {
             });
             Json(json!({ "video": video })).into_response()
         }
-        Some(View::Failed(body)) => detail(StatusCode::UNPROCESSABLE_ENTITY, fal_detail(&body)),
+        Some(View::Failed(body)) => failure_response(&body),
         // ASSUMPTION: a cancelled request's result is a 400 with a plain-string detail.
         _ => detail(StatusCode::BAD_REQUEST, json!("Request was cancelled")),
     }

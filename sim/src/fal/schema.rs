@@ -99,6 +99,7 @@ pub(super) fn check(body: &[u8], model: Model) -> Result<(NewGeneration, String)
             prompt,
             refs,
             duration,
+            fail: None,
         },
         video,
     ))

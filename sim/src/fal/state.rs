@@ -15,6 +15,8 @@ pub(crate) struct FalState {
     pub(super) requests: HashMap<String, FalRequest>,
     /// Held requests (over their key's `max_in_flight`), oldest first.
     pub(super) waiting: VecDeque<String>,
+    /// Uploaded files (fal's storage API).
+    pub(super) storage: super::storage::Storage,
 }
 
 /// One request fal has accepted, by its request id.

@@ -76,12 +76,16 @@ fn create(state: &SimState, key: &str, new: Valid, external: Option<String>) -> 
         now,
     );
     let created_ms = now_ms();
+    let seconds = new.generation.duration.unwrap_or(5);
+    let units = f64::from(seconds) * new.units_per_second;
     let task = Task {
         key: key.to_owned(),
         external_task_id: external.clone(),
         created_ms,
         created: now,
-        seconds: new.generation.duration.unwrap_or(5),
+        seconds,
+        // "5", "3.75": a decimal string, as Kling's examples give it.
+        units: format!("{}", (units * 100.0).round() / 100.0),
     };
     inner.kling.insert(task_id.clone(), task);
     let lost_rate = inner.knobs.submit_lost_response_rate;
@@ -152,7 +156,7 @@ fn task_status(state: &SimState, key: &str, id: &str, host: &str) -> Response {
             let ended =
                 task.created_ms + at.saturating_duration_since(task.created).as_millis() as u64;
             data["updated_at"] = json!(ended);
-            data["final_unit_deduction"] = json!(task.seconds.to_string());
+            data["final_unit_deduction"] = json!(task.units);
             data["task_result"] = json!({"videos": [{
                 "id": format!("{task_id}-0"), "url": output_url(host, &task_id),
                 "watermark_url": "", "duration": format!("{}.0", task.seconds),

@@ -14,8 +14,10 @@ pub(super) struct Task {
     /// Creation, Unix milliseconds and on the monotonic clock.
     pub(super) created_ms: u64,
     pub(super) created: Instant,
-    /// Billed seconds, reported as `final_unit_deduction`.
+    /// Seconds of output.
     pub(super) seconds: u32,
+    /// Units billed, as `final_unit_deduction` reports them (seconds x the mode's rate).
+    pub(super) units: String,
 }
 
 /// Per-protocol state kept inside the simulator's one lock.

@@ -2,6 +2,14 @@
 //! this simulator reads are typed by serde (a number where Kling wants a string is an
 //! error), then the enums, the prompt's `<<<kind_N>>>` references, and what a
 //! video-to-video create allows (one video; an edit takes no aspect ratio or frames).
+//!
+//! Media: an `image_url` is a URL or the raw Base64 of the image. Kling: "do not add any
+//! prefixes to the Base64-encoded string, such as data:image/png;base64" (General
+//! Information / image fields, DOC-VIA-COPY), so a `data:` URI is refused (400, 1201;
+//! Kling's exact message for it is not documented). A `video_url` is "obtained via URL"
+//! only. `mode` is `std` or `pro` (default `pro`); `std` is the "cost-effective" mode,
+//! billed here at 3/4 of `pro` (ASSUMPTION: Kling gives no O1 unit rates; resellers'
+//! O1 prices put std at about 0.74 of pro).
 
 use serde::Deserialize;
 
@@ -16,6 +24,8 @@ const RATIOS: &[&str] = &["16:9", "9:16", "1:1"];
 pub(super) struct Valid {
     pub(super) generation: NewGeneration,
     pub(super) video: String,
+    /// Units billed per second of output: 1 in `pro` mode (the default), 0.75 in `std`.
+    pub(super) units_per_second: f64,
 }
 
 /// The create body's fields this simulator reads; types are checked by serde.
@@ -97,8 +107,13 @@ pub(super) fn validate(body: &[u8]) -> Result<(Valid, Option<String>), (i64, Str
         return Err((1201, errs.join("; ")));
     };
     let model = Model::from_kling_refer_type(video.refer_type.as_deref());
-    if video.video_url.is_empty() || c.image_list.iter().any(|i| i.image_url.is_empty()) {
-        errs.push("video_url and image_url must not be empty".into());
+    if !is_url(&video.video_url) {
+        errs.push("video_list[0].video_url: a URL (Kling takes videos by URL only)".into());
+    }
+    for (i, image) in c.image_list.iter().enumerate() {
+        if let Some(problem) = image_problem(&image.image_url) {
+            errs.push(format!("image_list[{i}].image_url: {problem}"));
+        }
     }
     if model == Model::Edit && c.image_list.iter().any(|i| i.frame.is_some()) {
         errs.push("image_list.type: first/end frames cannot be set with a base video".into());
@@ -147,9 +162,46 @@ pub(super) fn validate(body: &[u8]) -> Result<(Valid, Option<String>), (i64, Str
         prompt: c.prompt,
         refs,
         duration,
+        fail: None,
     };
     let video = video.video_url.clone();
-    Ok((Valid { generation, video }, c.external_task_id))
+    let units_per_second = if c.mode.as_deref() == Some("std") {
+        0.75
+    } else {
+        1.0
+    };
+    let valid = Valid {
+        generation,
+        video,
+        units_per_second,
+    };
+    Ok((valid, c.external_task_id))
+}
+
+/// An `http(s)://` URL with a host.
+fn is_url(s: &str) -> bool {
+    url::Url::parse(s).is_ok_and(|u| {
+        matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty())
+    })
+}
+
+/// What is wrong with an `image_url`: neither a URL nor raw Base64.
+fn image_problem(s: &str) -> Option<&'static str> {
+    use base64::Engine;
+    if s.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("data:")) {
+        return Some(
+            "Base64 must be sent without a prefix such as data:image/png;base64, \
+             (the Base64 string itself)",
+        );
+    }
+    if is_url(s) {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::STANDARD.decode(s.trim());
+    match raw {
+        Ok(bytes) if !bytes.is_empty() => None,
+        _ => Some("neither an image URL nor Base64"),
+    }
 }
 
 /// Every `<<<kind_N>>>` in the prompt must name an item that exists (N from 1).
@@ -228,5 +280,40 @@ mod unit {
             .1
             .contains("prompt"));
         assert_eq!(validate(b"{nope").unwrap_err().0, 1201);
+    }
+
+    #[test]
+    fn images_are_urls_or_raw_base64_and_mode_sets_the_billing() {
+        let image = |url: &str| json!({"image_list": [{"image_url": url}]});
+        let (ok, _) = validate(&body("base", image("iVBORw0KGgo="))).unwrap();
+        assert_eq!(ok.units_per_second, 1.0, "pro by default");
+        let prefixed = err_of(body("base", image("data:image/png;base64,iVBORw0KGgo=")));
+        assert_eq!(prefixed.0, 1201);
+        assert!(
+            prefixed.1.contains("image_list[0].image_url"),
+            "{}",
+            prefixed.1
+        );
+        assert!(
+            prefixed.1.contains("data:image/png;base64"),
+            "{}",
+            prefixed.1
+        );
+        assert!(err_of(body("base", image("not base64!")))
+            .1
+            .contains("image_url"));
+        let mut video = json!({"mode": "std"});
+        video["video_list"] = json!([{"video_url": "data:video/mp4;base64,AAAA"}]);
+        let e = err_of(body("base", video));
+        assert!(e.1.contains("video_url"), "{}", e.1);
+        let (std, _) = validate(&body("base", json!({"mode": "std"}))).unwrap();
+        assert_eq!(std.units_per_second, 0.75);
+        assert!(err_of(body("base", json!({"mode": "max"})))
+            .1
+            .contains("mode"));
+    }
+
+    fn err_of(b: Vec<u8>) -> (i64, String) {
+        validate(&b).unwrap_err()
     }
 }

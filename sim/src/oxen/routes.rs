@@ -128,6 +128,7 @@ fn enqueue_checked(state: &SimState, key: &str, e: Enqueue) -> Response {
             e.refs
         },
         duration: None,
+        fail: None,
     };
     let enqueued_at = unix_secs(SystemTime::now());
     let mut out = Vec::new();

@@ -51,6 +51,9 @@ pub(crate) struct NewGeneration {
     /// `image_list` items plus `elements` items.
     pub refs: usize,
     pub duration: Option<u32>,
+    /// A failure the protocol already decided (a fal request error, an input it could not
+    /// fetch): the generation runs its course, then fails with this body.
+    pub fail: Option<Value>,
 }
 
 impl Inner {
@@ -94,7 +97,9 @@ impl Inner {
         let fail_by_prompt = contains(&self.knobs.fail_prompts_containing);
         let stuck = stuck_by_prompt || self.chance(self.knobs.stuck_rate);
         let fail = fail_by_prompt || self.chance(self.knobs.error_rate);
-        let fate = if g.refs > 4 {
+        let fate = if let Some(body) = &g.fail {
+            Fate::Fail(body.clone())
+        } else if g.refs > 4 {
             Fate::Fail(json!({"detail": [{
                 "loc": ["body", "image_list"],
                 "msg": "The total number of images and elements must not exceed 4 \
@@ -221,6 +226,16 @@ impl Inner {
             return Some(View::Cancelled);
         }
         Some(view)
+    }
+
+    /// When the generation turned (or turns) terminal; `None` for an unknown or stuck one.
+    pub fn end_of(&self, id: &str) -> Option<Instant> {
+        self.generations.get(id)?.end
+    }
+
+    /// When the generation left (or leaves) the queue; `None` for an unknown one.
+    pub fn start_of(&self, id: &str) -> Option<Instant> {
+        Some(self.generations.get(id)?.started)
     }
 
     /// The generation's state as of `now`, or `None` when the id is unknown.

@@ -74,6 +74,26 @@ pub struct Knobs {
     /// Generations per API key created and not yet terminal (stuck ones count) beyond
     /// which a submit gets 429; `None` = unlimited.
     pub max_in_flight: Option<u32>,
+    /// fal: how long a request's result is kept after it completes, before `time_scale`
+    /// (fal keeps it 1 hour, 6 minutes for a result of 10 KB or more, which the
+    /// simulator's results never are). Later the result fetch answers 404.
+    #[serde(with = "humantime_serde")]
+    pub fal_result_retention: Duration,
+    /// fal: probability a request fails with the request error `fal_request_error_type`
+    /// whatever `X-Fal-No-Retry` says (fal's own retries spent): COMPLETED with `error`
+    /// and `error_type`, and the result answers the flat request-error body.
+    pub fal_request_error_rate: f64,
+    /// fal: probability a request's runner fails once, transiently. fal retries it and the
+    /// request succeeds, unless it was submitted with `X-Fal-No-Retry: 1|true|yes`: then it
+    /// fails with the request error `fal_request_error_type`.
+    pub fal_runner_failure_rate: f64,
+    /// fal: the request error type of the two knobs above (one of fal's documented types,
+    /// e.g. `runner_disconnected`, `request_timeout`).
+    pub fal_request_error_type: String,
+    /// aimlapi: refuse keys the model's schema does not name ("Unrecognized key(s)"),
+    /// instead of ignoring them as a non-strict zod object does (the default; the live
+    /// gateway's choice is not documented).
+    pub aimlapi_strict_keys: bool,
 }
 
 impl Default for Knobs {
@@ -105,6 +125,11 @@ impl Default for Knobs {
             rate_limit: None,
             rate_burst: None,
             max_in_flight: None,
+            fal_result_retention: Duration::from_secs(3600),
+            fal_request_error_rate: 0.0,
+            fal_runner_failure_rate: 0.0,
+            fal_request_error_type: "runner_disconnected".to_owned(),
+            aimlapi_strict_keys: false,
         }
     }
 }
@@ -133,6 +158,8 @@ impl Knobs {
             ("error_rate", self.error_rate),
             ("drop_events_rate", self.drop_events_rate),
             ("result_504_rate", self.result_504_rate),
+            ("fal_request_error_rate", self.fal_request_error_rate),
+            ("fal_runner_failure_rate", self.fal_runner_failure_rate),
         ];
         for (name, rate) in rates {
             if !(0.0..=1.0).contains(&rate) {
@@ -166,6 +193,12 @@ impl Knobs {
         }
         if self.max_in_flight == Some(0) {
             return Err("max_in_flight must be >= 1".to_owned());
+        }
+        if crate::fal::request_error(&self.fal_request_error_type).is_none() {
+            return Err(format!(
+                "fal_request_error_type must be one of fal's request error types, got {:?}",
+                self.fal_request_error_type
+            ));
         }
         Ok(())
     }

@@ -65,6 +65,11 @@ pub struct ProviderCounters {
     /// Completion events sent (Oxen SSE) and dropped by the `drop_events_rate` knob.
     pub events_sent: u64,
     pub events_dropped: u64,
+    /// fal: transient runner failures fal retried itself (`fal_runner_failure_rate`
+    /// without `X-Fal-No-Retry`).
+    pub runner_retries: u64,
+    /// fal: files stored by its storage API (CDN v3 upload, multipart, or initiate + PUT).
+    pub uploads_total: u64,
     pub rate_limited_total: u64,
     pub server_errors_total: u64,
     pub unauthorized_total: u64,
