@@ -31,12 +31,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-/// Writes the batch's contact sheet (temp file + rename) and returns its path.
+/// Writes the batch's contact sheet (temp file + rename) and returns its path. The batch
+/// id names a folder: one that the batch-id rule refuses (`../`, `/`) is refused before
+/// any path is built.
 pub async fn write(
     queue: &Queue,
     settings: &Settings,
     batch_id: &str,
 ) -> Result<PathBuf, QueueError> {
+    crate::batch::validate_batch_id(batch_id)
+        .map_err(|why| QueueError::BadId(format!("batch id {batch_id:.80?} {why}")))?;
     let info = queue
         .batch(batch_id)
         .await?

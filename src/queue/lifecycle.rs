@@ -78,9 +78,12 @@ impl Queue {
         Ok(results.iter().map(|&n| n.max(0) as u64).sum())
     }
 
-    /// Claims up to `max` jobs for `worker` (promoting due parked jobs first).
+    /// Claims up to `max` jobs for `worker` (promoting due parked jobs first). The reply
+    /// is read as bytes, so no job's contents can fail the claim of the others: each
+    /// record is checked alone ([`JobRecord::from_redis`]); a claimed id that is not even
+    /// UTF-8 is sent to the dead set here, by its bytes.
     pub async fn claim(&self, worker: &str, max: usize) -> Result<Vec<Claim>, QueueError> {
-        let raw: Vec<Vec<String>> = self
+        let raw: Vec<Vec<Vec<u8>>> = self
             .retry(|mut c| async move {
                 let now = self.now_ms();
                 self.scripts
@@ -97,22 +100,70 @@ impl Queue {
                     .await
             })
             .await?;
-        Ok(raw
-            .into_iter()
-            .filter_map(|mut row| {
-                if row.len() < 2 {
-                    return None;
-                }
-                let rest = row.split_off(2);
-                let token = row.pop()?;
-                let job_id = row.pop()?;
-                Some(Claim {
-                    record: JobRecord::from_pairs(&job_id, rest),
+        let mut claims = Vec::with_capacity(raw.len());
+        for mut row in raw {
+            if row.len() < 2 {
+                continue;
+            }
+            let rest = row.split_off(2);
+            let (Some(token), Some(id)) = (row.pop(), row.pop()) else {
+                continue;
+            };
+            match (String::from_utf8(id), String::from_utf8(token)) {
+                (Ok(job_id), Ok(token)) => claims.push(Claim {
+                    record: JobRecord::from_redis(&job_id, rest),
                     job_id,
                     token,
-                })
-            })
-            .collect())
+                }),
+                (Err(id), token) => {
+                    let token = token.map_or_else(|e| e.into_bytes(), String::into_bytes);
+                    self.bury(id.as_bytes(), &token, "job id is not UTF-8")
+                        .await?;
+                }
+                (Ok(job_id), Err(_)) => {
+                    tracing::warn!(job_id = %job_id, "Claimed with a lease token that is not text; left to lease expiry.");
+                }
+            }
+        }
+        Ok(claims)
+    }
+
+    /// Sends a claimed job to the dead set under its lease by the id's bytes (an id no
+    /// string can hold), with the reason on the record and in `orphans`, where
+    /// `restyle dead` finds the reasons of ids it cannot read records by.
+    async fn bury(&self, id: &[u8], token: &[u8], reason: &str) -> Result<(), QueueError> {
+        tracing::warn!(job_id = %String::from_utf8_lossy(id), reason, "Poisoned job sent to the dead set.");
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        let dead = JobState::Dead.as_str();
+        let a = args![
+            id,
+            token,
+            nonce,
+            dead,
+            "done",
+            0u64,
+            self.now_ms(),
+            "",
+            0u32,
+            0u64,
+            "",
+            "error",
+            reason
+        ];
+        let _: Vec<redis::Value> = self.eval(&self.scripts.transition, &a).await?;
+        let key = self.keys.orphans();
+        self.retry(|mut c| {
+            let key = key.clone();
+            async move {
+                redis::cmd("HSET")
+                    .arg(key)
+                    .arg(id)
+                    .arg(reason)
+                    .query_async::<()>(&mut c)
+                    .await
+            }
+        })
+        .await
     }
 
     /// Renews the given leases; returns the ids whose lease was lost.
@@ -200,6 +251,9 @@ impl Queue {
             v.and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
         };
         let one = |v: Option<&redis::Value>| matches!(v, Some(redis::Value::Int(1)));
+        if let Some(v) = reply.get(3) {
+            super::warn_repaired(owner.job_id, v);
+        }
         Ok(if text(reply.first()).as_deref() == Some("ok") {
             Transitioned::Ok {
                 batch_finished: one(reply.get(1)),

@@ -2,8 +2,20 @@
 //! and probes; and forgetting a finished batch.
 
 use super::{BatchInfo, Queue, QueueError};
-use crate::job::{JobRecord, Loaded};
+use crate::job::{BadRecord, JobRecord, Loaded};
 use redis::AsyncCommands;
+
+/// Job records read per pipeline.
+const READ_CHUNK: usize = 1000;
+
+/// Why a job key could not be read as a record.
+fn unreadable(e: &redis::RedisError) -> String {
+    if e.code() == Some("WRONGTYPE") {
+        "job record is not a hash".to_string()
+    } else {
+        format!("job record unreadable: {e}")
+    }
+}
 
 /// What `purge` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,33 +31,35 @@ pub enum Purged {
 impl Queue {
     /// Reads one job record (`None` when there is none; `Some(Err)` when it is unreadable).
     pub async fn job(&self, job_id: &str) -> Result<Option<Loaded>, QueueError> {
-        let key = self.keys.job(job_id);
-        let pairs: Vec<String> = self
-            .retry(|mut c| {
-                let key = key.clone();
-                async move { c.hgetall::<_, Vec<String>>(key).await }
-            })
-            .await?;
-        Ok((!pairs.is_empty()).then(|| JobRecord::from_pairs(job_id, pairs)))
+        Ok(self.jobs(&[job_id.to_string()]).await?.pop())
     }
 
     /// Reads many job records in one pipeline (missing ones are left out; unreadable ones
-    /// are returned as such).
+    /// are returned as such). Records are read as bytes and checked one by one
+    /// ([`JobRecord::from_redis`]): one that is not UTF-8, or a key that is not a hash,
+    /// is that job's [`BadRecord`](crate::job::BadRecord), never the whole read's error.
     pub async fn jobs(&self, ids: &[String]) -> Result<Vec<Loaded>, QueueError> {
-        let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(1000) {
-            let rows: Vec<Vec<String>> = self
+        let mut out = Vec::with_capacity(ids.len().min(READ_CHUNK));
+        for chunk in ids.chunks(READ_CHUNK) {
+            let rows: Vec<redis::RedisResult<Vec<Vec<u8>>>> = self
                 .retry(|mut c| async move {
                     let mut pipe = redis::pipe();
+                    pipe.ignore_errors();
                     for id in chunk {
                         pipe.hgetall(self.keys.job(id));
                     }
                     pipe.query_async(&mut c).await
                 })
                 .await?;
-            for (id, pairs) in chunk.iter().zip(rows) {
-                if !pairs.is_empty() {
-                    out.push(JobRecord::from_pairs(id, pairs));
+            for (id, row) in chunk.iter().zip(rows) {
+                match row {
+                    Ok(pairs) if pairs.is_empty() => {}
+                    Ok(pairs) => out.push(JobRecord::from_redis(id, pairs)),
+                    Err(e) => out.push(Err(BadRecord {
+                        job_id: id.clone(),
+                        state_text: None,
+                        reason: unreadable(&e),
+                    })),
                 }
             }
         }
@@ -64,17 +78,30 @@ impl Queue {
         Ok((!pairs.is_empty()).then(|| BatchInfo::from_pairs(batch_id, pairs)))
     }
 
-    /// Ids of the dead set, newest first, with the time each died.
+    /// Ids of the dead set, newest first, with the time each died (an id that is not
+    /// UTF-8 shown with replacement characters; see [`Queue::dead_raw`]).
     pub async fn dead(&self, limit: usize) -> Result<Vec<(String, u64)>, QueueError> {
+        let raw = self.dead_raw(limit).await?;
+        Ok(raw
+            .into_iter()
+            .map(|(id, at)| (String::from_utf8_lossy(&id).into_owned(), at))
+            .collect())
+    }
+
+    /// Ids of the dead set as stored (bytes: an id pushed raw need not be text), newest
+    /// first, with the time each died.
+    pub async fn dead_raw(&self, limit: usize) -> Result<Vec<(Vec<u8>, u64)>, QueueError> {
         let key = self.keys.dead();
-        self.retry(|mut c| {
-            let key = key.clone();
-            async move {
-                c.zrevrange_withscores::<_, Vec<(String, u64)>>(key, 0, limit as isize - 1)
-                    .await
-            }
-        })
-        .await
+        let raw: Vec<(Vec<u8>, f64)> = self
+            .retry(|mut c| {
+                let key = key.clone();
+                async move { c.zrevrange_withscores(key, 0, limit as isize - 1).await }
+            })
+            .await?;
+        Ok(raw
+            .into_iter()
+            .map(|(id, at)| (id, at.max(0.0) as u64))
+            .collect())
     }
 
     /// One PING without retries: is Redis answering right now? (`/readyz`)
@@ -112,14 +139,17 @@ impl Queue {
         .await
     }
 
-    /// The reason recorded for a dead id that has no job record (garbage pushed raw).
-    pub async fn orphan_reason(&self, id: &str) -> Result<Option<String>, QueueError> {
+    /// The reason recorded for a dead id that has no readable job record (garbage pushed
+    /// raw, a key that is not a hash, an id that is not UTF-8).
+    pub async fn orphan_reason(&self, id: &[u8]) -> Result<Option<String>, QueueError> {
         let key = self.keys.orphans();
-        self.retry(|mut c| {
-            let key = key.clone();
-            async move { c.hget::<_, _, Option<String>>(key, id).await }
-        })
-        .await
+        let reason: Option<Vec<u8>> = self
+            .retry(|mut c| {
+                let key = key.clone();
+                async move { c.hget(key, id).await }
+            })
+            .await?;
+        Ok(reason.map(|r| String::from_utf8_lossy(&r).into_owned()))
     }
 
     /// Forgets a finished batch's records in Redis (files and results on disk stay).

@@ -16,6 +16,7 @@ mod logs;
 mod metrics;
 mod operator;
 mod outage;
+mod poison;
 mod pipeline;
 mod provider_fal;
 mod provider_kling;

@@ -15,6 +15,9 @@ use crate::worker::Runtime;
 use step::Step;
 use tracing::warn;
 
+/// The job's payload, which must be of this worker's version and name the very job its
+/// record is (the batch and index its id says; the record's id and batch were checked
+/// against the id rules when it was read): paths and keys are built from it.
 fn parse_payload(rec: &JobRecord) -> Result<JobPayload, String> {
     let raw = rec.payload.as_deref().ok_or("job record has no payload")?;
     let p: JobPayload =
@@ -23,6 +26,15 @@ fn parse_payload(rec: &JobRecord) -> Result<JobPayload, String> {
         return Err(format!(
             "unknown payload version {} (this worker reads {PAYLOAD_VERSION})",
             p.v
+        ));
+    }
+    if rec.batch.as_deref() != Some(p.batch_id.as_str())
+        || crate::job::job_id(&p.batch_id, p.index) != rec.job_id
+    {
+        return Err(format!(
+            "payload names job {:.80?} of batch {:.80?}, not this one",
+            crate::job::job_id(&p.batch_id, p.index),
+            p.batch_id
         ));
     }
     Ok(p)
