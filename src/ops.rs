@@ -14,11 +14,23 @@ pub fn cancellable() -> Vec<JobState> {
         .collect()
 }
 
-/// Every job id of a batch.
+/// Every job id of a batch (`info.total` of them: as [`Queue::batch`] confirmed it, the
+/// number of job indices the batch's records cover, never more).
 pub fn job_ids(info: &BatchInfo) -> Vec<String> {
-    (0..info.total as u32)
-        .map(|i| job_id(&info.batch_id, i))
-        .collect()
+    job_id_chunks(info, usize::MAX).flatten().collect()
+}
+
+/// A batch's job ids in index order, `chunk` at a time, made as they are read: readers
+/// that go through a batch (export, status) hold one chunk of ids, not all of them.
+pub fn job_id_chunks(info: &BatchInfo, chunk: usize) -> impl Iterator<Item = Vec<String>> + '_ {
+    let total = info.total.min(u64::from(u32::MAX) + 1);
+    let chunk = chunk.clamp(1, u32::MAX as usize) as u64;
+    (0..total.div_ceil(chunk)).map(move |c| {
+        let end = ((c + 1) * chunk).min(total);
+        (c * chunk..end)
+            .map(|i| job_id(&info.batch_id, i as u32))
+            .collect()
+    })
 }
 
 /// What `cancel` did.

@@ -7,6 +7,8 @@ use redis::AsyncCommands;
 
 /// Job records read per pipeline.
 const READ_CHUNK: usize = 1000;
+/// Job indices probed per pipeline when a batch's records are walked to find their end.
+const WALK_CHUNK: u64 = 500;
 
 /// Why a job key could not be read as a record.
 fn unreadable(e: &redis::RedisError) -> String {
@@ -66,16 +68,77 @@ impl Queue {
         Ok(out)
     }
 
-    /// Reads a batch's hash (spec, totals, per-state counters).
+    /// Reads a batch's hash (spec, totals, per-state counters), its `total` confirmed by
+    /// the batch's records: the last job it claims exists (one round trip), or its records
+    /// end within a chunk of it. Otherwise — a total that is no number, or one far past
+    /// the records (seen: 10^12) — the batch is `damaged` and its `total` is the number
+    /// of job indices its records cover, found by walking them a chunk at a time and
+    /// stopping at the first chunk without any: never a read sized by the stored number.
     pub async fn batch(&self, batch_id: &str) -> Result<Option<BatchInfo>, QueueError> {
         let key = self.keys.batch(batch_id);
-        let pairs: Vec<String> = self
+        let pairs: Vec<Vec<u8>> = self
             .retry(|mut c| {
                 let key = key.clone();
-                async move { c.hgetall::<_, Vec<String>>(key).await }
+                async move { c.hgetall(key).await }
             })
             .await?;
-        Ok((!pairs.is_empty()).then(|| BatchInfo::from_pairs(batch_id, pairs)))
+        if pairs.is_empty() {
+            return Ok(None);
+        }
+        let mut info = BatchInfo::from_raw(batch_id, pairs);
+        let claimed = info.damaged.is_none().then_some(info.total);
+        // Job indices are u32 (`job_id`): past them no record can exist.
+        let limit = claimed.unwrap_or(u64::MAX).min(u64::from(u32::MAX) + 1);
+        if let Some(t) = claimed.filter(|t| *t > 0 && *t <= limit) {
+            let last = crate::job::job_id(batch_id, (t - 1) as u32);
+            if self.exist(&[last]).await?[0] {
+                return Ok(Some(info));
+            }
+        }
+        if claimed == Some(0) {
+            return Ok(Some(info));
+        }
+        let mut end = 0u64;
+        let mut start = 0u64;
+        while start < limit {
+            let stop = (start + WALK_CHUNK).min(limit);
+            let ids: Vec<String> = (start..stop)
+                .map(|i| crate::job::job_id(batch_id, i as u32))
+                .collect();
+            match self.exist(&ids).await?.iter().rposition(|e| *e) {
+                Some(i) => end = start + i as u64 + 1,
+                None => break,
+            }
+            start = stop;
+        }
+        match claimed {
+            // The last records are gone, the rest are there: the total stands.
+            Some(t) if t <= end + WALK_CHUNK => {}
+            _ => {
+                let said = match (claimed, &info.damaged) {
+                    (Some(t), _) => format!("field total says {t} jobs"),
+                    (None, Some(why)) => why.clone(),
+                    (None, None) => String::new(),
+                };
+                info.damaged = Some(format!(
+                    "{said}, but the batch's job records end at index {end}"
+                ));
+                info.total = end;
+            }
+        }
+        Ok(Some(info))
+    }
+
+    /// Whether each job of a batch has a record (one pipeline).
+    async fn exist(&self, ids: &[String]) -> Result<Vec<bool>, QueueError> {
+        self.retry(|mut c| async move {
+            let mut pipe = redis::pipe();
+            for id in ids {
+                pipe.exists(self.keys.job(id));
+            }
+            pipe.query_async(&mut c).await
+        })
+        .await
     }
 
     /// Ids of the dead set, newest first, with the time each died (an id that is not
@@ -154,7 +217,13 @@ impl Queue {
 
     /// Forgets a finished batch's records in Redis (files and results on disk stay).
     pub async fn purge_batch(&self, batch_id: &str) -> Result<Purged, QueueError> {
-        let n: i64 = self.eval(&self.scripts.purge, &args![batch_id]).await?;
+        // The script deletes the records the batch really has, never `total` as stored.
+        let Some(info) = self.batch(batch_id).await? else {
+            return Ok(Purged::Removed(0));
+        };
+        let n: i64 = self
+            .eval(&self.scripts.purge, &args![batch_id, info.total])
+            .await?;
         Ok(match n {
             -1 => Purged::Running,
             -2 => Purged::Announcing,

@@ -360,30 +360,32 @@ return 1
 "#;
 
 /// Forgets a finished batch: its job records, their dead-set and upstream-index entries,
-/// its announcement jobs and the batch hash. ARGV: prefix, batch_id.
+/// its announcement jobs and the batch hash. ARGV: prefix, batch_id, jobs (how many job
+/// records the batch has, as its reader confirmed them: never the stored `total` alone,
+/// which may be damaged, and is looped over here).
 /// Returns the number of job records deleted, -1 when the batch is not finished, or -2
 /// while one of its completion announcements is not delivered (or given up) yet.
 pub(super) const PURGE: &str = r#"
-local p, bid = ARGV[1], ARGV[2]
+local p, bid, total = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local bkey = p .. 'batch:' .. bid
 local b = redis.call('HMGET', bkey, 'total', 'done', 'completions')
 if not b[1] then return 0 end
-local total = tonumber(b[1])
-if tonumber(b[2] or '0') < total then return -1 end
-for c = 1, tonumber(b[3] or '0') do
-  local st = redis.call('HGET', p .. 'job:done:' .. bid .. ':' .. c, 'state')
-  if st and not TERMINAL[st] then return -2 end
+if (tonumber(b[2]) or 0) < total then return -1 end
+local completions = math.min(tonumber(b[3]) or 0, 100000)
+for c = 1, completions do
+  local st = redis.pcall('HGET', p .. 'job:done:' .. bid .. ':' .. c, 'state')
+  if st and not failed(st) and not TERMINAL[st] then return -2 end
 end
 local n = 0
 for i = 0, total - 1 do
   local id = string.format(JOB_ID_FORMAT, bid, i)
   local jkey = p .. 'job:' .. id
-  local f = redis.call('HMGET', jkey, 'provider', 'upstream_id')
-  if f[1] and f[2] then redis.call('HDEL', p .. 'upstreams:' .. f[1], f[2]) end
+  local f = redis.pcall('HMGET', jkey, 'provider', 'upstream_id')
+  if not failed(f) and f[1] and f[2] then fix(p, 'HDEL', p .. 'upstreams:' .. f[1], f[2]) end
   redis.call('ZREM', p .. 'dead', id)
   n = n + redis.call('DEL', jkey)
 end
-for c = 1, tonumber(b[3] or '0') do
+for c = 1, completions do
   local hid = 'done:' .. bid .. ':' .. c
   redis.call('ZREM', p .. 'dead', hid)
   redis.call('DEL', p .. 'job:' .. hid)

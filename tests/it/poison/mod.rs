@@ -6,9 +6,12 @@
 //! some state index, and the provider keeps submitting.
 //!
 //! - [`records`]: job records and ids (encodings, types, missing fields, paths);
-//! - [`admission`]: limiter, slot, cool-down and pause keys, batch counters.
+//! - [`admission`]: limiter, slot, cool-down and pause keys, batch counters;
+//! - [`readers`]: claim errors back off; `report`, `results` and `status` on a damaged
+//!   batch finish in bounded memory; a damaged results file.
 
 mod admission;
+mod readers;
 mod records;
 
 use crate::helpers::*;
