@@ -81,6 +81,7 @@ async fn repeated_claim_errors_back_off_and_work_resumes_when_they_stop() {
         }
     }
     drop(lines);
+    eprintln!("claims sent in {WINDOW:?} of failures: {claims}");
     assert!(claims >= 2, "the worker keeps trying: {claims} claims");
     assert!(
         claims <= MOST_CLAIMS,
