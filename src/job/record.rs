@@ -66,6 +66,10 @@ pub struct BadRecord {
     /// The stored state text, when there was one.
     pub state_text: Option<String>,
     pub reason: String,
+    /// Whether the record's batch counts it: it has no `batch` field, or the one its id
+    /// names. False when a `batch` field names another batch or the id breaks the id
+    /// rules: sending it to the dead set then leaves that batch's counters alone.
+    pub counted: bool,
 }
 
 impl std::fmt::Display for BadRecord {
@@ -130,10 +134,20 @@ impl JobRecord {
             .find(|kv| kv[0] == Field::State.as_str().as_bytes())
             .and_then(|kv| kv.get(1))
             .map(|v| String::from_utf8_lossy(v).into_owned());
+        let batch_field = pairs
+            .chunks(2)
+            .find(|kv| kv[0] == Field::Batch.as_str().as_bytes())
+            .and_then(|kv| kv.get(1));
+        let counted = match (super::parse_job_id(job_id), batch_field) {
+            (_, None) => true,
+            (Ok(super::JobIdParts::Variant { batch, .. }), Some(b)) => b == batch.as_bytes(),
+            _ => false,
+        };
         let bad = |reason: String| BadRecord {
             job_id: job_id.to_string(),
             state_text: state_text.clone(),
             reason,
+            counted,
         };
         let parts = super::parse_job_id(job_id).map_err(bad)?;
         let mut map = BTreeMap::new();
@@ -146,7 +160,7 @@ impl JobRecord {
             let v = String::from_utf8(v).map_err(|_| bad(format!("field {k:.40} is not UTF-8")))?;
             map.insert(k, v);
         }
-        let rec = Self::parse(job_id, &map)?;
+        let rec = Self::parse(job_id, &map).map_err(|e| BadRecord { counted, ..e })?;
         let named = match (&rec.kind, parts) {
             (JobKind::Variant, super::JobIdParts::Variant { batch, .. }) => {
                 match rec.batch.as_deref() {
@@ -185,6 +199,7 @@ impl JobRecord {
             job_id: job_id.to_string(),
             state_text: text(Field::State),
             reason,
+            counted: true,
         };
         fn num<T: std::str::FromStr>(f: Field, v: Option<String>) -> Result<Option<T>, String> {
             v.map(|v| {
@@ -404,6 +419,9 @@ mod tests {
             let e = JobRecord::from_redis(id, pairs).unwrap_err();
             assert!(e.reason.contains(why), "{id}: {e}");
             assert_eq!(e.job_id, id);
+            // Only a record whose batch field is the one its id names counts in it.
+            let forged = ["../../x0", "a/b.00001", "c.00001"].contains(&id);
+            assert_eq!(e.counted, !forged, "{id}");
         }
         let e = JobRecord::from_redis("b.00001", raw(&[(b"state", b"bogus\xff")])).unwrap_err();
         assert_eq!(

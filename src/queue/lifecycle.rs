@@ -6,7 +6,7 @@ use super::{
     After, BatchExtras, Claim, Owner, Queue, QueueError, Recorded, SlotCtx, Transition,
     Transitioned, WaitList,
 };
-use crate::job::{JobRecord, JobState};
+use crate::job::{Field, JobRecord, JobState};
 use crate::money::Usd;
 
 impl Queue {
@@ -133,24 +133,7 @@ impl Queue {
     /// `restyle dead` finds the reasons of ids it cannot read records by.
     async fn bury(&self, id: &[u8], token: &[u8], reason: &str) -> Result<(), QueueError> {
         tracing::warn!(job_id = %String::from_utf8_lossy(id), reason, "Poisoned job sent to the dead set.");
-        let nonce = uuid::Uuid::new_v4().simple().to_string();
-        let dead = JobState::Dead.as_str();
-        let a = args![
-            id,
-            token,
-            nonce,
-            dead,
-            "done",
-            0u64,
-            self.now_ms(),
-            "",
-            0u32,
-            0u64,
-            "",
-            "error",
-            reason
-        ];
-        let _: Vec<redis::Value> = self.eval(&self.scripts.transition, &a).await?;
+        self.dead_letter(id, token, reason, false).await?;
         let key = self.keys.orphans();
         self.retry(|mut c| {
             let key = key.clone();
@@ -164,6 +147,45 @@ impl Queue {
             }
         })
         .await
+    }
+
+    /// Sends a claimed job whose record cannot be used to the dead set, under its lease,
+    /// with the reason on the record. Unless the record is `counted` by its batch (see
+    /// [`BadRecord::counted`](crate::job::BadRecord)), its `batch` field is removed first:
+    /// a forged record leaves the counters of the batch it names alone (it would finish
+    /// that batch early otherwise). Returns false when the lease was lost.
+    pub async fn dead_letter(
+        &self,
+        id: &[u8],
+        token: &[u8],
+        reason: &str,
+        counted: bool,
+    ) -> Result<bool, QueueError> {
+        let step = |state: &str, mode: &str, at: u64, field: &str, value: &str| {
+            let nonce = uuid::Uuid::new_v4().simple().to_string();
+            let (now, none) = (self.now_ms(), "");
+            args![id, token, nonce, state, mode, at, now, none, 0u32, 0u64, none, field, value]
+        };
+        if !counted {
+            let at = self.now_ms() + self.settings.lease.as_millis() as u64;
+            let a = step("", "keep", at, Field::Batch.as_str(), "");
+            let reply: Vec<redis::Value> = self.eval(&self.scripts.transition, &a).await?;
+            if !super::reply_is_ok(&reply) {
+                return Ok(false);
+            }
+        }
+        let a = step(
+            JobState::Dead.as_str(),
+            "done",
+            0,
+            Field::Error.as_str(),
+            reason,
+        );
+        let reply: Vec<redis::Value> = self.eval(&self.scripts.transition, &a).await?;
+        if let Some(v) = reply.get(3) {
+            super::warn_repaired(&String::from_utf8_lossy(id), v);
+        }
+        Ok(super::reply_is_ok(&reply))
     }
 
     /// Renews the given leases; returns the ids whose lease was lost.

@@ -61,6 +61,7 @@ impl Queue {
                         job_id: id.clone(),
                         state_text: None,
                         reason: unreadable(&e),
+                        counted: true,
                     })),
                 }
             }

@@ -194,6 +194,7 @@ mod lease_tests {
                 job_id: id.into(),
                 state_text: None,
                 reason: "not read".into(),
+                counted: true,
             }),
         }
     }

@@ -36,6 +36,22 @@ async fn readers_still_work(w: &World, id: &str, in_status: bool) {
     }
 }
 
+/// The copies of a healthy record under forged ids died without counting in the healthy
+/// batch (which would finish it early): it has its four jobs, all succeeded.
+async fn assert_forged_uncounted(w: &World) {
+    let info = w.app.info(HEALTHY).await;
+    assert_eq!(
+        (
+            info.done,
+            info.count(JobState::Dead),
+            info.count(JobState::Succeeded)
+        ),
+        (u64::from(HEALTHY_JOBS), 0, u64::from(HEALTHY_JOBS)),
+        "{:?}",
+        info.counts
+    );
+}
+
 /// Seen: one non-UTF-8 payload failed every claim it was part of, looping every lease
 /// period and holding the jobs claimed with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,6 +164,7 @@ async fn queued_ids_without_a_readable_record_die_alone() {
         (twin, &["UTF-8"]),
     ];
     w.verdict(&log, &ids, &poisoned).await;
+    assert_forged_uncounted(&w).await;
     let out = w.run(&["dead"]).await;
     assert!(
         out.status.success(),
@@ -212,6 +229,7 @@ async fn ids_that_would_leave_the_output_directory_die_before_any_path_is_built(
         (announce.as_bytes(), &["batch id"]),
     ];
     w.verdict(&log, &ids, &poisoned).await;
+    assert_forged_uncounted(&w).await;
     let out = w.run(&["report", evil]).await;
     assert!(!out.status.success(), "the report of {evil:?} is refused");
     let err = String::from_utf8_lossy(&out.stderr);
