@@ -117,8 +117,12 @@ impl Queue {
                 }),
                 (Err(id), token) => {
                     let token = token.map_or_else(|e| e.into_bytes(), String::into_bytes);
-                    self.bury(id.as_bytes(), &token, "job id is not UTF-8")
-                        .await?;
+                    let id = id.into_bytes();
+                    if let Err(e) = self.bury(&id, &token, "job id is not UTF-8").await {
+                        // The others are claimed: this one's lease lapses, it comes back.
+                        tracing::warn!(job_id = %String::from_utf8_lossy(&id), error = %e,
+                            "Could not send the poisoned job to the dead set.");
+                    }
                 }
                 (Ok(job_id), Err(_)) => {
                     tracing::warn!(job_id = %job_id, "Claimed with a lease token that is not text; left to lease expiry.");

@@ -132,3 +132,24 @@ async fn batch_counters_that_are_not_numbers_are_repaired_and_jobs_finish() {
     })
     .await;
 }
+
+/// The index from upstream ids to jobs of the wrong type: recording an upstream id writes
+/// it in the step that parks the submitted job, which failed, losing the id of a paid
+/// generation (the job would end `submit_unknown`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_index_of_the_wrong_type_is_repaired_and_no_id_is_lost() {
+    let w = World::new().await;
+    let ids = w.healthy().await;
+    let mut c = w.conn();
+    let _: () = c.set(w.key("upstreams:aimlapi"), "lost").await.unwrap();
+    repaired(&w, &ids, &["upstreams:aimlapi"], async |w: &World| {
+        let n: u64 = w.conn().hlen(w.key("upstreams:aimlapi")).await.unwrap();
+        n == u64::from(HEALTHY_JOBS)
+    })
+    .await;
+    assert_eq!(
+        w.app.sim.stats().submissions_total,
+        u64::from(HEALTHY_JOBS),
+        "one paid generation per job"
+    );
+}
