@@ -36,7 +36,6 @@ pub async fn write(
         .batch(batch_id)
         .await?
         .ok_or_else(|| QueueError::NoBatch(batch_id.to_string()))?;
-    let ids = crate::ops::job_ids(&info);
     let mut sink = match format {
         Format::Csv => {
             let mut w = csv::WriterBuilder::new()
@@ -51,9 +50,9 @@ pub async fn write(
         Format::Jsonl => Sink::Jsonl(out),
     };
     let mut n = 0;
-    for (c, chunk) in ids.chunks(CHUNK).enumerate() {
-        for (i, rec) in queue.jobs(chunk).await?.iter().enumerate() {
-            let line = loaded_line(rec, batch_id, (c * CHUNK + i) as u32);
+    for chunk in crate::ops::job_id_chunks(&info, CHUNK) {
+        for rec in &queue.jobs(&chunk).await? {
+            let line = loaded_line(rec, batch_id);
             if !states.is_empty() && !states.contains(&line.state) {
                 continue;
             }
@@ -96,8 +95,17 @@ impl Sink<'_> {
     }
 }
 
-/// The export line of a record as read, readable or not.
-fn loaded_line(rec: &Loaded, batch_id: &str, fallback_index: u32) -> ResultLine {
+/// The export line of a record as read, readable or not (its index, when the payload
+/// cannot say, from its id).
+fn loaded_line(rec: &Loaded, batch_id: &str) -> ResultLine {
+    let id = match rec {
+        Ok(r) => &r.job_id,
+        Err(bad) => &bad.job_id,
+    };
+    let fallback_index = match crate::job::parse_job_id(id) {
+        Ok(crate::job::JobIdParts::Variant { index, .. }) => index,
+        _ => 0,
+    };
     match rec {
         Ok(rec) => export_line(rec, batch_id, fallback_index),
         Err(bad) => {

@@ -62,6 +62,11 @@ pub fn limiter_wait(provider: ProviderName, secs: f64) {
     gauge!("restyle_limiter_wait_seconds_total", "provider" => provider.as_str()).increment(secs);
 }
 
+/// A claim that failed (the fetcher pauses before the next, longer each time in a row).
+pub fn claim_error() {
+    counter!("restyle_claim_errors_total").increment(1);
+}
+
 /// Expired leases of dead workers returned to the queue.
 pub fn lease_recoveries(n: u64) {
     counter!("restyle_lease_recoveries_total").increment(n);

@@ -14,11 +14,23 @@ pub fn cancellable() -> Vec<JobState> {
         .collect()
 }
 
-/// Every job id of a batch.
+/// Every job id of a batch (`info.total` of them: as [`Queue::batch`] confirmed it, the
+/// number of job indices the batch's records cover, never more).
 pub fn job_ids(info: &BatchInfo) -> Vec<String> {
-    (0..info.total as u32)
-        .map(|i| job_id(&info.batch_id, i))
-        .collect()
+    job_id_chunks(info, usize::MAX).flatten().collect()
+}
+
+/// A batch's job ids in index order, `chunk` at a time, made as they are read: readers
+/// that go through a batch (export, status) hold one chunk of ids, not all of them.
+pub fn job_id_chunks(info: &BatchInfo, chunk: usize) -> impl Iterator<Item = Vec<String>> + '_ {
+    let total = info.total.min(u64::from(u32::MAX) + 1);
+    let chunk = chunk.clamp(1, u32::MAX as usize) as u64;
+    (0..total.div_ceil(chunk)).map(move |c| {
+        let end = ((c + 1) * chunk).min(total);
+        (c * chunk..end)
+            .map(|i| job_id(&info.batch_id, i as u32))
+            .collect()
+    })
 }
 
 /// What `cancel` did.
@@ -150,26 +162,35 @@ pub struct DeadJob {
     pub reason: String,
 }
 
-/// The newest `limit` dead jobs with their reasons.
+/// The newest `limit` dead jobs with their reasons. An id that is not UTF-8 (garbage
+/// pushed raw) is shown with replacement characters, its reason read by its bytes.
 pub async fn dead(queue: &Queue, limit: usize) -> Result<Vec<DeadJob>, QueueError> {
-    let dead = queue.dead(limit).await?;
-    let ids: Vec<String> = dead.iter().map(|(id, _)| id.clone()).collect();
-    // One pipelined read of the records; only ids without a record need their reason
-    // from the orphans hash.
-    let records: std::collections::HashMap<String, String> = queue
+    let dead = queue.dead_raw(limit).await?;
+    let ids: Vec<String> = dead
+        .iter()
+        .filter_map(|(id, _)| String::from_utf8(id.clone()).ok())
+        .collect();
+    // One pipelined read of the records (readable: its error; unreadable: why); only ids
+    // without a readable record need the reason the claim recorded in the orphans hash.
+    let records: std::collections::HashMap<String, Result<String, String>> = queue
         .jobs(&ids)
         .await?
         .into_iter()
         .map(|r| match r {
-            Ok(r) => (r.job_id.clone(), r.error.unwrap_or_default()),
-            Err(bad) => (bad.job_id.clone(), bad.to_string()),
+            Ok(r) => (r.job_id.clone(), Ok(r.error.unwrap_or_default())),
+            Err(bad) => (bad.job_id.clone(), Err(bad.to_string())),
         })
         .collect();
     let mut out = Vec::with_capacity(dead.len());
-    for (id, at) in dead {
-        let reason = match records.get(&id) {
-            Some(r) => r.clone(),
-            None => queue.orphan_reason(&id).await?.unwrap_or_default(),
+    for (raw, at) in dead {
+        let id = String::from_utf8_lossy(&raw).into_owned();
+        let known = records.get(&id).filter(|_| id.as_bytes() == raw.as_slice());
+        let reason = match known {
+            Some(Ok(error)) => error.clone(),
+            unreadable => match queue.orphan_reason(&raw).await? {
+                Some(why) => why,
+                None => unreadable.and_then(|r| r.clone().err()).unwrap_or_default(),
+            },
         };
         out.push(DeadJob {
             job_id: id,

@@ -31,12 +31,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-/// Writes the batch's contact sheet (temp file + rename) and returns its path.
+/// Writes the batch's contact sheet (temp file + rename) and returns its path. The batch
+/// id names a folder: one that the batch-id rule refuses (`../`, `/`) is refused before
+/// any path is built.
 pub async fn write(
     queue: &Queue,
     settings: &Settings,
     batch_id: &str,
 ) -> Result<PathBuf, QueueError> {
+    crate::batch::validate_batch_id(batch_id)
+        .map_err(|why| QueueError::BadId(format!("batch id {batch_id:.80?} {why}")))?;
     let info = queue
         .batch(batch_id)
         .await?
@@ -290,6 +294,9 @@ fn page(info: &BatchInfo, cards: &[Card<'_>], now: u64) -> Markup {
                         " · page written " (when(now)) " · "
                         a href="results.jsonl" { "results.jsonl" }
                     }
+                    @if let Some(why) = &info.damaged {
+                        p class="damaged" { "Batch record damaged: " (why) }
+                    }
                     p class="cost" {
                         "Cost so far: " b { (cost) } " "
                         span class="muted" { "(succeeded jobs)" }
@@ -403,6 +410,7 @@ header{padding:26px 28px 6px}
 h1{margin:0 0 4px;font-size:22px;font-weight:650;overflow-wrap:anywhere}
 .sub{margin:0;color:var(--muted);font-size:13px}
 .cost{margin:10px 0 0}
+.damaged{margin:10px 0 0;color:var(--bad)}
 .muted{color:var(--muted);font-size:13px}
 nav{display:flex;flex-wrap:wrap;gap:8px;padding:12px 28px 2px}
 nav a{display:inline-flex;align-items:center;gap:6px;padding:5px 12px;border:1px solid var(--line);border-radius:999px;background:var(--card);text-decoration:none;font-size:13px}

@@ -32,6 +32,9 @@ pub struct BatchStatus {
     pub total: u64,
     pub done: u64,
     pub finished: bool,
+    /// Why the batch hash is not taken at its word (see [`BatchInfo::damaged`]); `total`
+    /// is then the number of job records found.
+    pub damaged: Option<String>,
     pub counts: BTreeMap<JobState, u64>,
     pub failures: Vec<Failure>,
     pub paused_providers: BTreeMap<String, ProviderPause>,
@@ -68,18 +71,17 @@ pub async fn gather(
         .iter()
         .any(|s| listed(*s) && info.count(*s) > 0)
     {
-        let ids: Vec<String> = (0..info.total as u32)
-            .map(|i| crate::job::job_id(&info.batch_id, i))
-            .collect();
-        for rec in queue.jobs(&ids).await? {
-            match rec {
-                Ok(rec) if listed(rec.state) => failures.push(failure(&rec)),
-                Ok(_) => {}
-                Err(bad) => failures.push(Failure {
-                    job_id: bad.job_id.clone(),
-                    state: None,
-                    error: bad.to_string(),
-                }),
+        for ids in crate::ops::job_id_chunks(&info, 1000) {
+            for rec in queue.jobs(&ids).await? {
+                match rec {
+                    Ok(rec) if listed(rec.state) => failures.push(failure(&rec)),
+                    Ok(_) => {}
+                    Err(bad) => failures.push(Failure {
+                        job_id: bad.job_id.clone(),
+                        state: None,
+                        error: bad.to_string(),
+                    }),
+                }
             }
         }
     }
@@ -89,6 +91,7 @@ pub async fn gather(
         total: info.total,
         done: info.done,
         finished: info.is_finished(),
+        damaged: info.damaged.clone(),
         counts: info.counts.clone(),
         failures,
         paused_providers,
@@ -146,13 +149,20 @@ fn failure(rec: &JobRecord) -> Failure {
 
 /// Prints the status as a table for people.
 pub fn print_table(s: &BatchStatus) {
-    println!(
-        "batch {}: {}/{} done{}",
-        s.batch_id,
-        s.done,
-        s.total,
-        if s.finished { " (finished)" } else { "" }
-    );
+    let finished = if s.finished { " (finished)" } else { "" };
+    match &s.damaged {
+        None => println!(
+            "batch {}: {}/{} done{finished}",
+            s.batch_id, s.done, s.total
+        ),
+        Some(why) => {
+            println!(
+                "batch {}: {} done, {} job records found{finished}",
+                s.batch_id, s.done, s.total
+            );
+            println!("  batch record damaged: {why}");
+        }
+    }
     for state in JobState::ALL {
         let n = s.counts.get(&state).copied().unwrap_or(0);
         if n > 0 {

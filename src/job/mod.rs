@@ -3,33 +3,14 @@
 //! ([`Transition`]). Nothing here knows Redis commands or HTTP.
 
 pub mod field;
+pub mod id;
 pub mod record;
 pub mod state;
 
 pub use field::Field;
+pub use id::{announcement_id, client_id, job_id, parse_job_id, JobIdParts, JOB_ID_LUA_FORMAT};
 pub use record::{BadRecord, JobKind, JobRecord, Loaded};
 pub use state::{state_parser, JobState};
-
-/// Job ids derive from the batch id and the variant index, so enqueueing a batch twice
-/// creates nothing new. The id is also a valid `X-Client-Request-Id` (`[A-Za-z0-9._:-]`).
-/// The Lua `PURGE` script builds the same ids with [`JOB_ID_LUA_FORMAT`].
-pub fn job_id(batch_id: &str, index: u32) -> String {
-    format!("{batch_id}.{index:05}")
-}
-
-/// The client id of one submit attempt: the job id and the first characters of the
-/// attempt's `submit_id` (recorded before the POST), so a retried job never collides
-/// with, or re-attaches to, the task of an earlier attempt. Records written before
-/// attempts had ids use the job id alone. Stays within `[A-Za-z0-9._:-]`.
-pub fn client_id(job_id: &str, submit_id: Option<&str>) -> String {
-    match submit_id {
-        Some(s) if !s.is_empty() => format!("{job_id}:{}", &s[..s.len().min(8)]),
-        _ => job_id.to_string(),
-    }
-}
-
-/// `string.format` pattern of [`job_id`] for the scripts.
-pub const JOB_ID_LUA_FORMAT: &str = "%s.%05d";
 
 /// Lists a job can wait on until woken.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,19 +94,5 @@ impl Transition {
     pub fn set_all(mut self, fields: &[(Field, String)]) -> Self {
         self.fields.extend_from_slice(fields);
         self
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn job_ids_are_stable_and_client_id_safe() {
-        let id = job_id("spring-2026_a", 7);
-        assert_eq!(id, "spring-2026_a.00007");
-        assert!(id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c)));
     }
 }

@@ -66,6 +66,10 @@ pub struct BadRecord {
     /// The stored state text, when there was one.
     pub state_text: Option<String>,
     pub reason: String,
+    /// Whether the record's batch counts it: it has no `batch` field, or the one its id
+    /// names. False when a `batch` field names another batch or the id breaks the id
+    /// rules: sending it to the dead set then leaves that batch's counters alone.
+    pub counted: bool,
 }
 
 impl std::fmt::Display for BadRecord {
@@ -119,6 +123,75 @@ impl JobRecord {
         Self::parse(job_id, &map)
     }
 
+    /// Parses a record as Redis holds it (raw bytes), at the queue boundary. Before the
+    /// fields are read as a record: the id must be one [`super::parse_job_id`] accepts,
+    /// every field name and value must be UTF-8; after: the batch the record names must
+    /// be the one its id names (so it passes the batch-id rule too). A record that fails
+    /// any of these is a [`BadRecord`] saying which.
+    pub fn from_redis(job_id: &str, pairs: Vec<Vec<u8>>) -> Loaded {
+        let state_text = pairs
+            .chunks(2)
+            .find(|kv| kv[0] == Field::State.as_str().as_bytes())
+            .and_then(|kv| kv.get(1))
+            .map(|v| String::from_utf8_lossy(v).into_owned());
+        let batch_field = pairs
+            .chunks(2)
+            .find(|kv| kv[0] == Field::Batch.as_str().as_bytes())
+            .and_then(|kv| kv.get(1));
+        let counted = match (super::parse_job_id(job_id), batch_field) {
+            (_, None) => true,
+            (Ok(super::JobIdParts::Variant { batch, .. }), Some(b)) => b == batch.as_bytes(),
+            _ => false,
+        };
+        let bad = |reason: String| BadRecord {
+            job_id: job_id.to_string(),
+            state_text: state_text.clone(),
+            reason,
+            counted,
+        };
+        let parts = super::parse_job_id(job_id).map_err(bad)?;
+        let mut map = BTreeMap::new();
+        let mut it = pairs.into_iter();
+        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            let k = String::from_utf8(k).map_err(|e| {
+                let lossy = String::from_utf8_lossy(e.as_bytes()).into_owned();
+                bad(format!("a field name is not UTF-8: {lossy:.40?}"))
+            })?;
+            let v = String::from_utf8(v).map_err(|_| bad(format!("field {k:.40} is not UTF-8")))?;
+            map.insert(k, v);
+        }
+        let rec = Self::parse(job_id, &map).map_err(|e| BadRecord { counted, ..e })?;
+        let named = match (&rec.kind, parts) {
+            (JobKind::Variant, super::JobIdParts::Variant { batch, .. }) => {
+                match rec.batch.as_deref() {
+                    None => return Err(bad("record has no batch".into())),
+                    Some(b) => (b == batch).then_some(()).ok_or(b),
+                }
+            }
+            (
+                JobKind::BatchDone {
+                    of_batch,
+                    completion,
+                },
+                super::JobIdParts::Announcement {
+                    batch,
+                    completion: c,
+                },
+            ) if *completion == c => (of_batch == batch).then_some(()).ok_or(of_batch.as_str()),
+            _ => {
+                return Err(bad(format!(
+                    "job id {job_id:.80?} does not name a record of this kind"
+                )))
+            }
+        };
+        match named {
+            Ok(()) => Ok(rec),
+            Err(b) => Err(bad(format!(
+                "the record's batch id {b:.80?} is not the one its job id names"
+            ))),
+        }
+    }
+
     /// Parses a record's fields; empty values count as absent.
     pub fn parse(job_id: &str, map: &BTreeMap<String, String>) -> Loaded {
         let text = |f: Field| map.get(f.as_str()).filter(|v| !v.is_empty()).cloned();
@@ -126,6 +199,7 @@ impl JobRecord {
             job_id: job_id.to_string(),
             state_text: text(Field::State),
             reason,
+            counted: true,
         };
         fn num<T: std::str::FromStr>(f: Field, v: Option<String>) -> Result<Option<T>, String> {
             v.map(|v| {
@@ -293,6 +367,68 @@ mod tests {
         .unwrap_err();
         assert!(e.reason.contains("attempts"), "{e}");
         assert!(JobRecord::from_pairs("x", vec![]).is_err());
+    }
+
+    fn raw(kv: &[(&[u8], &[u8])]) -> Vec<Vec<u8>> {
+        kv.iter()
+            .flat_map(|(k, v)| [k.to_vec(), v.to_vec()])
+            .collect()
+    }
+
+    #[test]
+    fn records_from_redis_are_checked_at_the_boundary() {
+        let queued = JobState::Queued.as_str().as_bytes();
+        let ok = raw(&[(b"state", queued), (b"batch", b"b")]);
+        assert!(JobRecord::from_redis("b.00001", ok.clone()).is_ok());
+        let cases: [(&str, Vec<Vec<u8>>, &str); 8] = [
+            ("../../x0", ok.clone(), "job id"),
+            ("a/b.00001", ok.clone(), "batch id"),
+            ("c.00001", ok.clone(), "batch id"),
+            ("b.00001", raw(&[(b"state", queued)]), "no batch"),
+            (
+                "b.00001",
+                raw(&[(b"state", queued), (b"batch", b"b"), (b"payload", b"\xff")]),
+                "payload is not UTF-8",
+            ),
+            (
+                "b.00001",
+                raw(&[(b"state", queued), (b"batch", b"b"), (b"n\xc3\x28", b"1")]),
+                "field name is not UTF-8",
+            ),
+            (
+                "done:b:1",
+                raw(&[
+                    (b"state", queued),
+                    (b"kind", b"batch_done"),
+                    (b"of_batch", b"../b"),
+                    (b"completion", b"1"),
+                ]),
+                "batch id",
+            ),
+            (
+                "b.00001",
+                raw(&[
+                    (b"state", queued),
+                    (b"kind", b"batch_done"),
+                    (b"of_batch", b"b"),
+                ]),
+                "does not name",
+            ),
+        ];
+        for (id, pairs, why) in cases {
+            let e = JobRecord::from_redis(id, pairs).unwrap_err();
+            assert!(e.reason.contains(why), "{id}: {e}");
+            assert_eq!(e.job_id, id);
+            // Only a record whose batch field is the one its id names counts in it.
+            let forged = ["../../x0", "a/b.00001", "c.00001"].contains(&id);
+            assert_eq!(e.counted, !forged, "{id}");
+        }
+        let e = JobRecord::from_redis("b.00001", raw(&[(b"state", b"bogus\xff")])).unwrap_err();
+        assert_eq!(
+            e.state_text.as_deref(),
+            Some("bogus\u{fffd}"),
+            "shown as far as it reads"
+        );
     }
 
     #[test]

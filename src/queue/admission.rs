@@ -32,6 +32,16 @@ impl GateReply {
     }
 }
 
+/// A read of admission state that may be damaged: a reply that is not what it should be
+/// (a key of the wrong type, a value that is not text) reads as absent; only Redis trouble
+/// worth retrying stays an error.
+fn lenient<T: Default>(r: redis::RedisResult<T>) -> redis::RedisResult<T> {
+    match r {
+        Err(e) if !super::transient(&e) => Ok(T::default()),
+        other => other,
+    }
+}
+
 impl Queue {
     /// The gate before a submit, in one round trip (see `GATE_SUBMIT`): the account
     /// pause, the batch budget, the in-flight slot (`cap` > 0) and, when `rate` is given
@@ -59,7 +69,9 @@ impl Queue {
             t,
             tau
         ];
-        let (code, n): (i64, u64) = self.eval(&self.scripts.gate_submit, &a).await?;
+        let (code, n, repaired): (i64, u64, redis::Value) =
+            self.eval(&self.scripts.gate_submit, &a).await?;
+        super::warn_repaired(provider, &repaired);
         Ok(GateReply::from_code(code, n))
     }
 
@@ -72,15 +84,20 @@ impl Queue {
     ) -> Result<GateReply, QueueError> {
         let (global, t, tau) = rate.map_or(("", 0.0, 0.0), |(t, tau)| ("1", t, tau));
         let a = args![provider, self.now_ms(), global, t, tau];
-        let (code, n): (i64, u64) = self.eval(&self.scripts.gate_poll, &a).await?;
+        let (code, n, repaired): (i64, u64, redis::Value) =
+            self.eval(&self.scripts.gate_poll, &a).await?;
+        super::warn_repaired(provider, &repaired);
         Ok(GateReply::from_code(code, n))
     }
 
     /// Pauses every request to the provider for `ms` (extends, never shortens).
     /// Returns the end of the cool-down (Redis clock, ms).
     pub async fn cooldown(&self, provider: &str, ms: u64) -> Result<u64, QueueError> {
-        self.eval(&self.scripts.cooldown, &args![provider, ms])
-            .await
+        let (until, repaired): (u64, redis::Value) = self
+            .eval(&self.scripts.cooldown, &args![provider, ms])
+            .await?;
+        super::warn_repaired(provider, &repaired);
+        Ok(until)
     }
 
     /// Sets a batch's budget; returns how many jobs that waited for budget were woken.
@@ -111,14 +128,20 @@ impl Queue {
         self.eval(&self.scripts.resume, &args![provider]).await
     }
 
-    /// A provider's admission state (in flight, waiters, rate, cool-down).
+    /// A provider's admission state (in flight, waiters, rate, cool-down). Read as it is:
+    /// a key of the wrong type counts as empty, a value that is not a number as absent.
     pub async fn provider_view(&self, provider: &str) -> Result<ProviderView, QueueError> {
         let p = self.keys.prefix().to_string();
-        let (in_flight, waiting, paused, cooldown, time): (u64, u64, u64, Option<u64>, (u64, u64)) =
-            self.retry(|mut c| {
+        let number = |v: &redis::Value| -> Option<u64> {
+            let text: String = redis::from_redis_value(v.clone()).ok()?;
+            text.trim().parse::<f64>().ok().map(|n| n.max(0.0) as u64)
+        };
+        let replies: Vec<redis::Value> = self
+            .retry(|mut c| {
                 let p = p.clone();
                 async move {
                     redis::pipe()
+                        .ignore_errors()
                         .zcount(format!("{p}slots:{provider}"), self.now_ms(), "+inf")
                         .llen(format!("{p}waiting:{provider}"))
                         .llen(format!("{p}paused:{provider}"))
@@ -129,21 +152,26 @@ impl Queue {
                 }
             })
             .await?;
+        let at = |i: usize| replies.get(i).and_then(number);
+        let time: (u64, u64) = replies
+            .get(4)
+            .and_then(|t| redis::from_redis_value(t.clone()).ok())
+            .unwrap_or_default();
         let now = time.0 * 1000 + time.1 / 1000;
         let last_sec = now / 1000 - 1;
         let key = format!("{p}rate:{provider}:{last_sec}");
-        let rate: Option<u64> = self
+        let rate: Option<String> = self
             .retry(|mut c| {
                 let key = key.clone();
-                async move { c.get(key).await }
+                async move { lenient(c.get(key).await) }
             })
             .await?;
         Ok(ProviderView {
-            in_flight,
-            waiting_for_slot: waiting,
-            waiting_for_resume: paused,
-            rate_last_second: rate.unwrap_or(0),
-            cooldown_ms: cooldown.map_or(0, |c| c.saturating_sub(now)),
+            in_flight: at(0).unwrap_or(0),
+            waiting_for_slot: at(1).unwrap_or(0),
+            waiting_for_resume: at(2).unwrap_or(0),
+            rate_last_second: rate.and_then(|r| r.parse().ok()).unwrap_or(0),
+            cooldown_ms: at(3).map_or(0, |c| c.saturating_sub(now)),
         })
     }
 
@@ -153,21 +181,29 @@ impl Queue {
         provider: &str,
     ) -> Result<Option<ProviderPause>, QueueError> {
         let key = self.keys.pause(provider);
-        let (message, until): (Option<String>, Option<u64>) = self
+        let fields: (Option<Vec<u8>>, Option<Vec<u8>>) = self
             .retry(|mut c| {
                 let key = key.clone();
                 async move {
-                    redis::cmd("HMGET")
+                    // A pause key of the wrong type is no pause (the gate deletes it).
+                    let fields = redis::cmd("HMGET")
                         .arg(key)
                         .arg("message")
                         .arg("until")
                         .query_async(&mut c)
-                        .await
+                        .await;
+                    lenient(fields)
                 }
             })
             .await?;
+        let (message, until) = fields;
+        let until = until.and_then(|u| String::from_utf8(u).ok()?.trim().parse().ok());
         Ok(match (message, until) {
-            (Some(message), Some(until)) => Some(ProviderPause { message, until }),
+            (Some(message), Some(until)) => Some(ProviderPause {
+                message: String::from_utf8_lossy(&message).into_owned(),
+                until,
+            }),
+            // An end that is not a time is no pause (the gate deletes it).
             _ => None,
         })
     }

@@ -6,7 +6,7 @@ use super::{
     After, BatchExtras, Claim, Owner, Queue, QueueError, Recorded, SlotCtx, Transition,
     Transitioned, WaitList,
 };
-use crate::job::{JobRecord, JobState};
+use crate::job::{Field, JobRecord, JobState};
 use crate::money::Usd;
 
 impl Queue {
@@ -78,9 +78,12 @@ impl Queue {
         Ok(results.iter().map(|&n| n.max(0) as u64).sum())
     }
 
-    /// Claims up to `max` jobs for `worker` (promoting due parked jobs first).
+    /// Claims up to `max` jobs for `worker` (promoting due parked jobs first). The reply
+    /// is read as bytes, so no job's contents can fail the claim of the others: each
+    /// record is checked alone ([`JobRecord::from_redis`]); a claimed id that is not even
+    /// UTF-8 is sent to the dead set here, by its bytes.
     pub async fn claim(&self, worker: &str, max: usize) -> Result<Vec<Claim>, QueueError> {
-        let raw: Vec<Vec<String>> = self
+        let raw: Vec<Vec<Vec<u8>>> = self
             .retry(|mut c| async move {
                 let now = self.now_ms();
                 self.scripts
@@ -97,22 +100,96 @@ impl Queue {
                     .await
             })
             .await?;
-        Ok(raw
-            .into_iter()
-            .filter_map(|mut row| {
-                if row.len() < 2 {
-                    return None;
-                }
-                let rest = row.split_off(2);
-                let token = row.pop()?;
-                let job_id = row.pop()?;
-                Some(Claim {
-                    record: JobRecord::from_pairs(&job_id, rest),
+        let mut claims = Vec::with_capacity(raw.len());
+        for mut row in raw {
+            if row.len() < 2 {
+                continue;
+            }
+            let rest = row.split_off(2);
+            let (Some(token), Some(id)) = (row.pop(), row.pop()) else {
+                continue;
+            };
+            match (String::from_utf8(id), String::from_utf8(token)) {
+                (Ok(job_id), Ok(token)) => claims.push(Claim {
+                    record: JobRecord::from_redis(&job_id, rest),
                     job_id,
                     token,
-                })
-            })
-            .collect())
+                }),
+                (Err(id), token) => {
+                    let token = token.map_or_else(|e| e.into_bytes(), String::into_bytes);
+                    let id = id.into_bytes();
+                    if let Err(e) = self.bury(&id, &token, "job id is not UTF-8").await {
+                        // The others are claimed: this one's lease lapses, it comes back.
+                        tracing::warn!(job_id = %String::from_utf8_lossy(&id), error = %e,
+                            "Could not send the poisoned job to the dead set.");
+                    }
+                }
+                (Ok(job_id), Err(_)) => {
+                    tracing::warn!(job_id = %job_id, "Claimed with a lease token that is not text; left to lease expiry.");
+                }
+            }
+        }
+        Ok(claims)
+    }
+
+    /// Sends a claimed job to the dead set under its lease by the id's bytes (an id no
+    /// string can hold), with the reason on the record and in `orphans`, where
+    /// `restyle dead` finds the reasons of ids it cannot read records by.
+    async fn bury(&self, id: &[u8], token: &[u8], reason: &str) -> Result<(), QueueError> {
+        tracing::warn!(job_id = %String::from_utf8_lossy(id), reason, "Poisoned job sent to the dead set.");
+        self.dead_letter(id, token, reason, false).await?;
+        let key = self.keys.orphans();
+        self.retry(|mut c| {
+            let key = key.clone();
+            async move {
+                redis::cmd("HSET")
+                    .arg(key)
+                    .arg(id)
+                    .arg(reason)
+                    .query_async::<()>(&mut c)
+                    .await
+            }
+        })
+        .await
+    }
+
+    /// Sends a claimed job whose record cannot be used to the dead set, under its lease,
+    /// with the reason on the record. Unless the record is `counted` by its batch (see
+    /// [`BadRecord::counted`](crate::job::BadRecord)), its `batch` field is removed first:
+    /// a forged record leaves the counters of the batch it names alone (it would finish
+    /// that batch early otherwise). Returns false when the lease was lost.
+    pub async fn dead_letter(
+        &self,
+        id: &[u8],
+        token: &[u8],
+        reason: &str,
+        counted: bool,
+    ) -> Result<bool, QueueError> {
+        let step = |state: &str, mode: &str, at: u64, field: &str, value: &str| {
+            let nonce = uuid::Uuid::new_v4().simple().to_string();
+            let (now, none) = (self.now_ms(), "");
+            args![id, token, nonce, state, mode, at, now, none, 0u32, 0u64, none, field, value]
+        };
+        if !counted {
+            let at = self.now_ms() + self.settings.lease.as_millis() as u64;
+            let a = step("", "keep", at, Field::Batch.as_str(), "");
+            let reply: Vec<redis::Value> = self.eval(&self.scripts.transition, &a).await?;
+            if !super::reply_is_ok(&reply) {
+                return Ok(false);
+            }
+        }
+        let a = step(
+            JobState::Dead.as_str(),
+            "done",
+            0,
+            Field::Error.as_str(),
+            reason,
+        );
+        let reply: Vec<redis::Value> = self.eval(&self.scripts.transition, &a).await?;
+        if let Some(v) = reply.get(3) {
+            super::warn_repaired(&String::from_utf8_lossy(id), v);
+        }
+        Ok(super::reply_is_ok(&reply))
     }
 
     /// Renews the given leases; returns the ids whose lease was lost.
@@ -200,6 +277,9 @@ impl Queue {
             v.and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
         };
         let one = |v: Option<&redis::Value>| matches!(v, Some(redis::Value::Int(1)));
+        if let Some(v) = reply.get(3) {
+            super::warn_repaired(owner.job_id, v);
+        }
         Ok(if text(reply.first()).as_deref() == Some("ok") {
             Transitioned::Ok {
                 batch_finished: one(reply.get(1)),

@@ -53,6 +53,9 @@ pub enum QueueError {
     /// A batch a command was asked about is not in Redis.
     #[error("no batch {0}")]
     NoBatch(String),
+    /// An id given or read is not one the id rules make: nothing is built from it.
+    #[error("{0}")]
+    BadId(String),
     /// Writing something derived from the queue (contact sheet, export) failed.
     #[error("{0}")]
     Io(String),
@@ -176,6 +179,17 @@ fn reply_is_ok(reply: &[redis::Value]) -> bool {
         .first()
         .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
         .is_some_and(|s| s == "ok")
+}
+
+/// Warns about the damage a script found in Redis and repaired (its `REPAIRED` list, see
+/// `scripts`), naming each key and what was done: garbage is treated as absent and
+/// overwritten, never an error that stops the work.
+fn warn_repaired(context: &str, notes: &redis::Value) {
+    let notes: Vec<String> = redis::from_redis_value(notes.clone()).unwrap_or_default();
+    if !notes.is_empty() {
+        tracing::warn!(context, repaired = %notes.join("; "),
+            "Damaged state in Redis repaired (treated as absent and overwritten).");
+    }
 }
 
 /// What [`Queue::record_upstream`] did.

@@ -6,6 +6,11 @@
 //! that outcome or a newer one. The lock is awaited for a bounded time ([`LOCK_WAIT`] unless
 //! set) and then given up with [`SinkError::Locked`]: a holder that never lets go (a stuck
 //! NFS client, an operator's `flock`) costs a stage that long, never the stage itself.
+//!
+//! The file is read back as bytes, a line at a time and at most [`MAX_LINE`] of it held: a
+//! line that is not UTF-8, not a whole result line, or far too long (a damaged or foreign
+//! file) is skipped, never an error that stops every stage of the batch, and never counts
+//! as a job's outcome written.
 
 use super::{ResultLine, SinkError};
 use std::collections::HashMap;
@@ -18,6 +23,10 @@ use std::time::{Duration, Instant};
 /// How long a writer waits for the results file's lock by default. An append holds it for
 /// a read of what is new and one fsync: milliseconds.
 pub const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// The most of one line the sink holds when reading a file back. A result line is a few KiB
+/// (error texts are cut to 2 KiB where they arise); a longer one is skipped unread.
+pub const MAX_LINE: usize = 1 << 20;
 
 /// What this process has read of one batch's file: up to where, and each job's newest
 /// outcome.
@@ -35,13 +44,6 @@ pub struct JsonlSink {
     dir: PathBuf,
     lock_wait: Duration,
     seen: Mutex<HashMap<String, Seen>>,
-}
-
-#[derive(serde::Deserialize)]
-struct Key {
-    job_id: String,
-    #[serde(default)]
-    outcome: u64,
 }
 
 /// A batch's results file, locked by this process until dropped.
@@ -179,21 +181,19 @@ impl Locked {
             .seek(SeekFrom::Start(seen.offset))
             .map_err(|e| SinkError::io(path, e))?;
         let mut reader = BufReader::new(&mut self.file);
-        let mut buf = String::new();
+        let mut buf = Vec::new();
         loop {
-            buf.clear();
-            let n = reader
-                .read_line(&mut buf)
-                .map_err(|e| SinkError::io(path, e))?;
+            let (n, ended) =
+                next_line(&mut reader, &mut buf).map_err(|e| SinkError::io(path, e))?;
             if n == 0 {
                 return Ok(());
             }
             seen.offset += n as u64;
-            if !buf.ends_with('\n') {
+            if !ended {
                 seen.torn = true; // the next append ends it first
                 return Ok(());
             }
-            if let Ok(k) = serde_json::from_str::<Key>(&buf) {
+            if let Some(k) = parse_line(&buf) {
                 let e = seen.newest.entry(k.job_id).or_insert(k.outcome);
                 *e = (*e).max(k.outcome);
             }
@@ -207,18 +207,55 @@ impl Drop for Locked {
     }
 }
 
-/// Every line of a results file as written, in file order, superseded ones included (for
-/// audits and tests). Lines that do not parse (a torn write) are left out.
-pub fn read_lines(path: &Path) -> Result<Vec<ResultLine>, SinkError> {
-    let f = File::open(path).map_err(|e| SinkError::io(path, e))?;
-    let mut out = Vec::new();
-    for line in BufReader::new(f).lines() {
-        let line = line.map_err(|e| SinkError::io(path, e))?;
-        if let Ok(r) = serde_json::from_str(&line) {
-            out.push(r);
+/// Reads the next line of `r` into `buf`: returns the bytes it took and whether it ended
+/// with a newline (a torn last line does not). At most [`MAX_LINE`] bytes are kept: a
+/// longer line is consumed whole and left empty in `buf`.
+fn next_line(r: &mut impl BufRead, buf: &mut Vec<u8>) -> std::io::Result<(usize, bool)> {
+    buf.clear();
+    let (mut taken, mut over) = (0, false);
+    loop {
+        let chunk = r.fill_buf()?;
+        if chunk.is_empty() {
+            return Ok((taken, false));
+        }
+        let (n, ended) = match chunk.iter().position(|b| *b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (chunk.len(), false),
+        };
+        if !over && buf.len() + n <= MAX_LINE {
+            buf.extend_from_slice(&chunk[..n]);
+        } else {
+            over = true;
+            buf.clear();
+        }
+        r.consume(n);
+        taken += n;
+        if ended {
+            return Ok((taken, true));
         }
     }
-    Ok(out)
+}
+
+/// A whole line read back as a result line; `None` for anything else (not UTF-8, not
+/// JSON, a line that only looks like one, or one too long to hold).
+fn parse_line(bytes: &[u8]) -> Option<ResultLine> {
+    serde_json::from_str(std::str::from_utf8(bytes).ok()?).ok()
+}
+
+/// Every line of a results file as written, in file order, superseded ones included (for
+/// audits and tests). Lines that do not parse (a torn write, damage) are left out.
+pub fn read_lines(path: &Path) -> Result<Vec<ResultLine>, SinkError> {
+    let f = File::open(path).map_err(|e| SinkError::io(path, e))?;
+    let mut reader = BufReader::new(f);
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    loop {
+        let (n, _) = next_line(&mut reader, &mut buf).map_err(|e| SinkError::io(path, e))?;
+        if n == 0 {
+            return Ok(out);
+        }
+        out.extend(parse_line(&buf));
+    }
 }
 
 /// Each job's newest line (its highest outcome; of equals, the later), in the order those

@@ -78,6 +78,12 @@ impl Runtime {
         if shared.v != PAYLOAD_VERSION {
             return Err(format!("unknown batch spec version {}", shared.v));
         }
+        if shared.batch_id != batch_id {
+            return Err(format!(
+                "the spec of batch {batch_id} names batch {:.80?}",
+                shared.batch_id
+            ));
+        }
         let shared = Arc::new(shared);
         self.batches
             .lock()

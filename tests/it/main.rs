@@ -20,6 +20,7 @@ mod metrics;
 mod official_clients;
 mod operator;
 mod outage;
+mod poison;
 mod pipeline;
 mod provider_fal;
 mod provider_kling;

@@ -3,25 +3,30 @@
 //! all that applies before a submit or a poll in one round trip.
 
 /// Shared Lua: each admission check as a function, used by the single-purpose scripts
-/// and by the gates.
+/// and by the gates. Limiter state that is garbage (a cool-down or GCRA time that is not a
+/// number, a rate counter that is not one, a slot set or pause of the wrong type, a pause
+/// whose end is not a time) is treated as absent and overwritten, and noted in `REPAIRED`.
 pub(super) const ADMISSION_LUA: &str = r#"
 -- The fleet-wide cool-down, then GCRA: 0 to go now, else the milliseconds to wait.
 -- T = emission interval (0: no rate limit), tau = tolerance.
 local function admit(p, prov, T, tau)
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local cd = tonumber(redis.call('GET', p .. 'cooldown:' .. prov) or '0')
+  local cd = num_at(p, p .. 'cooldown:' .. prov) or 0
   if cd > now then return cd - now end
   if T > 0 then
     local key = p .. 'gcra:' .. prov
-    local tat = tonumber(redis.call('GET', key) or '0')
+    local tat = num_at(p, key) or 0
     if tat < now then tat = now end
     if tat - tau > now then return math.ceil(tat - tau - now) end
     local nxt = tat + T
     redis.call('SET', key, string.format('%.3f', nxt), 'PX', math.ceil(nxt - now + tau) + 1000)
   end
   local ck = p .. 'rate:' .. prov .. ':' .. math.floor(now / 1000)
-  redis.call('INCR', ck)
+  if failed(redis.pcall('INCR', ck)) then
+    redis.call('SET', ck, 1)
+    repaired(p, ck, 'not a counter; reset to 1')
+  end
   redis.call('PEXPIRE', ck, 5000)
   return 0
 end
@@ -32,9 +37,9 @@ end
 local function take_slot(p, prov, id, cap, ttl, now)
   local key = p .. 'slots:' .. prov
   local n = 0
-  for _, h in ipairs(redis.call('ZRANGEBYSCORE', key, '-inf', now, 'LIMIT', 0, 100)) do
-    local st = redis.call('HGET', p .. 'job:' .. h, 'state')
-    if st and HOLD[st] then
+  for _, h in ipairs(fix(p, 'ZRANGEBYSCORE', key, '-inf', now, 'LIMIT', 0, 100)) do
+    local st = redis.pcall('HGET', p .. 'job:' .. h, 'state')
+    if st and not failed(st) and HOLD[st] then
       redis.call('ZADD', key, now + ttl, h)
     else
       redis.call('ZREM', key, h)
@@ -42,7 +47,7 @@ local function take_slot(p, prov, id, cap, ttl, now)
     end
   end
   if n > 0 then
-    redis.call('HINCRBY', p .. 'stats', 'slot_reclaims', n)
+    incr(p, p .. 'stats', 'slot_reclaims', n)
     wake(p, prov, n)
   end
   local exp = now + ttl
@@ -70,25 +75,32 @@ local function reserve(p, bid, id, cost)
 end
 -- The end (ms, the pausing worker's clock) of a provider's account pause, 0 if none.
 local function paused_until(p, prov, now)
-  local untl = tonumber(redis.call('HGET', p .. 'pause:' .. prov, 'until') or '0')
-  if untl > now then return untl end
+  local key = p .. 'pause:' .. prov
+  local v = redis.pcall('HGET', key, 'until')
+  local untl = (not failed(v)) and v and tonumber(v)
+  if v and not untl then
+    redis.call('DEL', key)
+    repaired(p, key, 'no time to pause until; treated as absent')
+    return 0
+  end
+  if untl and untl > now then return untl end
   return 0
 end
 "#;
 
 /// Sets the fleet-wide cool-down (only ever extended). ARGV: prefix, provider, ms.
-/// Returns the cool-down's end (Redis clock, ms).
+/// Returns {the cool-down's end (Redis clock, ms), repaired}.
 pub(super) const COOLDOWN: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local key = ARGV[1] .. 'cooldown:' .. ARGV[2]
 local untl = now + tonumber(ARGV[3])
-local cur = tonumber(redis.call('GET', key) or '0')
+local cur = num_at(ARGV[1], key) or 0
 if cur < untl then
   redis.call('SET', key, untl, 'PX', tonumber(ARGV[3]) + 1000)
-  return untl
+  return {untl, REPAIRED}
 end
-return cur
+return {cur, REPAIRED}
 "#;
 
 /// Everything before a submit, in order, in one round trip: the provider's account pause,
@@ -96,37 +108,38 @@ return cur
 /// ARGV: prefix, provider, now_ms, batch_id, job_id, cost ('' = unknown), cap, slot_ttl_ms,
 /// global, emission_interval_ms, tolerance_ms.
 /// Returns {0, 0} go · {1, until} paused · {2, 0} over budget · {3, 0} budget but unknown
-/// cost · {4, 0} at the cap · {5, ms} rate: wait.
+/// cost · {4, 0} at the cap · {5, ms} rate: wait; each with the repaired keys third.
 pub(super) const GATE_SUBMIT: &str = r#"
 local p, prov, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local untl = paused_until(p, prov, now)
-if untl > 0 then return {1, untl} end
+if untl > 0 then return {1, untl, REPAIRED} end
 local r = reserve(p, ARGV[4], ARGV[5], ARGV[6])
-if r == 0 then return {2, 0} end
-if r == -1 then return {3, 0} end
+if r == 0 then return {2, 0, REPAIRED} end
+if r == -1 then return {3, 0, REPAIRED} end
 local cap = tonumber(ARGV[7])
 if cap > 0 and take_slot(p, prov, ARGV[5], cap, tonumber(ARGV[8]), now) == 0 then
-  return {4, 0}
+  return {4, 0, REPAIRED}
 end
 if ARGV[9] == '1' then
   local wait = admit(p, prov, tonumber(ARGV[10]), tonumber(ARGV[11]))
-  if wait > 0 then return {5, wait} end
+  if wait > 0 then return {5, wait, REPAIRED} end
 end
-return {0, 0}
+return {0, 0, REPAIRED}
 "#;
 
 /// Everything before a poll in one round trip: the account pause, then the fleet rate
 /// and cool-down (global = '1'). ARGV: prefix, provider, now_ms, global,
-/// emission_interval_ms, tolerance_ms. Returns {0, 0} go · {1, until} · {5, ms}.
+/// emission_interval_ms, tolerance_ms. Returns {0, 0} go · {1, until} · {5, ms}, each with
+/// the repaired keys third.
 pub(super) const GATE_POLL: &str = r#"
 local p, prov, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local untl = paused_until(p, prov, now)
-if untl > 0 then return {1, untl} end
+if untl > 0 then return {1, untl, REPAIRED} end
 if ARGV[4] == '1' then
   local wait = admit(p, prov, tonumber(ARGV[5]), tonumber(ARGV[6]))
-  if wait > 0 then return {5, wait} end
+  if wait > 0 then return {5, wait, REPAIRED} end
 end
-return {0, 0}
+return {0, 0, REPAIRED}
 "#;
 
 /// Lifts a provider's account pause and sends the jobs that waited for it back to the

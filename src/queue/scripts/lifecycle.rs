@@ -27,7 +27,7 @@ for i = 9, #ARGV, 2 do
     added = added + 1
   end
 end
-if added > 0 then redis.call('HINCRBY', bkey, 'n:' .. S.queued, added) end
+if added > 0 then incr(p, bkey, 'n:' .. S.queued, added) end
 return added
 "#;
 
@@ -35,6 +35,10 @@ return added
 /// ARGV: prefix, now_ms, lease_expiry_ms, worker_id, max_claims, promote_chunk, salt
 /// (random per call: a token stays unique even when a Redis rollback repeats `claims`).
 /// Returns { {job_id, token, field, value, ...}, ... }.
+/// Nothing about one job can fail the call (the jobs popped before it would be lost): an id
+/// without a record, or whose key is not a hash, goes to the dead set here with the reason
+/// in `orphans`; any other record is claimed as it is (a `claims` count that is no number
+/// included), and the worker sends a record it cannot read to the dead set alone.
 pub(super) const CLAIM: &str = r#"
 local p, now = ARGV[1], tonumber(ARGV[2])
 local due = redis.call('ZRANGEBYSCORE', p .. 'parked', '-inf', now, 'LIMIT', 0, tonumber(ARGV[6]))
@@ -42,19 +46,25 @@ if #due > 0 then
   redis.call('ZREM', p .. 'parked', unpack(due))
   redis.call('RPUSH', p .. 'ready', unpack(due))
 end
+local function bury(id, why)
+  redis.call('ZADD', p .. 'dead', now, id)
+  fix(p, 'HSET', p .. 'orphans', id, why)
+end
 local out, want, pops = {}, tonumber(ARGV[5]), 0
 while #out < want and pops < want * 4 do
   pops = pops + 1
   local id = redis.call('LPOP', p .. 'ready')
   if not id then break end
   local jkey = p .. 'job:' .. id
-  local st = redis.call('HGET', jkey, 'state')
+  local st = redis.pcall('HGET', jkey, 'state')
   local held = redis.call('ZSCORE', p .. 'leases', id)
-  if not st then
-    redis.call('ZADD', p .. 'dead', now, id)
-    redis.call('HSET', p .. 'orphans', id, 'no job record for a queued id')
-  elseif not TERMINAL[st] and not (held and tonumber(held) > now) then
-    local seq = redis.call('HINCRBY', jkey, 'claims', 1)
+  if failed(st) then
+    bury(id, 'job record is a ' .. redis.call('TYPE', jkey)['ok'] .. ', not a hash')
+  elseif not st and redis.call('EXISTS', jkey) == 0 then
+    bury(id, 'no job record for a queued id')
+  elseif not (st and TERMINAL[st]) and not (held and tonumber(held) > now) then
+    local seq = redis.pcall('HINCRBY', jkey, 'claims', 1)
+    if failed(seq) then seq = 'x' end
     local token = ARGV[4] .. '#' .. seq .. '.' .. ARGV[7]
     redis.call('HSET', jkey, 'token', token, 'worker', ARGV[4])
     redis.call('HDEL', jkey, 'waiting_on')
@@ -94,8 +104,9 @@ return lost
 /// A terminal step numbers the job's outcome: the `outcome` field it sets (a stage took
 /// the number before writing its result line), else one more than the last; `finished_at`
 /// is the one it sets, else now.
-/// Returns {'ok', batch_finished, rerouted} or {'lost', current_state}. A replay of the
-/// same nonce (a retried call whose reply was lost) returns 'ok' again. `rerouted` = 1:
+/// Returns {'ok', batch_finished, rerouted, repaired} or {'lost', current_state}. A replay
+/// of the same nonce (a retried call whose reply was lost) returns 'ok' again. `repaired`
+/// lists damaged counters and keys the step repaired (see `REPAIR_LUA`). `rerouted` = 1:
 /// asked for `submit_unknown` but the generation's id is known, so the job was parked
 /// in `polling` instead.
 pub(super) const TRANSITION: &str = r#"
@@ -106,7 +117,7 @@ local cur = redis.call('HMGET', jkey, 'token', 'state', 'batch', 'last_tx', 'ups
 if cur[1] ~= ARGV[3] then
   -- A replay of an applied call (its reply was lost) is ok — unless it kept the lease
   -- and the lease has changed hands since: then this worker no longer owns the job.
-  if cur[4] == ARGV[4] and mode ~= 'keep' then return {'ok', 0, 0} end
+  if cur[4] == ARGV[4] and mode ~= 'keep' then return {'ok', 0, 0, REPAIRED} end
   return {'lost', cur[2] or ''}
 end
 -- A job whose generation is known (its id recorded, fenced, by a worker that lost the
@@ -119,10 +130,10 @@ local bkey = cur[3] and (p .. 'batch:' .. cur[3])
 if new ~= '' and cur[2] ~= new then
   redis.call('HSET', jkey, 'state', new)
   if bkey then
-    redis.call('HINCRBY', bkey, 'n:' .. cur[2], -1)
-    redis.call('HINCRBY', bkey, 'n:' .. new, 1)
+    if cur[2] then incr(p, bkey, 'n:' .. cur[2], -1) end
+    incr(p, bkey, 'n:' .. new, 1)
   end
-  redis.call('HINCRBY', p .. 'stats', 'to:' .. new, 1)
+  incr(p, p .. 'stats', 'to:' .. new, 1)
 end
 local numbered = false
 for i = 13, #ARGV, 2 do
@@ -131,7 +142,7 @@ for i = 13, #ARGV, 2 do
   else
     redis.call('HSET', jkey, ARGV[i], ARGV[i + 1])
     if ARGV[i] == 'upstream_id' and prov ~= '' then
-      redis.call('HSET', p .. 'upstreams:' .. prov, ARGV[i + 1], id)
+      fix(p, 'HSET', p .. 'upstreams:' .. prov, ARGV[i + 1], id)
     end
   end
 end
@@ -141,14 +152,14 @@ if prov ~= '' then
   local skey = p .. 'slots:' .. prov
   if HOLD[final] and mode ~= 'done' then
     local base = math.max(tonumber(at), now)
-    redis.call('ZADD', skey, base + tonumber(ARGV[11]), id)
-  elseif redis.call('ZREM', skey, id) == 1 then
+    fix(p, 'ZADD', skey, base + tonumber(ARGV[11]), id)
+  elseif fix(p, 'ZREM', skey, id) == 1 then
     wake(p, prov, 1)
   end
 end
 if mode == 'keep' then
   redis.call('ZADD', p .. 'leases', at, id)
-  return {'ok', 0, rerouted}
+  return {'ok', 0, rerouted, REPAIRED}
 end
 redis.call('HDEL', jkey, 'token', 'worker')
 redis.call('ZREM', p .. 'leases', id)
@@ -160,36 +171,36 @@ elseif mode == 'wait' then
   redis.call('ZADD', p .. 'parked', at, id)
   redis.call('HSET', jkey, 'waiting_on', ARGV[12])
   if redis.call('HGET', jkey, 'listed_on') ~= ARGV[12] then
-    redis.call('RPUSH', p .. ARGV[12], id)
+    fix(p, 'RPUSH', p .. ARGV[12], id)
     redis.call('HSET', jkey, 'listed_on', ARGV[12])
   end
   local cap = tonumber(ARGV[10])
   if ARGV[12] == 'waiting:' .. prov and
-     (cap == 0 or redis.call('ZCARD', p .. 'slots:' .. prov) < cap) then
+     (cap == 0 or fix(p, 'ZCARD', p .. 'slots:' .. prov) < cap) then
     wake(p, prov, 1)   -- a slot freed meanwhile: no missed wake-up
   end
 elseif mode == 'done' then
   redis.call('HSETNX', jkey, 'finished_at', now)
-  if not numbered then redis.call('HINCRBY', jkey, 'outcome', 1) end
+  if not numbered then incr(p, jkey, 'outcome', 1) end
   if new == S.dead then redis.call('ZADD', p .. 'dead', now, id) end
   if RELEASE[new] then release_budget(p, jkey, cur[3]) end
   if bkey then
-    local done = redis.call('HINCRBY', bkey, 'done', 1)
+    local done = incr(p, bkey, 'done', 1)
     if done == tonumber(redis.call('HGET', bkey, 'total')) then
       redis.call('HSET', bkey, 'finished_at', now)
       if redis.call('HGET', bkey, 'on_done') == '1' then
         -- Announce this completion exactly once: a job of its own, delivered durably.
-        local n = redis.call('HINCRBY', bkey, 'completions', 1)
+        local n = incr(p, bkey, 'completions', 1)
         local hid = 'done:' .. cur[3] .. ':' .. n
         redis.call('HSET', p .. 'job:' .. hid, 'state', S.queued, 'kind', 'batch_done',
                    'of_batch', cur[3], 'completion', n, 'attempts', 0, 'created_at', now)
         redis.call('RPUSH', p .. 'ready', hid)
       end
-      return {'ok', 1, rerouted}
+      return {'ok', 1, rerouted, REPAIRED}
     end
   end
 end
-return {'ok', 0, rerouted}
+return {'ok', 0, rerouted, REPAIRED}
 "#;
 
 /// Records an upstream id learned by a worker that lost its lease mid-POST, fenced by the
@@ -207,7 +218,7 @@ if f[1] ~= ARGV[3] then return 'fenced' end
 if f[2] then return 'known' end
 redis.call('HSET', jkey, 'upstream_id', ARGV[4], 'submitted_at', now, 'polls', 0,
            'attempts', 0, 'updated_at', now)
-redis.call('HSET', p .. 'upstreams:' .. prov, ARGV[4], id)
+fix(p, 'HSET', p .. 'upstreams:' .. prov, ARGV[4], id)
 local st = f[3]
 if st == S.cancelled then
   -- Cancelled while the POST was out: the generation exists; the worker cancels it
@@ -221,14 +232,14 @@ redis.call('HDEL', jkey, 'token', 'worker', 'waiting_on', 'finished_at')
 redis.call('ZREM', p .. 'leases', id)
 redis.call('ZREM', p .. 'dead', id)
 redis.call('ZADD', p .. 'parked', ARGV[7], id)
-redis.call('ZADD', p .. 'slots:' .. prov, tonumber(ARGV[7]) + tonumber(ARGV[8]), id)
-redis.call('HINCRBY', p .. 'stats', 'to:' .. S.polling, 1)
+fix(p, 'ZADD', p .. 'slots:' .. prov, tonumber(ARGV[7]) + tonumber(ARGV[8]), id)
+incr(p, p .. 'stats', 'to:' .. S.polling, 1)
 if f[4] then
   local bkey = p .. 'batch:' .. f[4]
-  redis.call('HINCRBY', bkey, 'n:' .. st, -1)
-  redis.call('HINCRBY', bkey, 'n:' .. S.polling, 1)
+  incr(p, bkey, 'n:' .. st, -1)
+  incr(p, bkey, 'n:' .. S.polling, 1)
   if TERMINAL[st] then
-    redis.call('HINCRBY', bkey, 'done', -1)
+    incr(p, bkey, 'done', -1)
     redis.call('HDEL', bkey, 'finished_at')
   end
 end
@@ -243,11 +254,11 @@ local ids = redis.call('ZRANGEBYSCORE', p .. 'leases', '-inf', ARGV[2], 'LIMIT',
 for _, id in ipairs(ids) do
   local jkey = p .. 'job:' .. id
   redis.call('ZREM', p .. 'leases', id)
-  redis.call('HDEL', jkey, 'token', 'worker')
-  redis.call('HINCRBY', jkey, 'redeliveries', 1)
+  redis.pcall('HDEL', jkey, 'token', 'worker')
+  incr(p, jkey, 'redeliveries', 1)
   redis.call('RPUSH', p .. 'ready', id)
 end
-if #ids > 0 then redis.call('HINCRBY', p .. 'stats', 'lease_recoveries', #ids) end
+if #ids > 0 then incr(p, p .. 'stats', 'lease_recoveries', #ids) end
 return #ids
 "#;
 
@@ -279,7 +290,7 @@ for i = 6, #ARGV do
   if st and allowed[st] and st ~= to then
     local dest = to
     if to == S.queued and cur[4] and st ~= S.failed then dest = S.polling end
-    if prov and not HOLD[dest] and redis.call('ZREM', p .. 'slots:' .. prov, id) == 1 then
+    if prov and not HOLD[dest] and fix(p, 'ZREM', p .. 'slots:' .. prov, id) == 1 then
       wake(p, prov, 1)
     end
     redis.call('HSET', jkey, 'state', dest, 'updated_at', now)
@@ -287,11 +298,11 @@ for i = 6, #ARGV do
     redis.call('HDEL', jkey, 'token', 'worker', 'waiting_on')
     redis.call('ZREM', p .. 'leases', id)
     redis.call('ZREM', p .. 'parked', id)
-    redis.call('HINCRBY', p .. 'stats', 'to:' .. dest, 1)
+    incr(p, p .. 'stats', 'to:' .. dest, 1)
     local bkey = cur[2] and (p .. 'batch:' .. cur[2])
     if bkey then
-      redis.call('HINCRBY', bkey, 'n:' .. st, -1)
-      redis.call('HINCRBY', bkey, 'n:' .. dest, 1)
+      incr(p, bkey, 'n:' .. st, -1)
+      incr(p, bkey, 'n:' .. dest, 1)
     end
     local pending_post = (dest == S.cancelled and st == S.submitting)
     if pending_post then redis.call('HSET', jkey, 'cancel_requested', 1) end
@@ -308,22 +319,22 @@ for i = 6, #ARGV do
       if dest == S.polling then
         redis.call('HSET', jkey, 'submitted_at', now, 'polls', 0)
         redis.call('ZADD', p .. 'parked', now, id)
-        redis.call('ZADD', p .. 'slots:' .. prov, now, id)
+        fix(p, 'ZADD', p .. 'slots:' .. prov, now, id)
       else
         redis.call('HDEL', jkey, 'upstream_id', 'submitted_at')
         redis.call('RPUSH', p .. 'ready', id)
       end
       if bkey and TERMINAL[st] then
-        redis.call('HINCRBY', bkey, 'done', -1)
+        incr(p, bkey, 'done', -1)
         redis.call('HDEL', bkey, 'finished_at')
       end
     else
       redis.call('HSET', jkey, 'finished_at', now)
-      redis.call('HINCRBY', jkey, 'outcome', 1)   -- a new outcome: its own result line
+      incr(p, jkey, 'outcome', 1)   -- a new outcome: its own result line
       if reason ~= '' then redis.call('HSET', jkey, 'error', reason) end
       if dest == S.dead then redis.call('ZADD', p .. 'dead', now, id) end
       if bkey and not TERMINAL[st] then
-        local done = redis.call('HINCRBY', bkey, 'done', 1)
+        local done = incr(p, bkey, 'done', 1)
         if done == tonumber(redis.call('HGET', bkey, 'total')) then
           redis.call('HSET', bkey, 'finished_at', now)
         end
@@ -349,30 +360,32 @@ return 1
 "#;
 
 /// Forgets a finished batch: its job records, their dead-set and upstream-index entries,
-/// its announcement jobs and the batch hash. ARGV: prefix, batch_id.
+/// its announcement jobs and the batch hash. ARGV: prefix, batch_id, jobs (how many job
+/// records the batch has, as its reader confirmed them: never the stored `total` alone,
+/// which may be damaged, and is looped over here).
 /// Returns the number of job records deleted, -1 when the batch is not finished, or -2
 /// while one of its completion announcements is not delivered (or given up) yet.
 pub(super) const PURGE: &str = r#"
-local p, bid = ARGV[1], ARGV[2]
+local p, bid, total = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local bkey = p .. 'batch:' .. bid
 local b = redis.call('HMGET', bkey, 'total', 'done', 'completions')
 if not b[1] then return 0 end
-local total = tonumber(b[1])
-if tonumber(b[2] or '0') < total then return -1 end
-for c = 1, tonumber(b[3] or '0') do
-  local st = redis.call('HGET', p .. 'job:done:' .. bid .. ':' .. c, 'state')
-  if st and not TERMINAL[st] then return -2 end
+if (tonumber(b[2]) or 0) < total then return -1 end
+local completions = math.min(tonumber(b[3]) or 0, 100000)
+for c = 1, completions do
+  local st = redis.pcall('HGET', p .. 'job:done:' .. bid .. ':' .. c, 'state')
+  if st and not failed(st) and not TERMINAL[st] then return -2 end
 end
 local n = 0
 for i = 0, total - 1 do
   local id = string.format(JOB_ID_FORMAT, bid, i)
   local jkey = p .. 'job:' .. id
-  local f = redis.call('HMGET', jkey, 'provider', 'upstream_id')
-  if f[1] and f[2] then redis.call('HDEL', p .. 'upstreams:' .. f[1], f[2]) end
+  local f = redis.pcall('HMGET', jkey, 'provider', 'upstream_id')
+  if not failed(f) and f[1] and f[2] then fix(p, 'HDEL', p .. 'upstreams:' .. f[1], f[2]) end
   redis.call('ZREM', p .. 'dead', id)
   n = n + redis.call('DEL', jkey)
 end
-for c = 1, tonumber(b[3] or '0') do
+for c = 1, completions do
   local hid = 'done:' .. bid .. ':' .. c
   redis.call('ZREM', p .. 'dead', hid)
   redis.call('DEL', p .. 'job:' .. hid)

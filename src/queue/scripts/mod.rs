@@ -16,11 +16,70 @@ use redis::Script;
 /// [`crate::money::Usd`]) and added as integer nano-dollars, never as floats.
 const MONEY_LUA: &str = r#"
 local function nanos(s)
-  if not s or s == '' then return 0 end
-  return math.floor(tonumber(s) * 1e9 + 0.5)
+  local n = s and tonumber(s)
+  if not n then return 0 end
+  return math.floor(n * 1e9 + 0.5)
 end
 local function usd(n)
   return string.format('%d.%09d', math.floor(n / 1e9), n % 1e9)
+end
+"#;
+
+/// Shared Lua: reading what may be damaged without failing the script. Redis contents are
+/// untrusted (a hand edit, a buggy client, a restored old dump): a counter that is not a
+/// number, a bookkeeping key of the wrong type or a limiter value that is garbage must not
+/// fail every script that touches it (seen: a garbage limiter key stopped all submissions).
+/// Each repair is noted in `REPAIRED` (key without the prefix, and what was done), which
+/// scripts return for the caller to warn about.
+const REPAIR_LUA: &str = r#"
+local REPAIRED = {}
+local function repaired(p, key, what)
+  REPAIRED[#REPAIRED + 1] = string.sub(key, #p + 1) .. ': ' .. what
+end
+local function failed(r)
+  return type(r) == 'table' and r.err ~= nil
+end
+-- HINCRBY that never fails the script: a field that is not an integer is reset to n; a
+-- key that is not a hash is left alone (nothing is deleted that may hold a record).
+local function incr(p, key, field, n)
+  local r = redis.pcall('HINCRBY', key, field, n)
+  if not failed(r) then return r end
+  if string.find(r.err, 'WRONGTYPE') then
+    repaired(p, key, 'not a hash; ' .. field .. ' not counted')
+    return n
+  end
+  redis.call('HSET', key, field, n)
+  repaired(p, key, field .. ' was not a number; reset to ' .. n)
+  return n
+end
+-- A command on a bookkeeping key (slots, wait lists, indexes, limiter state): a key of the
+-- wrong type is deleted, treated as absent, and the command runs again.
+local function fix(p, cmd, key, ...)
+  local r = redis.pcall(cmd, key, ...)
+  if failed(r) and string.find(r.err, 'WRONGTYPE') then
+    redis.call('DEL', key)
+    repaired(p, key, 'of the wrong type; treated as absent')
+    return redis.call(cmd, key, ...)
+  end
+  if failed(r) then return redis.call(cmd, key, ...) end
+  return r
+end
+-- A number stored under a key (a cool-down's end, a GCRA time); nil when absent. One that
+-- is not a number, or a key of the wrong type, is deleted and treated as absent.
+local function num_at(p, key)
+  local v = redis.pcall('GET', key)
+  if failed(v) then
+    redis.call('DEL', key)
+    repaired(p, key, 'of the wrong type; treated as absent')
+    return nil
+  end
+  if not v then return nil end
+  local n = tonumber(v)
+  if not n then
+    redis.call('DEL', key)
+    repaired(p, key, 'not a number; treated as absent')
+  end
+  return n
 end
 "#;
 
@@ -34,11 +93,12 @@ const SLOTS_LUA: &str = r#"
 local function wake_list(p, list, n)
   local woken, seen = 0, 0
   while (n == 0 or woken < n) and seen < 10000 do
-    local w = redis.call('LPOP', p .. list)
+    local w = fix(p, 'LPOP', p .. list)
     if not w then return woken end
     seen = seen + 1
     local wkey = p .. 'job:' .. w
-    local f = redis.call('HMGET', wkey, 'waiting_on', 'listed_on', 'state')
+    local f = redis.pcall('HMGET', wkey, 'waiting_on', 'listed_on', 'state')
+    if failed(f) then f = {} end
     if f[2] == list then redis.call('HDEL', wkey, 'listed_on') end
     if f[1] == list and f[3] and not TERMINAL[f[3]] then
       redis.call('HDEL', wkey, 'waiting_on')
@@ -91,7 +151,7 @@ pub struct Scripts {
 fn prelude() -> String {
     let states = JobState::lua_prelude();
     let ids = format!("local JOB_ID_FORMAT = '{JOB_ID_LUA_FORMAT}'\n");
-    format!("{states}{ids}{MONEY_LUA}\n{SLOTS_LUA}\n{ADMISSION_LUA}")
+    format!("{states}{ids}{REPAIR_LUA}\n{MONEY_LUA}\n{SLOTS_LUA}\n{ADMISSION_LUA}")
 }
 
 impl Scripts {

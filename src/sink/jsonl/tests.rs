@@ -113,3 +113,28 @@ fn a_held_lock_is_waited_for_a_bounded_time() {
     drop(held);
     assert!(a.append(&line("b.00000", 1, JobState::Succeeded)).unwrap());
 }
+
+#[test]
+fn a_damaged_file_is_read_past_and_never_counts_as_a_written_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = sink(dir.path());
+    std::fs::create_dir_all(dir.path().join("b")).unwrap();
+    let mut damage: Vec<u8> = b"\xff\xfe not text\n[1, 2\n".to_vec();
+    // Only looks like the line of a job: it does not say that job's outcome 9 is written.
+    damage.extend_from_slice(b"{\"job_id\":\"b.00001\",\"outcome\":9}\n");
+    damage.extend(std::iter::repeat_n(b'x', MAX_LINE + 10));
+    damage.push(b'\n');
+    std::fs::write(a.path("b"), &damage).unwrap();
+    assert!(a.append(&line("b.00001", 1, JobState::Succeeded)).unwrap());
+    assert!(a.append(&line("b.00002", 1, JobState::Failed)).unwrap());
+    let ids: Vec<String> = read_all(&a.path("b"))
+        .unwrap()
+        .into_iter()
+        .map(|l| l.job_id)
+        .collect();
+    assert_eq!(ids, ["b.00001", "b.00002"]);
+    // Another process reads the same file from the start.
+    assert!(!sink(dir.path())
+        .append(&line("b.00001", 1, JobState::Succeeded))
+        .unwrap());
+}

@@ -15,6 +15,9 @@ use crate::worker::Runtime;
 use step::Step;
 use tracing::warn;
 
+/// The job's payload, which must be of this worker's version and name the very job its
+/// record is (the batch and index its id says; the record's id and batch were checked
+/// against the id rules when it was read): paths and keys are built from it.
 fn parse_payload(rec: &JobRecord) -> Result<JobPayload, String> {
     let raw = rec.payload.as_deref().ok_or("job record has no payload")?;
     let p: JobPayload =
@@ -23,6 +26,15 @@ fn parse_payload(rec: &JobRecord) -> Result<JobPayload, String> {
         return Err(format!(
             "unknown payload version {} (this worker reads {PAYLOAD_VERSION})",
             p.v
+        ));
+    }
+    if rec.batch.as_deref() != Some(p.batch_id.as_str())
+        || crate::job::job_id(&p.batch_id, p.index) != rec.job_id
+    {
+        return Err(format!(
+            "payload names job {:.80?} of batch {:.80?}, not this one",
+            crate::job::job_id(&p.batch_id, p.index),
+            p.batch_id
         ));
     }
     Ok(p)
@@ -62,17 +74,22 @@ pub async fn run(rt: &Runtime, claimed: Claimed) {
     crate::metrics::stage(stage, started.elapsed().as_secs_f64());
 }
 
-/// Sends a record to the dead set with the reason, under the claim's lease.
-async fn poisoned(rt: &Runtime, job_id: &str, token: &str, reason: String) {
+/// Sends a record to the dead set with the reason, under the claim's lease (leaving the
+/// counters of a batch that does not count it alone, see [`crate::job::BadRecord::counted`]).
+async fn poisoned(rt: &Runtime, job_id: &str, token: &str, reason: String, counted: bool) {
     warn!(job_id = %job_id, reason = %reason, "Poisoned job sent to the dead set.");
-    let owner = crate::queue::Owner { job_id, token };
-    let tx = Transition::to(JobState::Dead, After::Done).set(Field::Error, reason);
-    if let Err(e) = rt
+    let res = rt
         .queue
-        .apply(owner, &rt.leases.nonce(token), &tx, None)
-        .await
-    {
-        warn!(job_id = %job_id, error = %e, "Could not send the poisoned job to the dead set.");
+        .dead_letter(job_id.as_bytes(), token.as_bytes(), &reason, counted)
+        .await;
+    match res {
+        Ok(true) => crate::metrics::transition(JobState::Dead),
+        Ok(false) => {
+            warn!(job_id = %job_id, "Lease lost; leaving the poisoned job to its new owner.")
+        }
+        Err(e) => {
+            warn!(job_id = %job_id, error = %e, "Could not send the poisoned job to the dead set.")
+        }
     }
 }
 
@@ -81,7 +98,7 @@ async fn run_stage(rt: &Runtime, claimed: Claimed) {
     let rec = match claim.record.clone() {
         Ok(r) => r,
         Err(bad) => {
-            poisoned(rt, &claim.job_id, &claim.token, bad.reason).await;
+            poisoned(rt, &claim.job_id, &claim.token, bad.reason, bad.counted).await;
             lease.settle();
             return;
         }
@@ -96,7 +113,7 @@ async fn run_stage(rt: &Runtime, claimed: Claimed) {
     let payload = match parse_payload(&step.rec) {
         Ok(p) => p,
         Err(reason) => {
-            poisoned(rt, &claim.job_id, &claim.token, reason).await;
+            poisoned(rt, &claim.job_id, &claim.token, reason, true).await;
             lease.settle();
             return;
         }
