@@ -253,8 +253,9 @@ impl JobRecord {
                 file: text(Field::File),
                 sha256: text(Field::Sha256),
                 bytes: num(Field::Bytes, text(Field::Bytes))?,
-                error: text(Field::Error),
-                wait_reason: text(Field::WaitReason),
+                // Whoever wrote Redis may have planted escapes: shown text is cleaned here.
+                error: text(Field::Error).map(|e| crate::upstream::sanitize(&e, &[])),
+                wait_reason: text(Field::WaitReason).map(|e| crate::upstream::sanitize(&e, &[])),
                 estimated_cost,
                 attempts: num(Field::Attempts, text(Field::Attempts))?.unwrap_or(0),
                 claims: num(Field::Claims, text(Field::Claims))?.unwrap_or(0),
@@ -353,6 +354,24 @@ mod tests {
         assert_eq!(r.estimated_cost, Usd::parse("0.56"));
         assert_eq!((r.claims, r.polls), (2, 3));
         assert_eq!(r.error, None);
+    }
+
+    #[test]
+    fn planted_escapes_in_reasons_never_reach_a_terminal() {
+        let r = JobRecord::from_pairs(
+            "x",
+            pairs(&[
+                ("state", JobState::Dead.as_str()),
+                ("error", "boom\u{1b}[2J\u{1b}]0;owned\u{7}\u{0} done"),
+                ("wait_reason", "slot\u{1b}[31m red"),
+            ]),
+        )
+        .unwrap();
+        let e = r.error.unwrap();
+        assert!(!e.chars().any(char::is_control), "{e:?}");
+        assert!(e.starts_with("boom") && e.ends_with("done"), "{e:?}");
+        let w = r.wait_reason.unwrap();
+        assert_eq!(w, "slot red");
     }
 
     #[test]
