@@ -231,7 +231,11 @@ async fn ids_that_would_leave_the_output_directory_die_before_any_path_is_built(
     w.verdict(&log, &ids, &poisoned).await;
     assert_forged_uncounted(&w).await;
     let out = w.run(&["report", evil]).await;
-    assert!(!out.status.success(), "the report of {evil:?} is refused");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "the report of {evil:?} is refused as bad input"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("batch id"), "{err}");
     w.assert_nothing_outside();
