@@ -17,11 +17,13 @@ mod effective;
 mod load;
 mod providers;
 mod raw;
+mod redact;
 mod settings;
 pub mod testing;
 mod validate;
 
 pub use load::LoadOptions;
+pub use redact::redact_url;
 pub use settings::{
     OutputSettings, PollSettings, Prices, ProviderLimits, ProviderSettings, QueueSettings,
     RedisSettings, RetrySettings, Settings, WorkerSettings,
@@ -51,21 +53,6 @@ fn positive(key: &str, d: Duration) -> Result<Duration, ConfigError> {
         Err(invalid(key, "must be greater than zero"))
     } else {
         Ok(d)
-    }
-}
-
-/// Replaces the password (and a lone user token) of a URL with `***`.
-pub fn redact_url(raw: &str) -> String {
-    match url::Url::parse(raw) {
-        Ok(mut u) => {
-            if u.password().is_some() {
-                let _ = u.set_password(Some("***"));
-            } else if !u.username().is_empty() {
-                let _ = u.set_username("***");
-            }
-            u.to_string()
-        }
-        Err(_) => "<unparseable url>".to_string(),
     }
 }
 

@@ -3,7 +3,7 @@
 //! `effective`): secrets serialize as a redaction marker, durations in humantime form,
 //! and the few fields `check-config` never showed are skipped.
 
-use super::effective::{display, duration, path, price, redacted_url, secret};
+use super::effective::{display, duration, path, price, redacted_url, secret, url};
 use crate::model::ProviderName;
 use crate::money::Usd;
 use secrecy::{ExposeSecret, SecretString};
@@ -119,7 +119,8 @@ pub struct OutputSettings {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ProviderSettings {
-    #[serde(serialize_with = "display")]
+    /// Never carries credentials (refused at load); shown through `redact_url` all the same.
+    #[serde(serialize_with = "url")]
     pub base_url: url::Url,
     #[serde(serialize_with = "secret")]
     pub api_key: Option<SecretString>,

@@ -48,7 +48,7 @@ fn debug_output_hides_secrets() {
     let dbg = format!("{s:?}");
     assert!(!dbg.contains("hunter2pass"), "{dbg}");
     assert!(!dbg.contains("sk-topsecret-123"), "{dbg}");
-    assert_eq!(s.redis.redacted_url(), "redis://u:***@localhost:6379");
+    assert_eq!(s.redis.redacted_url(), "redis://***:***@localhost:6379");
 }
 
 /// The keys `check-config` has always printed, and no others.
@@ -245,4 +245,66 @@ fn invalid_test_settings_name_the_key() {
         e.to_string(),
         "settings: worker.concurrency: must be 1–10000"
     );
+}
+
+/// Every place a URL is shown goes through `redact_url`: user and password, secret query
+/// parameters (`?pass=`, `?key=`…) and fragments never show, whatever the scheme.
+#[test]
+fn redact_url_hides_every_credential_form() {
+    let cases = [
+        ("redis://ops:Pa55w0rd@h:6379/0", "redis://***:***@h:6379/0"),
+        ("redis://:Pa55w0rd@h:6379", "redis://:***@h:6379"),
+        ("redis://Pa55w0rd@h:6379", "redis://***@h:6379"),
+        ("rediss://ops:Pa55w0rd@h:6380", "rediss://***:***@h:6380"),
+        ("redis://ops:p%40ss%2Fw0rd@h", "redis://***:***@h"),
+        (
+            "unix:///run/redis.sock?db=2&pass=Pa55w0rd",
+            "unix:///run/redis.sock?db=2&pass=***",
+        ),
+        (
+            "redis+unix:///run/redis.sock?password=Pa55w0rd&user=ops&protocol=resp3",
+            "redis+unix:///run/redis.sock?password=***&user=***&protocol=resp3",
+        ),
+        (
+            "https://u:Tok3n@api.example.com/v1?key=K3y&api_key=K3y&token=T0k#Fr4g",
+            "https://***:***@api.example.com/v1?key=***&api_key=***&token=***#***",
+        ),
+        (
+            "https://api.example.com/v1?Pa55w0rd",
+            "https://api.example.com/v1?***",
+        ),
+        ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+        ("https://api.aimlapi.com/", "https://api.aimlapi.com/"),
+        ("redis://ops:Pa55w0rd@h:99999", "<unparseable url>"),
+    ];
+    for (raw, want) in cases {
+        assert_eq!(redact_url(raw), want, "{raw}");
+    }
+}
+
+/// Credentials in a provider's base_url are refused at load, the error naming the key and
+/// never the URL; a Unix-socket Redis URL in either spelling is accepted.
+#[test]
+fn base_url_credentials_are_refused_without_echoing_them() {
+    for bad in [
+        "https://u:Tok3n-9931@api.example.com",
+        "https://Tok3n-9931@api.example.com",
+        "https://api.example.com/?key=Tok3n-9931",
+        "https://api.example.com/v1?token=Tok3n-9931",
+        "https://api.example.com/#Tok3n-9931",
+        "https//Tok3n-9931",
+    ] {
+        let e = load::from_vars(vars(&[("RESTYLE__PROVIDERS__FAL__BASE_URL", bad)]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("settings: providers.fal.base_url: "), "{e}");
+        assert!(!e.contains("Tok3n"), "{bad}: {e}");
+    }
+    for ok in [
+        "unix:///run/redis.sock?pass=x",
+        "redis+unix:///run/redis.sock",
+    ] {
+        let s = load::from_vars(vars(&[("REDIS_URL", ok)])).unwrap();
+        assert_eq!(s.redis.url.expose_secret(), ok);
+    }
 }

@@ -30,7 +30,7 @@ async fn valid_settings_pass_with_secrets_redacted() {
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("worker.concurrency = 12"), "{out}");
     assert!(
-        out.contains("redis.url = redis://ops:***@127.0.0.1:6390"),
+        out.contains("redis.url = redis://***:***@127.0.0.1:6390"),
         "{out}"
     );
     assert!(out.contains("providers.fal.api_key = *** (set)"), "{out}");
