@@ -121,14 +121,13 @@ pub(super) fn env_name(key: &str) -> String {
 }
 
 fn set(b: Builder, key: &str, value: String) -> Result<Builder, ConfigError> {
-    b.set_override(key, value)
-        .map_err(|e| ConfigError::Load(e.to_string()))
+    b.set_override(key, value).map_err(super::scrub::scrub)
 }
 
 fn finish(b: Builder) -> Result<Settings, ConfigError> {
     let raw: Raw = b
         .build()
         .and_then(|c| c.try_deserialize())
-        .map_err(|e| ConfigError::Load(e.to_string()))?;
+        .map_err(super::scrub::scrub)?;
     raw.validate()
 }

@@ -8,6 +8,7 @@
 //! - `settings`: the validated types every command reads.
 //! - `load`: the layers, env overrides included ([`LoadOptions`], [`Settings::load`]).
 //! - `validate` and `providers`: raw into validated, one function per section.
+//! - `scrub`: loading errors translated to name the key and never quote a value.
 //! - `effective`: the redacted `key = value` view of `check-config`, derived from the
 //!   settings types' `Serialize`.
 //! - [`testing`]: one description of test settings, as [`Settings`] and as the
@@ -18,6 +19,7 @@ mod load;
 mod providers;
 mod raw;
 mod redact;
+mod scrub;
 mod settings;
 pub mod testing;
 mod validate;

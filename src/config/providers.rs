@@ -91,14 +91,15 @@ fn limits(key: &dyn Fn(&str) -> String, p: &RawProvider) -> Result<ProviderLimit
     if p.rate_burst == 0 {
         return Err(invalid(&key("rate_burst"), "must be at least 1"));
     }
-    if let Some(c) = p
+    if let Some(i) = p
         .rate_counts
         .iter()
-        .find(|c| *c != "submit" && *c != "poll")
+        .position(|c| c != "submit" && c != "poll")
     {
+        // Settings errors never quote a value.
         return Err(invalid(
             &key("rate_counts"),
-            format!("unknown call {c:?} (known: submit, poll)"),
+            format!("entry {} is not a known call (known: submit, poll)", i + 1),
         ));
     }
     Ok(ProviderLimits {

@@ -308,3 +308,68 @@ fn base_url_credentials_are_refused_without_echoing_them() {
         assert_eq!(s.redis.url.expose_secret(), ok);
     }
 }
+
+/// A settings error names the key and what was expected, never the value: the value
+/// of a mistyped variable may be a secret (`RESTYLE__REDIS=redis://u:pw@h` once printed
+/// the password).
+#[test]
+fn settings_errors_never_echo_values() {
+    const V: &str = "Pw-echo-5521";
+    let url = format!("redis://u:{V}@h");
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("RESTYLE__REDIS", url.clone(), "redis"),
+        ("RESTYLE__REDIS__URL__X", url.clone(), "redis.url"),
+        (
+            "RESTYLE__WORKER__CONCURRENCY",
+            V.into(),
+            "worker.concurrency",
+        ),
+        (
+            "RESTYLE__WORKER__CONCURRENCY",
+            format!("-{V}"),
+            "worker.concurrency",
+        ),
+        (
+            "RESTYLE__WORKER__SHUTDOWN_GRACE",
+            V.into(),
+            "worker.shutdown_grace",
+        ),
+        (
+            "RESTYLE__WORKER__SHUTDOWN_GRACE",
+            format!("5{V}"),
+            "worker.shutdown_grace",
+        ),
+        ("RESTYLE__OUTPUT__ALLOW_HTTP", V.into(), "output.allow_http"),
+        (
+            "RESTYLE__PROVIDERS__FAL__RATE_LIMIT",
+            V.into(),
+            "providers.fal.rate_limit",
+        ),
+        (
+            "RESTYLE__PROVIDERS__FAL__RATE_COUNTS",
+            V.into(),
+            "providers.fal.rate_counts",
+        ),
+        (
+            "RESTYLE__PROVIDERS__FAL__PRICE_PER_SECOND__EDIT",
+            V.into(),
+            "providers.fal.price_per_second.edit",
+        ),
+        ("RESTYLE__PROVIDERS__FAL", V.into(), "providers.fal"),
+    ];
+    let mut wrong = Vec::new();
+    for (var, value, key) in cases {
+        let e = load::from_vars(vars(&[(var, value.as_str())]))
+            .unwrap_err()
+            .to_string();
+        if e.contains("Pw-echo") || !e.contains(key) {
+            wrong.push(format!("{var} (want the key {key}, no value): {e}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    let e = load::from_vars(vars(&[("RESTYLE__REDIS", url.as_str())])).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "settings: redis: invalid type: string, expected a table of settings"
+    );
+}
