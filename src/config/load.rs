@@ -2,6 +2,8 @@
 //! < an extra file < `RESTYLE__…` env vars < `REDIS_URL` and the providers' own credential
 //! variables (from the registry; each only when its `RESTYLE__` twin is unset). The layers
 //! deserialize into the raw structs, then `validate` turns them into [`Settings`].
+//! Environment values stay the strings they are: secrets and names that look like numbers
+//! arrive as written.
 
 use super::raw::Raw;
 use super::{invalid, ConfigError, Settings};
@@ -86,14 +88,14 @@ fn file_layers(opts: &LoadOptions, env: &Env) -> Result<Builder, ConfigError> {
 }
 
 fn env_layers(b: Builder, env: &Env) -> Result<Builder, ConfigError> {
+    // Every value is read as the string it is (no `try_parsing`, which made the key
+    // `0012345` the number 12345 and the namespace `0012` the namespace `12`): numbers,
+    // bools and durations are parsed by the field that wants them, and a list field reads
+    // `a,b` through `raw::list`.
     let mut vars = config::Environment::with_prefix("RESTYLE")
         .prefix_separator("__")
         .separator("__")
-        .list_separator(",")
-        .try_parsing(true);
-    for p in registry::PROVIDERS {
-        vars = vars.with_list_parse_key(&format!("providers.{}.rate_counts", p.name));
-    }
+        .try_parsing(false);
     if let Env::Vars(m) = env {
         vars = vars.source(Some(
             m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),

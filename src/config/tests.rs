@@ -373,3 +373,55 @@ fn settings_errors_never_echo_values() {
         "settings: redis: invalid type: string, expected a table of settings"
     );
 }
+
+/// Environment values arrive as written: a key that looks like a number (`0012345`), a
+/// bool or a float stays that exact string, and so does a namespace; numeric, boolean,
+/// list and duration settings still read from the environment.
+#[test]
+fn env_values_arrive_as_written() {
+    let s = load::from_vars(vars(&[
+        ("RESTYLE__PROVIDERS__AIMLAPI__API_KEY", "0012345"),
+        (
+            "RESTYLE__PROVIDERS__OXEN__API_KEY",
+            "12345678901234567890123",
+        ),
+        ("RESTYLE__PROVIDERS__KLING__ACCESS_KEY", "1e5"),
+        ("RESTYLE__PROVIDERS__KLING__SECRET_KEY", "TRUE"),
+        ("FAL_KEY", "00777"),
+        ("RESTYLE__REDIS__NAMESPACE", "0012"),
+        ("RESTYLE__WORKER__CONCURRENCY", "12"),
+        ("RESTYLE__OUTPUT__ALLOW_HTTP", "true"),
+        ("RESTYLE__OUTPUT__MAX_DOWNLOAD_BYTES", "1048576"),
+        ("RESTYLE__QUEUE__LEASE", "20s"),
+        ("RESTYLE__PROVIDERS__FAL__RATE_LIMIT", "0.5"),
+        ("RESTYLE__PROVIDERS__FAL__MAX_IN_FLIGHT", "3"),
+        ("RESTYLE__PROVIDERS__FAL__PRICE_PER_SECOND__EDIT", "0.084"),
+        ("RESTYLE__PROVIDERS__FAL__RATE_COUNTS", "submit"),
+        ("RESTYLE__PROVIDERS__KLING__RATE_COUNTS", "submit,poll"),
+        ("RESTYLE__PROVIDERS__OXEN__RATE_COUNTS", ""),
+    ]))
+    .unwrap();
+    let key = |k: &Option<SecretString>| k.as_ref().unwrap().expose_secret().to_string();
+    assert_eq!(key(&s.provider(ProviderName::Aimlapi).api_key), "0012345");
+    assert_eq!(
+        key(&s.provider(ProviderName::Oxen).api_key),
+        "12345678901234567890123"
+    );
+    assert_eq!(key(&s.provider(ProviderName::Kling).access_key), "1e5");
+    assert_eq!(key(&s.provider(ProviderName::Kling).secret_key), "TRUE");
+    assert_eq!(key(&s.provider(ProviderName::Fal).api_key), "00777");
+    assert_eq!(s.redis.namespace, "0012");
+    assert_eq!(s.worker.concurrency, 12);
+    assert!(s.output.allow_http);
+    assert_eq!(s.output.max_download_bytes, 1_048_576);
+    assert_eq!(s.queue.lease, Duration::from_secs(20));
+    let fal = s.provider(ProviderName::Fal);
+    assert_eq!(fal.limits.rate_limit, 0.5);
+    assert_eq!(fal.limits.max_in_flight, 3);
+    assert_eq!(fal.prices.edit, crate::money::Usd::from_f64(0.084));
+    assert!(fal.limits.count_submit && !fal.limits.count_poll);
+    let kling = &s.provider(ProviderName::Kling).limits;
+    assert!(kling.count_submit && kling.count_poll);
+    let oxen = &s.provider(ProviderName::Oxen).limits;
+    assert!(!oxen.count_submit && !oxen.count_poll);
+}
