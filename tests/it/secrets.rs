@@ -103,3 +103,118 @@ async fn redis_password_is_redacted_in_errors() {
     assert!(err.contains("127.0.0.1"), "{err}");
     assert!(!err.contains("Pa55w0rd-zebra"), "password leaked: {err}");
 }
+
+/// `restyle worker` with a metrics listener and extra variables, logging to `log`;
+/// returns it and the listener's base URL.
+fn worker_with(app: &TestApp, log: &std::path::Path, env: &[(&str, &str)]) -> (WorkerProc, String) {
+    let port = restyle::localredis::free_port().unwrap();
+    let child = app
+        .cmd()
+        .args(["worker", "--concurrency", "4"])
+        .args(["--metrics-listen", &format!("127.0.0.1:{port}")])
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    (WorkerProc { child }, format!("http://127.0.0.1:{port}"))
+}
+
+/// `/readyz` once it answers 200: its body.
+async fn ready_body(base: &str) -> String {
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(r) = reqwest::get(format!("{base}/readyz")).await {
+            if r.status().as_u16() == 200 {
+                return r.text().await.unwrap();
+            }
+        }
+        assert!(Instant::now() < end, "{base}/readyz never ready");
+        poll_interval().await;
+    }
+}
+
+/// A worker without a provider's key has that provider disabled, and says so (log,
+/// `/readyz`, `check-config`). A job for it waits queued with the reason on its record:
+/// no fleet-wide pause (which once stopped that provider for every worker, keyed or not),
+/// no attempt used, nothing sent. A worker that has the key then runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_without_a_key_is_disabled_on_that_worker_not_paused_for_the_fleet() {
+    let mut app = TestApp::new(fast_knobs()).await;
+    app.test = app
+        .test
+        .clone()
+        .set("providers.fal.base_url", app.sim.base_url().as_str());
+    let log_a = app.out.path().join("worker-a.log");
+    let (a, base_a) = worker_with(&app, &log_a, &[]);
+    let ready = ready_body(&base_a).await;
+
+    let mut fal = app.batch("nokey-fal", &prompts(1));
+    fal.shared.provider = restyle::model::ProviderName::Fal;
+    restyle::producer::enqueue(&app.queue, &fal).await.unwrap();
+    app.enqueue("nokey-aiml", &prompts(1)).await;
+    app.wait_finished("nokey-aiml", Duration::from_secs(30))
+        .await;
+    let id = restyle::model::job_id("nokey-fal", 0);
+    let end = Instant::now() + Duration::from_secs(20);
+    let rec = loop {
+        let rec = app.queue.job(&id).await.unwrap().unwrap().unwrap();
+        if rec.error.as_deref().is_some_and(|e| !e.is_empty()) {
+            break rec;
+        }
+        assert!(
+            Instant::now() < end,
+            "the fal job never said why it waits: {rec:?}"
+        );
+        poll_interval().await;
+    };
+    assert!(
+        app.queue.provider_pause("fal").await.unwrap().is_none(),
+        "a missing key paused fal for the whole fleet: {:?}",
+        rec.error
+    );
+    let why = rec.error.clone().unwrap();
+    assert_eq!(rec.state, restyle::job::JobState::Queued, "{why}");
+    assert_eq!(rec.attempts, 0, "{why}");
+    assert!(why.contains("FAL_KEY") && why.contains("waiting"), "{why}");
+    assert_eq!(
+        app.sim
+            .stats()
+            .by_provider
+            .get("fal")
+            .map_or(0, |c| c.submissions_total),
+        0
+    );
+
+    assert!(
+        ready.contains("provider fal: disabled") && ready.contains("FAL_KEY"),
+        "{ready}"
+    );
+    assert!(ready.contains("provider aimlapi: enabled"), "{ready}");
+    let log = std::fs::read_to_string(&log_a).unwrap();
+    assert!(log.contains("disabled") && log.contains("FAL_KEY"), "{log}");
+    let cc = app.cmd().arg("check-config").output().unwrap();
+    let err = String::from_utf8_lossy(&cc.stderr);
+    assert_eq!(cc.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("provider fal: disabled") && err.contains("FAL_KEY"),
+        "{err}"
+    );
+
+    // A worker with the key takes the job the next time it falls due.
+    let log_b = app.out.path().join("worker-b.log");
+    let (b, _) = worker_with(&app, &log_b, &[("FAL_KEY", API_KEY)]);
+    let info = app
+        .wait_finished("nokey-fal", Duration::from_secs(30))
+        .await;
+    assert_eq!(
+        info.count(restyle::job::JobState::Succeeded),
+        1,
+        "{:?}",
+        info.counts
+    );
+    assert!(app.queue.provider_pause("fal").await.unwrap().is_none());
+    assert!(a.terminate().success());
+    assert!(b.terminate().success());
+}
