@@ -12,7 +12,7 @@ use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -94,10 +94,12 @@ pub fn cost(provider: ProviderName, usd: crate::money::Usd) {
         .increment(usd.as_f64());
 }
 
-/// Liveness of the worker loop, for `/readyz`.
+/// Liveness of the worker loop, and which providers it can use, for `/readyz`.
 #[derive(Debug, Default)]
 pub struct Health {
     running: AtomicBool,
+    /// One line per provider: enabled, or disabled and why (never a value).
+    providers: Mutex<Vec<String>>,
 }
 
 impl Health {
@@ -106,6 +108,12 @@ impl Health {
     }
     pub fn running(&self) -> bool {
         self.running.load(Ordering::SeqCst)
+    }
+    pub fn set_providers(&self, lines: Vec<String>) {
+        *self.providers.lock().expect("providers lock") = lines;
+    }
+    fn providers(&self) -> Vec<String> {
+        self.providers.lock().expect("providers lock").clone()
     }
 }
 
@@ -152,15 +160,21 @@ async fn metrics_text(State(ctx): State<Ctx>) -> String {
     ctx.handle.render()
 }
 
-/// `/readyz`: the status line as before, then the durability guarantee in effect (the
-/// status code does not depend on it: `redis.require_durable` decides at start).
+/// `/readyz`: the status line as before, then the durability guarantee in effect and a
+/// line per provider, enabled or disabled and why (the status code depends on neither:
+/// `redis.require_durable` decides at start, and a worker serves the providers it has).
 async fn ready(State(ctx): State<Ctx>) -> (StatusCode, String) {
     let (code, status) = ready_status(&ctx).await;
     let durability = match ctx.queue.get().and_then(Queue::durability_known) {
         Some(d) => d.to_string(),
         None => "not detected yet".to_string(),
     };
-    (code, format!("{status}\ndurability: {durability}\n"))
+    let mut body = format!("{status}\ndurability: {durability}\n");
+    for line in ctx.health.providers() {
+        body.push_str(&line);
+        body.push('\n');
+    }
+    (code, body)
 }
 
 async fn ready_status(ctx: &Ctx) -> (StatusCode, &'static str) {

@@ -31,17 +31,19 @@ use std::process::ExitCode;
 #[derive(Debug, Parser)]
 #[command(name = "restyle", version, about, long_about, propagate_version = true)]
 pub struct Cli {
+    // `hide_env_values`: `--help` names a variable, never shows its value.
     /// Log format: pretty for people, json for machines. Filter with RUST_LOG.
     #[arg(
         long,
         global = true,
         value_enum,
         default_value = "pretty",
-        env = "RESTYLE_LOG_FORMAT"
+        env = "RESTYLE_LOG_FORMAT",
+        hide_env_values = true
     )]
     pub log_format: LogFormat,
     /// Settings environment: layers config/<env>.toml over config/default.toml.
-    #[arg(long, global = true, env = "RESTYLE_ENV")]
+    #[arg(long, global = true, env = "RESTYLE_ENV", hide_env_values = true)]
     pub env: Option<String>,
     /// Directory holding the settings files.
     #[arg(long, global = true, default_value = "config")]

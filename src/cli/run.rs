@@ -196,6 +196,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             for (k, v) in settings.effective() {
                 println!("{k} = {v}");
             }
+            for (name, a) in upstream::availability(&settings) {
+                eprintln!("{}", upstream::describe_availability(name, &a));
+            }
             check_durability(&settings).await?;
             eprintln!("settings are valid");
             Ok(())

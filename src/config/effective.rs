@@ -74,6 +74,11 @@ pub(super) fn webhook_url<S: Serializer>(url: &SecretString, ser: S) -> Result<S
     ser.serialize_str(&shown)
 }
 
+/// A URL that is not a secret, with any credentials in it masked all the same.
+pub(super) fn url<S: Serializer>(u: &url::Url, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(&super::redact_url(u.as_str()))
+}
+
 /// A duration as humantime prints it (`16m 40s`), the form the settings file takes.
 pub(super) fn duration<S: Serializer>(d: &Duration, ser: S) -> Result<S::Ok, S::Error> {
     ser.collect_str(&humantime::format_duration(*d))

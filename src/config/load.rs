@@ -2,6 +2,8 @@
 //! < an extra file < `RESTYLE__…` env vars < `REDIS_URL` and the providers' own credential
 //! variables (from the registry; each only when its `RESTYLE__` twin is unset). The layers
 //! deserialize into the raw structs, then `validate` turns them into [`Settings`].
+//! Environment values stay the strings they are: secrets and names that look like numbers
+//! arrive as written.
 
 use super::raw::Raw;
 use super::{invalid, ConfigError, Settings};
@@ -52,14 +54,16 @@ impl Env {
     }
 }
 
-/// The list-valued hook keys set through env vars: `RESTYLE__HOOKS__<NAME>__COMMAND` and
-/// `…__ENV` are comma-separated lists (hook names are dynamic, so they are found by name).
-fn hook_list_keys(env: &Env) -> Vec<String> {
+/// The list-valued hook keys set through env vars, with their variables:
+/// `RESTYLE__HOOKS__<NAME>__COMMAND` and `…__ENV` are comma-separated lists (hook names are
+/// dynamic, so they are found by name; a command's argv must arrive as a list, since a
+/// single string is refused as a shell line).
+fn hook_list_keys(env: &Env) -> Vec<(String, String)> {
     let lists = ["__COMMAND", "__ENV"];
     env.names()
         .into_iter()
         .filter(|n| n.starts_with("RESTYLE__HOOKS__") && lists.iter().any(|l| n.ends_with(l)))
-        .map(|n| n["RESTYLE__".len()..].replace("__", ".").to_lowercase())
+        .map(|n| (n["RESTYLE__".len()..].replace("__", ".").to_lowercase(), n))
         .collect()
 }
 
@@ -106,24 +110,30 @@ fn file_layers(opts: &LoadOptions, env: &Env) -> Result<Builder, ConfigError> {
 }
 
 fn env_layers(b: Builder, env: &Env) -> Result<Builder, ConfigError> {
+    // Every value is read as the string it is (no `try_parsing`, which made the key
+    // `0012345` the number 12345 and the namespace `0012` the namespace `12`): numbers,
+    // bools and durations are parsed by the field that wants them, and a list field reads
+    // `a,b` through `raw::list`.
     let mut vars = config::Environment::with_prefix("RESTYLE")
         .prefix_separator("__")
         .separator("__")
-        .list_separator(",")
-        .try_parsing(true);
-    for p in registry::PROVIDERS {
-        vars = vars.with_list_parse_key(&format!("providers.{}.rate_counts", p.name));
-    }
-    vars = vars.with_list_parse_key("egress.allow");
-    for key in hook_list_keys(env) {
-        vars = vars.with_list_parse_key(&key);
-    }
+        .try_parsing(false);
     if let Env::Vars(m) = env {
         vars = vars.source(Some(
             m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         ));
     }
     let mut b = b.add_source(vars);
+    for (key, var) in hook_list_keys(env) {
+        if let Some(v) = env.var(&var) {
+            let items: Vec<String> = v
+                .split(',')
+                .map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty())
+                .collect();
+            b = b.set_override(&key, items).map_err(super::scrub::scrub)?;
+        }
+    }
     if let Some(url) = env.var("REDIS_URL") {
         b = set(b, "redis.url", url)?;
     }
@@ -145,14 +155,13 @@ pub(super) fn env_name(key: &str) -> String {
 }
 
 fn set(b: Builder, key: &str, value: String) -> Result<Builder, ConfigError> {
-    b.set_override(key, value)
-        .map_err(|e| ConfigError::Load(e.to_string()))
+    b.set_override(key, value).map_err(super::scrub::scrub)
 }
 
 fn finish(b: Builder) -> Result<Settings, ConfigError> {
     let raw: Raw = b
         .build()
         .and_then(|c| c.try_deserialize())
-        .map_err(|e| ConfigError::Load(e.to_string()))?;
+        .map_err(super::scrub::scrub)?;
     raw.validate()
 }

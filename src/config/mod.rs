@@ -8,6 +8,7 @@
 //! - `settings`: the validated types every command reads.
 //! - `load`: the layers, env overrides included ([`LoadOptions`], [`Settings::load`]).
 //! - `validate`, `providers` and `hooks`: raw into validated, one function per section.
+//! - `scrub`: loading errors translated to name the key and never quote a value.
 //! - `effective`: the redacted `key = value` view of `check-config`, derived from the
 //!   settings types' `Serialize`.
 //! - [`testing`]: one description of test settings, as [`Settings`] and as the
@@ -18,11 +19,14 @@ mod hooks;
 mod load;
 mod providers;
 mod raw;
+mod redact;
+mod scrub;
 mod settings;
 pub mod testing;
 mod validate;
 
 pub use load::LoadOptions;
+pub use redact::redact_url;
 pub use settings::{
     EgressSettings, HookAction, HookSettings, OutputSettings, PollSettings, Prices, ProviderLimits,
     ProviderSettings, QueueSettings, RedisSettings, RetrySettings, Settings, WorkerSettings,
@@ -52,21 +56,6 @@ fn positive(key: &str, d: Duration) -> Result<Duration, ConfigError> {
         Err(invalid(key, "must be greater than zero"))
     } else {
         Ok(d)
-    }
-}
-
-/// Replaces the password (and a lone user token) of a URL with `***`.
-pub fn redact_url(raw: &str) -> String {
-    match url::Url::parse(raw) {
-        Ok(mut u) => {
-            if u.password().is_some() {
-                let _ = u.set_password(Some("***"));
-            } else if !u.username().is_empty() {
-                let _ = u.set_username("***");
-            }
-            u.to_string()
-        }
-        Err(_) => "<unparseable url>".to_string(),
     }
 }
 

@@ -40,8 +40,7 @@ fn provider(
     poll: PollSettings,
 ) -> Result<ProviderSettings, ConfigError> {
     let key = |k: &str| format!("providers.{name}.{k}");
-    let base_url =
-        url::Url::parse(&p.base_url).map_err(|e| invalid(&key("base_url"), e.to_string()))?;
+    let base_url = base_url(&key("base_url"), &p.base_url)?;
     let limits = limits(&key, &p)?;
     let prices = prices(&key, &p.price_per_second)?;
     Ok(ProviderSettings {
@@ -54,6 +53,27 @@ fn provider(
         limits,
         prices,
     })
+}
+
+/// A provider's base URL: it parses, and carries no credentials. A key in the URL
+/// (`user:password@`, `?key=`, a fragment) would show wherever the URL does and is not
+/// what any provider reads, so it is refused, the error naming the key and never the
+/// URL (`url`'s parse errors name the problem, not the text).
+fn base_url(key: &str, raw: &str) -> Result<url::Url, ConfigError> {
+    let u = url::Url::parse(raw).map_err(|e| invalid(key, format!("not a URL: {e}")))?;
+    if !u.username().is_empty()
+        || u.password().is_some()
+        || u.query().is_some()
+        || u.fragment().is_some()
+    {
+        return Err(invalid(
+            key,
+            "must not carry credentials or parameters (user:password@, ?query, #fragment): \
+             keys go in the provider's key settings (RESTYLE__PROVIDERS__<NAME>__API_KEY or \
+             its own variable)",
+        ));
+    }
+    Ok(u)
 }
 
 /// An empty secret is as good as none.
@@ -71,14 +91,15 @@ fn limits(key: &dyn Fn(&str) -> String, p: &RawProvider) -> Result<ProviderLimit
     if p.rate_burst == 0 {
         return Err(invalid(&key("rate_burst"), "must be at least 1"));
     }
-    if let Some(c) = p
+    if let Some(i) = p
         .rate_counts
         .iter()
-        .find(|c| *c != "submit" && *c != "poll")
+        .position(|c| c != "submit" && c != "poll")
     {
+        // Settings errors never quote a value.
         return Err(invalid(
             &key("rate_counts"),
-            format!("unknown call {c:?} (known: submit, poll)"),
+            format!("entry {} is not a known call (known: submit, poll)", i + 1),
         ));
     }
     Ok(ProviderLimits {

@@ -1,9 +1,10 @@
 //! The settings file format: serde structs mirroring `config/default.toml` key for key,
 //! with serde defaults for the optional keys. Unknown keys are refused here
 //! (`deny_unknown_fields`); no value is checked here beyond its type (see `validate`).
+//! A list field takes [`list`], so that an environment variable can give it as `a,b`.
 
 use secrecy::SecretString;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -129,7 +130,7 @@ pub(super) struct RawOutput {
 pub(super) struct RawEgress {
     /// Hosts, `host:port`s and CIDR networks outputs and webhooks may reach even where
     /// they are loopback, private, link-local or metadata addresses.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "list")]
     pub(super) allow: Vec<String>,
 }
 
@@ -163,7 +164,7 @@ pub(super) struct RawProvider {
     #[serde(default = "one")]
     pub(super) rate_burst: u32,
     /// Which calls the provider counts against the rate: "submit", "poll".
-    #[serde(default = "all_calls")]
+    #[serde(default = "all_calls", deserialize_with = "list")]
     pub(super) rate_counts: Vec<String>,
     /// Generations in flight for the account (submit until terminal); 0 = no cap.
     #[serde(default)]
@@ -232,4 +233,20 @@ pub(super) enum RawArgv {
 
 fn five_min() -> Duration {
     Duration::from_secs(300)
+}
+
+/// A list of strings: a list in a file, or `a,b` in one string (an environment variable;
+/// an empty string is an empty list).
+pub(super) fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum List {
+        Items(Vec<String>),
+        Joined(String),
+    }
+    Ok(match List::deserialize(d)? {
+        List::Items(items) => items,
+        List::Joined(s) if s.trim().is_empty() => Vec::new(),
+        List::Joined(s) => s.split(',').map(|p| p.trim().to_string()).collect(),
+    })
 }

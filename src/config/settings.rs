@@ -4,7 +4,7 @@
 //! and the few fields `check-config` never showed are skipped.
 
 use super::effective::{
-    display, duration, entries, path, price, redacted_url, secret, webhook_url,
+    display, duration, entries, path, price, redacted_url, secret, url, webhook_url,
 };
 use crate::model::ProviderName;
 use crate::money::Usd;
@@ -169,7 +169,8 @@ pub struct OutputSettings {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ProviderSettings {
-    #[serde(serialize_with = "display")]
+    /// Never carries credentials (refused at load); shown through `redact_url` all the same.
+    #[serde(serialize_with = "url")]
     pub base_url: url::Url,
     #[serde(serialize_with = "secret")]
     pub api_key: Option<SecretString>,

@@ -148,12 +148,13 @@ fn is_credential_var(name: &str) -> bool {
         .any(|p| p.credentials.env_vars().iter().any(|(_, v)| *v == name))
 }
 
-/// Keys and values, with the Redis URL redacted and credentials hidden.
+/// Keys and values, with the URLs redacted and credentials hidden.
 impl std::fmt::Debug for TestSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let shown = self.values.iter().map(|(k, v)| {
             let v = match k.as_str() {
                 "redis.url" => super::redact_url(v),
+                _ if k.ends_with(".base_url") => super::redact_url(v),
                 _ if credential_var(k).is_some() || k.ends_with("_key") => "***".into(),
                 _ => v.clone(),
             };

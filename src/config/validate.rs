@@ -39,13 +39,15 @@ impl Raw {
     }
 }
 
+/// The Redis URL schemes the client speaks (TCP, TLS, a Unix socket).
+const REDIS_SCHEMES: &[&str] = &["redis://", "rediss://", "unix://", "redis+unix://"];
+
 fn redis(r: RawRedis) -> Result<RedisSettings, ConfigError> {
     let url = r.url.expose_secret();
-    if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://"))
-    {
+    if !REDIS_SCHEMES.iter().any(|s| url.starts_with(s)) {
         return Err(invalid(
             "redis.url",
-            "must start with redis://, rediss:// or unix://",
+            format!("must start with {}", REDIS_SCHEMES.join(", ")),
         ));
     }
     let ns = &r.namespace;

@@ -253,15 +253,40 @@ pub enum Lookup {
 /// Every configured provider, by name.
 pub type Upstreams = HashMap<ProviderName, Arc<dyn Upstream>>;
 
-/// Builds a client for every registered provider that has settings.
+/// Builds a client for every registered provider that has settings and credentials. A
+/// provider without its credentials is disabled on this worker ([`availability`] says
+/// why): its jobs wait for a worker that has them, and nothing pauses it for the fleet.
 pub fn build_all(settings: &Settings) -> Result<Upstreams, UpstreamError> {
     let mut out: Upstreams = HashMap::new();
     for entry in registry::PROVIDERS {
         if let Some(p) = settings.providers.get(&entry.name) {
-            out.insert(entry.name, (entry.build)(p)?);
+            if entry.missing_credentials(p).is_none() {
+                out.insert(entry.name, (entry.build)(p)?);
+            }
         }
     }
     Ok(out)
+}
+
+/// Every registered provider and whether these settings let a worker use it: `Err` says
+/// which credentials are missing and which variables give them (never a value).
+pub fn availability(settings: &Settings) -> Vec<(ProviderName, Result<(), String>)> {
+    let check = |entry: &registry::Provider| match settings.providers.get(&entry.name) {
+        None => Err("no settings".to_string()),
+        Some(p) => entry.missing_credentials(p).map_or(Ok(()), Err),
+    };
+    let all = registry::PROVIDERS.iter().map(|e| (e.name, check(e)));
+    all.collect()
+}
+
+/// What the worker, `/readyz` and `check-config` say of one provider's availability.
+pub fn describe_availability(name: ProviderName, a: &Result<(), String>) -> String {
+    match a {
+        Ok(()) => format!("provider {name}: enabled"),
+        Err(why) => {
+            format!("provider {name}: disabled: {why}; its jobs wait for a worker that has them")
+        }
+    }
 }
 
 /// The HTTP client a provider talks through: the provider's request timeout (`None`:

@@ -46,6 +46,24 @@ pub struct Provider {
 }
 
 impl Provider {
+    /// Why a worker with these settings cannot talk to this provider: the credentials it
+    /// lacks and the variables that give them (names only, never a value). `None` when
+    /// every credential is set.
+    pub fn missing_credentials(&self, p: &ProviderSettings) -> Option<String> {
+        let missing: Vec<String> = self
+            .credentials
+            .env_vars()
+            .into_iter()
+            .filter(|(field, _)| credential(p, field).is_none())
+            .map(|(field, var)| {
+                let ours = format!("RESTYLE__PROVIDERS__{}__{}", self.name, field).to_uppercase();
+                let what = field.replace("api_", "API ").replace('_', " ");
+                format!("no {what} (set {ours} or {var})")
+            })
+            .collect();
+        (!missing.is_empty()).then(|| missing.join("; "))
+    }
+
     /// The limits of `model` on this provider, or why it does not offer it.
     pub fn model_limits(&self, model: ModelKind) -> Result<ModelLimits, String> {
         let offer = match model {
@@ -53,6 +71,16 @@ impl Provider {
             ModelKind::Reference => &self.models.reference,
         };
         offer.clone().map_err(str::to_string)
+    }
+}
+
+/// A credential field of a provider's settings, when set.
+fn credential<'a>(p: &'a ProviderSettings, field: &str) -> Option<&'a secrecy::SecretString> {
+    match field {
+        "api_key" => p.api_key.as_ref(),
+        "access_key" => p.access_key.as_ref(),
+        "secret_key" => p.secret_key.as_ref(),
+        _ => None,
     }
 }
 
@@ -191,6 +219,26 @@ mod tests {
                 (Kling, "secret_key", "KLING_SECRET_KEY"),
             ]
         );
+    }
+
+    #[test]
+    fn missing_credentials_name_the_variables() {
+        let s = crate::config::Settings::builtin();
+        let fal = get(ProviderName::Fal).unwrap();
+        assert_eq!(
+            fal.missing_credentials(s.provider(ProviderName::Fal))
+                .as_deref(),
+            Some("no API key (set RESTYLE__PROVIDERS__FAL__API_KEY or FAL_KEY)")
+        );
+        let mut k = s.provider(ProviderName::Kling).clone();
+        k.access_key = Some("ak".to_string().into());
+        let kling = get(ProviderName::Kling).unwrap();
+        assert_eq!(
+            kling.missing_credentials(&k).as_deref(),
+            Some("no secret key (set RESTYLE__PROVIDERS__KLING__SECRET_KEY or KLING_SECRET_KEY)")
+        );
+        k.secret_key = Some("sk".to_string().into());
+        assert_eq!(kling.missing_credentials(&k), None);
     }
 
     #[test]

@@ -174,6 +174,7 @@ pub async fn run(rt: Arc<Runtime>, stop: CancellationToken) -> Result<(), QueueE
         let rt = rt2.clone();
         Box::pin(async move { stage::run(&rt, job).await })
     });
+    rt.health.set_providers(announce_providers(&rt));
     let listeners = spawn_event_listeners(&rt, &stop);
     rt.health.set_running(true);
     let res = run_with(
@@ -190,6 +191,26 @@ pub async fn run(rt: Arc<Runtime>, stop: CancellationToken) -> Result<(), QueueE
         l.abort();
     }
     res
+}
+
+/// Logs which providers this worker can use (a disabled one with the variables that
+/// would enable it) and returns the same as `/readyz` lines.
+fn announce_providers(rt: &Runtime) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (name, a) in crate::upstream::availability(&rt.settings) {
+        let a = if rt.upstreams.contains_key(&name) {
+            Ok(())
+        } else {
+            a.and(Err("not configured in this worker".to_string()))
+        };
+        let line = crate::upstream::describe_availability(name, &a);
+        match &a {
+            Ok(()) => tracing::info!(provider = %name, "{line}"),
+            Err(_) => tracing::warn!(provider = %name, "{line}"),
+        }
+        lines.push(line);
+    }
+    lines
 }
 
 /// For providers that push completion events (Oxen SSE): each event makes the job of

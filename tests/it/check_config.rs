@@ -30,7 +30,7 @@ async fn valid_settings_pass_with_secrets_redacted() {
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("worker.concurrency = 12"), "{out}");
     assert!(
-        out.contains("redis.url = redis://ops:***@127.0.0.1:6390"),
+        out.contains("redis.url = redis://***:***@127.0.0.1:6390"),
         "{out}"
     );
     assert!(out.contains("providers.fal.api_key = *** (set)"), "{out}");
@@ -70,4 +70,49 @@ async fn a_missing_env_file_is_an_error() {
     let (code, _, err) = check(&app, None);
     assert_eq!(code, Some(2));
     assert!(err.contains("production.toml"), "{err}");
+}
+
+/// A settings error names the file or key and what was expected, never the value: an
+/// unquoted key in a file, a Redis URL where a table belongs, a number that is not one, a
+/// variable that is not Unicode. (Each of these once printed the value.)
+#[tokio::test]
+async fn settings_errors_never_quote_the_value() {
+    use std::os::unix::ffi::OsStrExt;
+    let app = TestApp::new(fast_knobs()).await;
+    let (code, _, err) = check(&app, Some("[providers.fal]\napi_key = Pw-unquoted-7781\n"));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("production.toml") && err.contains("line 2"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("Pw-unquoted"),
+        "the file's line was quoted: {err}"
+    );
+
+    let bad_utf8 = std::ffi::OsStr::from_bytes(b"\xffPw-raw-8080");
+    let env: [(&str, &std::ffi::OsStr); 3] = [
+        ("RESTYLE__REDIS", "redis://u:Pw-env-4242@h".as_ref()),
+        (
+            "RESTYLE__PROVIDERS__AIMLAPI__RATE_LIMIT",
+            "Pw-num-1313".as_ref(),
+        ),
+        ("RESTYLE__WORKER__CONCURRENCY", bad_utf8),
+    ];
+    for (var, value) in env {
+        let out = app
+            .cmd()
+            .arg("check-config")
+            .env(var, value)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{var}: {err}");
+        assert!(!err.contains("Pw-"), "{var}: the value was quoted: {err}");
+        let named = var
+            .trim_start_matches("RESTYLE__")
+            .to_lowercase()
+            .replace("__", ".");
+        assert!(err.contains(&named), "{var}: the key is not named: {err}");
+    }
 }

@@ -74,7 +74,7 @@ async fn acl_user_with_password_runs_a_batch_and_never_shows_the_password() {
         !err.contains("Wrong-Pa55") && !err.contains("Acl-Pa55-7731"),
         "{err}"
     );
-    assert!(err.contains("restyle:***@"), "{err}");
+    assert!(err.contains("***:***@127.0.0.1"), "{err}");
 }
 
 fn openssl(dir: &Path, args: &[&str]) -> bool {

@@ -19,7 +19,7 @@ pub struct Aimlapi {
 impl std::fmt::Debug for Aimlapi {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Aimlapi")
-            .field("base", &self.base.as_str())
+            .field("base", &crate::config::redact_url(self.base.as_str()))
             .finish_non_exhaustive()
     }
 }

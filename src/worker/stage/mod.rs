@@ -129,6 +129,17 @@ async fn run_stage(rt: &Runtime, claimed: Claimed) {
         }
     };
     step.slot = Some(rt.admission.slot_ctx(shared.provider));
+    // Submit, resolve and poll talk to the provider: without its credentials here the job
+    // waits for a worker that has them (finishing only downloads, and goes on).
+    let talks = matches!(
+        step.rec.state,
+        JobState::Queued | JobState::Submitting | JobState::Polling
+    );
+    if talks && !rt.upstreams.contains_key(&shared.provider) {
+        step.wait_for_credentials(shared.provider).await;
+        lease.settle();
+        return;
+    }
     // The attempt on record (a redelivered submit looks up that one).
     let req = GenerationRequest::new(&shared, claim.job_id.clone(), payload.prompt.clone())
         .for_attempt(step.rec.submit_id.as_deref());

@@ -48,10 +48,7 @@ pub(super) async fn poll(step: &Step<'_>, payload: &JobPayload, provider: Provid
         return time_out(step, payload, provider, &upstream_id).await;
     }
     let Some(up) = rt.upstreams.get(&provider) else {
-        let reason = format!("provider {provider} is not configured in this worker");
-        step.terminal(payload, JobState::Failed, &[(Field::Error, reason)])
-            .await;
-        return;
+        return step.wait_for_credentials(provider).await;
     };
     // Before the deadline no wait runs past it; the last poll may wait out the grace.
     let wait_cap = if last {

@@ -253,6 +253,28 @@ impl Step<'_> {
         }
     }
 
+    /// This worker has no client for the job's provider (its credentials are not set
+    /// here): the job goes back in its state, for any worker, to be claimed again after
+    /// `retry.max_delay`, with the reason on its record. It uses no attempt, pauses
+    /// nothing for the fleet, and sends nothing: a worker that has the credentials runs
+    /// it. (A provider pause here once stopped the provider for every worker.)
+    pub async fn wait_for_credentials(&self, provider: ProviderName) {
+        let why = crate::upstream::availability(&self.rt.settings)
+            .into_iter()
+            .find(|(p, _)| *p == provider)
+            .and_then(|(_, a)| a.err())
+            .unwrap_or_else(|| "not configured in this worker".to_string());
+        warn!(job_id = %self.job_id, provider = %provider, reason = %why,
+            "Provider disabled on this worker; the job waits for a worker that has its credentials.");
+        let reason = format!(
+            "waiting for a worker with {provider} credentials (worker {}: {why})",
+            self.rt.worker_id
+        );
+        let wait = self.rt.settings.retry.max_delay;
+        self.park_for(self.rec.state, wait, &[(Field::Error, reason)])
+            .await;
+    }
+
     /// Waits for the provider's account pause to be lifted (or to run out).
     pub async fn wait_for_resume(&self, provider: ProviderName, state: JobState, until: u64) {
         let list = WaitList::Pause(provider.to_string());

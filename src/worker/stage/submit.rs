@@ -165,10 +165,7 @@ pub(super) async fn submit(
     let rt = step.rt;
     let provider = shared.provider;
     let Some(up) = rt.upstreams.get(&provider) else {
-        let reason = format!("provider {provider} is not configured in this worker");
-        step.terminal(payload, JobState::Failed, &[(Field::Error, reason)])
-            .await;
-        return;
+        return step.wait_for_credentials(provider).await;
     };
     let cost = cost::estimate(&rt.settings, shared);
     if !admitted(step, payload, shared, cost).await {

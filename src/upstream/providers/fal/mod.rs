@@ -24,7 +24,7 @@ pub struct Fal {
 impl std::fmt::Debug for Fal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Fal")
-            .field("base", &self.base.as_str())
+            .field("base", &crate::config::redact_url(self.base.as_str()))
             .finish_non_exhaustive()
     }
 }

@@ -35,7 +35,7 @@ pub struct Kling {
 impl std::fmt::Debug for Kling {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Kling")
-            .field("base", &self.base.as_str())
+            .field("base", &crate::config::redact_url(self.base.as_str()))
             .finish_non_exhaustive()
     }
 }

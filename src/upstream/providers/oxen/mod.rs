@@ -37,7 +37,7 @@ pub struct Oxen {
 impl std::fmt::Debug for Oxen {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Oxen")
-            .field("base", &self.base.as_str())
+            .field("base", &crate::config::redact_url(self.base.as_str()))
             .finish_non_exhaustive()
     }
 }
