@@ -24,11 +24,24 @@ enum Hostile {
     PollRetryForever,
     /// Submits succeed; the poll says the generation failed, echoing the key in ANSI.
     PollFailedEcho,
+    /// Submits are answered 200 with a body this big: the POST may well have been taken.
+    HugeSubmit(usize),
 }
+
+/// Submits the hostile server has received.
+static SUBMITS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 async fn hostile(mode: Hostile) -> String {
     let submit = move || async move {
+        if matches!(mode, Hostile::HugeSubmit(_)) {
+            SUBMITS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         match mode {
+            Hostile::HugeSubmit(n) => (
+                StatusCode::OK,
+                HeaderMap::new(),
+                format!("{{\"id\": \"gen-1\", \"pad\": \"{}\"}}", "s".repeat(n)),
+            ),
             Hostile::RetryForever => {
                 let mut h = HeaderMap::new();
                 h.insert("retry-after", "9999999999".parse().unwrap());
@@ -176,4 +189,33 @@ async fn hostile_failure_reason_is_sanitized() {
     let e = lines[0].error.as_deref().unwrap_or("");
     assert!(e.contains("[redacted] zzz"), "{e}");
     assert_clean(e);
+}
+
+#[tokio::test]
+async fn hostile_huge_submit_answer_is_ambiguous_and_never_posted_again() {
+    // Only this test uses HugeSubmit, so the counter is its own.
+    let app = app_at(Hostile::HugeSubmit(50 << 20)).await;
+    let rt = app.runtime();
+    app.enqueue("s50m", &prompts(1)).await;
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    let id = restyle::job::job_id("s50m", 0);
+    let rec = loop {
+        worker::step(&rt).await.expect("step");
+        let rec = app.queue.job(&id).await.unwrap().unwrap().unwrap();
+        if rec.state == JobState::SubmitUnknown || rec.state.is_terminal() {
+            break rec;
+        }
+        assert!(std::time::Instant::now() < end, "still {:?}", rec.state);
+        poll_interval().await;
+    };
+    // The answer could not be read, so whether the POST was taken is unknown: held for
+    // reconcile, never POSTed a second time.
+    assert_eq!(rec.state, JobState::SubmitUnknown, "{rec:?}");
+    let e = rec.error.as_deref().unwrap_or("");
+    assert!(e.contains("limit"), "{e}");
+    assert_clean(e);
+    for _ in 0..5 {
+        worker::step(&rt).await.expect("step");
+    }
+    assert_eq!(SUBMITS.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
