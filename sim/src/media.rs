@@ -1,6 +1,8 @@
 //! Output media: the bytes of each generation's MP4, the URLs every protocol hands out for
 //! them, and the CDN-like route serving them (`/sim/files/{token}.mp4`, byte ranges, 403
-//! after the output TTL, and on request a redirect elsewhere or a body that stalls).
+//! after the output TTL, and on request a redirect elsewhere or a body that stalls). It
+//! counts downloads that carry an `Authorization` header, and with `oxen_result_auth`
+//! serves an Oxen generation's file only with its owner's Bearer key.
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
@@ -79,6 +81,12 @@ pub(crate) async fn download(
     let now = Instant::now();
     let (expired, redirect, stall) = {
         let mut inner = state.lock();
+        if headers.contains_key(header::AUTHORIZATION) {
+            inner.stats.downloads_with_authorization += 1;
+        }
+        if let Some(denied) = crate::oxen::download_denied(&mut inner, &id, &headers) {
+            return denied;
+        }
         let ttl = inner.knobs.output_ttl;
         let redirect = inner.knobs.output_redirect.clone();
         let stall = inner.knobs.output_stall_after;

@@ -28,8 +28,9 @@ mod validate;
 pub use load::LoadOptions;
 pub use redact::redact_url;
 pub use settings::{
-    EgressSettings, HookAction, HookSettings, OutputSettings, PollSettings, Prices, ProviderLimits,
-    ProviderSettings, QueueSettings, RedisSettings, RetrySettings, Settings, WorkerSettings,
+    EgressSettings, HookAction, HookSettings, KlingMode, OutputSettings, PollSettings, Prices,
+    ProviderLimits, ProviderSettings, QueueSettings, RedisSettings, RetrySettings, Settings,
+    WorkerSettings,
 };
 
 use std::path::{Path, PathBuf};

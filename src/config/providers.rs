@@ -1,10 +1,12 @@
 //! Validation of `[providers.<name>]`: every section names a registered provider, every
 //! registered provider has a section, and each section's URL, admission limits, poll
-//! overrides (unset keys follow `[poll]`) and prices are checked, failures naming the key.
+//! overrides (unset keys follow `[poll]`), prices and provider-specific settings (fal's
+//! `no_retry`, Kling's `mode`: each refused on any other provider) are checked, failures
+//! naming the key.
 
 use super::raw::{RawPollOverride, RawPrices, RawProvider};
 use super::{invalid, positive, ConfigError};
-use super::{PollSettings, Prices, ProviderLimits, ProviderSettings};
+use super::{KlingMode, PollSettings, Prices, ProviderLimits, ProviderSettings};
 use crate::model::ProviderName;
 use crate::money::Usd;
 use crate::upstream::registry;
@@ -24,7 +26,7 @@ pub(super) fn validate(
                 format!("unknown provider (known: {})", registry::known()),
             ));
         };
-        providers.insert(entry.name, provider(&name, p, poll)?);
+        providers.insert(entry.name, provider(entry.name, p, poll)?);
     }
     for entry in registry::PROVIDERS {
         if !providers.contains_key(&entry.name) {
@@ -35,7 +37,7 @@ pub(super) fn validate(
 }
 
 fn provider(
-    name: &str,
+    name: ProviderName,
     p: RawProvider,
     poll: PollSettings,
 ) -> Result<ProviderSettings, ConfigError> {
@@ -43,7 +45,10 @@ fn provider(
     let base_url = base_url(&key("base_url"), &p.base_url)?;
     let limits = limits(&key, &p)?;
     let prices = prices(&key, &p.price_per_second)?;
+    let (no_retry, mode) = specific(name, &key, &p)?;
     Ok(ProviderSettings {
+        no_retry,
+        mode,
         base_url,
         api_key: nonempty(p.api_key),
         access_key: nonempty(p.access_key),
@@ -74,6 +79,45 @@ fn base_url(key: &str, raw: &str) -> Result<url::Url, ConfigError> {
         ));
     }
     Ok(u)
+}
+
+/// The settings only one provider has: fal's `no_retry` (default false) and Kling's
+/// `mode` (default `pro`, Kling's own), each refused on any other provider.
+fn specific(
+    name: ProviderName,
+    key: &dyn Fn(&str) -> String,
+    p: &RawProvider,
+) -> Result<(Option<bool>, Option<KlingMode>), ConfigError> {
+    let no_retry = match (name, p.no_retry) {
+        (ProviderName::Fal, v) => Some(v.unwrap_or(false)),
+        (_, None) => None,
+        (_, Some(_)) => {
+            return Err(invalid(
+                &key("no_retry"),
+                "only fal has this setting (providers.fal.no_retry)",
+            ))
+        }
+    };
+    let mode = match (name, p.mode.as_deref()) {
+        (ProviderName::Kling, None) => Some(KlingMode::Pro),
+        (ProviderName::Kling, Some(m)) => Some(KlingMode::parse(m).ok_or_else(|| {
+            invalid(
+                &key("mode"),
+                format!(
+                    "must be \"std\" (720p, cheaper) or \"pro\" (1080p, Kling's default), \
+                     got {m:?}"
+                ),
+            )
+        })?),
+        (_, None) => None,
+        (_, Some(_)) => {
+            return Err(invalid(
+                &key("mode"),
+                "only Kling has a mode (providers.kling.mode)",
+            ))
+        }
+    };
+    Ok((no_retry, mode))
 }
 
 /// An empty secret is as good as none.

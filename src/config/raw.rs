@@ -178,6 +178,12 @@ pub(super) struct RawProvider {
     /// USD per output second, per model; unset = unknown (cost shown as unknown).
     #[serde(default)]
     pub(super) price_per_second: RawPrices,
+    /// fal only: send `X-Fal-No-Retry: 1` with each submit (fal's own retries off).
+    #[serde(default)]
+    pub(super) no_retry: Option<bool>,
+    /// Kling only: the `mode` every task is created with, `std` or `pro`.
+    #[serde(default)]
+    pub(super) mode: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

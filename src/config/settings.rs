@@ -187,6 +187,42 @@ pub struct ProviderSettings {
     pub limits: ProviderLimits,
     #[serde(rename = "price_per_second")]
     pub prices: Prices,
+    /// fal only (`None` elsewhere): send `X-Fal-No-Retry: 1` with each submit, which turns
+    /// off fal's own unbilled retries of a failed runner. Default false.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_retry: Option<bool>,
+    /// Kling only (`None` elsewhere): the `mode` every task is created with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<KlingMode>,
+}
+
+/// Kling's `mode` (Omni-Video create): `std` is 720p and "cost-effective", `pro` 1080p
+/// and Kling's default. The price per second differs: set `price_per_second` to the
+/// configured mode's price.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KlingMode {
+    Std,
+    Pro,
+}
+
+impl KlingMode {
+    /// The wire word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KlingMode::Std => "std",
+            KlingMode::Pro => "pro",
+        }
+    }
+
+    /// Reads the wire word.
+    pub fn parse(s: &str) -> Option<KlingMode> {
+        match s {
+            "std" => Some(KlingMode::Std),
+            "pro" => Some(KlingMode::Pro),
+            _ => None,
+        }
+    }
 }
 
 /// Admission limits for one provider account, shared by every worker.

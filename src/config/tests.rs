@@ -108,6 +108,9 @@ fn effective_keys_are_the_documented_ones() {
             want.push(format!("providers.{p}.{f}"));
         }
     }
+    // Provider-specific settings, only on their provider.
+    want.push("providers.fal.no_retry".into());
+    want.push("providers.kling.mode".into());
     want.sort();
     let got: Vec<String> = Settings::builtin()
         .effective()
@@ -136,6 +139,38 @@ fn effective_values_keep_their_display_forms() {
     assert_eq!(all["retry.max_delay"], "2m");
     assert_eq!(all["output.max_download_bytes"], "524288000");
     assert_eq!(all["output.allow_http"], "false");
+    assert_eq!(all["providers.fal.no_retry"], "false");
+    assert_eq!(all["providers.kling.mode"], "pro");
+}
+
+#[test]
+fn provider_specific_settings_are_checked_and_belong_to_their_provider() {
+    let s = Settings::builtin();
+    assert_eq!(s.provider(ProviderName::Fal).no_retry, Some(false));
+    assert_eq!(s.provider(ProviderName::Kling).mode, Some(KlingMode::Pro));
+    assert_eq!(s.provider(ProviderName::Aimlapi).no_retry, None);
+    assert_eq!(s.provider(ProviderName::Oxen).mode, None);
+    let s = load::from_vars(vars(&[
+        ("RESTYLE__PROVIDERS__KLING__MODE", "std"),
+        ("RESTYLE__PROVIDERS__FAL__NO_RETRY", "true"),
+    ]))
+    .unwrap();
+    assert_eq!(s.provider(ProviderName::Kling).mode, Some(KlingMode::Std));
+    assert_eq!(s.provider(ProviderName::Fal).no_retry, Some(true));
+    let err = |pairs: &[(&str, &str)]| load::from_vars(vars(pairs)).unwrap_err().to_string();
+    assert_eq!(
+        err(&[("RESTYLE__PROVIDERS__KLING__MODE", "max")]),
+        "settings: providers.kling.mode: must be \"std\" (720p, cheaper) or \"pro\" \
+         (1080p, Kling's default), got \"max\""
+    );
+    assert_eq!(
+        err(&[("RESTYLE__PROVIDERS__AIMLAPI__MODE", "std")]),
+        "settings: providers.aimlapi.mode: only Kling has a mode (providers.kling.mode)"
+    );
+    assert_eq!(
+        err(&[("RESTYLE__PROVIDERS__OXEN__NO_RETRY", "true")]),
+        "settings: providers.oxen.no_retry: only fal has this setting (providers.fal.no_retry)"
+    );
 }
 
 fn vars(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String> {

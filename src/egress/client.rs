@@ -3,6 +3,12 @@
 //! redirect policy that checks every hop's URL. IP-literal URLs never reach a resolver,
 //! so [`Egress::get`] and [`Egress::post`] check the first URL and the redirect policy
 //! every later one.
+//!
+//! Credentials on a request (a provider's key on an output download) never reach another
+//! origin: reqwest drops `Authorization`, `Cookie` and `Proxy-Authorization` on a
+//! redirect to another host or port (`reqwest::redirect`, `remove_sensitive_headers`),
+//! and the one change of origin it keeps them on, the same host and port under another
+//! scheme, is refused here ([`switches_scheme`]).
 
 use super::policy::{Policy, Refused, MAX_REDIRECTS};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
@@ -30,6 +36,18 @@ impl Egress {
             let hop = attempt.previous().len();
             if hop > MAX_REDIRECTS {
                 return attempt.error(Refused::TooManyRedirects);
+            }
+            if let Some(from) = attempt.previous().last() {
+                if switches_scheme(from, attempt.url()) {
+                    let refused = Refused::SchemeSwitch {
+                        from: from.origin().ascii_serialization(),
+                        to: attempt.url().origin().ascii_serialization(),
+                    };
+                    return attempt.error(Refused::OnRedirect {
+                        hop,
+                        refused: Box::new(refused),
+                    });
+                }
             }
             match hops.check_url(attempt.url()) {
                 Ok(()) => attempt.follow(),
@@ -73,6 +91,15 @@ impl Egress {
         self.policy.check_url(&url)?;
         Ok(self.http.post(url))
     }
+}
+
+/// Whether a redirect from `from` to `to` keeps the host and port but changes the scheme:
+/// the change of origin on which reqwest keeps sensitive headers (it compares host and
+/// port only).
+pub(super) fn switches_scheme(from: &Url, to: &Url) -> bool {
+    from.scheme() != to.scheme()
+        && from.host_str() == to.host_str()
+        && from.port_or_known_default() == to.port_or_known_default()
 }
 
 /// The refusal behind a request error, if the policy caused it (on a redirect hop or

@@ -158,6 +158,11 @@ pub enum Refused {
     BadUrl(String),
     #[error("egress policy refused more than {MAX_REDIRECTS} redirects")]
     TooManyRedirects,
+    #[error(
+        "egress policy refused a redirect from {from} to {to}: the same host and port under \
+         another scheme (a credential would follow it)"
+    )]
+    SchemeSwitch { from: String, to: String },
     #[error("{refused} (on redirect hop {hop})")]
     OnRedirect { hop: usize, refused: Box<Refused> },
 }

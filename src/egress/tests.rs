@@ -292,3 +292,85 @@ fn the_settings_policy_allows_every_providers_origin() {
     assert!(url_check(&p, "http://127.0.0.1:4556/").is_err());
     assert_eq!(url_check(&p, "https://api.aimlapi.com/x"), Ok(()));
 }
+
+#[test]
+fn a_scheme_switch_on_the_same_host_and_port_is_told_apart() {
+    let u = |s: &str| Url::parse(s).unwrap();
+    assert!(client::switches_scheme(
+        &u("https://hub.example:8443/a"),
+        &u("http://hub.example:8443/b")
+    ));
+    // Default ports differ, another host or port: reqwest drops credentials itself.
+    assert!(!client::switches_scheme(
+        &u("https://hub.example/a"),
+        &u("http://hub.example/b")
+    ));
+    assert!(!client::switches_scheme(
+        &u("https://hub.example/a"),
+        &u("https://cdn.example/b")
+    ));
+    assert!(!client::switches_scheme(
+        &u("http://hub.example:1/a"),
+        &u("http://hub.example:1/b")
+    ));
+}
+
+/// Over real HTTP: a key on a request to one origin is not carried across a redirect to
+/// another host (reqwest's rule), and a redirect to the same host and port under another
+/// scheme is refused before anything is sent.
+#[tokio::test]
+async fn credentials_never_cross_a_redirect_to_another_origin() {
+    use axum::http::{header, HeaderMap, StatusCode};
+    use std::sync::{Arc, Mutex};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen: Arc<Mutex<Vec<(String, bool)>>> = Arc::default();
+    let noted = seen.clone();
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri, h: HeaderMap| {
+        let noted = noted.clone();
+        async move {
+            let keyed = h.contains_key(header::AUTHORIZATION);
+            noted.lock().unwrap().push((uri.path().to_string(), keyed));
+            let to = match uri.path() {
+                "/other-host" => format!("http://localhost:{port}/landed"),
+                "/same-host" => format!("http://127.0.0.1:{port}/landed"),
+                "/other-scheme" => format!("https://127.0.0.1:{port}/landed"),
+                _ => return (StatusCode::OK, [(header::LOCATION, String::new())]),
+            };
+            (StatusCode::FOUND, [(header::LOCATION, to)])
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let origin = format!("http://127.0.0.1:{port}");
+    let p = policy(&["localhost"], &[&origin]);
+    let egress = Egress::new(p, std::time::Duration::from_secs(5)).unwrap();
+    let get = |path: &str| {
+        let url = Url::parse(&format!("{origin}{path}")).unwrap();
+        egress
+            .get(&url)
+            .unwrap()
+            .header(reqwest::header::AUTHORIZATION, "Bearer sk-secret")
+            .send()
+    };
+    assert_eq!(get("/other-host").await.unwrap().status(), 200);
+    assert_eq!(get("/same-host").await.unwrap().status(), 200);
+    let e = get("/other-scheme").await.unwrap_err();
+    assert!(
+        matches!(
+            refusal(&e),
+            Some(Refused::OnRedirect { refused, .. })
+                if matches!(**refused, Refused::SchemeSwitch { .. })
+        ),
+        "{e:?}"
+    );
+    let seen = seen.lock().unwrap().clone();
+    let want = [
+        ("/other-host", true),
+        ("/landed", false),
+        ("/same-host", true),
+        ("/landed", true),
+        ("/other-scheme", true),
+    ];
+    let want: Vec<(String, bool)> = want.iter().map(|(p, k)| (p.to_string(), *k)).collect();
+    assert_eq!(seen, want);
+}

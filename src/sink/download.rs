@@ -1,6 +1,7 @@
 //! Downloads an output into `<out>/<batch>/<job>.mp4` through the egress client (https
 //! only unless allowed; no loopback, private or metadata address unless allowed, checked
-//! after DNS and on every redirect hop), size capped, a transient failure when no byte
+//! after DNS and on every redirect hop), with the provider's key only where it says so
+//! (its own origin, never across a redirect to another), size capped, a transient failure when no byte
 //! comes for `output.idle_timeout`, streamed through sha256 into a temp file, fsynced and
 //! renamed into place.
 
@@ -28,18 +29,24 @@ pub fn relative_path(batch_id: &str, job_id: &str) -> String {
     format!("{batch_id}/{job_id}.mp4")
 }
 
-/// Downloads `url` to the job's file. An egress refusal is [`SinkError::Refused`].
+/// Downloads `url` to the job's file, with `auth` as its `Authorization` header when the
+/// provider gives one for this URL ([`crate::upstream::Upstream::download_auth`]; a
+/// redirect to another origin drops it). An egress refusal is [`SinkError::Refused`].
 pub async fn download(
     egress: &Egress,
     out: &OutputSettings,
     url: &str,
+    auth: Option<reqwest::header::HeaderValue>,
     batch_id: &str,
     job_id: &str,
 ) -> Result<Downloaded, SinkError> {
     let parsed = url::Url::parse(url).map_err(|e| SinkError::Refused(format!("bad URL: {e}")))?;
-    let req = egress
+    let mut req = egress
         .get(&parsed)
         .map_err(|r| SinkError::Refused(r.to_string()))?;
+    if let Some(v) = auth {
+        req = req.header(reqwest::header::AUTHORIZATION, v);
+    }
     // Connecting has its own limit; after it, the answer's head is awaited like any byte.
     let wait = out.connect_timeout + out.idle_timeout;
     let resp = match tokio::time::timeout(wait, req.send()).await {

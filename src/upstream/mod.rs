@@ -231,6 +231,14 @@ pub trait Upstream: Send + Sync + std::fmt::Debug {
         Ok(Lookup::Unsupported)
     }
 
+    /// The `Authorization` header an output download of `url` carries, if any. Only for a
+    /// URL on the provider's own `base_url` origin (scheme, host and port), so a key never
+    /// goes to another host; the egress client never carries it across a redirect to
+    /// another origin ([`crate::egress`]). `None` (the default): downloads carry no key.
+    fn download_auth(&self, _url: &url::Url) -> Option<reqwest::header::HeaderValue> {
+        None
+    }
+
     /// Completion events (the upstream ids of generations that just finished), where the
     /// provider pushes them (Oxen SSE). The stream reconnects by itself and ends only when
     /// dropped. Events trigger an immediate poll; polling stays the source of truth.

@@ -4,6 +4,7 @@
 //! concurrency waiting IN_QUEUE, and the wire quirks themselves.
 
 use crate::helpers::*;
+use restyle::config::testing::TestSettings;
 use restyle::job::JobState;
 use restyle::model::{Element, GenerationRequest, ModelKind, ProviderName, ValidatedBatch};
 use restyle::sim::{Knobs, ProviderCounters};
@@ -391,4 +392,149 @@ async fn wire_quirks_key_auth_string_duration_status_codes_and_cancel() {
         poll_interval().await;
     }
     assert!(!fal.cancel(&up).await.unwrap(), "already completed");
+}
+
+/// An in-process runtime whose fal provider points at the simulator, with `extra` laid
+/// over the test's settings (through the real loader, as a worker would read them).
+fn fal_runtime(app: &TestApp, extra: TestSettings) -> restyle::worker::Runtime {
+    let settings = app
+        .test
+        .clone()
+        .provider_at(ProviderName::Fal, &app.sim.base_url(), API_KEY)
+        .and(extra)
+        .settings();
+    let ups = restyle::upstream::build_all(&settings).expect("providers");
+    restyle::worker::Runtime::new(app.queue.clone(), settings, ups)
+}
+
+/// Every job of the batch, read back.
+async fn records(app: &TestApp, batch: &str, n: u32) -> Vec<restyle::job::JobRecord> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let rec = app.queue.job(&restyle::model::job_id(batch, i)).await;
+        out.push(rec.unwrap().unwrap().unwrap());
+    }
+    out
+}
+
+/// fal's request errors (its own retries spent) end the job `failed` with fal's type and
+/// text from the first result fetch, whatever their 5xx status: never retried to `dead`.
+#[tokio::test]
+async fn request_errors_fail_the_job_with_falls_message_within_one_attempt() {
+    for (kind, status, text) in [
+        (
+            "runner_disconnected",
+            503,
+            "Runner disconnected unexpectedly",
+        ),
+        ("request_timeout", 504, "Request timed out"),
+    ] {
+        let n = 3;
+        let app = fal_app(Knobs {
+            fal_request_error_rate: 1.0,
+            fal_request_error_type: kind.into(),
+            ..fast_knobs()
+        })
+        .await;
+        let rt = app.runtime();
+        let batch = format!("fal-rq-{status}");
+        enqueue(&app, &fal_batch(&app, &batch, ModelKind::Edit, &prompts(n))).await;
+        let info = app.drive(&rt, &batch, Duration::from_secs(30)).await;
+        assert_eq!(
+            info.count(JobState::Failed),
+            n as u64,
+            "{kind}: {:?}",
+            info.counts
+        );
+        for rec in records(&app, &batch, n as u32).await {
+            let e = rec.error.as_deref().unwrap_or("");
+            assert!(e.contains(kind) && e.contains(text), "{kind}: {e}");
+            assert!(e.contains(&format!("HTTP {status}")), "{e}");
+            assert!(!e.contains("expired"), "a real failure: {e}");
+            assert_eq!(rec.attempts, 0, "no retry: {rec:?}");
+        }
+        let c = fal_counters(&app);
+        assert_eq!(c.results_total, n as u64, "one result fetch per job: {c:?}");
+        assert_eq!(c.submissions_total, n as u64);
+    }
+}
+
+/// Without `providers.fal.no_retry` (the default) the submit leaves fal's own retries on:
+/// a runner that fails once is retried by fal and the job succeeds. With it set, the
+/// header is sent, fal does not retry, and the job fails with the request error.
+#[tokio::test]
+async fn fal_retries_runner_failures_itself_unless_no_retry_is_set() {
+    let n = 3;
+    let app = fal_app(Knobs {
+        fal_runner_failure_rate: 1.0,
+        ..fast_knobs()
+    })
+    .await;
+    let rt = fal_runtime(&app, TestSettings::new());
+    assert_eq!(
+        rt.settings.provider(ProviderName::Fal).no_retry,
+        Some(false)
+    );
+    enqueue(
+        &app,
+        &fal_batch(&app, "fal-rr-on", ModelKind::Edit, &prompts(n)),
+    )
+    .await;
+    let info = app.drive(&rt, "fal-rr-on", Duration::from_secs(30)).await;
+    assert_eq!(
+        info.count(JobState::Succeeded),
+        n as u64,
+        "{:?}",
+        info.counts
+    );
+    let c = fal_counters(&app);
+    assert_eq!(c.no_retry_submits, 0, "no X-Fal-No-Retry by default: {c:?}");
+    assert_eq!(
+        c.runner_retries, n as u64,
+        "fal retried each runner failure"
+    );
+
+    let rt = fal_runtime(
+        &app,
+        TestSettings::new().set("providers.fal.no_retry", true),
+    );
+    let ps: Vec<String> = (0..n).map(|i| format!("no retry {i}")).collect();
+    enqueue(&app, &fal_batch(&app, "fal-rr-off", ModelKind::Edit, &ps)).await;
+    let info = app.drive(&rt, "fal-rr-off", Duration::from_secs(30)).await;
+    assert_eq!(info.count(JobState::Failed), n as u64, "{:?}", info.counts);
+    for rec in records(&app, "fal-rr-off", n as u32).await {
+        let e = rec.error.as_deref().unwrap_or("");
+        assert!(e.contains("runner_disconnected"), "{e}");
+        assert_eq!(rec.attempts, 0);
+    }
+    let c = fal_counters(&app);
+    assert_eq!(c.no_retry_submits, n as u64, "the header was sent: {c:?}");
+    assert_eq!(c.runner_retries, n as u64, "fal retried none of these");
+}
+
+/// A result fetched after fal's retention window (404 while the status says COMPLETED)
+/// fails the job with a reason that says the result expired, not that the model failed.
+#[tokio::test]
+async fn an_expired_result_is_told_apart_from_a_failure() {
+    let app = fal_app(Knobs {
+        fal_result_retention: Duration::ZERO,
+        ..fast_knobs()
+    })
+    .await;
+    let rt = app.runtime();
+    enqueue(
+        &app,
+        &fal_batch(&app, "fal-gone", ModelKind::Edit, &prompts(1)),
+    )
+    .await;
+    let info = app.drive(&rt, "fal-gone", Duration::from_secs(30)).await;
+    assert_eq!(info.count(JobState::Failed), 1, "{:?}", info.counts);
+    let rec = records(&app, "fal-gone", 1).await.remove(0);
+    let e = rec.error.as_deref().unwrap_or("");
+    assert!(
+        e.contains("expired") && e.contains("Request not found"),
+        "{e}"
+    );
+    assert!(e.contains("COMPLETED"), "{e}");
+    assert_eq!(fal_counters(&app).results_total, 1);
 }

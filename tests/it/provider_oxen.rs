@@ -333,3 +333,93 @@ async fn lost_events_are_caught_by_polling() {
     assert_eq!(c.events_sent, 0, "{c:?}");
     assert_eq!(c.events_dropped, 3, "{c:?}");
 }
+
+/// Oxen may want its key on a `result_url` download (research O1: unconfirmed; the
+/// simulator's `oxen_result_auth` wants it). The client sends it because the URL is on
+/// Oxen's own `base_url` origin, and the job succeeds with the served bytes.
+#[tokio::test]
+async fn the_key_goes_with_a_download_from_oxens_own_origin() {
+    let app = oxen_app(Knobs {
+        oxen_result_auth: true,
+        ..fast_knobs()
+    })
+    .await;
+    let rt = app.runtime();
+    enqueue(&app, &oxen_batch(&app, "ox-keyed", &prompts(2))).await;
+    let info = app.drive(&rt, "ox-keyed", Duration::from_secs(30)).await;
+    assert_eq!(info.count(JobState::Succeeded), 2, "{:?}", info.counts);
+    for l in read_all(&app.results_path("ox-keyed")).unwrap() {
+        let up = l.upstream_id.as_deref().unwrap();
+        let want = sha256_hex(&restyle::sim::output_bytes(up));
+        assert_eq!(l.sha256.as_deref(), Some(want.as_str()));
+    }
+    let s = app.sim.stats();
+    assert_eq!(s.downloads_with_authorization, 2, "{s:?}");
+    assert_eq!(s.by_provider["oxen"].unauthorized_total, 0, "{s:?}");
+}
+
+/// Where a request went and whether it carried an `Authorization` header.
+#[derive(Default)]
+struct Seen {
+    requests: usize,
+    with_authorization: usize,
+}
+
+/// A CDN on another origin (another port of 127.0.0.1) that serves any path and notes
+/// whether each request carried `Authorization`.
+async fn other_origin() -> (String, Arc<std::sync::Mutex<Seen>>) {
+    let seen = Arc::new(std::sync::Mutex::new(Seen::default()));
+    let noted = seen.clone();
+    let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
+        let noted = noted.clone();
+        async move {
+            let mut s = noted.lock().unwrap();
+            s.requests += 1;
+            if headers.contains_key(axum::http::header::AUTHORIZATION) {
+                s.with_authorization += 1;
+            }
+            b"redirected bytes".to_vec()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), seen)
+}
+
+/// Oxen's link redirects to another origin: the key went to Oxen's origin only and is
+/// not carried across the redirect.
+#[tokio::test]
+async fn the_key_never_follows_a_redirect_to_another_origin() {
+    let (cdn, seen) = other_origin().await;
+    let app = oxen_app(Knobs {
+        oxen_result_auth: true,
+        output_redirect: Some(format!("{cdn}/signed/output.mp4")),
+        ..fast_knobs()
+    })
+    .await;
+    let settings = app
+        .test
+        .clone()
+        .provider_at(ProviderName::Oxen, &app.sim.base_url(), API_KEY)
+        .set("egress.allow", cdn.trim_start_matches("http://"))
+        .settings();
+    let ups = restyle::upstream::build_all(&settings).expect("providers");
+    let rt = restyle::worker::Runtime::new(app.queue.clone(), settings, ups);
+    enqueue(&app, &oxen_batch(&app, "ox-hop", &prompts(1))).await;
+    let info = app.drive(&rt, "ox-hop", Duration::from_secs(30)).await;
+    assert_eq!(info.count(JobState::Succeeded), 1, "{:?}", info.counts);
+    let line = read_all(&app.results_path("ox-hop")).unwrap().remove(0);
+    assert_eq!(
+        line.sha256.as_deref(),
+        Some(sha256_hex(b"redirected bytes").as_str())
+    );
+    let s = app.sim.stats();
+    assert_eq!(
+        s.downloads_with_authorization, 1,
+        "the key went to Oxen: {s:?}"
+    );
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.requests, 1);
+    assert_eq!(seen.with_authorization, 0, "the key crossed the redirect");
+}

@@ -54,8 +54,12 @@ pub(super) async fn submit(
             if missing {
                 new.fail = Some(download_error(&video));
             }
+            let no_retry = no_retry(&headers);
+            if no_retry {
+                inner.counters(Fal::NAME).no_retry_submits += 1;
+            }
             if new.fail.is_none() {
-                new.fail = decide(inner, no_retry(&headers));
+                new.fail = decide(inner, no_retry);
             }
             let (id, position) = accept(inner, key, new, dedupe, Instant::now());
             let lost_rate = inner.knobs.submit_lost_response_rate;

@@ -126,6 +126,7 @@ async fn runner_failures_are_retried_by_fal_unless_the_submit_said_no_retry() {
     assert!(v["detail"].is_string(), "a flat request error: {v}");
     assert_eq!(v["error_type"], "runner_disconnected");
     assert_eq!(sim.stats().by_provider["fal"].runner_retries, 1);
+    assert_eq!(sim.stats().by_provider["fal"].no_retry_submits, 1);
 
     // Retries spent: the request error whatever the header says.
     sim.set_knobs(Knobs {

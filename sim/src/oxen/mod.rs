@@ -7,7 +7,8 @@
 //! This file: the routes, the envelopes and Oxen at the gate. The handlers are in
 //! `routes`, the run-time parameter check in `params`, Oxen's own bookkeeping of its
 //! generations (owner, echoed params, timestamps, rows) in `state`, the event stream in
-//! `events`.
+//! `events`. With the `oxen_result_auth` knob an Oxen generation's output file needs its
+//! owner's Bearer key ([`download_denied`], called by the output route).
 
 mod events;
 mod params;
@@ -27,7 +28,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::gate::{self, Fault, Protocol};
 use crate::model::OXEN_EDIT as MODEL;
-use crate::state::SimState;
+use crate::state::{Inner, SimState};
 
 const QUEUE_PATH: &str = "/api/ai/queue";
 
@@ -94,6 +95,27 @@ impl Protocol for Oxen {
             ),
         }
     }
+}
+
+/// The output route's answer to a download of `id` that lacks its owner's key, when the
+/// `oxen_result_auth` knob is on and `id` is an Oxen generation (counted as a 401 of
+/// Oxen's); `None` lets the download through. ASSUMPTION (research O1): Oxen's
+/// `result_url` is a repository API path and Oxen's repositories want a key; its docs
+/// show no download of it.
+pub(crate) fn download_denied(
+    inner: &mut Inner,
+    id: &str,
+    headers: &HeaderMap,
+) -> Option<Response> {
+    if !inner.knobs.oxen_result_auth {
+        return None;
+    }
+    let owner = inner.oxen.gens.get(id)?.key.clone();
+    if gate::credential(headers, "bearer") == Some(owner.as_str()) {
+        return None;
+    }
+    inner.count_unauthorized(Oxen::NAME);
+    Some(Oxen::unauthorized(()))
 }
 
 /// Oxen's typed error envelope.

@@ -293,3 +293,50 @@ async fn sse_drops_events_by_knob_and_never_replays() {
     let c = sim.stats().by_provider["oxen"].clone();
     assert_eq!((c.events_sent, c.events_dropped), (0, 1));
 }
+
+#[tokio::test]
+async fn with_oxen_result_auth_the_result_url_needs_the_owners_key() {
+    let sim = start(Knobs {
+        oxen_result_auth: true,
+        ..knobs()
+    })
+    .await;
+    let id = enqueue_ok(&sim, &body("keyed")).await;
+    let v = settled(&sim, &id).await;
+    let url = v["result_url"].as_str().expect("succeeded").to_owned();
+    let get = |key: Option<&str>| {
+        let rb = Client::new().get(&url);
+        match key {
+            Some(k) => rb.bearer_auth(k),
+            None => rb,
+        }
+        .send()
+    };
+    let bare = get(None).await.unwrap();
+    assert_eq!(bare.status(), StatusCode::UNAUTHORIZED);
+    let v: Value = bare.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "unauthenticated", "{v}");
+    assert_eq!(
+        get(Some("someone-else")).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let ok = get(Some(KEY)).await.unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert_eq!(ok.bytes().await.unwrap(), output_bytes(&id));
+    let s = sim.stats();
+    assert_eq!(s.downloads_with_authorization, 2, "{s:?}");
+    assert_eq!(s.by_provider["oxen"].unauthorized_total, 2);
+    assert_eq!(s.downloads_total, 1);
+
+    // Off (the default): served to anyone, and a keyless download is not counted as keyed.
+    let open = start(knobs()).await;
+    let id = enqueue_ok(&open, &body("open")).await;
+    let v = settled(&open, &id).await;
+    let resp = Client::new()
+        .get(v["result_url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(open.stats().downloads_with_authorization, 0);
+}

@@ -94,6 +94,11 @@ pub struct Knobs {
     /// instead of ignoring them as a non-strict zod object does (the default; the live
     /// gateway's choice is not documented).
     pub aimlapi_strict_keys: bool,
+    /// Oxen: an Oxen generation's output (its `result_url`, and the SSE event's `url`) is
+    /// served only to a request carrying `Authorization: Bearer <the owner's key>`; without
+    /// it 401. Whether Oxen's `result_url` needs the key is not documented (ASSUMPTION,
+    /// research O1: it is a repository API path, and Oxen repositories need a key).
+    pub oxen_result_auth: bool,
 }
 
 impl Default for Knobs {
@@ -130,6 +135,7 @@ impl Default for Knobs {
             fal_runner_failure_rate: 0.0,
             fal_request_error_type: "runner_disconnected".to_owned(),
             aimlapi_strict_keys: false,
+            oxen_result_auth: false,
         }
     }
 }

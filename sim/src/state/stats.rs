@@ -16,6 +16,9 @@ pub struct SimStats {
     pub polls_total: u64,
     /// Complete (200) output downloads.
     pub downloads_total: u64,
+    /// Requests to the output route that carried an `Authorization` header (any scheme,
+    /// any value, answered or not): where a client sends its key with a download.
+    pub downloads_with_authorization: u64,
     /// 429 responses served (injected, per-key rate limit, per-key concurrency cap).
     pub rate_limited_total: u64,
     /// Submits answered 429 because their key had `max_in_flight` generations in flight.
@@ -68,6 +71,9 @@ pub struct ProviderCounters {
     /// fal: transient runner failures fal retried itself (`fal_runner_failure_rate`
     /// without `X-Fal-No-Retry`).
     pub runner_retries: u64,
+    /// fal: accepted submits that carried `X-Fal-No-Retry: 1|true|yes` (fal's own retries
+    /// turned off).
+    pub no_retry_submits: u64,
     /// fal: files stored by its storage API (CDN v3 upload, multipart, or initiate + PUT).
     pub uploads_total: u64,
     pub rate_limited_total: u64,

@@ -5,21 +5,27 @@
 
 use super::step::Step;
 use crate::job::{Field, JobState};
-use crate::model::JobPayload;
+use crate::model::{JobPayload, ProviderName};
 use crate::sink::{download, SinkError};
 use crate::upstream::{ErrorClass, UpstreamError};
 use std::time::Duration;
 
-pub(super) async fn finish(step: &Step<'_>, payload: &JobPayload) {
+pub(super) async fn finish(step: &Step<'_>, payload: &JobPayload, provider: ProviderName) {
     let rt = step.rt;
     let Some(url) = step.rec.output_url.clone() else {
         step.park_for(JobState::Polling, Duration::ZERO, &[]).await;
         return;
     };
+    // The provider's key, for an output on its own origin only.
+    let auth = rt.upstreams.get(&provider).and_then(|up| {
+        let parsed = url::Url::parse(&url).ok()?;
+        up.download_auth(&parsed)
+    });
     match download::download(
         &rt.egress,
         &rt.settings.output,
         &url,
+        auth,
         &payload.batch_id,
         step.job_id,
     )

@@ -151,7 +151,7 @@ async fn run_stage(rt: &Runtime, claimed: Claimed) {
             submit::resolve_unknown(&step, &payload, &req, shared.provider, reason).await;
         }
         JobState::Polling => poll::poll(&step, &payload, shared.provider).await,
-        JobState::Finishing => finish::finish(&step, &payload).await,
+        JobState::Finishing => finish::finish(&step, &payload, shared.provider).await,
         other => {
             let reason = format!("a {other} job was claimed; terminal jobs are never run");
             step.go(Transition::to(JobState::Dead, After::Done).set(Field::Error, reason))

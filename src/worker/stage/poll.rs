@@ -105,7 +105,7 @@ pub(super) async fn poll(step: &Step<'_>, payload: &JobPayload, provider: Provid
                 tx = tx.set(Field::Attempts, "0");
             }
             if let Some(next) = step.advance(tx).await {
-                finish(&next, payload).await;
+                finish(&next, payload, provider).await;
             }
             return;
         }

@@ -1,24 +1,35 @@
 //! fal.ai queue wire mapping: `POST {base}/fal-ai/kling-video/o1/video-to-video/{edit,
-//! reference}` (`Authorization: Key …`, `X-Fal-No-Retry: 1`) returns a `request_id` and the
-//! status, result and cancel URLs, all four kept in the upstream id. A poll is `GET
-//! status_url` (202 `IN_QUEUE`/`IN_PROGRESS`, 200 `COMPLETED`) and, once completed, `GET
-//! response_url` at once: `{"video":{"url"}}` is success, a 4xx with `detail` is the job's
-//! failure, and a 5xx/504 after COMPLETED is only ever retried. Cancel is `PUT cancel_url`.
+//! reference}` (`Authorization: Key …`; `X-Fal-No-Retry: 1` only with
+//! `providers.fal.no_retry`, since it turns fal's own retries off) returns a `request_id`
+//! and the status, result and cancel URLs, all four kept in the upstream id. A poll is
+//! `GET status_url` (202 `IN_QUEUE`/`IN_PROGRESS`, 200 `COMPLETED`, with `error` and
+//! `error_type` when the request failed) and, once completed, `GET response_url` at once
+//! (fal keeps results about an hour): `{"video":{"url"}}` is success; a model error, a
+//! request error or a result gone after the retention window is the job's failure, and
+//! only what says nothing about the request is retried ([`errors`]). Cancel is `PUT
+//! cancel_url`.
+
+mod errors;
 
 use crate::config::ProviderSettings;
 use crate::model::{GenerationRequest, ModelKind, ProviderName};
 use crate::upstream::{retry_after, ErrorClass, PollStatus, Upstream, UpstreamError};
+use errors::{http_error, result_error, ResultAnswer, StatusError};
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use reqwest::header::{HeaderValue, AUTHORIZATION};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+pub use errors::detail_message;
+
 /// Client for one fal.ai account.
 pub struct Fal {
     http: reqwest::Client,
     base: url::Url,
     key: Option<SecretString>,
+    /// `providers.fal.no_retry`: send `X-Fal-No-Retry: 1` with each submit.
+    no_retry: bool,
 }
 
 impl std::fmt::Debug for Fal {
@@ -41,6 +52,9 @@ struct Queued {
 #[derive(Debug, Deserialize)]
 struct Status {
     status: Option<String>,
+    /// Set on a COMPLETED request that failed (with `error_type`).
+    error: Option<Value>,
+    error_type: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -174,76 +188,6 @@ impl Handle {
     }
 }
 
-/// A readable message from a fal error body: `detail` as a list of `{loc,msg,type}` or a
-/// string, else the raw text.
-pub fn detail_message(body: &str) -> String {
-    let Ok(v) = serde_json::from_str::<Value>(body) else {
-        return body.chars().take(300).collect();
-    };
-    match v.get("detail") {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|d| {
-                let msg = d.get("msg").and_then(Value::as_str).unwrap_or("error");
-                let loc: Vec<String> = d
-                    .get("loc")
-                    .and_then(Value::as_array)
-                    .map(|l| {
-                        l.iter()
-                            .filter(|p| p.as_str() != Some("body"))
-                            .map(|p| p.as_str().map_or(p.to_string(), str::to_string))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                if loc.is_empty() {
-                    msg.to_string()
-                } else {
-                    format!("{}: {msg}", loc.join("."))
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("; "),
-        _ => v
-            .get("status")
-            .and_then(Value::as_str)
-            .map_or_else(|| v.to_string(), str::to_string),
-    }
-}
-
-/// Classifies an HTTP error. A submit 5xx other than 503 may have been accepted behind the
-/// gateway, so it is ambiguous; every GET error is retryable unless it is about the job.
-fn classify(status: u16, submit: bool) -> ErrorClass {
-    match status {
-        401 | 403 => ErrorClass::Account,
-        429 => ErrorClass::RATE_LIMITED,
-        408 | 503 => ErrorClass::Retryable,
-        500..=599 if submit => ErrorClass::Ambiguous,
-        500..=599 => ErrorClass::Retryable,
-        400..=499 => ErrorClass::Job,
-        _ if submit => ErrorClass::Ambiguous,
-        _ => ErrorClass::Retryable,
-    }
-}
-
-async fn http_error(
-    secrets: &[&SecretString],
-    resp: reqwest::Response,
-    submit: bool,
-    what: &str,
-) -> UpstreamError {
-    let status = resp.status().as_u16();
-    let ra = retry_after(resp.headers());
-    let body = crate::upstream::error_body(resp).await;
-    UpstreamError::answer(
-        classify(status, submit).with_retry_after(ra),
-        &format!("fal {what}: HTTP {status}: {}", detail_message(&body)),
-        Some(status),
-        ra,
-        secrets,
-    )
-}
-
 impl Fal {
     pub fn new(p: &ProviderSettings) -> Result<Self, UpstreamError> {
         let http = crate::upstream::http_client(p, true)?;
@@ -251,6 +195,7 @@ impl Fal {
             http,
             base: p.base_url.clone(),
             key: p.api_key.clone(),
+            no_retry: p.no_retry.unwrap_or(false),
         })
     }
 
@@ -278,44 +223,55 @@ impl Fal {
         Ok(rb.header(AUTHORIZATION, v))
     }
 
-    /// `GET response_url` right after COMPLETED: the model's answer decides the outcome.
-    async fn result(&self, h: &Handle) -> Result<PollStatus, UpstreamError> {
-        let resp = self
-            .auth(self.http.get(&h.response_url))?
-            .send()
-            .await
-            .map_err(|e| crate::upstream::transport_error(ProviderName::Fal, e, false, "result"))?;
-        let status = resp.status().as_u16();
+    /// `GET response_url` right after COMPLETED: the model's answer decides the outcome;
+    /// `completed` is what the status said of a failure ([`errors::result_error`]).
+    async fn result(
+        &self,
+        h: &Handle,
+        completed: &StatusError,
+    ) -> Result<PollStatus, UpstreamError> {
+        let sent = self.auth(self.http.get(&h.response_url))?.send().await;
+        let resp = match sent {
+            Ok(resp) => resp,
+            Err(e) if completed.failed() => {
+                let fetch = crate::upstream::transport_error(ProviderName::Fal, e, false, "result");
+                return Ok(completed.failure(&fetch.message, &self.secrets()));
+            }
+            Err(e) => {
+                return Err(crate::upstream::transport_error(
+                    ProviderName::Fal,
+                    e,
+                    false,
+                    "result",
+                ))
+            }
+        };
         if resp.status().is_success() {
             let out: Output =
                 crate::upstream::read_json(resp, ErrorClass::Retryable, "fal result").await?;
             return Ok(match out.video.and_then(|v| v.url) {
                 Some(url) => PollStatus::Succeeded { url },
+                None if completed.failed() => completed.failure("no video.url", &self.secrets()),
                 None => PollStatus::Failed {
                     reason: "fal: result has no video.url".to_string(),
                 },
             });
         }
-        // A start timeout the caller set (we set none) is final; any other 504 is not.
-        let user_timeout = resp
-            .headers()
-            .get("x-fal-request-timeout-type")
-            .is_some_and(|v| v.as_bytes() == b"user");
-        match status {
-            401 | 403 | 408 | 429 | 500..=599 if !(status == 504 && user_timeout) => {
-                Err(http_error(&self.secrets(), resp, false, "result").await)
-            }
-            400..=599 => {
-                let body = crate::upstream::error_body(resp).await;
-                Ok(PollStatus::Failed {
-                    reason: crate::upstream::sanitize(
-                        &format!("fal: HTTP {status}: {}", detail_message(&body)),
-                        &self.secrets(),
-                    ),
-                })
-            }
-            _ => Err(http_error(&self.secrets(), resp, false, "result").await),
-        }
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let mut answer = ResultAnswer {
+            status: resp.status().as_u16(),
+            error_type_header: header("x-fal-error-type"),
+            user_timeout: header("x-fal-request-timeout-type").as_deref() == Some("user"),
+            retry_after: retry_after(resp.headers()),
+            body: String::new(),
+        };
+        answer.body = crate::upstream::error_body(resp).await;
+        result_error(&answer, completed, &self.secrets())
     }
 }
 
@@ -331,11 +287,10 @@ impl Upstream for Fal {
             self.base.as_str().trim_end_matches('/'),
             model_path(req.model)
         );
-        let rb = self
-            .http
-            .post(url)
-            .header("X-Fal-No-Retry", "1")
-            .json(&request_body(req));
+        let mut rb = self.http.post(url).json(&request_body(req));
+        if self.no_retry {
+            rb = rb.header("X-Fal-No-Retry", "1");
+        }
         let resp =
             self.auth(rb)?.send().await.map_err(|e| {
                 crate::upstream::transport_error(ProviderName::Fal, e, true, "submit")
@@ -373,7 +328,10 @@ impl Upstream for Fal {
             crate::upstream::read_json(resp, ErrorClass::Retryable, "fal status").await?;
         let status = st.status.unwrap_or_default();
         match status.as_str() {
-            "COMPLETED" => self.result(&h).await,
+            "COMPLETED" => {
+                let completed = StatusError::from_fields(st.error.as_ref(), st.error_type.as_ref());
+                self.result(&h, &completed).await
+            }
             "IN_QUEUE" | "IN_PROGRESS" => Ok(PollStatus::Pending { status }),
             other => {
                 tracing::warn!(

@@ -1,5 +1,6 @@
 //! Unit tests of the fal mapping: bodies, handles, error classes and answers.
 
+use super::errors::*;
 use super::*;
 use crate::model::Element;
 
@@ -87,4 +88,121 @@ fn detail_messages_read_both_shapes() {
         "ALREADY_COMPLETED"
     );
     assert_eq!(detail_message("Gateway Timeout"), "Gateway Timeout");
+}
+
+fn answer(status: u16, body: &str) -> ResultAnswer {
+    ResultAnswer {
+        status,
+        body: body.to_string(),
+        ..ResultAnswer::default()
+    }
+}
+
+fn failed_reason(r: Result<PollStatus, UpstreamError>) -> String {
+    match r {
+        Ok(PollStatus::Failed { reason }) => reason,
+        other => panic!("not a job failure: {other:?}"),
+    }
+}
+
+#[test]
+fn request_errors_at_the_result_fail_the_job_whatever_their_status() {
+    let ok = StatusError::default();
+    let flat =
+        r#"{"detail":"Runner disconnected unexpectedly","error_type":"runner_disconnected"}"#;
+    let r = failed_reason(result_error(&answer(503, flat), &ok, &[]));
+    assert_eq!(
+        r,
+        "fal: request error runner_disconnected: Runner disconnected unexpectedly (HTTP 503)"
+    );
+    // The type in the header only (a body fal did not shape) is enough.
+    let mut a = answer(504, r#"{"detail":"Request timed out"}"#);
+    a.error_type_header = Some("request_timeout".into());
+    let r = failed_reason(result_error(&a, &ok, &[]));
+    assert!(
+        r.contains("request_timeout") && r.contains("HTTP 504"),
+        "{r}"
+    );
+    // A model error stays the job's failure, as before.
+    let model =
+        r#"{"detail":[{"loc":["body","prompt"],"msg":"Nope","type":"content_policy_violation"}]}"#;
+    assert_eq!(
+        failed_reason(result_error(&answer(422, model), &ok, &[])),
+        "fal: HTTP 422: prompt: Nope"
+    );
+    // Secrets and control characters never reach the reason.
+    let key = SecretString::from("fal-key-123".to_string());
+    let leaky = r#"{"detail":"bad key fal-key-123\u001b[31m","error_type":"bad_request"}"#;
+    let r = failed_reason(result_error(&answer(400, leaky), &ok, &[&key]));
+    assert!(!r.contains("fal-key-123") && !r.contains('\u{1b}'), "{r}");
+}
+
+#[test]
+fn only_what_says_nothing_about_the_request_is_retried() {
+    let ok = StatusError::default();
+    for (status, body) in [
+        (502, "<html>nginx</html>"),
+        (504, r#"{"detail":"Gateway Timeout"}"#),
+        (500, ""),
+        (408, ""),
+    ] {
+        let e = result_error(&answer(status, body), &ok, &[]).unwrap_err();
+        assert_eq!(e.class, ErrorClass::Retryable, "{status}");
+        assert_eq!(e.status, Some(status));
+    }
+    assert_eq!(
+        result_error(&answer(401, ""), &ok, &[]).unwrap_err().class,
+        ErrorClass::Account
+    );
+    let mut limited = answer(429, "");
+    limited.retry_after = Some(std::time::Duration::from_secs(3));
+    assert_eq!(
+        result_error(&limited, &ok, &[]).unwrap_err().class,
+        ErrorClass::RateLimited {
+            retry_after: Some(std::time::Duration::from_secs(3))
+        }
+    );
+    // A start timeout we set (we set none) is final.
+    let mut user = answer(504, "");
+    user.user_timeout = true;
+    assert!(failed_reason(result_error(&user, &ok, &[])).contains("HTTP 504"));
+}
+
+#[test]
+fn a_failure_the_status_reported_is_final_even_when_the_fetch_says_nothing() {
+    let status = StatusError::from_fields(
+        Some(&json!("Runner disconnected unexpectedly")),
+        Some(&json!("runner_disconnected")),
+    );
+    assert!(status.failed());
+    let r = failed_reason(result_error(&answer(502, "Bad Gateway"), &status, &[]));
+    assert!(
+        r.starts_with("fal: request error runner_disconnected: Runner disconnected unexpectedly"),
+        "{r}"
+    );
+    assert!(r.contains("result fetch: HTTP 502"), "{r}");
+    let gone = failed_reason(result_error(
+        &answer(404, r#"{"detail":"Request not found"}"#),
+        &status,
+        &[],
+    ));
+    assert!(
+        gone.contains("runner_disconnected") && !gone.contains("expired"),
+        "{gone}"
+    );
+    assert!(!StatusError::from_fields(Some(&Value::Null), Some(&json!(""))).failed());
+}
+
+#[test]
+fn a_result_gone_after_retention_says_it_expired() {
+    let r = failed_reason(result_error(
+        &answer(404, r#"{"detail":"Request not found"}"#),
+        &StatusError::default(),
+        &[],
+    ));
+    assert!(r.starts_with("fal: result expired:"), "{r}");
+    assert!(
+        r.contains("HTTP 404: Request not found") && r.contains("1 hour"),
+        "{r}"
+    );
 }

@@ -6,9 +6,13 @@ use crate::upstream::{retry_after, ErrorClass, UpstreamError};
 use secrecy::SecretString;
 use serde_json::Value;
 
-/// Business code of an unknown task on a query (ASSUMPTION: "resource not found").
+/// Business code of an unknown task on a query. UNCONFIRMED: Kling's error table (known
+/// through copies, docs/providers.md "Kling — client") has 404/1203 "The requested
+/// resource does not exist, such as the model", and documents no code for an unknown task.
 pub(super) const CODE_NOT_FOUND: i64 = 1203;
-/// Business code of invalid parameters, also given for a duplicate `external_task_id`.
+/// Business code of invalid parameters (400/1201 "Invalid parameters, such as incorrect
+/// key or illegal value", same table). UNCONFIRMED that a duplicate `external_task_id` is
+/// answered with it: Kling only says the id "must be unique within a single user account".
 pub(super) const CODE_INVALID: i64 = 1201;
 
 /// How the runner must treat an error answer: by business `code` first, then by status.

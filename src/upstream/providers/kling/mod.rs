@@ -1,7 +1,13 @@
 //! Kling official API wire mapping (Omni-Video, `kling-video-o1`): a per-request HS256
-//! JWT, `POST /v1/videos/omni-video` with `external_task_id` = our job id, `GET
-//! /v1/videos/omni-video/{task_id | external_task_id}`, statuses
-//! submitted/processing/succeed/failed, output at `data.task_result.videos[0].url`.
+//! JWT, `POST /v1/videos/omni-video` with `external_task_id` = our job id and `mode` from
+//! `providers.kling.mode`, `GET /v1/videos/omni-video/{task_id | external_task_id}`,
+//! statuses submitted/processing/succeed/failed, output at
+//! `data.task_result.videos[0].url`.
+//!
+//! The lookup by `external_task_id` puts it in the path, as the query page's "Request
+//! Path Parameters" table does for both ids ("choose one of the two query methods"; known
+//! through copies, docs/providers.md "Kling — client"). UNCONFIRMED live: third-party
+//! clients of other Kling endpoints use `?external_task_id=` on the collection instead.
 //!
 //! This file owns the client and the calls; [`token`] mints the JWT, [`wire`] maps
 //! prompts, bodies and task states, [`answer`] reads the envelope and classifies errors.
@@ -16,7 +22,7 @@ mod wire;
 pub use token::mint_jwt;
 pub use wire::{request_body, translate_prompt};
 
-use crate::config::ProviderSettings;
+use crate::config::{KlingMode, ProviderSettings};
 use crate::model::{GenerationRequest, ProviderName};
 use crate::upstream::{ErrorClass, Lookup, PollStatus, Upstream, UpstreamError};
 use answer::{read_answer, Refused, CODE_INVALID, CODE_NOT_FOUND};
@@ -30,6 +36,8 @@ pub struct Kling {
     base: url::Url,
     access_key: Option<SecretString>,
     secret_key: Option<SecretString>,
+    /// `providers.kling.mode`, sent with every task.
+    mode: KlingMode,
 }
 
 impl std::fmt::Debug for Kling {
@@ -48,6 +56,7 @@ impl Kling {
             base: p.base_url.clone(),
             access_key: p.access_key.clone(),
             secret_key: p.secret_key.clone(),
+            mode: p.mode.unwrap_or(KlingMode::Pro),
         })
     }
 
@@ -111,7 +120,7 @@ impl Upstream for Kling {
     }
 
     async fn submit(&self, req: &GenerationRequest) -> Result<String, UpstreamError> {
-        let body = request_body(req)?;
+        let body = request_body(req, self.mode)?;
         let rb = self.http.post(self.url(None)?).json(&body);
         let resp = self.auth(rb)?.send().await.map_err(|e| {
             crate::upstream::transport_error(ProviderName::Kling, e, true, "submit")

@@ -3,6 +3,7 @@
 use super::answer::{answer_error, classify};
 use super::token::Claims;
 use super::*;
+use crate::config::KlingMode;
 use crate::model::ModelKind;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -112,14 +113,14 @@ fn prompt_references_are_translated() {
 
 #[test]
 fn edit_and_reference_bodies() {
-    let e = request_body(&req(ModelKind::Edit)).unwrap();
+    let e = request_body(&req(ModelKind::Edit), KlingMode::Pro).unwrap();
     assert_eq!(e["video_list"][0]["refer_type"], "base");
     assert_eq!(e["video_list"][0]["keep_original_sound"], "yes");
     assert_eq!(e["prompt"], "the coat from <<<image_1>>>");
     assert_eq!(e["image_list"], json!([{"image_url": "https://x/i.png"}]));
     assert_eq!(e["external_task_id"], "b.00001");
     assert!(e.get("duration").is_none() && e.get("aspect_ratio").is_none());
-    let r = request_body(&req(ModelKind::Reference)).unwrap();
+    let r = request_body(&req(ModelKind::Reference), KlingMode::Pro).unwrap();
     assert_eq!(r["video_list"][0]["refer_type"], "feature");
     assert_eq!(r["duration"], json!("5"));
     assert_eq!(r["aspect_ratio"], "9:16");
@@ -128,7 +129,7 @@ fn edit_and_reference_bodies() {
         frontal_image_url: "https://x/f.png".into(),
         reference_image_urls: vec![],
     }];
-    let err = request_body(&inline).unwrap_err();
+    let err = request_body(&inline, KlingMode::Pro).unwrap_err();
     assert_eq!(err.class, ErrorClass::Job);
     assert!(err.message.contains("pre-registered element ids"));
 }
@@ -171,4 +172,41 @@ fn errors_are_classified_by_business_code() {
         (rate.class, rate.status),
         (ErrorClass::RATE_LIMITED, Some(429))
     );
+}
+
+#[test]
+fn the_mode_is_always_sent() {
+    for (mode, word) in [(KlingMode::Pro, "pro"), (KlingMode::Std, "std")] {
+        let b = request_body(&req(ModelKind::Edit), mode).unwrap();
+        assert_eq!(b["mode"], word);
+    }
+}
+
+#[test]
+fn images_go_as_urls_or_raw_base64_never_as_data_uris() {
+    use base64::engine::general_purpose::STANDARD;
+    let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR-some-bytes";
+    let raw = STANDARD.encode(png);
+    let body = |image: &str| {
+        let mut r = req(ModelKind::Edit);
+        r.image_list = vec![image.to_string()];
+        request_body(&r, KlingMode::Pro).map(|b| b["image_list"][0]["image_url"].clone())
+    };
+    assert_eq!(body(&format!("data:image/png;base64,{raw}")).unwrap(), raw);
+    // Written by hand: any case, parameters, whitespace and missing padding; the
+    // payload is decoded and sent as canonical Base64.
+    let loose = format!(
+        "DATA:image/png;name=a.png;base64,{}",
+        raw.trim_end_matches('=')
+    );
+    let cut = loose.find(',').unwrap() + 10;
+    let loose = format!("{} \n{}", &loose[..cut], &loose[cut..]);
+    assert_eq!(body(&loose).unwrap(), raw);
+    // URLs and raw Base64 are sent as they are.
+    assert_eq!(body("https://x/i.png").unwrap(), "https://x/i.png");
+    assert_eq!(body(&raw).unwrap(), raw);
+    // A data URI that is no data URI at all is the job's error, never sent.
+    let err = body("data:image/png;base64").unwrap_err();
+    assert_eq!(err.class, ErrorClass::Job);
+    assert!(err.message.contains("image_list[0]"), "{}", err.message);
 }

@@ -1,9 +1,14 @@
 //! What Kling's Omni-Video endpoints read and answer: the prompt's reference syntax, the
-//! task body (`external_task_id` = our job id), and a task's `data` as a poll outcome.
+//! task body (`external_task_id` = our job id, `mode` always explicit, images as a URL or
+//! raw Base64), and a task's `data` as a poll outcome.
 
+use crate::config::KlingMode;
 use crate::model::{GenerationRequest, ModelKind};
 use crate::upstream::{ErrorClass, PollStatus, UpstreamError};
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
 use serde_json::{json, Value};
+use std::borrow::Cow;
 
 pub(super) const MODEL_NAME: &str = "kling-video-o1";
 
@@ -51,9 +56,34 @@ fn reference_at(s: &str) -> Option<(&'static str, u32, usize)> {
     })
 }
 
-/// The JSON body for one task. Kling's element library takes registered ids only, so a
-/// request with inline elements is refused before anything is sent.
-pub fn request_body(req: &GenerationRequest) -> Result<Value, UpstreamError> {
+/// An `image_url` as Kling takes it: a URL or raw Base64 as given, a `data:` URI (what a
+/// local file becomes, `src/batch/media.rs`) as its payload in canonical Base64. Kling:
+/// "do not add any prefixes to the Base64-encoded string, such as data:image/png;base64"
+/// (General Information, image fields; known through a copy, docs/providers.md).
+fn image_field(image: &str, at: usize) -> Result<Cow<'_, str>, UpstreamError> {
+    if !image
+        .get(..5)
+        .is_some_and(|p| p.eq_ignore_ascii_case("data:"))
+    {
+        return Ok(Cow::Borrowed(image));
+    }
+    let bytes = data_url::DataUrl::process(image)
+        .ok()
+        .and_then(|d| d.decode_to_vec().ok())
+        .map(|(bytes, _)| bytes)
+        .ok_or_else(|| {
+            UpstreamError::new(
+                ErrorClass::Job,
+                format!("kling: image_list[{at}] is a data: URI that cannot be decoded"),
+            )
+        })?;
+    Ok(Cow::Owned(BASE64.encode(bytes)))
+}
+
+/// The JSON body for one task, created in `mode`. Kling's element library takes
+/// registered ids only, so a request with inline elements is refused before anything is
+/// sent.
+pub fn request_body(req: &GenerationRequest, mode: KlingMode) -> Result<Value, UpstreamError> {
     if !req.elements.is_empty() {
         return Err(UpstreamError::new(
             ErrorClass::Job,
@@ -74,14 +104,17 @@ pub fn request_body(req: &GenerationRequest) -> Result<Value, UpstreamError> {
         }],
         // Generated sound must be off with a video; the clip's own is `keep_original_sound`.
         "sound": "off",
+        // Always explicit: Kling's default is `pro` (1080p, dearer).
+        "mode": mode.as_str(),
         "external_task_id": req.client_id,
     });
     if !req.image_list.is_empty() {
-        let images: Vec<Value> = req
+        let images = req
             .image_list
             .iter()
-            .map(|u| json!({ "image_url": u }))
-            .collect();
+            .enumerate()
+            .map(|(i, u)| Ok(json!({ "image_url": image_field(u, i)? })))
+            .collect::<Result<Vec<Value>, UpstreamError>>()?;
         body["image_list"] = json!(images);
     }
     if req.model == ModelKind::Reference {

@@ -4,6 +4,12 @@
 //! from the SSE stream `GET {base}/events` (`media_generation_completed`). Only the edit
 //! model exists on Oxen.
 //!
+//! A `result_url` download carries the Bearer key when the URL's origin (scheme, host and
+//! port) is the configured `base_url`'s, and never otherwise: `result_url` is a
+//! repository API path (`https://hub.oxen.ai/api/repos/...`) and Oxen's repositories need
+//! a key, but whether the download does is UNCONFIRMED (docs/providers.md, "Oxen —
+//! client"); the SSE event's `url` is documented as presigned, on another host.
+//!
 //! This file owns the client and the calls; [`wire`] maps bodies, rows and errors,
 //! [`events`] keeps the event stream.
 
@@ -29,7 +35,7 @@ pub struct Oxen {
     http: reqwest::Client,
     /// No total timeout: the event stream stays open (idle is watched instead).
     sse: reqwest::Client,
-    /// The API root, e.g. `https://hub.oxen.ai/api`.
+    /// The API root, e.g. `https://hub.oxen.ai/api` (its origin is `base_url`'s).
     base: url::Url,
     key: Option<SecretString>,
 }
@@ -172,6 +178,19 @@ impl Upstream for Oxen {
             return Err(http_error(&self.secrets(), resp, false, "cancel").await);
         }
         Ok(true)
+    }
+
+    /// The Bearer key for an output on Oxen's own origin; nothing for any other.
+    fn download_auth(&self, url: &url::Url) -> Option<reqwest::header::HeaderValue> {
+        if url.origin() != self.base.origin() || !url.origin().is_tuple() {
+            return None;
+        }
+        let key = self.key.as_ref()?;
+        let mut v =
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {}", key.expose_secret()))
+                .ok()?;
+        v.set_sensitive(true);
+        Some(v)
     }
 
     fn events(&self) -> Option<BoxStream<'static, String>> {

@@ -237,3 +237,30 @@ fn ids_are_percent_encoded_as_one_path_segment() {
         "https://hub.oxen.ai/api/events"
     );
 }
+
+#[test]
+fn the_key_goes_only_to_oxens_own_origin() {
+    let mut s = crate::config::Settings::builtin();
+    s.point_provider_at(ProviderName::Oxen, "https://hub.oxen.ai/api", "ox-key");
+    let oxen = Oxen::new(s.provider(ProviderName::Oxen)).unwrap();
+    let auth = |u: &str| oxen.download_auth(&url::Url::parse(u).unwrap());
+    let v = auth("https://hub.oxen.ai/api/repos/me/r/file/main/out.mp4").expect("own origin");
+    assert_eq!(v.to_str().unwrap(), "Bearer ox-key");
+    assert!(v.is_sensitive(), "kept out of debug output");
+    // Any path on the origin; the explicit default port is the same origin.
+    assert!(auth("https://hub.oxen.ai:443/elsewhere").is_some());
+    for other in [
+        "http://hub.oxen.ai/api/repos/x",       // another scheme
+        "https://hub.oxen.ai:8443/api/repos/x", // another port
+        "https://cdn.hub.oxen.ai/api/repos/x",  // another host
+        "https://hub.oxen.ai.evil.example/api", // a look-alike
+        "https://oxen-results.s3.amazonaws.com/presigned?X-Amz-Signature=1",
+    ] {
+        assert!(auth(other).is_none(), "{other}");
+    }
+    // No key configured: nothing to send.
+    s.providers.get_mut(&ProviderName::Oxen).unwrap().api_key = None;
+    let keyless = Oxen::new(s.provider(ProviderName::Oxen)).unwrap();
+    let own = url::Url::parse("https://hub.oxen.ai/api/x").unwrap();
+    assert!(keyless.download_auth(&own).is_none());
+}
