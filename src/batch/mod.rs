@@ -363,6 +363,7 @@ fn build(
         clip_seconds: raw.clip_seconds,
         max_cost: raw.max_cost.and_then(crate::money::Usd::from_f64),
         on_done,
+        media: Default::default(),
     };
     shared.batch_id = match raw.batch_id {
         Some(id) => id,

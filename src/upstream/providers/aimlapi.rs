@@ -180,11 +180,12 @@ impl Upstream for Aimlapi {
     }
 
     async fn submit(&self, req: &GenerationRequest) -> Result<String, UpstreamError> {
+        let body = crate::upstream::body::JsonBody::for_request(&request_body(req), req)?;
         let rb = self
             .http
             .post(self.url())
-            .header("X-Client-Request-Id", &req.job_id)
-            .json(&request_body(req));
+            .header("X-Client-Request-Id", &req.job_id);
+        let rb = crate::upstream::body::json(rb, body);
         let resp = self.auth(rb)?.send().await.map_err(|e| {
             crate::upstream::transport_error(ProviderName::Aimlapi, e, true, "submit")
         })?;

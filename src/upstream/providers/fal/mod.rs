@@ -331,11 +331,9 @@ impl Upstream for Fal {
             self.base.as_str().trim_end_matches('/'),
             model_path(req.model)
         );
-        let rb = self
-            .http
-            .post(url)
-            .header("X-Fal-No-Retry", "1")
-            .json(&request_body(req));
+        let body = crate::upstream::body::JsonBody::for_request(&request_body(req), req)?;
+        let rb = self.http.post(url).header("X-Fal-No-Retry", "1");
+        let rb = crate::upstream::body::json(rb, body);
         let resp =
             self.auth(rb)?.send().await.map_err(|e| {
                 crate::upstream::transport_error(ProviderName::Fal, e, true, "submit")

@@ -111,8 +111,8 @@ impl Upstream for Kling {
     }
 
     async fn submit(&self, req: &GenerationRequest) -> Result<String, UpstreamError> {
-        let body = request_body(req)?;
-        let rb = self.http.post(self.url(None)?).json(&body);
+        let body = crate::upstream::body::JsonBody::for_request(&request_body(req)?, req)?;
+        let rb = crate::upstream::body::json(self.http.post(self.url(None)?), body);
         let resp = self.auth(rb)?.send().await.map_err(|e| {
             crate::upstream::transport_error(ProviderName::Kling, e, true, "submit")
         })?;

@@ -115,10 +115,9 @@ impl Upstream for Oxen {
                  (only the edit model); use another provider",
             ));
         }
-        let rb = self
-            .http
-            .post(self.url(&["ai", "queue"])?)
-            .json(&request_body(req));
+        let body = crate::upstream::body::JsonBody::for_request(&request_body(req), req)?;
+        let rb = self.http.post(self.url(&["ai", "queue"])?);
+        let rb = crate::upstream::body::json(rb, body);
         let resp =
             self.auth(rb)?.send().await.map_err(|e| {
                 crate::upstream::transport_error(ProviderName::Oxen, e, true, "submit")

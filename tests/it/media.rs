@@ -1,0 +1,175 @@
+//! Issue 13, "a 50 MB clip must not take Redis down": a large local video is stored once
+//! per batch beside it, read at most once per worker process, and sent upstream without a
+//! copy per request. Each test runs on a Redis of its own, so the server-wide counters
+//! (`INFO stats`, `INFO memory`) are this test's alone, with the real `restyle enqueue`
+//! and `restyle worker` processes against the simulator.
+//!
+//! Sizes are at CI scale (an 8 MiB clip, 8 prompts); `RESTYLE_TEST_SCALE` multiplies the
+//! prompts, and the worker's concurrency with them.
+
+use crate::helpers::*;
+use restyle::localredis::LocalRedis;
+use restyle::model::ProviderName;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The first bytes of an MP4 file: an `ftyp` box (size, `ftyp`, brand `isom`).
+const MP4_HEAD: &[u8] = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2";
+
+const MIB: usize = 1024 * 1024;
+
+/// A clip of 8 MiB and a bit (so no read falls on a chunk boundary).
+const VIDEO_BYTES: usize = 8 * MIB + 12_345;
+
+/// One test's world on a Redis of its own.
+struct World {
+    app: TestApp,
+    _redis: LocalRedis,
+    _dir: tempfile::TempDir,
+}
+
+async fn world(knobs: restyle::sim::Knobs) -> World {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = LocalRedis::start(dir.path(), false).expect("private redis-server");
+    let app = TestApp::with_redis(knobs, &redis.url()).await;
+    World {
+        app,
+        _redis: redis,
+        _dir: dir,
+    }
+}
+
+/// Writes a clip of `len` bytes (an MP4 head, then pseudo-random bytes) into `dir`.
+fn write_clip(dir: &Path, len: usize) -> (PathBuf, Vec<u8>) {
+    let mut bytes = MP4_HEAD.to_vec();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    while bytes.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        bytes.extend_from_slice(&x.to_le_bytes());
+    }
+    bytes.truncate(len);
+    let path = dir.join("clip.mp4");
+    std::fs::write(&path, &bytes).expect("write clip");
+    (path, bytes)
+}
+
+/// `restyle enqueue --video <clip> --prompt …` with this test's settings; asserts exit 0.
+fn enqueue_clip(app: &TestApp, provider: ProviderName, batch: &str, clip: &Path, n: usize) {
+    let mut cmd = app.cmd();
+    cmd.args([
+        "enqueue",
+        "--batch-id",
+        batch,
+        "--provider",
+        provider.as_str(),
+    ])
+    .arg("--video")
+    .arg(clip);
+    for p in prompts(n) {
+        cmd.args(["--prompt", &p]);
+    }
+    let out = cmd.output().expect("run restyle enqueue");
+    assert!(
+        out.status.success(),
+        "enqueue failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// One `INFO <section>` field, as a number.
+async fn info_field(app: &TestApp, section: &str, field: &str) -> u64 {
+    let mut c = app.queue.connection();
+    let text: String = redis::cmd("INFO")
+        .arg(section)
+        .query_async(&mut c)
+        .await
+        .expect("INFO");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in INFO {section}"))
+}
+
+/// `MEMORY USAGE` of one key (0 when it does not exist).
+async fn memory_usage(app: &TestApp, key: &str) -> u64 {
+    let mut c = app.queue.connection();
+    let n: Option<u64> = redis::cmd("MEMORY")
+        .arg("USAGE")
+        .arg(key)
+        .arg("SAMPLES")
+        .arg(0)
+        .query_async(&mut c)
+        .await
+        .expect("MEMORY USAGE");
+    n.unwrap_or(0)
+}
+
+/// A field of `/proc/<pid>/status` in KiB (`VmRSS:`, `VmHWM:`).
+fn proc_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} for {pid}"))
+}
+
+/// Starts a worker process and waits (deadline 30 s) for its `Worker started.` line.
+async fn start_worker(app: &TestApp, concurrency: usize, name: &str) -> WorkerProc {
+    let log = app.out.path().join(format!("{name}.log"));
+    let w = app.spawn_worker(concurrency, &log);
+    let end = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("Worker started.")
+    {
+        assert!(Instant::now() < end, "worker {name} did not start");
+        poll_interval().await;
+    }
+    w
+}
+
+#[tokio::test]
+async fn a_large_local_clip_is_stored_once_and_read_once_per_worker() {
+    let w = world(fast_knobs()).await;
+    let app = &w.app;
+    let n = 8 * scale();
+    let (clip, _) = write_clip(app.out.path(), VIDEO_BYTES);
+    enqueue_clip(app, ProviderName::Aimlapi, "big", &clip, n);
+
+    // The batch hash every job's stage, status and watch read stays small.
+    let bkey = format!("{}batch:big", app.queue.keys().prefix());
+    let hash = memory_usage(app, &bkey).await;
+    assert!(hash < 64 * 1024, "batch hash is {hash} bytes");
+
+    let sent_before = info_field(app, "stats", "total_net_output_bytes").await;
+    let worker = start_worker(app, n, "w1").await;
+    let pid = worker.child.id();
+    let rss_start = proc_kib(pid, "VmRSS:");
+    let info = app.wait_finished("big", Duration::from_secs(120)).await;
+    let hwm = proc_kib(pid, "VmHWM:");
+    let sent = info_field(app, "stats", "total_net_output_bytes").await - sent_before;
+    drop(worker);
+    assert_eq!(info.count(restyle::job::JobState::Succeeded), n as u64);
+
+    let grew = (hwm.saturating_sub(rss_start)) * 1024;
+    eprintln!(
+        "batch hash {hash} B; Redis sent {sent} B; worker grew {grew} B (from {rss_start} KiB)"
+    );
+    // Redis sent the clip about once (one worker process), not once per job.
+    let clip_len = VIDEO_BYTES as u64;
+    assert!(
+        sent < clip_len + clip_len / 2,
+        "Redis sent {sent} bytes for {n} jobs of a {clip_len}-byte clip"
+    );
+    // The worker's memory does not grow with concurrency × clip size: the clip, its
+    // base64 text once, and a margin.
+    assert!(
+        grew < 4 * clip_len + 16 * MIB as u64,
+        "worker peak grew by {grew} bytes over {rss_start} KiB at concurrency {n}"
+    );
+    let c = &app.sim.stats().by_provider["aimlapi"];
+    assert_eq!(c.submissions_total, n as u64);
+}
