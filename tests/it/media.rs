@@ -170,6 +170,127 @@ async fn a_large_local_clip_is_stored_once_and_read_once_per_worker() {
         grew < 4 * clip_len + 16 * MIB as u64,
         "worker peak grew by {grew} bytes over {rss_start} KiB at concurrency {n}"
     );
+    // Each submit carried the clip's data URI and the JSON around it: no more.
     let c = &app.sim.stats().by_provider["aimlapi"];
     assert_eq!(c.submissions_total, n as u64);
+    let per_job = c.request_bytes_total / n as u64;
+    let b64 = (clip_len).div_ceil(3) * 4;
+    assert!(
+        (b64..b64 + 2048).contains(&per_job),
+        "{per_job} bytes per submit for {b64} bytes of base64"
+    );
+
+    // Purged with its batch.
+    let mkey = media_keys(app, "big").await;
+    assert_eq!(mkey.len(), 1, "one payload stored: {mkey:?}");
+    let out = app.cmd().args(["purge", "big"]).output().expect("purge");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(media_keys(app, "big").await.is_empty());
+    assert_eq!(memory_usage(app, &bkey).await, 0);
+}
+
+/// The batch's stored payloads (and partial ones) in Redis.
+async fn media_keys(app: &TestApp, batch: &str) -> Vec<String> {
+    use redis::AsyncCommands;
+    let mut c = app.queue.connection();
+    let prefix = app
+        .queue
+        .keys()
+        .prefix()
+        .replace('{', "\\{")
+        .replace('}', "\\}");
+    c.keys(format!("{prefix}media:{batch}:*"))
+        .await
+        .expect("KEYS")
+}
+
+/// `SETRANGE` calls Redis ran so far (what storing a payload takes).
+async fn setranges(app: &TestApp) -> u64 {
+    let text: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut app.queue.connection())
+        .await
+        .expect("INFO commandstats");
+    text.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_setrange:calls="))
+        .and_then(|v| v.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn the_same_clip_is_stored_once_and_another_under_a_taken_id_not_at_all() {
+    let w = world(fast_knobs()).await;
+    let app = &w.app;
+    let (clip, _) = write_clip(app.out.path(), 3 * MIB + 7);
+    enqueue_clip(app, ProviderName::Aimlapi, "again", &clip, 2);
+    let first = setranges(app).await;
+    assert!(first >= 2, "stored in chunks: {first} SETRANGE");
+    enqueue_clip(app, ProviderName::Aimlapi, "again", &clip, 2);
+    assert_eq!(
+        setranges(app).await,
+        first,
+        "enqueued again: nothing stored"
+    );
+    assert_eq!(media_keys(app, "again").await.len(), 1);
+
+    // Another clip under the taken id: refused (exit 2), and nothing of it stored.
+    let other = app.out.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let (clip2, _) = write_clip(&other, 3 * MIB + 8);
+    let mut cmd = app.cmd();
+    cmd.args(["enqueue", "--batch-id", "again", "--prompt", "p"])
+        .arg("--video")
+        .arg(&clip2);
+    let out = cmd.output().expect("enqueue");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("already exists with different content"),
+        "{err}"
+    );
+    assert_eq!(setranges(app).await, first);
+    assert_eq!(media_keys(app, "again").await.len(), 1);
+}
+
+/// A spec written before media were stored holds the clip inline: its jobs still run,
+/// the clip read from the spec once per process and sent as a data URI.
+#[tokio::test]
+async fn a_spec_of_an_earlier_version_with_an_inline_clip_still_runs() {
+    use base64::Engine;
+    let app = TestApp::new(fast_knobs()).await;
+    let (_, bytes) = write_clip(app.out.path(), 300_000);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&bytes);
+    let uri = format!("data:video/mp4;base64,{b64}");
+    let spec = serde_json::json!({
+        "v": 1, "batch_id": "legacy", "provider": "aimlapi", "model": "edit",
+        "video": uri, "image_list": [], "keep_audio": false, "aspect_ratio": null,
+        "duration": null, "elements": [], "clip_seconds": null, "max_cost": null,
+        "on_done": null,
+    });
+    let jobs: Vec<(String, String)> = (0..3)
+        .map(|i| {
+            let p = format!(r#"{{"v":1,"batch_id":"legacy","index":{i},"prompt":"p{i}"}}"#);
+            (restyle::job::job_id("legacy", i), p)
+        })
+        .collect();
+    let extras = restyle::queue::BatchExtras::default();
+    app.queue
+        .enqueue_batch("legacy", &spec.to_string(), "d0", &extras, &jobs)
+        .await
+        .unwrap();
+    let rt = app.runtime();
+    let info = app.drive(&rt, "legacy", Duration::from_secs(60)).await;
+    assert_eq!(info.count(restyle::job::JobState::Succeeded), 3);
+    let c = &app.sim.stats().by_provider["aimlapi"];
+    assert_eq!(c.submissions_total, 3);
+    let per_job = c.request_bytes_total / 3;
+    assert!(
+        (uri.len() as u64..uri.len() as u64 + 2048).contains(&per_job),
+        "{per_job}"
+    );
+    assert_eq!(rt.media.batches(), ["legacy"]);
 }
