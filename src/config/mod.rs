@@ -25,7 +25,8 @@ mod validate;
 pub use load::LoadOptions;
 pub use settings::{
     EgressSettings, HookAction, HookSettings, OutputSettings, PollSettings, Prices, ProviderLimits,
-    ProviderSettings, QueueSettings, RedisSettings, RetrySettings, Settings, WorkerSettings,
+    ProviderSettings, QueueSettings, RedisSettings, RetrySettings, Settings, StorageSettings,
+    WorkerSettings,
 };
 
 use std::path::{Path, PathBuf};

@@ -156,6 +156,9 @@ pub(super) struct RawProvider {
     pub(super) request_timeout: Duration,
     #[serde(default)]
     pub(super) poll: RawPollOverride,
+    /// Where the provider's storage takes uploads (fal), when not its documented hosts.
+    #[serde(default)]
+    pub(super) storage: Option<RawStorage>,
     /// Requests per second for the whole account, every worker together; 0 = no limit.
     #[serde(default)]
     pub(super) rate_limit: f64,
@@ -177,6 +180,16 @@ pub(super) struct RawProvider {
     /// USD per output second, per model; unset = unknown (cost shown as unknown).
     #[serde(default)]
     pub(super) price_per_second: RawPrices,
+}
+
+/// `[providers.<name>.storage]`: each key unset keeps the provider's documented host.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStorage {
+    #[serde(default)]
+    pub(super) rest_url: Option<String>,
+    #[serde(default)]
+    pub(super) cdn_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -108,6 +108,8 @@ fn effective_keys_are_the_documented_ones() {
             want.push(format!("providers.{p}.{f}"));
         }
     }
+    want.push("providers.fal.storage.rest_url".into());
+    want.push("providers.fal.storage.cdn_url".into());
     want.sort();
     let got: Vec<String> = Settings::builtin()
         .effective()
@@ -250,4 +252,42 @@ fn invalid_test_settings_name_the_key() {
         e.to_string(),
         "settings: worker.concurrency: must be 1–10000"
     );
+}
+
+#[test]
+fn a_storage_section_is_for_a_provider_with_a_storage_only() {
+    let s = Settings::builtin();
+    let fal = s.providers[&ProviderName::Fal].storage.clone().unwrap();
+    assert_eq!(fal.rest_url.as_str(), "https://rest.fal.ai/");
+    assert_eq!(fal.cdn_url.as_str(), "https://v3.fal.media/");
+    assert!(s.providers[&ProviderName::Aimlapi].storage.is_none());
+    let s = load::from_vars(vars(&[(
+        "RESTYLE__PROVIDERS__FAL__STORAGE__CDN_URL",
+        "http://127.0.0.1:9/",
+    )]))
+    .unwrap();
+    let fal = s.providers[&ProviderName::Fal].storage.clone().unwrap();
+    assert_eq!(fal.cdn_url.as_str(), "http://127.0.0.1:9/");
+    assert_eq!(
+        fal.rest_url.as_str(),
+        "https://rest.fal.ai/",
+        "unset: documented"
+    );
+    let e = load::from_vars(vars(&[(
+        "RESTYLE__PROVIDERS__KLING__STORAGE__REST_URL",
+        "https://x",
+    )]))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("providers.kling.storage") && e.contains("no storage upload"),
+        "{e}"
+    );
+    let e = load::from_vars(vars(&[(
+        "RESTYLE__PROVIDERS__FAL__STORAGE__REST_URL",
+        "ftp://x",
+    )]))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("providers.fal.storage.rest_url"), "{e}");
 }

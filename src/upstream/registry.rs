@@ -41,6 +41,9 @@ pub struct Provider {
     pub credentials: Credentials,
     /// What each model accepts on this provider, or why the provider lacks it.
     pub models: Models,
+    /// Where the provider's storage takes uploads of local media, by default; `None`: it
+    /// has none (local media go inside each request body, or are refused).
+    pub storage: Option<StorageDefaults>,
     /// Builds the client for one account.
     pub build: fn(&ProviderSettings) -> Result<Arc<dyn Upstream>, UpstreamError>,
 }
@@ -54,6 +57,15 @@ impl Provider {
         };
         offer.clone().map_err(str::to_string)
     }
+}
+
+/// A provider storage's documented hosts (`[providers.<name>.storage]` overrides them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StorageDefaults {
+    /// Where upload tokens are asked for (`rest_url`).
+    pub rest_url: &'static str,
+    /// Where files are uploaded (`cdn_url`).
+    pub cdn_url: &'static str,
 }
 
 /// How a provider authenticates, and the conventional environment variables that hold its

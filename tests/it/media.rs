@@ -294,3 +294,94 @@ async fn a_spec_of_an_earlier_version_with_an_inline_clip_still_runs() {
     );
     assert_eq!(rt.media.batches(), ["legacy"]);
 }
+
+/// The test's settings with fal (queue and storage) at the simulator too.
+fn with_fal(app: &mut TestApp) {
+    app.test = app
+        .test
+        .clone()
+        .provider_at(ProviderName::Fal, &app.sim.base_url(), API_KEY);
+    app.settings = app.test.settings();
+}
+
+#[tokio::test]
+async fn on_fal_a_local_clip_is_uploaded_once_per_batch_and_jobs_send_its_url() {
+    use sha2::Digest;
+    let mut w = world(fast_knobs()).await;
+    with_fal(&mut w.app);
+    let app = &w.app;
+    let n = 8 * scale();
+    let (clip, bytes) = write_clip(app.out.path(), VIDEO_BYTES);
+    enqueue_clip(app, ProviderName::Fal, "falbig", &clip, n);
+
+    // One job in this process: the clip is uploaded and its URL recorded with the batch.
+    let rt = app.runtime();
+    assert_eq!(
+        restyle::worker::step(&rt).await.unwrap(),
+        restyle::worker::Stepped::Processed
+    );
+    let sha = hex::encode(sha2::Sha256::digest(&bytes));
+    let url = app.queue.upload_url("falbig", "fal", &sha).await.unwrap();
+    let url = url.expect("upload URL recorded");
+    let served = reqwest::get(&url).await.unwrap().bytes().await.unwrap();
+    assert_eq!(served.len(), bytes.len());
+    assert!(served == bytes, "the stored file is the clip");
+    assert_eq!(app.sim.stats().by_provider["fal"].uploads_total, 1);
+
+    // Another process does the rest with the recorded URL: no upload, no read of the clip.
+    let sent_before = info_field(app, "stats", "total_net_output_bytes").await;
+    let worker = start_worker(app, n, "fal").await;
+    let info = app.wait_finished("falbig", Duration::from_secs(120)).await;
+    let sent = info_field(app, "stats", "total_net_output_bytes").await - sent_before;
+    drop(worker);
+    assert_eq!(
+        info.count(restyle::job::JobState::Succeeded),
+        n as u64,
+        "{:?}",
+        info.counts
+    );
+    let c = &app.sim.stats().by_provider["fal"];
+    assert_eq!(c.uploads_total, 1);
+    assert_eq!(c.submissions_total, n as u64);
+    assert!(
+        sent < MIB as u64,
+        "Redis sent {sent} bytes: the clip was read again"
+    );
+    // Upstream: the clip once, then a small JSON per job.
+    let upstream = c.request_bytes_total;
+    let clip_len = VIDEO_BYTES as u64;
+    assert!(
+        (clip_len..clip_len + 2048 * n as u64).contains(&upstream),
+        "{upstream} bytes sent to fal for {n} jobs"
+    );
+}
+
+#[tokio::test]
+async fn racing_uploads_all_use_the_url_recorded_first() {
+    let app = TestApp::new(fast_knobs()).await;
+    app.enqueue("race", &prompts(1)).await;
+    let q = &app.queue;
+    let sha = "ab".repeat(32);
+    assert_eq!(q.upload_url("race", "fal", &sha).await.unwrap(), None);
+    let first = q
+        .record_upload("race", "fal", &sha, "https://cdn/1")
+        .await
+        .unwrap();
+    let second = q
+        .record_upload("race", "fal", &sha, "https://cdn/2")
+        .await
+        .unwrap();
+    assert_eq!(first.as_deref(), Some("https://cdn/1"));
+    assert_eq!(
+        second.as_deref(),
+        Some("https://cdn/1"),
+        "the loser uses the winner's URL"
+    );
+    // A batch that is gone is not brought back by a late upload.
+    let gone = q
+        .record_upload("no-such-batch", "fal", &sha, "https://cdn/3")
+        .await
+        .unwrap();
+    assert_eq!(gone, None);
+    assert!(app.queue.batch("no-such-batch").await.unwrap().is_none());
+}

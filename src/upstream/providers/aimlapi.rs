@@ -263,6 +263,7 @@ pub const PROVIDER: crate::upstream::registry::Provider = crate::upstream::regis
             ..crate::upstream::registry::ModelLimits::BASE
         }),
     },
+    storage: None,
     build: |p| crate::upstream::registry::boxed(Aimlapi::new(p)),
 };
 

@@ -19,6 +19,8 @@ pub struct Fal {
     http: reqwest::Client,
     base: url::Url,
     key: Option<SecretString>,
+    /// fal's storage, where local media are uploaded once per batch (`upload`).
+    upload: upload::Uploads,
 }
 
 impl std::fmt::Debug for Fal {
@@ -251,6 +253,7 @@ impl Fal {
             http,
             base: p.base_url.clone(),
             key: p.api_key.clone(),
+            upload: upload::Uploads::new(p),
         })
     }
 
@@ -383,6 +386,15 @@ impl Upstream for Fal {
         }
     }
 
+    /// Local media go to fal's storage once per batch; jobs send the URL (`upload`).
+    fn uploads(&self) -> bool {
+        self.upload.enabled()
+    }
+
+    async fn upload(&self, blob: &crate::media::Blob) -> Result<String, UpstreamError> {
+        self.upload_blob(blob).await
+    }
+
     /// `Ok(true)`: removed from the queue, or the runner was signalled (best effort: a
     /// running generation may still complete and be billed). `Ok(false)`: already done.
     async fn cancel(&self, upstream_id: &str) -> Result<bool, UpstreamError> {
@@ -422,8 +434,10 @@ pub const PROVIDER: crate::upstream::registry::Provider = crate::upstream::regis
             ..crate::upstream::registry::ModelLimits::BASE
         }),
     },
+    storage: Some(upload::STORAGE),
     build: |p| crate::upstream::registry::boxed(Fal::new(p)),
 };
 
 #[cfg(test)]
 mod tests;
+mod upload;

@@ -190,5 +190,6 @@ pub const PROVIDER: crate::upstream::registry::Provider = crate::upstream::regis
             ..crate::upstream::registry::ModelLimits::BASE
         }),
     },
+    storage: None,
     build: |p| crate::upstream::registry::boxed(Kling::new(p)),
 };

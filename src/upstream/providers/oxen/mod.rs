@@ -200,5 +200,6 @@ pub const PROVIDER: crate::upstream::registry::Provider = crate::upstream::regis
         reference: Err("Oxen offers no Kling O1 video-to-video reference model \
                         (only kling-video-o1-video-to-video-edit); use another provider"),
     },
+    storage: None,
     build: |p| crate::upstream::registry::boxed(Oxen::new(p)),
 };
