@@ -120,6 +120,9 @@ pub struct ModelLimits {
     pub aspect_ratios: &'static [&'static str],
     /// Accepted durations in seconds; empty = the field is not accepted.
     pub durations: &'static [u32],
+    /// Whether the video may be a local file or data URI (sent inline or uploaded);
+    /// `false`: an https URL only, refused at enqueue otherwise.
+    pub inline_video: bool,
 }
 
 impl ModelLimits {
@@ -132,6 +135,7 @@ impl ModelLimits {
         inline_elements: true,
         aspect_ratios: &[],
         durations: &[],
+        inline_video: true,
     };
 }
 
@@ -227,6 +231,13 @@ mod tests {
         );
         assert_eq!(lim(Fal, Reference).durations, &[3, 4, 5, 6, 7, 8, 9, 10]);
         assert!(!lim(Kling, Edit).inline_elements);
+        assert!(!lim(Kling, Edit).inline_video && !lim(Kling, Reference).inline_video);
+        assert!(lim(Fal, Reference).inline_video && lim(Oxen, Edit).inline_video);
+        assert_eq!(
+            get(Fal).and_then(|p| p.storage).map(|s| s.cdn_url),
+            Some("https://v3.fal.media")
+        );
+        assert!(get(Aimlapi).unwrap().storage.is_none());
         assert_eq!(lim(Kling, Reference).durations, &[3, 4, 5, 6, 7, 8, 9, 10]);
         assert_eq!(
             lim(Kling, Reference).aspect_ratios,

@@ -181,10 +181,13 @@ pub const PROVIDER: crate::upstream::registry::Provider = crate::upstream::regis
     models: crate::upstream::registry::Models {
         edit: Ok(crate::upstream::registry::ModelLimits {
             inline_elements: false,
+            // `video_url`: "obtained via URL" only.
+            inline_video: false,
             ..crate::upstream::registry::ModelLimits::BASE
         }),
         reference: Ok(crate::upstream::registry::ModelLimits {
             inline_elements: false,
+            inline_video: false,
             aspect_ratios: &["16:9", "9:16", "1:1"],
             durations: &[3, 4, 5, 6, 7, 8, 9, 10],
             ..crate::upstream::registry::ModelLimits::BASE
