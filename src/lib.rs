@@ -9,6 +9,8 @@
 //!
 //! - [`batch`]: batch spec (TOML, CLI flags, prompt files), validation, batch ids.
 //! - [`model`]: the shared vocabulary: providers, models, the batch and job payload.
+//! - [`media`]: the video and images a batch sends: stored references, payloads held once
+//!   per batch, and the handles requests carry.
 //! - [`producer`]: expands a validated batch into jobs and enqueues them idempotently.
 //! - [`job`]: the job as a type: its states, its record, its id, a transition.
 //! - [`queue`]: the apalis `Backend` on Redis; owns every Redis key and Lua script
@@ -35,6 +37,7 @@
 
 pub mod batch;
 pub mod model;
+pub mod media;
 pub mod producer;
 pub mod job;
 pub mod queue;

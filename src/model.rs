@@ -1,6 +1,7 @@
 //! The shared vocabulary: providers, models, the validated batch and the job payload.
 //! Every other module speaks in these types; none of them knows about Redis or HTTP.
 
+use crate::media::{BatchMedia, Media, MediaElement};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -131,6 +132,12 @@ pub struct BatchShared {
     /// Told once each time the batch's last job turns terminal: the hook it names.
     #[serde(default)]
     pub on_done: Option<OnDone>,
+    /// The payloads stored beside the spec, by SHA-256: what a `media:<sha256>` source
+    /// names (see [`crate::media`]). Empty (and left out) when every source is a URL or
+    /// an inline data URI. A worker of an earlier version refuses such a spec (an unknown
+    /// field) rather than send a reference upstream.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub media: std::collections::BTreeMap<String, crate::media::StoredMedia>,
 }
 
 /// What a batch's `on_done` says. A batch only names a hook; the workers' settings define
@@ -179,7 +186,26 @@ impl BatchShared {
             clip_seconds: None,
             max_cost: None,
             on_done: None,
+            media: Default::default(),
         }
+    }
+
+    /// Every media source of the spec (the video, images, elements' images), in order.
+    pub fn media_sources(&self) -> impl Iterator<Item = &String> {
+        std::iter::once(&self.video).chain(&self.image_list).chain(
+            self.elements
+                .iter()
+                .flat_map(|e| std::iter::once(&e.frontal_image_url).chain(&e.reference_image_urls)),
+        )
+    }
+
+    /// The same sources, to rewrite them (the producer's stored form).
+    pub fn media_sources_mut(&mut self) -> impl Iterator<Item = &mut String> {
+        std::iter::once(&mut self.video)
+            .chain(&mut self.image_list)
+            .chain(self.elements.iter_mut().flat_map(|e| {
+                std::iter::once(&mut e.frontal_image_url).chain(&mut e.reference_image_urls)
+            }))
     }
 
     /// Seconds of output one job of this batch produces, when known.
@@ -192,13 +218,14 @@ impl BatchShared {
 }
 
 /// A character or object the prompt refers to as `@Element1`…: one frontal image and
-/// reference images of it.
+/// reference images of it. In a spec each image is a source string; in a request, a
+/// [`Media`] handle ([`MediaElement`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Element {
-    pub frontal_image_url: String,
-    #[serde(default)]
-    pub reference_image_urls: Vec<String>,
+pub struct Element<M = String> {
+    pub frontal_image_url: M,
+    #[serde(default = "Vec::new")]
+    pub reference_image_urls: Vec<M>,
 }
 
 /// A validated batch, ready to enqueue: shared options plus one prompt per variant.
@@ -221,7 +248,8 @@ pub struct JobPayload {
 
 pub use crate::job::job_id;
 
-/// What one upstream generation is asked to do: the shared options plus one prompt.
+/// What one upstream generation is asked to do: the shared options plus one prompt. The
+/// media are shared handles ([`Media`]): a request never copies a payload.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerationRequest {
     /// Our job id, sent where a provider takes a correlation id that it does not
@@ -233,13 +261,13 @@ pub struct GenerationRequest {
     pub client_id: String,
     pub model: ModelKind,
     pub prompt: String,
-    pub video: String,
-    pub image_list: Vec<String>,
+    pub video: Media,
+    pub image_list: Vec<Media>,
     pub keep_audio: bool,
     pub aspect_ratio: Option<String>,
     pub duration: Option<u32>,
     /// Prompts refer to them as `@Element1`…; each provider file translates.
-    pub elements: Vec<Element>,
+    pub elements: Vec<MediaElement>,
 }
 
 impl GenerationRequest {
@@ -251,20 +279,43 @@ impl GenerationRequest {
         }
     }
 
-    /// Builds the request for one job of a batch.
+    /// The request for one job of a batch, with every source as the spec writes it.
     pub fn new(shared: &BatchShared, job_id: String, prompt: String) -> Self {
+        Self::with_media(shared, &BatchMedia::as_given(shared), job_id, prompt)
+    }
+
+    /// The request for one job of a batch whose media a worker resolved.
+    pub fn with_media(
+        shared: &BatchShared,
+        media: &BatchMedia,
+        job_id: String,
+        prompt: String,
+    ) -> Self {
         GenerationRequest {
             client_id: job_id.clone(),
             job_id,
             model: shared.model,
             prompt,
-            video: shared.video.clone(),
-            image_list: shared.image_list.clone(),
+            video: media.video.clone(),
+            image_list: media.image_list.clone(),
             keep_audio: shared.keep_audio,
             aspect_ratio: shared.aspect_ratio.clone(),
             duration: shared.duration,
-            elements: shared.elements.clone(),
+            elements: media.elements.clone(),
         }
+    }
+
+    /// Every payload the request carries, each once (what its body is assembled from).
+    pub fn blobs(&self) -> Vec<&std::sync::Arc<crate::media::Blob>> {
+        let elements = self
+            .elements
+            .iter()
+            .flat_map(|e| std::iter::once(&e.frontal_image_url).chain(&e.reference_image_urls));
+        crate::media::unique_blobs(
+            std::iter::once(&self.video)
+                .chain(&self.image_list)
+                .chain(elements),
+        )
     }
 }
 

@@ -1,6 +1,9 @@
 //! The producer: expands a validated batch into jobs and enqueues them idempotently, in
-//! one atomic pipeline per batch.
+//! one atomic pipeline per batch. A data URI in the batch (a local file, or one given)
+//! is stored once beside the batch (`Queue::put_media`, before the batch exists, so no
+//! worker sees a spec naming a payload not there yet) and the spec names it by digest.
 
+use crate::media::stored_form;
 use crate::model::{job_id, JobPayload, ValidatedBatch, PAYLOAD_VERSION};
 use crate::queue::{Queue, QueueError};
 use sha2::{Digest, Sha256};
@@ -14,10 +17,26 @@ pub struct Enqueued {
     pub added: u64,
 }
 
+/// Feeds what it is given to a SHA-256 (JSON serialized into the hash, not a buffer).
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Enqueues every job of the batch that does not exist yet.
+///
+/// The batch's digest (what tells "the same batch again" from "another batch under a
+/// taken id") is taken over the spec as validated, media inline, as every version took
+/// it: a batch enqueued before media were stored is still the same batch.
 pub async fn enqueue(queue: &Queue, batch: &ValidatedBatch) -> Result<Enqueued, QueueError> {
     let shared = &batch.shared;
-    let spec_json = serde_json::to_string(shared).expect("batch spec serializes");
     let jobs: Vec<(String, String)> = batch
         .prompts
         .iter()
@@ -35,19 +54,54 @@ pub async fn enqueue(queue: &Queue, batch: &ValidatedBatch) -> Result<Enqueued, 
             )
         })
         .collect();
-    let mut h = Sha256::new();
-    h.update(spec_json.as_bytes());
+    let mut h = HashWriter(Sha256::new());
+    serde_json::to_writer(&mut h, shared).expect("batch spec serializes");
     for (_, p) in &jobs {
-        h.update(p.as_bytes());
+        h.0.update(p.as_bytes());
     }
-    let digest = hex::encode(h.finalize());
+    let digest = hex::encode(h.0.finalize());
+    let (stored, blobs) = stored_form(shared);
+    let spec_json = serde_json::to_string(&stored).expect("batch spec serializes");
+    let digests: Vec<String> = blobs.iter().map(|b| b.sha256().to_owned()).collect();
+    let mut written = Vec::new();
+    if !blobs.is_empty() {
+        match queue.batch_digest(&shared.batch_id).await? {
+            Some(d) if d != digest => {
+                return Err(QueueError::BatchConflict(shared.batch_id.clone()))
+            }
+            // Enqueued before: its payloads were stored before it was (or it holds them
+            // inline, from an earlier version).
+            Some(_) => {}
+            None => {
+                for b in &blobs {
+                    if queue.put_media(&shared.batch_id, b).await? {
+                        written.push(b.sha256().to_owned());
+                    }
+                }
+            }
+        }
+    }
     let extras = crate::queue::BatchExtras {
         max_cost: shared.max_cost,
         on_done: shared.on_done.is_some(),
+        media: digests,
     };
-    let added = queue
+    let added = match queue
         .enqueue_batch(&shared.batch_id, &spec_json, &digest, &extras, &jobs)
-        .await?;
+        .await
+    {
+        Err(QueueError::BatchConflict(id)) => {
+            // Another batch took the id meanwhile: drop what this call stored and that
+            // batch does not name.
+            let theirs = queue.batch_media(&id).await.unwrap_or_default();
+            written.retain(|d| !theirs.contains(d));
+            if let Err(e) = queue.drop_media(&id, &written).await {
+                tracing::warn!(batch_id = %id, error = %e, "Could not drop the media of a refused batch.");
+            }
+            return Err(QueueError::BatchConflict(id));
+        }
+        other => other?,
+    };
     Ok(Enqueued {
         batch_id: shared.batch_id.clone(),
         total: jobs.len() as u64,

@@ -41,18 +41,54 @@ use tokio::sync::oneshot;
 /// `bodies`), output files, and the `/sim/*` control endpoints.
 pub fn router(state: SimState) -> Router {
     let limit = DefaultBodyLimit::max;
+    let counted = |routes: Router<SimState>, provider: &'static str| {
+        let state = state.clone();
+        routes.layer(axum::middleware::from_fn(move |req, next| {
+            count_body(state.clone(), provider, req, next)
+        }))
+    };
     Router::new()
-        .merge(aimlapi::routes().layer(limit(bodies::SUBMIT_MAX)))
-        .merge(oxen::routes())
-        .merge(fal::routes().layer(limit(bodies::SUBMIT_MAX)))
-        .merge(fal::storage_routes().layer(limit(bodies::UPLOAD_MAX)))
-        .merge(kling::routes().layer(limit(bodies::KLING_MAX)))
+        .merge(counted(
+            aimlapi::routes().layer(limit(bodies::SUBMIT_MAX)),
+            "aimlapi",
+        ))
+        .merge(counted(oxen::routes(), "oxen"))
+        .merge(counted(
+            fal::routes().layer(limit(bodies::SUBMIT_MAX)),
+            "fal",
+        ))
+        .merge(counted(
+            fal::storage_routes().layer(limit(bodies::UPLOAD_MAX)),
+            "fal",
+        ))
+        .merge(counted(
+            kling::routes().layer(limit(bodies::KLING_MAX)),
+            "kling",
+        ))
         .route("/sim/files/{file}", get(media::download))
         .route("/sim/stats", get(get_stats))
         .route("/sim/knobs", get(get_knobs).put(put_knobs))
         .route("/sim/requests", get(get_requests))
         .fallback(not_found)
         .with_state(state)
+}
+
+/// Counts a request's body bytes under `provider` as they arrive
+/// (`request_bytes_total`), then hands the request on.
+async fn count_body(
+    state: SimState,
+    provider: &'static str,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use futures::TryStreamExt;
+    let (parts, body) = req.into_parts();
+    let stream = body.into_data_stream().inspect_ok(move |chunk| {
+        state.lock().counters(provider).request_bytes_total += chunk.len() as u64;
+    });
+    let body = axum::body::Body::from_stream(stream);
+    next.run(axum::extract::Request::from_parts(parts, body))
+        .await
 }
 
 async fn get_stats(State(state): State<SimState>) -> Json<SimStats> {

@@ -495,3 +495,29 @@ fn cancel_stops_a_generation_and_frees_its_key_slot() {
     inner.create_as("oxen", "g2".into(), &new, Some("k"), Some("p"), now);
     assert_eq!(inner.counters("oxen").duplicate_submissions, 1);
 }
+
+#[tokio::test]
+async fn request_bytes_are_counted_per_protocol_as_they_arrive() {
+    let sim = start(Knobs {
+        api_keys: vec![KEY.into()],
+        ..fast_knobs()
+    })
+    .await;
+    let body = edit_body("bytes");
+    let len = serde_json::to_vec(&body).unwrap().len() as u64;
+    assert_eq!(submit(&sim, &body, None).await.status(), StatusCode::OK);
+    // A refused request's body counts too; a chunked one as well as a sized one.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        vec![Ok(b"{\"x\"".to_vec()), Ok(b":1}".to_vec())];
+    let r = Client::new()
+        .post(format!("{}/v2/video/generations", sim.base_url()))
+        .bearer_auth(KEY)
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let c = &sim.stats().by_provider["aimlapi"];
+    assert_eq!(c.request_bytes_total, len + 7);
+    assert!(!sim.stats().by_provider.contains_key("fal"));
+}

@@ -112,7 +112,7 @@ pub(super) fn resolve(
             "contains {bad}; a URL, data URI or path may hold no control character"
         ));
     }
-    if source.contains("://") {
+    if is_url(source) {
         check_url(source)?;
         Ok(source.to_owned())
     } else if has_prefix_ignore_case(source, "data:") {
@@ -122,6 +122,11 @@ pub(super) fn resolve(
         let path = origin.resolve(Path::new(source));
         read_local_file(&path, &origin.place, kind, limits)
     }
+}
+
+/// Whether a source is written as a URL (as opposed to a data URI or a local path).
+pub(super) fn is_url(source: &str) -> bool {
+    source.contains("://")
 }
 
 /// No control character or whitespace anywhere in a URL or data URI: what is sent is

@@ -268,6 +268,10 @@ fn build(
             "required: an https URL, a data:video URI or a local file",
         )
     })?;
+    if !table.inline_video && !media::is_url(&video) {
+        // Refused before anything is read.
+        return Err(origin.err("video", url_only(provider, model)));
+    }
     let video = media::resolve(&video, media::Kind::Video, origin, limits)
         .map_err(|m| origin.err("video", m))?;
 
@@ -363,12 +367,28 @@ fn build(
         clip_seconds: raw.clip_seconds,
         max_cost: raw.max_cost.and_then(crate::money::Usd::from_f64),
         on_done,
+        media: Default::default(),
     };
     shared.batch_id = match raw.batch_id {
         Some(id) => id,
         None => derive_batch_id(&origin.slug, &shared, &prompts),
     };
     Ok(ValidatedBatch { shared, prompts })
+}
+
+/// Why a local file or data URI is no video for `provider`, and what to give instead.
+fn url_only(provider: ProviderName, model: ModelKind) -> String {
+    let takers: Vec<&str> = ProviderName::ALL
+        .iter()
+        .filter(|p| table::limits(**p, model).is_ok_and(|l| l.inline_video))
+        .map(|p| p.as_str())
+        .collect();
+    format!(
+        "{provider} takes the video by https URL only, not a local file or data URI: upload \
+         the clip somewhere and give its https URL, or use a provider that accepts uploads \
+         ({})",
+        takers.join(", ")
+    )
 }
 
 /// `on_done` names a hook the enqueuer's settings define (producers and workers share

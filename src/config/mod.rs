@@ -30,7 +30,7 @@ pub use redact::redact_url;
 pub use settings::{
     EgressSettings, HookAction, HookSettings, KlingMode, OutputSettings, PollSettings, Prices,
     ProviderLimits, ProviderSettings, QueueSettings, RedisSettings, RetrySettings, Settings,
-    WorkerSettings,
+    StorageSettings, WorkerSettings,
 };
 
 use std::path::{Path, PathBuf};

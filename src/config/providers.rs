@@ -4,7 +4,8 @@
 //! `no_retry`, Kling's `mode`: each refused on any other provider) are checked, failures
 //! naming the key.
 
-use super::raw::{RawPollOverride, RawPrices, RawProvider};
+use super::raw::{RawPollOverride, RawPrices, RawProvider, RawStorage};
+use super::StorageSettings;
 use super::{invalid, positive, ConfigError};
 use super::{KlingMode, PollSettings, Prices, ProviderLimits, ProviderSettings};
 use crate::model::ProviderName;
@@ -26,7 +27,7 @@ pub(super) fn validate(
                 format!("unknown provider (known: {})", registry::known()),
             ));
         };
-        providers.insert(entry.name, provider(entry.name, p, poll)?);
+        providers.insert(entry.name, provider(entry, p, poll)?);
     }
     for entry in registry::PROVIDERS {
         if !providers.contains_key(&entry.name) {
@@ -37,12 +38,14 @@ pub(super) fn validate(
 }
 
 fn provider(
-    name: ProviderName,
+    entry: &registry::Provider,
     p: RawProvider,
     poll: PollSettings,
 ) -> Result<ProviderSettings, ConfigError> {
+    let name = entry.name;
     let key = |k: &str| format!("providers.{name}.{k}");
     let base_url = base_url(&key("base_url"), &p.base_url)?;
+    let storage = storage(entry, &key, p.storage.as_ref())?;
     let limits = limits(&key, &p)?;
     let prices = prices(&key, &p.price_per_second)?;
     let (no_retry, mode) = specific(name, &key, &p)?;
@@ -55,6 +58,7 @@ fn provider(
         secret_key: nonempty(p.secret_key),
         request_timeout: positive(&key("request_timeout"), p.request_timeout)?,
         poll: poll_override(&p.poll, poll),
+        storage,
         limits,
         prices,
     })
@@ -118,6 +122,37 @@ fn specific(
         }
     };
     Ok((no_retry, mode))
+}
+
+/// `[providers.<name>.storage]`: only for a provider with a storage, each URL its
+/// documented host unless set.
+fn storage(
+    entry: &registry::Provider,
+    key: &dyn Fn(&str) -> String,
+    raw: Option<&RawStorage>,
+) -> Result<Option<StorageSettings>, ConfigError> {
+    let Some(defaults) = entry.storage else {
+        return match raw {
+            Some(_) => Err(invalid(
+                &key("storage"),
+                format!("{} has no storage upload; remove the section", entry.name),
+            )),
+            None => Ok(None),
+        };
+    };
+    let url = |k: &str, given: Option<&String>, default: &str| {
+        let text = given.map_or(default, String::as_str);
+        let u = url::Url::parse(text).map_err(|e| invalid(&key(k), e.to_string()))?;
+        match u.scheme() {
+            "https" | "http" if u.host_str().is_some() => Ok(u),
+            _ => Err(invalid(&key(k), "must be an http(s) URL with a host")),
+        }
+    };
+    let raw = raw.map_or((None, None), |r| (r.rest_url.as_ref(), r.cdn_url.as_ref()));
+    Ok(Some(StorageSettings {
+        rest_url: url("storage.rest_url", raw.0, defaults.rest_url)?,
+        cdn_url: url("storage.cdn_url", raw.1, defaults.cdn_url)?,
+    }))
 }
 
 /// An empty secret is as good as none.

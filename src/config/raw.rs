@@ -157,6 +157,9 @@ pub(super) struct RawProvider {
     pub(super) request_timeout: Duration,
     #[serde(default)]
     pub(super) poll: RawPollOverride,
+    /// Where the provider's storage takes uploads (fal), when not its documented hosts.
+    #[serde(default)]
+    pub(super) storage: Option<RawStorage>,
     /// Requests per second for the whole account, every worker together; 0 = no limit.
     #[serde(default)]
     pub(super) rate_limit: f64,
@@ -184,6 +187,16 @@ pub(super) struct RawProvider {
     /// Kling only: the `mode` every task is created with, `std` or `pro`.
     #[serde(default)]
     pub(super) mode: Option<String>,
+}
+
+/// `[providers.<name>.storage]`: each key unset keeps the provider's documented host.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStorage {
+    #[serde(default)]
+    pub(super) rest_url: Option<String>,
+    #[serde(default)]
+    pub(super) cdn_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

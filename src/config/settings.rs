@@ -182,6 +182,10 @@ pub struct ProviderSettings {
     #[serde(serialize_with = "duration")]
     pub request_timeout: Duration,
     pub poll: PollSettings,
+    /// Where the provider's storage takes uploads of local media (fal); `None` for a
+    /// provider without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageSettings>,
     /// Shown at the provider's level, as the settings file has them.
     #[serde(flatten)]
     pub limits: ProviderLimits,
@@ -223,6 +227,18 @@ impl KlingMode {
             _ => None,
         }
     }
+}
+
+/// `[providers.<name>.storage]`: the hosts a provider's storage upload goes to (and the
+/// only ones its credential is sent to for it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StorageSettings {
+    /// Upload tokens (fal: `https://rest.fal.ai`).
+    #[serde(serialize_with = "display")]
+    pub rest_url: url::Url,
+    /// Uploads (fal: `https://v3.fal.media`).
+    #[serde(serialize_with = "display")]
+    pub cdn_url: url::Url,
 }
 
 /// Admission limits for one provider account, shared by every worker.
@@ -275,6 +291,10 @@ impl Settings {
         let p = self.providers.get_mut(&name).expect("known provider");
         p.base_url = url::Url::parse(base_url).expect("valid base url");
         p.api_key = Some(SecretString::from(key.to_string()));
+        if let Some(s) = &mut p.storage {
+            s.rest_url = p.base_url.clone();
+            s.cdn_url = p.base_url.clone();
+        }
     }
 
     /// Sets the poll schedule for every provider.

@@ -62,9 +62,17 @@ impl TestSettings {
     }
 
     /// Points one provider at a base URL (the simulator) with an API key.
+    /// A provider with a storage upload (fal) has it at the same address.
     pub fn provider_at(self, name: ProviderName, base_url: &str, api_key: &str) -> Self {
-        self.set(&format!("providers.{name}.base_url"), base_url)
-            .set(&format!("providers.{name}.api_key"), api_key)
+        let t = self
+            .set(&format!("providers.{name}.base_url"), base_url)
+            .set(&format!("providers.{name}.api_key"), api_key);
+        match registry::get(name).and_then(|e| e.storage) {
+            Some(_) => t
+                .set(&format!("providers.{name}.storage.rest_url"), base_url)
+                .set(&format!("providers.{name}.storage.cdn_url"), base_url),
+            None => t,
+        }
     }
 
     /// The poll schedule of `[poll]` and of every provider.

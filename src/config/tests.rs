@@ -111,6 +111,8 @@ fn effective_keys_are_the_documented_ones() {
     // Provider-specific settings, only on their provider.
     want.push("providers.fal.no_retry".into());
     want.push("providers.kling.mode".into());
+    want.push("providers.fal.storage.rest_url".into());
+    want.push("providers.fal.storage.cdn_url".into());
     want.sort();
     let got: Vec<String> = Settings::builtin()
         .effective()
@@ -464,4 +466,42 @@ fn env_values_arrive_as_written() {
     assert!(kling.count_submit && kling.count_poll);
     let oxen = &s.provider(ProviderName::Oxen).limits;
     assert!(!oxen.count_submit && !oxen.count_poll);
+}
+
+#[test]
+fn a_storage_section_is_for_a_provider_with_a_storage_only() {
+    let s = Settings::builtin();
+    let fal = s.providers[&ProviderName::Fal].storage.clone().unwrap();
+    assert_eq!(fal.rest_url.as_str(), "https://rest.fal.ai/");
+    assert_eq!(fal.cdn_url.as_str(), "https://v3.fal.media/");
+    assert!(s.providers[&ProviderName::Aimlapi].storage.is_none());
+    let s = load::from_vars(vars(&[(
+        "RESTYLE__PROVIDERS__FAL__STORAGE__CDN_URL",
+        "http://127.0.0.1:9/",
+    )]))
+    .unwrap();
+    let fal = s.providers[&ProviderName::Fal].storage.clone().unwrap();
+    assert_eq!(fal.cdn_url.as_str(), "http://127.0.0.1:9/");
+    assert_eq!(
+        fal.rest_url.as_str(),
+        "https://rest.fal.ai/",
+        "unset: documented"
+    );
+    let e = load::from_vars(vars(&[(
+        "RESTYLE__PROVIDERS__KLING__STORAGE__REST_URL",
+        "https://x",
+    )]))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("providers.kling.storage") && e.contains("no storage upload"),
+        "{e}"
+    );
+    let e = load::from_vars(vars(&[(
+        "RESTYLE__PROVIDERS__FAL__STORAGE__REST_URL",
+        "ftp://x",
+    )]))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("providers.fal.storage.rest_url"), "{e}");
 }

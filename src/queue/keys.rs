@@ -45,4 +45,17 @@ impl Keys {
     pub fn pause(&self, provider: &str) -> String {
         format!("{}pause:{provider}", self.prefix)
     }
+    /// One payload of a batch (a string; see `queue::media`). The PURGE script builds the
+    /// same name from the batch hash's `media` field.
+    pub fn media(&self, batch_id: &str, sha256: &str) -> String {
+        format!("{}media:{batch_id}:{sha256}", self.prefix)
+    }
+    /// The batch hash field holding the URL `provider`'s storage gave a payload.
+    pub fn upload_field(provider: &str, sha256: &str) -> String {
+        format!("upload:{provider}:{sha256}")
+    }
+    /// A payload being written, renamed to [`Keys::media`] once whole.
+    pub fn media_partial(&self, batch_id: &str, sha256: &str, writer: &str) -> String {
+        format!("{}media:{batch_id}:{sha256}:partial:{writer}", self.prefix)
+    }
 }

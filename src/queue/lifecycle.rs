@@ -23,7 +23,8 @@ impl Queue {
     ) -> Result<u64, QueueError> {
         let max_cost = extras.max_cost.map(Usd::to_wire).unwrap_or_default();
         let on_done = if extras.on_done { "1" } else { "" };
-        let (max_cost, on_done) = (max_cost.as_str(), on_done);
+        let media = extras.media.join(" ");
+        let (max_cost, on_done, media) = (max_cost.as_str(), on_done, media.as_str());
         const CHUNK: usize = 1000;
         let now = self.now_ms();
         let total = jobs.len();
@@ -35,7 +36,8 @@ impl Queue {
         let chunk_args: Vec<Vec<Vec<u8>>> = chunks
             .iter()
             .map(|chunk| {
-                let mut a = args![batch_id, spec_json, total, now, digest, max_cost, on_done];
+                let mut a =
+                    args![batch_id, spec_json, total, now, digest, max_cost, on_done, media];
                 for (id, payload) in *chunk {
                     a.extend(args![id, payload]);
                 }

@@ -18,6 +18,7 @@ mod conn;
 mod durability;
 mod keys;
 mod lifecycle;
+mod media;
 mod read;
 mod records;
 mod scripts;
@@ -123,6 +124,9 @@ pub struct BatchExtras {
     pub max_cost: Option<Usd>,
     /// Announce each completion (webhook / command): a `batch_done` job is queued.
     pub on_done: bool,
+    /// Digests of the payloads stored beside the spec ([`Queue::put_media`]), which the
+    /// batch's purge deletes with it.
+    pub media: Vec<String>,
 }
 
 /// What a budget check said.

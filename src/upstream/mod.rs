@@ -2,6 +2,7 @@
 //! arise, and the poll/retry schedule. Each provider is one file of wire mapping, ending
 //! with its entry in the [`registry`].
 
+pub mod body;
 pub mod providers;
 pub mod registry;
 pub mod schedule;
@@ -244,6 +245,22 @@ pub trait Upstream: Send + Sync + std::fmt::Debug {
     /// dropped. Events trigger an immediate poll; polling stays the source of truth.
     fn events(&self) -> Option<futures::stream::BoxStream<'static, String>> {
         None
+    }
+
+    /// Whether local media go to this provider by upload (its storage, once per batch)
+    /// rather than inside each request body. See [`Upstream::upload`].
+    fn uploads(&self) -> bool {
+        false
+    }
+
+    /// Uploads one payload to the provider's storage and returns the URL its requests
+    /// then name. Called at most once per batch and process for each payload; the worker
+    /// records the URL with the batch, so retries and other workers reuse it.
+    async fn upload(&self, _blob: &crate::media::Blob) -> Result<String, UpstreamError> {
+        Err(UpstreamError::new(
+            ErrorClass::Job,
+            format!("{} takes no uploads", self.name()),
+        ))
     }
 }
 

@@ -41,6 +41,9 @@ pub struct Provider {
     pub credentials: Credentials,
     /// What each model accepts on this provider, or why the provider lacks it.
     pub models: Models,
+    /// Where the provider's storage takes uploads of local media, by default; `None`: it
+    /// has none (local media go inside each request body, or are refused).
+    pub storage: Option<StorageDefaults>,
     /// Builds the client for one account.
     pub build: fn(&ProviderSettings) -> Result<Arc<dyn Upstream>, UpstreamError>,
 }
@@ -82,6 +85,15 @@ fn credential<'a>(p: &'a ProviderSettings, field: &str) -> Option<&'a secrecy::S
         "secret_key" => p.secret_key.as_ref(),
         _ => None,
     }
+}
+
+/// A provider storage's documented hosts (`[providers.<name>.storage]` overrides them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StorageDefaults {
+    /// Where upload tokens are asked for (`rest_url`).
+    pub rest_url: &'static str,
+    /// Where files are uploaded (`cdn_url`).
+    pub cdn_url: &'static str,
 }
 
 /// How a provider authenticates, and the conventional environment variables that hold its
@@ -136,6 +148,9 @@ pub struct ModelLimits {
     pub aspect_ratios: &'static [&'static str],
     /// Accepted durations in seconds; empty = the field is not accepted.
     pub durations: &'static [u32],
+    /// Whether the video may be a local file or data URI (sent inline or uploaded);
+    /// `false`: an https URL only, refused at enqueue otherwise.
+    pub inline_video: bool,
 }
 
 impl ModelLimits {
@@ -148,6 +163,7 @@ impl ModelLimits {
         inline_elements: true,
         aspect_ratios: &[],
         durations: &[],
+        inline_video: true,
     };
 }
 
@@ -263,6 +279,13 @@ mod tests {
         );
         assert_eq!(lim(Fal, Reference).durations, &[3, 4, 5, 6, 7, 8, 9, 10]);
         assert!(!lim(Kling, Edit).inline_elements);
+        assert!(!lim(Kling, Edit).inline_video && !lim(Kling, Reference).inline_video);
+        assert!(lim(Fal, Reference).inline_video && lim(Oxen, Edit).inline_video);
+        assert_eq!(
+            get(Fal).and_then(|p| p.storage).map(|s| s.cdn_url),
+            Some("https://v3.fal.media")
+        );
+        assert!(get(Aimlapi).unwrap().storage.is_none());
         assert_eq!(lim(Kling, Reference).durations, &[3, 4, 5, 6, 7, 8, 9, 10]);
         assert_eq!(
             lim(Kling, Reference).aspect_ratios,

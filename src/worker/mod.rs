@@ -3,6 +3,7 @@
 
 pub mod announce;
 pub mod hook;
+pub mod media;
 pub mod stage;
 
 use crate::config::{Settings, WorkerSettings};
@@ -34,6 +35,8 @@ pub struct Runtime {
     /// Unique per process start: host, pid and a random suffix.
     pub worker_id: String,
     batches: Mutex<HashMap<String, Arc<BatchShared>>>,
+    /// The media of the batches this process submits, each read once (see [`media`]).
+    pub media: media::MediaCache,
 }
 
 impl Runtime {
@@ -59,6 +62,7 @@ impl Runtime {
             leases: Arc::new(LeaseTable::default()),
             worker_id,
             batches: Mutex::new(HashMap::new()),
+            media: media::MediaCache::default(),
         }
     }
 

@@ -136,6 +136,13 @@ fn lay_out_files(out: &Path) {
         ),
         ("link-out.toml", batch_toml("link-out.mp4", "")),
         (
+            "kling-data.toml",
+            batch_toml(
+                &format!("data:video/mp4;base64,{}", b64(MP4_HEAD)),
+                "provider = \"kling\"",
+            ),
+        ),
+        (
             "prompts-outside.toml",
             batch_toml("clip.mp4", "prompts_file = \"../p.csv\""),
         ),
@@ -395,6 +402,31 @@ fn corpus() -> Vec<Case> {
             &["batch/element-lf.toml"],
             &["elements", "element 1", "frontal_image", "U+000A"],
         ),
+        // Kling takes the video by URL only (issue 13): refused, with what to give instead.
+        case(
+            "a local file as Kling's video",
+            &[
+                "--provider",
+                "kling",
+                "--video",
+                "batch/clip.mp4",
+                "--prompt",
+                "p",
+            ],
+            &[
+                "video",
+                "kling takes the video by https URL only",
+                "aimlapi, oxen, fal",
+            ],
+        ),
+        case(
+            "a data URI as Kling's video, in a batch file",
+            &["batch/kling-data.toml"],
+            &[
+                "kling-data.toml: video: kling takes the video by https URL only",
+                "upload",
+            ],
+        ),
     ];
     // Flags: clap names the flag and the allowed values or range.
     for (flag, value, says) in [
@@ -515,6 +547,12 @@ async fn files_inside_the_batch_directory_are_accepted() {
     let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     let info = app.info(&id).await;
     assert_eq!(info.total, 4);
-    assert!(info.spec_json.contains("data:video/quicktime;base64,"));
-    assert!(info.spec_json.contains("data:image/png;base64,"));
+    // Stored beside the spec (issue 13), which names them with their types.
+    assert!(
+        info.spec_json.contains(r#""video":"media:"#),
+        "{}",
+        info.spec_json
+    );
+    assert!(info.spec_json.contains(r#""mime":"video/quicktime""#));
+    assert!(info.spec_json.contains(r#""mime":"image/png""#));
 }

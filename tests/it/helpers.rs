@@ -150,6 +150,7 @@ impl TestApp {
                 clip_seconds: None,
                 max_cost: None,
                 on_done: None,
+                media: Default::default(),
             },
             prompts: prompts.to_vec(),
         }

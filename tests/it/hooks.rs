@@ -220,6 +220,7 @@ async fn an_old_record_with_a_command_does_not_run_it() {
     let extras = restyle::queue::BatchExtras {
         max_cost: None,
         on_done: true,
+        ..Default::default()
     };
     app.queue
         .enqueue_batch("legacy-hook", &spec.to_string(), "d0", &extras, &jobs)

@@ -16,6 +16,7 @@ mod helpers;
 mod hooks;
 mod hostile;
 mod logs;
+mod media;
 mod metrics;
 mod official_clients;
 mod operator;

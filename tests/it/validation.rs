@@ -131,7 +131,13 @@ async fn local_video_and_csv_prompts_are_enqueued() {
     let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let info = app.info(&id).await;
     assert_eq!(info.total, 2);
-    assert!(info.spec_json.contains("data:video/mp4;base64,"));
+    // The clip is stored beside the spec (issue 13), which names it with its type.
+    assert!(
+        info.spec_json.contains(r#""video":"media:"#),
+        "{}",
+        info.spec_json
+    );
+    assert!(info.spec_json.contains(r#""mime":"video/mp4""#));
 }
 
 /// An edited batch file is a new batch, not a conflict with the one enqueued before it:

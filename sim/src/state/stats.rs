@@ -76,6 +76,9 @@ pub struct ProviderCounters {
     pub no_retry_submits: u64,
     /// fal: files stored by its storage API (CDN v3 upload, multipart, or initiate + PUT).
     pub uploads_total: u64,
+    /// Bytes of request bodies received under this protocol's routes (submits, polls,
+    /// storage uploads), counted as they arrive, whatever the answer.
+    pub request_bytes_total: u64,
     pub rate_limited_total: u64,
     pub server_errors_total: u64,
     pub unauthorized_total: u64,

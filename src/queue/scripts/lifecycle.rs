@@ -4,7 +4,8 @@
 
 /// Creates the batch (once) and its jobs (only those that do not exist yet).
 /// ARGV: prefix, batch_id, spec_json, total, now_ms, digest, max_cost ('' = none),
-/// on_done ('1' = announce completions), [job_id, payload]...
+/// on_done ('1' = announce completions), media (the digests of the payloads stored beside
+/// the spec, space-separated; '' = none), [job_id, payload]...
 /// Returns the number of jobs added, or -1 when the batch exists with another digest.
 pub(super) const ENQUEUE: &str = r#"
 local p, bid = ARGV[1], ARGV[2]
@@ -13,12 +14,13 @@ if redis.call('HSETNX', bkey, 'digest', ARGV[6]) == 1 then
   redis.call('HSET', bkey, 'spec', ARGV[3], 'total', ARGV[4], 'created_at', ARGV[5], 'done', 0)
   if ARGV[7] ~= '' then redis.call('HSET', bkey, 'max_cost', ARGV[7]) end
   if ARGV[8] == '1' then redis.call('HSET', bkey, 'on_done', '1') end
+  if ARGV[9] ~= '' then redis.call('HSET', bkey, 'media', ARGV[9]) end
   redis.call('ZADD', p .. 'batches', ARGV[5], bid)
 elseif redis.call('HGET', bkey, 'digest') ~= ARGV[6] then
   return -1
 end
 local added = 0
-for i = 9, #ARGV, 2 do
+for i = 10, #ARGV, 2 do
   local jkey = p .. 'job:' .. ARGV[i]
   if redis.call('EXISTS', jkey) == 0 then
     redis.call('HSET', jkey, 'state', S.queued, 'payload', ARGV[i + 1], 'batch', bid,
@@ -360,9 +362,10 @@ return 1
 "#;
 
 /// Forgets a finished batch: its job records, their dead-set and upstream-index entries,
-/// its announcement jobs and the batch hash. ARGV: prefix, batch_id, jobs (how many job
-/// records the batch has, as its reader confirmed them: never the stored `total` alone,
-/// which may be damaged, and is looped over here).
+/// its announcement jobs, its stored media and the batch hash (with the upload URLs
+/// recorded in it). ARGV: prefix, batch_id, jobs (how many job records the batch has, as
+/// its reader confirmed them: never the stored `total` alone, which may be damaged, and is
+/// looped over here).
 /// Returns the number of job records deleted, -1 when the batch is not finished, or -2
 /// while one of its completion announcements is not delivered (or given up) yet.
 pub(super) const PURGE: &str = r#"
@@ -389,6 +392,10 @@ for c = 1, completions do
   local hid = 'done:' .. bid .. ':' .. c
   redis.call('ZREM', p .. 'dead', hid)
   redis.call('DEL', p .. 'job:' .. hid)
+end
+local media = redis.call('HGET', bkey, 'media') or ''
+for sha in string.gmatch(media, '%S+') do
+  redis.call('DEL', p .. 'media:' .. bid .. ':' .. sha)
 end
 redis.call('DEL', bkey, p .. 'budget:' .. bid)
 redis.call('ZREM', p .. 'batches', bid)

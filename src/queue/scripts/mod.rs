@@ -6,10 +6,12 @@
 
 mod admission;
 mod lifecycle;
+mod media;
 
 use crate::job::{JobState, JOB_ID_LUA_FORMAT};
 use admission::*;
 use lifecycle::*;
+use media::*;
 use redis::Script;
 
 /// Money in the scripts: amounts are stored as exact decimal USD strings (see
@@ -143,6 +145,8 @@ pub struct Scripts {
     pub gate_poll: Script,
     pub record_upstream: Script,
     pub release_cancelled: Script,
+    pub media_commit: Script,
+    pub record_upload: Script,
     /// The server's `TIME` as {seconds, microseconds}.
     pub clock: Script,
 }
@@ -174,6 +178,8 @@ impl Scripts {
             gate_poll: s(GATE_POLL),
             record_upstream: s(RECORD_UPSTREAM),
             release_cancelled: s(RELEASE_CANCELLED),
+            media_commit: s(MEDIA_COMMIT),
+            record_upload: s(RECORD_UPLOAD),
             clock: Script::new(
                 "local t = redis.call('TIME') return {tonumber(t[1]), tonumber(t[2])}",
             ),

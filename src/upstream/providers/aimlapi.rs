@@ -180,11 +180,12 @@ impl Upstream for Aimlapi {
     }
 
     async fn submit(&self, req: &GenerationRequest) -> Result<String, UpstreamError> {
+        let body = crate::upstream::body::JsonBody::for_request(&request_body(req), req)?;
         let rb = self
             .http
             .post(self.url())
-            .header("X-Client-Request-Id", &req.job_id)
-            .json(&request_body(req));
+            .header("X-Client-Request-Id", &req.job_id);
+        let rb = crate::upstream::body::json(rb, body);
         let resp = self.auth(rb)?.send().await.map_err(|e| {
             crate::upstream::transport_error(ProviderName::Aimlapi, e, true, "submit")
         })?;
@@ -262,6 +263,7 @@ pub const PROVIDER: crate::upstream::registry::Provider = crate::upstream::regis
             ..crate::upstream::registry::ModelLimits::BASE
         }),
     },
+    storage: None,
     build: |p| crate::upstream::registry::boxed(Aimlapi::new(p)),
 };
 

@@ -9,7 +9,7 @@ mod step;
 mod submit;
 
 use crate::job::{After, Field, JobKind, JobRecord, JobState, Transition};
-use crate::model::{GenerationRequest, JobPayload, PAYLOAD_VERSION};
+use crate::model::{JobPayload, PAYLOAD_VERSION};
 use crate::queue::backend::Claimed;
 use crate::worker::Runtime;
 use step::Step;
@@ -140,15 +140,14 @@ async fn run_stage(rt: &Runtime, claimed: Claimed) {
         lease.settle();
         return;
     }
-    // The attempt on record (a redelivered submit looks up that one).
-    let req = GenerationRequest::new(&shared, claim.job_id.clone(), payload.prompt.clone())
-        .for_attempt(step.rec.submit_id.as_deref());
     match step.rec.state {
-        JobState::Queued => submit::submit(&step, &payload, &req, &shared).await,
+        JobState::Queued => submit::submit(&step, &payload, &shared).await,
         JobState::Submitting => {
             // A worker died or lost its lease mid-POST: the provider may have the job.
+            // The attempt on record is the one looked up.
+            let client_id = crate::job::client_id(&claim.job_id, step.rec.submit_id.as_deref());
             let reason = "submit outcome unknown: the worker stopped during the POST";
-            submit::resolve_unknown(&step, &payload, &req, shared.provider, reason).await;
+            submit::resolve_unknown(&step, &payload, &client_id, shared.provider, reason).await;
         }
         JobState::Polling => poll::poll(&step, &payload, shared.provider).await,
         JobState::Finishing => finish::finish(&step, &payload, shared.provider).await,

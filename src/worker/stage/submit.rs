@@ -9,6 +9,7 @@ use crate::job::{After, Field, JobState, Transition, WaitList};
 use crate::model::{BatchShared, GenerationRequest, JobPayload, ProviderName};
 use crate::queue::{Budget, Recorded};
 use crate::upstream::{ErrorClass, Lookup, UpstreamError};
+use crate::worker::media::{batch_media, MediaError};
 use tracing::{info, warn};
 
 /// Rule 1: the upstream id is the first thing recorded, in the same step that parks the
@@ -66,17 +67,17 @@ async fn record_submitted(
 pub(super) async fn resolve_unknown(
     step: &Step<'_>,
     payload: &JobPayload,
-    req: &GenerationRequest,
+    client_id: &str,
     provider: ProviderName,
     reason: &str,
 ) {
     let lookup = match step.rt.upstreams.get(&provider) {
-        Some(up) => up.lookup(&req.client_id).await,
+        Some(up) => up.lookup(client_id).await,
         None => Ok(Lookup::Unsupported),
     };
     match lookup {
         Ok(Lookup::Found(upstream_id)) => {
-            info!(job_id = %step.job_id, client_id = %req.client_id, upstream_id = %upstream_id, "Ambiguous submit resolved by lookup.");
+            info!(job_id = %step.job_id, client_id = %client_id, upstream_id = %upstream_id, "Ambiguous submit resolved by lookup.");
             let sid = step.rec.submit_id.clone();
             record_submitted(step, provider, &upstream_id, sid.as_deref()).await;
         }
@@ -156,17 +157,65 @@ async fn admitted(
     false
 }
 
-pub(super) async fn submit(
+/// The batch's media could not be had: a Redis or upload failure is retried, media that
+/// are gone or corrupt end the job (dead, with the reason), an upload refused for the
+/// account pauses the provider. Nothing was submitted.
+async fn media_failed(
     step: &Step<'_>,
     payload: &JobPayload,
-    req: &GenerationRequest,
-    shared: &BatchShared,
+    provider: ProviderName,
+    e: MediaError,
 ) {
+    let e = match e {
+        MediaError::Broken(reason) => {
+            warn!(job_id = %step.job_id, reason = %reason, "Batch media unusable; the job is dead.");
+            let reason = format!("batch media: {reason}");
+            step.terminal(payload, JobState::Dead, &[(Field::Error, reason)])
+                .await;
+            return;
+        }
+        MediaError::Queue(q) => {
+            UpstreamError::new(ErrorClass::Retryable, format!("batch media: {q}"))
+        }
+        MediaError::Upload(e) => e,
+    };
+    match e.class {
+        ErrorClass::RateLimited { retry_after } => {
+            step.rate_limited(provider, JobState::Queued, retry_after, &e)
+                .await
+        }
+        ErrorClass::Retryable | ErrorClass::Ambiguous => {
+            step.retry_or_die(payload, JobState::Queued, &e).await
+        }
+        ErrorClass::Job => {
+            let reason = e.message.clone();
+            step.terminal(payload, JobState::Failed, &[(Field::Error, reason)])
+                .await
+        }
+        ErrorClass::Account => {
+            step.pause_account(provider, JobState::Queued, &e, u64::MAX)
+                .await
+        }
+    }
+}
+
+pub(super) async fn submit(step: &Step<'_>, payload: &JobPayload, shared: &BatchShared) {
     let rt = step.rt;
     let provider = shared.provider;
     let Some(up) = rt.upstreams.get(&provider) else {
         return step.wait_for_credentials(provider).await;
     };
+    // Before admission: reading (or uploading) the batch's media is not a generation.
+    let media = match batch_media(rt, up.as_ref(), &payload.batch_id, shared).await {
+        Ok(m) => m,
+        Err(e) => return media_failed(step, payload, provider, e).await,
+    };
+    let req = GenerationRequest::with_media(
+        shared,
+        &media,
+        step.job_id.to_string(),
+        payload.prompt.clone(),
+    );
     let cost = cost::estimate(&rt.settings, shared);
     if !admitted(step, payload, shared, cost).await {
         return;
@@ -210,7 +259,7 @@ pub(super) async fn submit(
         ErrorClass::Retryable => step.retry_or_die(payload, JobState::Queued, &e).await,
         ErrorClass::Ambiguous => {
             let reason = format!("submit outcome unknown: {}", e.message);
-            resolve_unknown(step, payload, req, provider, &reason).await;
+            resolve_unknown(step, payload, &req.client_id, provider, &reason).await;
         }
         ErrorClass::Job => {
             step.terminal(

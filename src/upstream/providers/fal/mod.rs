@@ -30,6 +30,8 @@ pub struct Fal {
     key: Option<SecretString>,
     /// `providers.fal.no_retry`: send `X-Fal-No-Retry: 1` with each submit.
     no_retry: bool,
+    /// fal's storage, where local media are uploaded once per batch (`upload`).
+    upload: upload::Uploads,
 }
 
 impl std::fmt::Debug for Fal {
@@ -196,6 +198,7 @@ impl Fal {
             base: p.base_url.clone(),
             key: p.api_key.clone(),
             no_retry: p.no_retry.unwrap_or(false),
+            upload: upload::Uploads::new(p),
         })
     }
 
@@ -287,10 +290,12 @@ impl Upstream for Fal {
             self.base.as_str().trim_end_matches('/'),
             model_path(req.model)
         );
-        let mut rb = self.http.post(url).json(&request_body(req));
+        let body = crate::upstream::body::JsonBody::for_request(&request_body(req), req)?;
+        let mut rb = self.http.post(url);
         if self.no_retry {
             rb = rb.header("X-Fal-No-Retry", "1");
         }
+        let rb = crate::upstream::body::json(rb, body);
         let resp =
             self.auth(rb)?.send().await.map_err(|e| {
                 crate::upstream::transport_error(ProviderName::Fal, e, true, "submit")
@@ -343,6 +348,15 @@ impl Upstream for Fal {
         }
     }
 
+    /// Local media go to fal's storage once per batch; jobs send the URL (`upload`).
+    fn uploads(&self) -> bool {
+        self.upload.enabled()
+    }
+
+    async fn upload(&self, blob: &crate::media::Blob) -> Result<String, UpstreamError> {
+        self.upload_blob(blob).await
+    }
+
     /// `Ok(true)`: removed from the queue, or the runner was signalled (best effort: a
     /// running generation may still complete and be billed). `Ok(false)`: already done.
     async fn cancel(&self, upstream_id: &str) -> Result<bool, UpstreamError> {
@@ -382,8 +396,10 @@ pub const PROVIDER: crate::upstream::registry::Provider = crate::upstream::regis
             ..crate::upstream::registry::ModelLimits::BASE
         }),
     },
+    storage: Some(upload::STORAGE),
     build: |p| crate::upstream::registry::boxed(Fal::new(p)),
 };
 
 #[cfg(test)]
 mod tests;
+mod upload;

@@ -120,8 +120,9 @@ impl Upstream for Kling {
     }
 
     async fn submit(&self, req: &GenerationRequest) -> Result<String, UpstreamError> {
-        let body = request_body(req, self.mode)?;
-        let rb = self.http.post(self.url(None)?).json(&body);
+        let body =
+            crate::upstream::body::JsonBody::for_request(&request_body(req, self.mode)?, req)?;
+        let rb = crate::upstream::body::json(self.http.post(self.url(None)?), body);
         let resp = self.auth(rb)?.send().await.map_err(|e| {
             crate::upstream::transport_error(ProviderName::Kling, e, true, "submit")
         })?;
@@ -190,14 +191,18 @@ pub const PROVIDER: crate::upstream::registry::Provider = crate::upstream::regis
     models: crate::upstream::registry::Models {
         edit: Ok(crate::upstream::registry::ModelLimits {
             inline_elements: false,
+            // `video_url`: "obtained via URL" only.
+            inline_video: false,
             ..crate::upstream::registry::ModelLimits::BASE
         }),
         reference: Ok(crate::upstream::registry::ModelLimits {
             inline_elements: false,
+            inline_video: false,
             aspect_ratios: &["16:9", "9:16", "1:1"],
             durations: &[3, 4, 5, 6, 7, 8, 9, 10],
             ..crate::upstream::registry::ModelLimits::BASE
         }),
     },
+    storage: None,
     build: |p| crate::upstream::registry::boxed(Kling::new(p)),
 };

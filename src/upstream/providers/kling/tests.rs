@@ -189,7 +189,7 @@ fn images_go_as_urls_or_raw_base64_never_as_data_uris() {
     let raw = STANDARD.encode(png);
     let body = |image: &str| {
         let mut r = req(ModelKind::Edit);
-        r.image_list = vec![image.to_string()];
+        r.image_list = vec![image.to_string().into()];
         request_body(&r, KlingMode::Pro).map(|b| b["image_list"][0]["image_url"].clone())
     };
     assert_eq!(body(&format!("data:image/png;base64,{raw}")).unwrap(), raw);

@@ -113,7 +113,12 @@ pub fn request_body(req: &GenerationRequest, mode: KlingMode) -> Result<Value, U
             .image_list
             .iter()
             .enumerate()
-            .map(|(i, u)| Ok(json!({ "image_url": image_field(u, i)? })))
+            .map(|(i, m)| match m.as_url() {
+                // A URL as written; a data: URI an older spec holds, as raw Base64.
+                Some(u) => Ok(json!({ "image_url": image_field(u, i)? })),
+                // A stored payload: its raw Base64, spliced in when the body is assembled.
+                None => Ok(json!({ "image_url": m.raw_base64() })),
+            })
             .collect::<Result<Vec<Value>, UpstreamError>>()?;
         body["image_list"] = json!(images);
     }

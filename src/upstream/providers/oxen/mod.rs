@@ -121,10 +121,9 @@ impl Upstream for Oxen {
                  (only the edit model); use another provider",
             ));
         }
-        let rb = self
-            .http
-            .post(self.url(&["ai", "queue"])?)
-            .json(&request_body(req));
+        let body = crate::upstream::body::JsonBody::for_request(&request_body(req), req)?;
+        let rb = self.http.post(self.url(&["ai", "queue"])?);
+        let rb = crate::upstream::body::json(rb, body);
         let resp =
             self.auth(rb)?.send().await.map_err(|e| {
                 crate::upstream::transport_error(ProviderName::Oxen, e, true, "submit")
@@ -220,5 +219,6 @@ pub const PROVIDER: crate::upstream::registry::Provider = crate::upstream::regis
         reference: Err("Oxen offers no Kling O1 video-to-video reference model \
                         (only kling-video-o1-video-to-video-edit); use another provider"),
     },
+    storage: None,
     build: |p| crate::upstream::registry::boxed(Oxen::new(p)),
 };
