@@ -6,7 +6,8 @@
 //! 2. up to [`MULTIPART_OVER`] bytes, one `POST {cdn_url}/files/upload` of the raw bytes
 //!    (`Authorization: <token_type> <token>`, the payload's `Content-Type`,
 //!    `X-Fal-File-Name`) → `{access_url}`;
-//! 3. above it, multipart: `POST {cdn_url}/files/upload/multipart` → `{access_url,
+//! 3. above it, multipart: `POST {cdn_url}/files/upload/multipart` (the client posts to
+//!    the token's `base_url`; restyle to its configured host) → `{access_url,
 //!    uploadId}`, `PUT {access_url}/multipart/{uploadId}/{n}` of [`PART_BYTES`] slices
 //!    (each answered with an `ETag`), `POST {access_url}/multipart/{uploadId}/complete`
 //!    with `{"parts": [{partNumber, etag}]}` → `{access_url}`.
