@@ -69,6 +69,44 @@ pub async fn write(
     }
 }
 
+/// Writes result lines read elsewhere (the object store's result objects) to `out`, as
+/// [`write`] does: only those in `states` (all when empty). Returns how many.
+pub fn write_lines(
+    lines: &[ResultLine],
+    format: Format,
+    states: &[JobState],
+    out: &mut (dyn Write + Send),
+) -> Result<usize, QueueError> {
+    let mut sink = match format {
+        Format::Csv => {
+            let mut w = csv::WriterBuilder::new()
+                .has_headers(false)
+                .from_writer(out);
+            match w.write_record(&csv_header()) {
+                Ok(()) => Sink::Csv(Box::new(w)),
+                Err(e) if gone(&e) => return Ok(0),
+                Err(e) => return Err(write_error(e)),
+            }
+        }
+        Format::Jsonl => Sink::Jsonl(out),
+    };
+    let mut n = 0;
+    for line in lines {
+        if !states.is_empty() && !states.contains(&line.state) {
+            continue;
+        }
+        match sink.line(line) {
+            Ok(()) => n += 1,
+            Err(e) if gone(&e) => return Ok(n),
+            Err(e) => return Err(write_error(e)),
+        }
+    }
+    match sink.flush() {
+        Err(e) if !gone(&e) => Err(write_error(e)),
+        _ => Ok(n),
+    }
+}
+
 /// Where lines go, in their format.
 enum Sink<'a> {
     Jsonl(&'a mut (dyn Write + Send)),

@@ -178,6 +178,8 @@ struct Card<'a> {
     /// Why the record could not be read.
     unreadable: Option<String>,
     key: &'static str,
+    /// A link to the video that replaces the relative one (a presigned store URL).
+    link: Option<&'a str>,
 }
 
 impl Card<'_> {
@@ -204,6 +206,17 @@ impl Card<'_> {
 /// Renders the page for a batch from its job records (in any order; missing ones get a
 /// card saying so).
 pub fn render(info: &BatchInfo, records: &[Loaded], generated_at: u64) -> String {
+    render_with(info, records, generated_at, &HashMap::new())
+}
+
+/// [`render`], with the video link of each job in `links` (by job id) in place of the
+/// relative one.
+pub fn render_with(
+    info: &BatchInfo,
+    records: &[Loaded],
+    generated_at: u64,
+    links: &HashMap<String, String>,
+) -> String {
     let by_id: HashMap<&str, &Loaded> = records
         .iter()
         .map(|l| match l {
@@ -223,6 +236,7 @@ pub fn render(info: &BatchInfo, records: &[Loaded], generated_at: u64) -> String
                 rec: loaded.and_then(|l| l.as_ref().ok()),
                 unreadable: loaded.and_then(|l| l.as_ref().err()).map(|b| b.to_string()),
                 key: state_key(loaded),
+                link: links.get(id.as_str()).map(String::as_str),
             }
         })
         .collect();
@@ -332,7 +346,7 @@ fn card(info: &BatchInfo, c: &Card<'_>) -> Markup {
         let name = f
             .strip_prefix(&prefix)
             .unwrap_or_else(|| f.rsplit('/').next().unwrap_or(f));
-        relative_url(name)
+        c.link.map_or_else(|| relative_url(name), str::to_owned)
     });
     let video = file.as_deref().filter(|_| succeeded);
     let error = c.error();

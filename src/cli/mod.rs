@@ -4,6 +4,7 @@
 //! [`run`]'s (in `run.rs`).
 
 mod run;
+mod store;
 mod values;
 
 pub use run::run;

@@ -39,10 +39,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let settings = load_settings(&cli)?;
             let queue =
                 Queue::connect(&settings.redis, &settings.queue, RetryMode::FailFast).await?;
-            let info = queue
-                .batch(batch_id)
-                .await?
-                .ok_or_else(|| CliError::NotFound(format!("no batch {batch_id}")))?;
+            let Some(info) = queue.batch(batch_id).await? else {
+                return super::store::gone(&queue, batch_id).await;
+            };
             let s = status::gather(&queue, &settings, info).await?;
             if *json {
                 status::print_json(&s);
@@ -69,6 +68,14 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::Report { batch_id } => {
+            let settings = load_settings(&cli)?;
+            if let Some(store) = super::store::open(&settings)? {
+                let queue =
+                    Queue::connect(&settings.redis, &settings.queue, RetryMode::FailFast).await?;
+                let url = super::store::report(&queue, &settings, &store, batch_id).await?;
+                println!("{url}");
+                return Ok(());
+            }
             let (settings, queue, _) = open_batch(&cli, batch_id).await?;
             let path = crate::report::write(&queue, &settings, batch_id).await?;
             println!("{}", path.display());
@@ -79,6 +86,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             format,
             states,
         } => {
+            if let Some(store) = super::store::open(&load_settings(&cli)?)? {
+                let n = super::store::results(&store, batch_id, *format, states).await?;
+                eprintln!("{n} jobs exported from {}", store.url());
+                return Ok(());
+            }
             let (_, queue, _) = open_batch(&cli, batch_id).await?;
             let mut out = std::io::stdout();
             let n = crate::export::write(&queue, batch_id, *format, states, &mut out).await?;
@@ -282,7 +294,8 @@ async fn enqueue(cli: &Cli, args: &EnqueueArgs) -> Result<(), CliError> {
         )?,
     };
     let queue = Queue::connect(&settings.redis, &settings.queue, RetryMode::FailFast).await?;
-    let done = producer::enqueue(&queue, &batch).await?;
+    let store = super::store::open(&settings)?;
+    let done = producer::enqueue_with(&queue, &batch, store.as_deref()).await?;
     if done.added == 0 {
         eprintln!(
             "batch {} was already enqueued ({} jobs); nothing added",
@@ -316,6 +329,9 @@ async fn run_worker(settings: Settings, metrics: Option<SocketAddr>) -> Result<(
     require_durable(&settings, &durability)?;
     let _ = cell.set(queue.clone());
     let ups = upstream::build_all(&settings).map_err(|e| CliError::Other(e.into()))?;
+    if let Some(store) = super::store::open(&settings)? {
+        tracing::info!(store = %store.url(), "Results go to the object store.");
+    }
     let mut runtime = worker::Runtime::new(queue, settings, ups);
     runtime.health = health;
     let rt = Arc::new(runtime);

@@ -22,6 +22,7 @@ mod raw;
 mod redact;
 mod scrub;
 mod settings;
+pub mod store;
 pub mod testing;
 mod validate;
 
@@ -30,7 +31,7 @@ pub use redact::redact_url;
 pub use settings::{
     EgressSettings, HookAction, HookSettings, KlingMode, OutputSettings, PollSettings, Prices,
     ProviderLimits, ProviderSettings, QueueSettings, RedisSettings, RetrySettings, Settings,
-    StorageSettings, WorkerSettings,
+    StorageSettings, StoreLocation, WorkerSettings,
 };
 
 use std::path::{Path, PathBuf};

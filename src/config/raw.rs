@@ -122,6 +122,23 @@ pub(super) struct RawOutput {
     /// A download that receives no byte for this long fails (and is retried).
     #[serde(default = "thirty_s", with = "humantime_serde")]
     pub(super) idle_timeout: Duration,
+    /// Where results go: empty (use `dir`), a local directory, or `s3://`, `gs://`,
+    /// `az://` object storage (see `crate::sink::store`).
+    #[serde(default)]
+    pub(super) store: String,
+    /// An S3-compatible endpoint (else `AWS_ENDPOINT_URL`, else AWS itself).
+    #[serde(default)]
+    pub(super) store_endpoint: Option<String>,
+    /// A PEM file of extra CA certificates the store's TLS is checked against.
+    #[serde(default)]
+    pub(super) store_ca_file: Option<PathBuf>,
+    /// Links on the store's contact sheet: `0s` relative, else presigned for this long.
+    #[serde(default, with = "humantime_serde")]
+    pub(super) link_ttl: Duration,
+    /// How long a finished batch's records stay in Redis once its results are durable
+    /// in their sink; `0s` keeps them.
+    #[serde(default = "fourteen_days", with = "humantime_serde")]
+    pub(super) retention: Duration,
 }
 
 /// `[egress]`: exceptions to the egress policy (see `crate::egress`).
@@ -222,6 +239,9 @@ fn ten_s() -> Duration {
 }
 fn thirty_s() -> Duration {
     Duration::from_secs(30)
+}
+fn fourteen_days() -> Duration {
+    Duration::from_secs(14 * 86_400)
 }
 fn all_calls() -> Vec<String> {
     vec!["submit".into(), "poll".into()]

@@ -165,6 +165,54 @@ pub struct OutputSettings {
     /// No byte for this long fails the download attempt (a transient error).
     #[serde(serialize_with = "duration")]
     pub idle_timeout: Duration,
+    /// Where results go (`dir` or object storage); never holds credentials.
+    pub store: StoreLocation,
+    /// An S3-compatible endpoint set in settings (`AWS_ENDPOINT_URL` otherwise).
+    #[serde(serialize_with = "opt_url")]
+    pub store_endpoint: Option<url::Url>,
+    /// Extra CA certificates (PEM) for the store's TLS.
+    #[serde(serialize_with = "opt_path")]
+    pub store_ca_file: Option<PathBuf>,
+    /// Contact-sheet links in the store: zero for relative links, else presigned URLs
+    /// valid this long.
+    #[serde(serialize_with = "duration")]
+    pub link_ttl: Duration,
+    /// A finished batch's records expire from Redis this long after it finished (its
+    /// results durable in the sink); zero keeps them.
+    #[serde(serialize_with = "duration")]
+    pub retention: Duration,
+}
+
+/// Where results are written: a local directory (`output.dir`) or an object store URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// Files under `output.dir` (the default).
+    Local,
+    /// `s3://bucket/prefix`, `gs://bucket/prefix` or `az://container/prefix`.
+    Object(url::Url),
+}
+
+impl serde::Serialize for StoreLocation {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            StoreLocation::Local => s.serialize_str("(output.dir)"),
+            StoreLocation::Object(u) => s.serialize_str(&super::redact_url(u.as_str())),
+        }
+    }
+}
+
+fn opt_url<S: serde::Serializer>(u: &Option<url::Url>, s: S) -> Result<S::Ok, S::Error> {
+    match u {
+        Some(u) => s.serialize_str(&super::redact_url(u.as_str())),
+        None => s.serialize_none(),
+    }
+}
+
+fn opt_path<S: serde::Serializer>(p: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+    match p {
+        Some(p) => s.serialize_str(&p.display().to_string()),
+        None => s.serialize_none(),
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

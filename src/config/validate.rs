@@ -123,12 +123,18 @@ fn poll(p: &RawPoll) -> Result<PollSettings, ConfigError> {
 }
 
 fn output(o: RawOutput) -> Result<OutputSettings, ConfigError> {
+    let (dir, store) = super::store::location(&o.store, o.dir)?;
     Ok(OutputSettings {
-        dir: o.dir,
+        dir,
         max_download_bytes: o.max_download_bytes,
         allow_http: o.allow_http,
         connect_timeout: positive("output.connect_timeout", o.connect_timeout)?,
         idle_timeout: positive("output.idle_timeout", o.idle_timeout)?,
+        store,
+        store_endpoint: super::store::endpoint(o.store_endpoint.as_deref())?,
+        store_ca_file: o.store_ca_file,
+        link_ttl: super::store::link_ttl(o.link_ttl)?,
+        retention: o.retention,
     })
 }
 

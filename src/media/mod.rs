@@ -32,6 +32,11 @@ pub struct StoredMedia {
     pub bytes: u64,
     /// `type/subtype`, as the data URI declared it.
     pub mime: String,
+    /// Where the producer uploaded it in the results store (a name under the store's
+    /// prefix), when one is configured: then the payload is not in Redis, and workers
+    /// send providers a presigned URL to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
 }
 
 /// What one source string of a spec is.
@@ -92,6 +97,7 @@ pub fn stored_form(shared: &BatchShared) -> (BatchShared, Vec<Arc<Blob>>) {
             let entry = StoredMedia {
                 bytes: b.len() as u64,
                 mime: b.mime().to_owned(),
+                object: None,
             };
             (b.sha256().to_owned(), entry)
         })

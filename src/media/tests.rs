@@ -29,7 +29,8 @@ fn the_stored_form_names_each_payload_once_by_digest() {
         stored.media[clip.sha256()],
         StoredMedia {
             bytes: 12,
-            mime: "video/mp4".into()
+            mime: "video/mp4".into(),
+            object: None,
         }
     );
     assert!(stored.media_sources().all(|s| s.len() < 100));

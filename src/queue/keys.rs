@@ -54,6 +54,14 @@ impl Keys {
     pub fn upload_field(provider: &str, sha256: &str) -> String {
         format!("upload:{provider}:{sha256}")
     }
+    /// Finished batches by the server time their records expire (`queue::retention`).
+    pub fn retention(&self) -> String {
+        format!("{}retention", self.prefix)
+    }
+    /// What is left of a batch whose records expired (`queue::retention`).
+    pub fn tombstone(&self, batch_id: &str) -> String {
+        format!("{}gone:{batch_id}", self.prefix)
+    }
     /// A payload being written, renamed to [`Keys::media`] once whole.
     pub fn media_partial(&self, batch_id: &str, sha256: &str, writer: &str) -> String {
         format!("{}media:{batch_id}:{sha256}:partial:{writer}", self.prefix)

@@ -21,6 +21,7 @@ mod lifecycle;
 mod media;
 mod read;
 mod records;
+pub mod retention;
 mod scripts;
 
 pub use crate::job::{After, Transition, WaitList};

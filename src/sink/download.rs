@@ -3,7 +3,7 @@
 //! after DNS and on every redirect hop), with the provider's key only where it says so
 //! (its own origin, never across a redirect to another), size capped, a transient failure when no byte
 //! comes for `output.idle_timeout`, streamed through sha256 into a temp file, fsynced and
-//! renamed into place.
+//! renamed into place; or, with an object store, streamed into it ([`download_to_store`]).
 
 use super::SinkError;
 use crate::config::OutputSettings;
@@ -40,6 +40,66 @@ pub async fn download(
     batch_id: &str,
     job_id: &str,
 ) -> Result<Downloaded, SinkError> {
+    let resp = fetch(egress, out, url, auth).await?;
+    let relative = relative_path(batch_id, job_id);
+    let path = out.dir.join(&relative);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(|e| SinkError::io(dir, e))?;
+    let tmp = dir.join(format!(".{job_id}.{}.part", uuid::Uuid::new_v4().simple()));
+    let res = write_stream(resp, &tmp, out.max_download_bytes, out.idle_timeout).await;
+    let (sha256, bytes) = match res {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(e);
+        }
+    };
+    tokio::fs::rename(&tmp, &path)
+        .await
+        .map_err(|e| SinkError::io(&path, e))?;
+    if let Ok(d) = tokio::fs::File::open(dir).await {
+        let _ = d.sync_all().await; // make the rename durable
+    }
+    Ok(Downloaded {
+        relative,
+        path,
+        sha256,
+        bytes,
+    })
+}
+
+/// The store's name for a job's output on its `claim`-th delivery (see
+/// [`super::store`]): built from validated ids only.
+pub fn store_name(batch_id: &str, job_id: &str, claim: u64) -> String {
+    format!("{batch_id}/{job_id}.d{claim}.mp4")
+}
+
+/// Downloads `url` straight into the object store as `rel` (streamed, never on disk).
+pub async fn download_to_store(
+    egress: &Egress,
+    out: &OutputSettings,
+    store: &super::store::ObjectSink,
+    url: &str,
+    auth: Option<reqwest::header::HeaderValue>,
+    rel: &str,
+) -> Result<(String, u64), SinkError> {
+    let resp = fetch(egress, out, url, auth).await?;
+    let body = body(resp, out.idle_timeout);
+    store
+        .upload(rel, "video/mp4", out.max_download_bytes, Box::pin(body))
+        .await
+}
+
+/// Sends the GET and checks its answer's head: expired links, errors, a declared length
+/// over the cap.
+async fn fetch(
+    egress: &Egress,
+    out: &OutputSettings,
+    url: &str,
+    auth: Option<reqwest::header::HeaderValue>,
+) -> Result<reqwest::Response, SinkError> {
     let parsed = url::Url::parse(url).map_err(|e| SinkError::Refused(format!("bad URL: {e}")))?;
     let mut req = egress
         .get(&parsed)
@@ -70,32 +130,23 @@ pub async fn download(
             out.max_download_bytes
         )));
     }
-    let relative = relative_path(batch_id, job_id);
-    let path = out.dir.join(&relative);
-    let dir = path.parent().unwrap_or(Path::new("."));
-    tokio::fs::create_dir_all(dir)
-        .await
-        .map_err(|e| SinkError::io(dir, e))?;
-    let tmp = dir.join(format!(".{job_id}.{}.part", uuid::Uuid::new_v4().simple()));
-    let res = write_stream(resp, &tmp, out.max_download_bytes, out.idle_timeout).await;
-    let (sha256, bytes) = match res {
-        Ok(v) => v,
-        Err(e) => {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(e);
+    Ok(resp)
+}
+
+/// The answer's body as chunks, a transient error when no byte comes for `idle_limit`.
+fn body(
+    resp: reqwest::Response,
+    idle_limit: Duration,
+) -> impl futures::Stream<Item = Result<bytes::Bytes, SinkError>> {
+    let stream = resp.bytes_stream();
+    futures::stream::unfold(Some(Box::pin(stream)), move |st| async move {
+        let mut stream = st?;
+        match tokio::time::timeout(idle_limit, stream.next()).await {
+            Err(_) => Some((Err(idle(idle_limit)), None)),
+            Ok(None) => None,
+            Ok(Some(Err(e))) => Some((Err(request_error(e)), None)),
+            Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(stream))),
         }
-    };
-    tokio::fs::rename(&tmp, &path)
-        .await
-        .map_err(|e| SinkError::io(&path, e))?;
-    if let Ok(d) = tokio::fs::File::open(dir).await {
-        let _ = d.sync_all().await; // make the rename durable
-    }
-    Ok(Downloaded {
-        relative,
-        path,
-        sha256,
-        bytes,
     })
 }
 
@@ -125,13 +176,9 @@ async fn write_stream(
         .map_err(|e| SinkError::io(tmp, e))?;
     let mut hasher = Sha256::new();
     let mut bytes = 0u64;
-    let mut stream = resp.bytes_stream();
-    loop {
-        let next = tokio::time::timeout(idle_limit, stream.next()).await;
-        let Some(chunk) = next.map_err(|_| idle(idle_limit))? else {
-            break;
-        };
-        let chunk = chunk.map_err(request_error)?;
+    let mut stream = Box::pin(body(resp, idle_limit));
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
         bytes += chunk.len() as u64;
         if bytes > cap {
             return Err(SinkError::Refused(format!(

@@ -1,5 +1,6 @@
-//! Results sinks: the JSONL file per batch and the download directory. Redis is the third
-//! sink, and the truth, and lives in [`crate::queue`].
+//! Results sinks: the JSONL file per batch and the download directory, or an object store
+//! ([`store`]: outputs, one result object per job, the JSONL and contact sheet regenerated
+//! by [`sheet`]). Redis is the third sink, and the truth, and lives in [`crate::queue`].
 //!
 //! The file has one line per job *outcome*: each terminal state a job reaches gets a number
 //! ([`ResultLine::outcome`], the record's `outcome` field), and a retried job's new outcome
@@ -17,6 +18,8 @@
 
 pub mod download;
 pub mod jsonl;
+pub mod sheet;
+pub mod store;
 
 use crate::job::{JobRecord, JobState};
 use crate::model::JobPayload;

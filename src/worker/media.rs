@@ -10,6 +10,9 @@
 //! use the URL recorded first), and a process that finds the URL recorded never reads
 //! the payload.
 //!
+//! With a results store, a payload the producer uploaded there is sent as a presigned
+//! URL ([`source_link_ttl`]), signed afresh when half its life is gone.
+//!
 //! Bounded: at most [`MAX_BATCHES`] batches, and the least recently used are dropped
 //! while what they hold passes [`MAX_HELD_BYTES`] (the most recent one always stays).
 
@@ -41,7 +44,8 @@ pub enum MediaError {
     Upload(UpstreamError),
 }
 
-type Cell = Arc<OnceCell<Arc<BatchMedia>>>;
+/// A batch's media and when they were made (presigned links age).
+type Cell = Arc<OnceCell<(Arc<BatchMedia>, std::time::Instant)>>;
 
 /// The kept batches, least recently used first.
 #[derive(Debug, Default)]
@@ -67,13 +71,19 @@ impl MediaCache {
     /// Drops the least recently used batches while the kept ones hold too much.
     fn trim(&self) {
         let mut e = self.entries.lock().expect("media cache");
-        let held = |c: &Cell| c.get().map_or(0, |m| m.held_bytes());
+        let held = |c: &Cell| c.get().map_or(0, |m| m.0.held_bytes());
         let mut total: u64 = e.iter().map(|(_, c)| held(c)).sum();
         while total > MAX_HELD_BYTES && e.len() > 1 {
             if let Some((_, c)) = e.pop_front() {
                 total -= held(&c);
             }
         }
+    }
+
+    /// Drops the batch's entry (its media are made again on next use).
+    fn forget(&self, batch_id: &str) {
+        let mut e = self.entries.lock().expect("media cache");
+        e.retain(|(b, _)| b != batch_id);
     }
 
     /// Ids of the batches kept, least recently used first.
@@ -91,11 +101,21 @@ pub async fn batch_media(
     batch_id: &str,
     shared: &BatchShared,
 ) -> Result<Arc<BatchMedia>, MediaError> {
+    let made = || async {
+        Ok::<_, MediaError>((
+            load(rt, up, batch_id, shared).await?,
+            std::time::Instant::now(),
+        ))
+    };
     let cell = rt.media.cell(batch_id);
-    let media = cell
-        .get_or_try_init(|| load(rt, up, batch_id, shared))
-        .await?
-        .clone();
+    let (mut media, at) = cell.get_or_try_init(made).await?.clone();
+    let signed = shared.media.values().any(|e| e.object.is_some());
+    if signed && at.elapsed() > source_link_ttl(&rt.settings) / 2 {
+        // Its presigned links are half way through their life: sign afresh.
+        rt.media.forget(batch_id);
+        let cell = rt.media.cell(batch_id);
+        media = cell.get_or_try_init(made).await?.0.clone();
+    }
     rt.media.trim();
     Ok(media)
 }
@@ -113,6 +133,9 @@ async fn load(
         }
         let media = match Source::of(source) {
             Source::Url(_) => continue,
+            Source::Stored(sha) if in_store(shared, sha).is_some() => {
+                Media::Url(presigned(rt, shared, sha).await?.into())
+            }
             Source::Stored(sha) if up.uploads() => {
                 let url =
                     uploaded(rt, up, batch_id, sha, || stored(rt, batch_id, shared, sha)).await?;
@@ -216,4 +239,52 @@ where
             "Another worker's upload was recorded first; using its URL (this upload is unused).");
     }
     Ok(recorded)
+}
+
+/// The store object the producer uploaded payload `sha` to, if it did.
+fn in_store<'a>(shared: &'a BatchShared, sha: &str) -> Option<&'a str> {
+    shared.media.get(sha).and_then(|e| e.object.as_deref())
+}
+
+/// A presigned URL to a payload in the store, valid for [`source_link_ttl`].
+async fn presigned(rt: &Runtime, shared: &BatchShared, sha: &str) -> Result<String, MediaError> {
+    let rel = in_store(shared, sha).unwrap_or_default();
+    // A name the producer made: `<batch>/source/<file>`; anything else is refused.
+    let expected = format!("{}/source/", shared.batch_id);
+    let file = rel.strip_prefix(&expected).unwrap_or_default();
+    let plain = |c: char| c.is_ascii_alphanumeric() || c == '.';
+    if file.is_empty() || !file.chars().all(plain) || file.starts_with('.') {
+        return Err(MediaError::Broken(format!(
+            "the spec names store object {rel:.120?} for media {sha}, not one the producer makes"
+        )));
+    }
+    let Some(store) = &rt.store else {
+        return Err(MediaError::Broken(format!(
+            "media {sha} of batch {} is in the results store ({rel}), but this worker has no \
+             output.store set",
+            shared.batch_id
+        )));
+    };
+    let ttl = source_link_ttl(&rt.settings);
+    let url = store
+        .signed_url(rel, ttl)
+        .await
+        .map_err(|e| MediaError::Broken(e.to_string()))?;
+    Ok(url.to_string())
+}
+
+/// How long a source link lives: long enough for the slowest provider's deadline over
+/// every attempt and the longest retry waits between them, plus an hour; at most the
+/// seven days a presigned URL may live. A process refreshes its links at half of it.
+pub fn source_link_ttl(s: &crate::config::Settings) -> std::time::Duration {
+    let deadline = s
+        .providers
+        .values()
+        .map(|p| p.poll.deadline)
+        .chain([s.poll.deadline])
+        .max()
+        .unwrap_or_default();
+    let attempts = s.retry.max_attempts.max(1);
+    let need = (deadline + s.retry.max_delay) * attempts + std::time::Duration::from_secs(3600);
+    need.min(crate::config::store::MAX_LINK_TTL)
 }

@@ -2,6 +2,7 @@
 //! timer, graceful shutdown, and [`step`], a single-step entry for tests.
 
 pub mod announce;
+pub mod expiry;
 pub mod hook;
 pub mod media;
 pub mod stage;
@@ -37,6 +38,10 @@ pub struct Runtime {
     batches: Mutex<HashMap<String, Arc<BatchShared>>>,
     /// The media of the batches this process submits, each read once (see [`media`]).
     pub media: media::MediaCache,
+    /// The object store results go to (`output.store`); `None` writes under `output.dir`.
+    pub store: Option<Arc<crate::sink::store::ObjectSink>>,
+    /// When this process last regenerated each batch's sheet in the store.
+    pub sheets: stage::SheetClock,
 }
 
 impl Runtime {
@@ -51,7 +56,12 @@ impl Runtime {
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
         let egress = crate::egress::Egress::from_settings(&settings);
+        // `restyle worker` checks the store first and says what is wrong; here it holds.
+        let store = crate::sink::store::ObjectSink::from_settings(&settings.output)
+            .unwrap_or_else(|e| panic!("{e}"));
         Runtime {
+            store,
+            sheets: Default::default(),
             admission: crate::admission::Admission::new(queue.clone(), &settings),
             health: Arc::new(crate::metrics::Health::default()),
             jsonl: Arc::new(JsonlSink::new(settings.output.dir.clone())),
@@ -179,7 +189,13 @@ pub async fn run(rt: Arc<Runtime>, stop: CancellationToken) -> Result<(), QueueE
         Box::pin(async move { stage::run(&rt, job).await })
     });
     rt.health.set_providers(announce_providers(&rt));
-    let listeners = spawn_event_listeners(&rt, &stop);
+    let mut listeners = spawn_event_listeners(&rt, &stop);
+    let retention = rt.settings.output.retention;
+    listeners.push(tokio::spawn(expiry::run(
+        rt.queue.clone(),
+        retention,
+        stop.clone(),
+    )));
     rt.health.set_running(true);
     let res = run_with(
         rt.queue.clone(),

@@ -1,4 +1,5 @@
-//! The finish stage: download the output, checksum it, and write the result — or poll
+//! The finish stage: download the output (into `output.dir`, or streamed into the object
+//! store under a name of this delivery's own), checksum it, and write the result — or poll
 //! again for a fresh link when the old one expired. Each failed download is an attempt
 //! (the poll that hands out a fresh link keeps the count), so a link that never works
 //! ends the job `dead` after `retry.max_attempts`; an egress refusal fails it at once.
@@ -21,16 +22,38 @@ pub(super) async fn finish(step: &Step<'_>, payload: &JobPayload, provider: Prov
         let parsed = url::Url::parse(&url).ok()?;
         up.download_auth(&parsed)
     });
-    match download::download(
-        &rt.egress,
-        &rt.settings.output,
-        &url,
-        auth,
-        &payload.batch_id,
-        step.job_id,
-    )
-    .await
-    {
+    let got = match &rt.store {
+        Some(store) => {
+            let rel = download::store_name(&payload.batch_id, step.job_id, step.rec.claims);
+            let res = download::download_to_store(
+                &rt.egress,
+                &rt.settings.output,
+                store,
+                &url,
+                auth,
+                &rel,
+            )
+            .await;
+            res.map(|(sha256, bytes)| download::Downloaded {
+                path: rel.clone().into(),
+                relative: rel,
+                sha256,
+                bytes,
+            })
+        }
+        None => {
+            download::download(
+                &rt.egress,
+                &rt.settings.output,
+                &url,
+                auth,
+                &payload.batch_id,
+                step.job_id,
+            )
+            .await
+        }
+    };
+    match got {
         Ok(d) => {
             let fields = [
                 (Field::File, d.relative),

@@ -5,8 +5,11 @@
 
 mod finish;
 mod poll;
+mod publish;
 mod step;
 mod submit;
+
+pub use publish::SheetClock;
 
 use crate::job::{After, Field, JobKind, JobRecord, JobState, Transition};
 use crate::model::{JobPayload, PAYLOAD_VERSION};

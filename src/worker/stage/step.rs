@@ -15,8 +15,9 @@ use tracing::{debug, info, warn};
 /// How a transition went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Went {
-    /// Applied (`rerouted`: to `polling` instead of `submit_unknown`, see the script).
-    Applied { rerouted: bool },
+    /// Applied (`rerouted`: to `polling` instead of `submit_unknown`, see the script;
+    /// `finished`: this transition finished the batch).
+    Applied { rerouted: bool, finished: bool },
     /// Not applied: the lease was lost or Redis refused.
     NotApplied,
 }
@@ -63,7 +64,10 @@ impl Step<'_> {
                 if rerouted {
                     info!(job_id = %self.job_id, batch_id,
                         "Generation id known: polled instead of held as submit_unknown.");
-                    return Went::Applied { rerouted };
+                    return Went::Applied {
+                        rerouted,
+                        finished: batch_finished,
+                    };
                 }
                 if let Some(to) = tx.to.filter(|to| *to != from) {
                     crate::metrics::transition(to);
@@ -72,7 +76,10 @@ impl Step<'_> {
                 if batch_finished {
                     info!(batch_id, "Batch finished.");
                 }
-                Went::Applied { rerouted }
+                Went::Applied {
+                    rerouted,
+                    finished: batch_finished,
+                }
             }
             Ok(Transitioned::Lost { state }) => {
                 let now = state.map_or("unreadable", JobState::as_str);
@@ -142,6 +149,9 @@ impl Step<'_> {
         state: JobState,
         fields: &[(Field, String)],
     ) {
+        if self.rt.store.is_some() {
+            return self.terminal_in_store(payload, state, fields).await;
+        }
         let sink = self.rt.jsonl.clone();
         let batch_id = payload.batch_id.clone();
         let locked = match tokio::task::spawn_blocking(move || sink.lock(&batch_id)).await {
@@ -179,13 +189,14 @@ impl Step<'_> {
                     .await
             }
         }
-        if !self
-            .go(Transition::to(state, After::Done).set_all(&fields))
-            .await
-        {
+        let done = Transition::to(state, After::Done).set_all(&fields);
+        let Went::Applied { finished, .. } = self.apply(done).await else {
             // Our line stands for an outcome Redis did not take; the job's next outcome
             // supersedes it. If an operator already gave it one, its line is written now.
             return self.line_of_new_owner(payload).await;
+        };
+        if finished {
+            self.batch_finished(&payload.batch_id).await;
         }
         if state == JobState::Succeeded {
             if let (Some(cost), Some(p)) = (rec.estimated_cost, rec.provider) {
@@ -196,7 +207,7 @@ impl Step<'_> {
 
     /// The result line could not be written: park the job, in whatever state its record
     /// holds, to run its stage again later (a redelivery, using no attempt).
-    async fn line_later(&self, reason: &str) {
+    pub(super) async fn line_later(&self, reason: &str) {
         warn!(job_id = %self.job_id, error = %reason, "Could not write the result line; the job will finish again later.");
         let retry = &self.rt.settings.retry;
         let wait = retry_delay(retry, self.rec.attempts + 1, None, rand::random());
@@ -208,7 +219,7 @@ impl Step<'_> {
 
     /// After a lost lease: when the job's new owner has already finished it (an operator's
     /// cancel), writes that outcome's line from the record. This stage's own is never written.
-    async fn line_of_new_owner(&self, payload: &JobPayload) {
+    pub(super) async fn line_of_new_owner(&self, payload: &JobPayload) {
         let Ok(Some(Ok(rec))) = self.rt.queue.job(self.job_id).await else {
             return;
         };
@@ -216,6 +227,12 @@ impl Step<'_> {
             return;
         };
         let line = ResultLine::from_stored(&rec, &batch_id, payload.index);
+        if let Some(store) = &self.rt.store {
+            if let Err(e) = crate::sink::sheet::put_result(store, &line).await {
+                warn!(job_id = %self.job_id, error = %e, "Could not write the result of the job's new outcome; restyle report writes it.");
+            }
+            return;
+        }
         let sink = self.rt.jsonl.clone();
         match tokio::task::spawn_blocking(move || sink.append(&line)).await {
             Ok(Ok(_)) => {}
