@@ -15,6 +15,9 @@ pub struct BatchLimits {
     pub max_prompt_file_bytes: u64,
     /// The hooks the settings define (`[hooks.<name>]`): `on_done` must name one of them.
     pub hooks: Vec<String>,
+    /// An object store is configured (`output.store`): local files are uploaded to it and
+    /// sent as URLs, so URL-only providers (Kling) take them too.
+    pub store_uploads: bool,
 }
 
 impl Default for BatchLimits {
@@ -24,6 +27,7 @@ impl Default for BatchLimits {
             max_batch_file_bytes: 1024 * 1024,
             max_prompt_file_bytes: 4 * 1024 * 1024,
             hooks: Vec::new(),
+            store_uploads: false,
         }
     }
 }

@@ -268,7 +268,8 @@ fn build(
             "required: an https URL, a data:video URI or a local file",
         )
     })?;
-    if !table.inline_video && !media::is_url(&video) {
+    // With a store, a local file (or data URI) is uploaded there and sent by URL.
+    if !table.inline_video && !media::is_url(&video) && !limits.store_uploads {
         // Refused before anything is read.
         return Err(origin.err("video", url_only(provider, model)));
     }

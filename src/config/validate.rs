@@ -25,13 +25,16 @@ impl Raw {
             worker,
             poll,
             retry,
-            output: output(self.output)?,
             limits: crate::batch::BatchLimits {
+                store_uploads: !self.output.store.trim().is_empty()
+                    && self.output.store.contains("://")
+                    && !self.output.store.trim_start().starts_with("file:"),
                 max_video_bytes: self.limits.max_video_bytes,
                 max_batch_file_bytes: self.limits.max_batch_file_bytes,
                 max_prompt_file_bytes: self.limits.max_prompt_file_bytes,
                 hooks: hooks.keys().cloned().collect(),
             },
+            output: output(self.output)?,
             providers,
             egress: egress(self.egress)?,
             hooks,

@@ -31,5 +31,6 @@ mod redis_ops;
 mod report;
 mod results_file;
 mod secrets;
+mod store;
 mod validation;
 mod waiting;

@@ -21,7 +21,7 @@ fn clients_dir() -> PathBuf {
 }
 
 /// The virtualenv's python: `RESTYLE_PY_CLIENTS`, or `<target>/py-clients` made once.
-fn python() -> PathBuf {
+pub(crate) fn python() -> PathBuf {
     static VENV: OnceLock<PathBuf> = OnceLock::new();
     VENV.get_or_init(|| {
         let dir = match std::env::var_os("RESTYLE_PY_CLIENTS") {

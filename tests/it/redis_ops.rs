@@ -88,7 +88,7 @@ fn openssl(dir: &Path, args: &[&str]) -> bool {
 }
 
 /// A private CA and a server certificate for 127.0.0.1, made with the openssl CLI.
-fn make_certs(dir: &Path) -> bool {
+pub(crate) fn make_certs(dir: &Path) -> bool {
     std::fs::write(
         dir.join("san.cnf"),
         "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
