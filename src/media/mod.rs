@@ -117,6 +117,12 @@ pub enum Media {
 impl std::fmt::Debug for Media {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            // A query may be a presigned URL's signature and credential scope: never shown.
+            Media::Url(u) if u.contains('?') => {
+                let (head, _) = u.split_once('?').unwrap_or((u, ""));
+                let head: String = head.chars().take(100).collect();
+                write!(f, "Url({head:?}?…)")
+            }
             Media::Url(u) if u.len() > 120 => {
                 write!(f, "Url({:?}…)", u.chars().take(100).collect::<String>())
             }

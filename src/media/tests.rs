@@ -81,3 +81,14 @@ fn batch_media_maps_the_spec_and_counts_each_payload_once() {
     assert_eq!(m.blobs().len(), 1);
     assert_eq!(m.held_bytes(), blob.len() as u64);
 }
+
+#[test]
+fn a_presigned_url_shows_without_its_query() {
+    let m = Media::from("https://s3.example/b/src.mp4?X-Amz-Credential=AKIDX&X-Amz-Signature=f00d");
+    let shown = format!("{m:?}");
+    assert!(shown.contains("https://s3.example/b/src.mp4"), "{shown}");
+    assert!(
+        !shown.contains("AKIDX") && !shown.contains("f00d"),
+        "{shown}"
+    );
+}

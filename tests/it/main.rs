@@ -30,6 +30,7 @@ mod queue_traps;
 mod redis_ops;
 mod report;
 mod results_file;
+mod retention;
 mod secrets;
 mod store;
 mod validation;

@@ -667,3 +667,113 @@ async fn a_provider_without_a_key_is_disabled_on_that_worker_not_paused_for_the_
     assert!(a.terminate().success());
     assert!(b.terminate().success());
 }
+
+const STORE_KEY_ID: &str = "AKIDPLANTEDSTORE7Q2W";
+const STORE_SECRET: &str = "store-secret-planted-9x8c7v6b5n4m3l2k1j0h";
+const STORE_TOKEN: &str = "store-session-token-planted-5t4r3e2w1q";
+
+/// Store credentials never show: planted in the variables of AWS's chain (key id, secret
+/// key, session token), a batch with a local clip goes through `enqueue` (uploaded to the
+/// store), a worker with debug logs in JSON, `results`, `report`, `status`, `check-config`
+/// (which names the store by its URL) and one that refuses a store URL with credentials in
+/// it; then everything printed, logged, kept in Redis and written to the bucket is searched
+/// for each credential in its obvious encodings.
+#[tokio::test]
+async fn store_credentials_appear_in_no_output() {
+    use crate::store::{objects, store_app, store_of};
+    let (app, bucket) = store_app(fast_knobs()).await;
+    let plant = |c: &mut Command| {
+        c.env("AWS_ACCESS_KEY_ID", STORE_KEY_ID)
+            .env("AWS_SECRET_ACCESS_KEY", STORE_SECRET)
+            .env("AWS_SESSION_TOKEN", STORE_TOKEN)
+            .env("RUST_LOG", "debug");
+    };
+    let mut arts = Vec::new();
+    let clip = app.out.path().join("clip.mp4");
+    let mut bytes = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2".to_vec();
+    bytes.resize(20_000, 3);
+    std::fs::write(&clip, &bytes).unwrap();
+    let mut c = app.cmd();
+    plant(&mut c);
+    c.args(["--log-format", "json", "enqueue", "--batch-id", "secstore"])
+        .arg("--video")
+        .arg(&clip)
+        .args(["--prompt", "one", "--prompt", "two"]);
+    assert!(
+        run(&mut c, "enqueue", &mut arts).status.success(),
+        "{arts:?}"
+    );
+
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("worker-json.log");
+    let mut w = app.cmd();
+    plant(&mut w);
+    w.args(["--log-format", "json", "worker", "--concurrency", "2"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let worker = WorkerProc {
+        child: w.spawn().unwrap(),
+    };
+    let info = app.wait_finished("secstore", Duration::from_secs(60)).await;
+    assert_eq!(info.count(JobState::Succeeded), 2, "{:?}", info.counts);
+    for args in [
+        &["results", "secstore"][..],
+        &["report", "secstore"],
+        &["status", "secstore"],
+        &["check-config"],
+    ] {
+        let mut c = app.cmd();
+        plant(&mut c);
+        run(c.args(args), &args.join(" "), &mut arts);
+    }
+    let mut bad = app.cmd();
+    plant(&mut bad);
+    bad.env(
+        "RESTYLE__OUTPUT__STORE",
+        format!("s3://{STORE_KEY_ID}:{STORE_SECRET}@{bucket}/runs"),
+    )
+    .arg("check-config");
+    let refused = run(&mut bad, "credentials in output.store", &mut arts);
+    assert!(
+        !refused.status.success(),
+        "a store URL with credentials is refused"
+    );
+    drop(worker);
+    arts.push(("worker log".into(), std::fs::read_to_string(&log).unwrap()));
+    arts.push(("redis namespace".into(), dump_namespace(&app).await));
+    let store = store_of(&app);
+    let listed = objects(&app, "").await;
+    assert!(
+        listed.iter().any(|(k, _)| k.ends_with("index.html")),
+        "{listed:?}"
+    );
+    for (name, _) in &listed {
+        let body = store.get(name, 1 << 26).await.unwrap().unwrap_or_default();
+        arts.push((format!("s3 {name}"), String::from_utf8_lossy(&body).into()));
+    }
+    let cc = arts.iter().find(|(l, _)| l == "check-config").unwrap();
+    assert!(
+        cc.1.contains(&format!("output.store = s3://{bucket}/runs")),
+        "{}",
+        cc.1
+    );
+    let mut leaks = Vec::new();
+    for (name, secret) in [
+        ("store key id", STORE_KEY_ID),
+        ("store secret", STORE_SECRET),
+        ("store session token", STORE_TOKEN),
+    ] {
+        for enc in encodings(secret) {
+            for (label, text) in &arts {
+                if text.contains(&enc) {
+                    leaks.push(format!("{name} ({enc}) in {label}"));
+                }
+            }
+        }
+    }
+    assert!(
+        leaks.is_empty(),
+        "store credentials leaked:\n{}",
+        leaks.join("\n")
+    );
+}
