@@ -14,7 +14,8 @@
 //! - [`producer`]: expands a validated batch into jobs and enqueues them idempotently.
 //! - [`job`]: the job as a type: its states, its record, its id, a transition.
 //! - [`queue`]: the apalis `Backend` on Redis; owns every Redis key and Lua script
-//!   (job records, batch counters, leases, parked jobs, the dead set).
+//!   (job records, batch counters, leases, parked jobs, the dead set, and the retention
+//!   that expires finished batches).
 //! - [`worker`]: the run loop and a single-step entry; one file per stage (submit,
 //!   poll, finish) and the batch-done announcement.
 //! - [`admission`]: the gate before each upstream call: account pause, budget, fleet-wide
@@ -22,7 +23,8 @@
 //! - [`upstream`]: the provider trait, error classes, the poll schedule; one module per
 //!   provider.
 //! - [`cost`] and [`money`]: estimates and tallies, in exact [`money::Usd`].
-//! - [`sink`]: results: the result line, the JSONL file and downloaded outputs.
+//! - [`sink`]: results: the result line, the JSONL file and downloaded outputs, or an
+//!   object store (S3, GCS, Azure) holding outputs, result objects, JSONL and sheet.
 //! - [`egress`]: where output downloads and webhooks may connect (no loopback, private,
 //!   link-local or metadata addresses unless allowed), after DNS and on every redirect.
 //! - [`status`]: the one place that renders tables and progress; [`report`] the HTML

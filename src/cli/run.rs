@@ -256,10 +256,11 @@ async fn open_batch(
 ) -> Result<(Settings, Queue, crate::queue::BatchInfo), CliError> {
     let settings = load_settings(cli)?;
     let queue = Queue::connect(&settings.redis, &settings.queue, RetryMode::FailFast).await?;
-    let info = queue
-        .batch(batch_id)
-        .await?
-        .ok_or_else(|| CliError::NotFound(format!("no batch {batch_id}")))?;
+    let Some(info) = queue.batch(batch_id).await? else {
+        // Its records may have expired (output.retention): the tombstone says where to.
+        super::store::gone(&queue, batch_id).await?;
+        return Err(CliError::NotFound(format!("no batch {batch_id}")));
+    };
     Ok((settings, queue, info))
 }
 

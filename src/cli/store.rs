@@ -59,7 +59,13 @@ pub async fn report(
         .await
         .map_err(sink_error)?;
     if !wrote {
-        gone(queue, batch_id).await?;
+        if queue.batch(batch_id).await?.is_none() {
+            gone(queue, batch_id).await?;
+        }
+        // It finished meanwhile: this run's view is the final one.
+        sheet::publish(queue, store, settings.output.link_ttl, batch_id)
+            .await
+            .map_err(sink_error)?;
     }
     Ok(store.url_of(&format!("{batch_id}/index.html")))
 }

@@ -70,7 +70,8 @@ pub async fn read_results(
 }
 
 /// Regenerates the batch's `results.jsonl` and `index.html` in the store from its records.
-/// `false` when the batch has no records in Redis (nothing to regenerate from).
+/// `false` when nothing was written: the batch has no records in Redis, or it finished
+/// while this snapshot of it was being made (the finishing stage writes the final one).
 pub async fn publish(
     queue: &Queue,
     store: &ObjectSink,
@@ -108,6 +109,14 @@ pub async fn publish(
         }
     }
     let html = crate::report::render_with(&info, &records, now_ms(), &links);
+    // A snapshot taken while the batch ran must not land over the final one that the
+    // stage finishing the batch writes: look again just before writing.
+    if !info.is_finished() {
+        let now = queue.batch(batch_id).await.map_err(redis)?;
+        if now.is_none_or(|b| b.is_finished()) {
+            return Ok(false);
+        }
+    }
     store
         .put(
             &format!("{batch_id}/results.jsonl"),
