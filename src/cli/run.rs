@@ -101,6 +101,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let (settings, queue, info) = open_batch(&cli, batch_id).await?;
             let ups = upstream::build_all(&settings).map_err(|e| CliError::Other(e.into()))?;
             let r = ops::cancel(&queue, &ups, &info).await?;
+            super::store::schedule_retention(&queue, &settings, batch_id).await;
             eprintln!(
                 "cancelled {} jobs ({} cancelled upstream, {} left running upstream: the provider has no cancel)",
                 r.cancelled, r.cancelled_upstream, r.left_running_upstream
@@ -131,13 +132,14 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             resubmit,
             fail,
         } => {
-            let (_, queue, info) = open_batch(&cli, batch_id).await?;
+            let (settings, queue, info) = open_batch(&cli, batch_id).await?;
             let how = match (resubmit, fail) {
                 (true, _) => ops::Reconcile::Resubmit,
                 (_, true) => ops::Reconcile::Fail,
                 _ => ops::Reconcile::List,
             };
             let ids = ops::reconcile(&queue, &info, how).await?;
+            super::store::schedule_retention(&queue, &settings, batch_id).await;
             for id in &ids {
                 println!("{id}");
             }

@@ -1,6 +1,7 @@
 //! The commands' side of the results store: `results` and `report` read from and write to
 //! the object store when `output.store` names one, and `status` on a batch whose records
-//! expired (`output.retention`) says so and where its results are.
+//! expired (`output.retention`) says so and where its results are; operators' commands
+//! that finish a batch schedule its expiry.
 
 use super::CliError;
 use crate::config::Settings;
@@ -94,5 +95,24 @@ pub async fn gone(queue: &Queue, batch_id: &str) -> Result<(), CliError> {
             )))
         }
         None => Err(CliError::NotFound(format!("no batch {batch_id}"))),
+    }
+}
+
+/// After an operator's command that may have finished the batch (`cancel`, `reconcile
+/// --fail`: no stage's transition reported it), schedules its records to expire; nothing
+/// when it is not finished. A failure only warns: `restyle purge` stays.
+pub async fn schedule_retention(queue: &Queue, settings: &Settings, batch_id: &str) {
+    let out = &settings.output;
+    let sink = match &out.store {
+        crate::config::StoreLocation::Object(u) => {
+            format!("{}/{batch_id}/", u.as_str().trim_end_matches('/'))
+        }
+        crate::config::StoreLocation::Local => out.dir.join(batch_id).display().to_string(),
+    };
+    if let Err(e) = queue
+        .schedule_retention(batch_id, out.retention, &sink)
+        .await
+    {
+        tracing::warn!(batch_id, error = %e, "Could not schedule the batch's records to expire.");
     }
 }

@@ -159,3 +159,29 @@ async fn old_dead_entries_without_records_are_dropped_and_retention_zero_keeps_a
     let reason: Option<String> = c.hget(&orphans, "garbage\u{1}id").await.unwrap();
     assert!(reason.is_none());
 }
+
+/// A batch finished by an operator (`restyle cancel`: no stage reported the finish) is
+/// scheduled by the command, and expires like any other.
+#[tokio::test]
+async fn a_batch_an_operator_cancelled_expires_too() {
+    let app = retention_app(fast_knobs()).await;
+    app.enqueue("cancelled", &prompts(3)).await;
+    let out = app.cmd().args(["cancel", "cancelled"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(app.info("cancelled").await.is_finished());
+    pass_until(&app, "the cancelled batch expires", |e| {
+        e.batches.contains(&"cancelled".to_string())
+    })
+    .await;
+    let t = app
+        .queue
+        .tombstone("cancelled")
+        .await
+        .unwrap()
+        .expect("tombstone");
+    assert!(t.counts.contains("cancelled=3"), "{t:?}");
+}
