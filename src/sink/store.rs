@@ -10,7 +10,8 @@
 //!   redelivery overwrites nothing; streamed as a multipart upload that becomes visible
 //!   only on completion (an upload cut short leaves no object under the name), its SHA-256
 //!   computed on the way and recorded in the job's record and result, its length checked
-//!   against the stored object's;
+//!   against the stored object's (on S3 each part also carries its own SHA-256, which the
+//!   server verifies on arrival);
 //! - `<batch>/results/<job>.json`: the job's result line, one object per job (its newest
 //!   outcome);
 //! - `<batch>/results.jsonl` and `<batch>/index.html`: regenerated as jobs finish
@@ -81,8 +82,10 @@ impl ObjectSink {
         let bucket = url.host_str().unwrap_or_default();
         let (store, signer): (Arc<dyn ObjectStore>, Arc<dyn Signer>) = match url.scheme() {
             "s3" => {
+                // Each request's body carries its SHA-256, which S3 checks on arrival.
                 let mut b = object_store::aws::AmazonS3Builder::from_env()
                     .with_bucket_name(bucket)
+                    .with_checksum_algorithm(object_store::aws::Checksum::SHA256)
                     .with_client_options(opts);
                 if let Some(e) = &out.store_endpoint {
                     b = b.with_endpoint(e.as_str().trim_end_matches('/'));
