@@ -207,6 +207,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::CheckConfig => {
             let settings = load_settings(&cli)?;
+            // The store's client builds (its CA file reads) or the check fails.
+            super::store::open(&settings)?;
             for (k, v) in settings.effective() {
                 println!("{k} = {v}");
             }
