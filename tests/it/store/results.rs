@@ -113,6 +113,17 @@ async fn a_batch_ends_with_every_result_in_the_bucket_sha256_checked() {
         String::from_utf8_lossy(&out.stderr).contains("s3://"),
         "says where it read from"
     );
+    let report = app.cmd().args(["report", "inbucket"]).output().unwrap();
+    assert!(
+        report.status.success(),
+        "{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    let page_url = String::from_utf8_lossy(&report.stdout);
+    assert!(
+        page_url.trim().ends_with("/runs/inbucket/index.html"),
+        "{page_url}"
+    );
     let local = files_under(app.out.path());
     assert!(local.is_empty(), "nothing written locally: {local:?}");
 }
