@@ -228,6 +228,14 @@ pub struct EnqueueArgs {
     /// Hook told once when the batch finishes: a name from the settings' [hooks.<name>].
     #[arg(long, value_name = "HOOK")]
     pub on_done: Option<String>,
+    /// Price tier where the provider sells two: standard (cheaper, 720p) or pro (the
+    /// default). fal and kling only.
+    #[arg(long, value_parser = ["standard", "pro"])]
+    pub tier: Option<String>,
+    /// Enqueue without probing the source clip and images against the provider's limits
+    /// (duration, size, frame rate, container, bytes). Works with a batch file too.
+    #[arg(long)]
+    pub skip_probe: bool,
 }
 
 /// Every failure a command can end with, each with its exit code.

@@ -5,6 +5,7 @@ mod architecture;
 mod bad_input;
 mod budget;
 mod check_config;
+mod clips;
 mod compat;
 mod crash;
 mod deploy;

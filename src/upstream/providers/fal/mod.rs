@@ -387,12 +387,16 @@ pub const PROVIDER: crate::upstream::registry::Provider = crate::upstream::regis
     models: crate::upstream::registry::Models {
         edit: Ok(crate::upstream::registry::ModelLimits {
             max_element_refs: 3,
+            tiers: crate::upstream::registry::ModelLimits::TWO_TIERS,
+            source: crate::upstream::registry::source_limits::FAL,
             ..crate::upstream::registry::ModelLimits::BASE
         }),
         reference: Ok(crate::upstream::registry::ModelLimits {
             max_element_refs: 3,
             aspect_ratios: &["16:9", "9:16", "1:1", "auto"],
             durations: &[3, 4, 5, 6, 7, 8, 9, 10],
+            tiers: crate::upstream::registry::ModelLimits::TWO_TIERS,
+            source: crate::upstream::registry::source_limits::FAL,
             ..crate::upstream::registry::ModelLimits::BASE
         }),
     },

@@ -193,6 +193,8 @@ pub const PROVIDER: crate::upstream::registry::Provider = crate::upstream::regis
             inline_elements: false,
             // `video_url`: "obtained via URL" only.
             inline_video: false,
+            tiers: crate::upstream::registry::ModelLimits::TWO_TIERS,
+            source: crate::upstream::registry::source_limits::KLING,
             ..crate::upstream::registry::ModelLimits::BASE
         }),
         reference: Ok(crate::upstream::registry::ModelLimits {
@@ -200,6 +202,8 @@ pub const PROVIDER: crate::upstream::registry::Provider = crate::upstream::regis
             inline_video: false,
             aspect_ratios: &["16:9", "9:16", "1:1"],
             durations: &[3, 4, 5, 6, 7, 8, 9, 10],
+            tiers: crate::upstream::registry::ModelLimits::TWO_TIERS,
+            source: crate::upstream::registry::source_limits::KLING,
             ..crate::upstream::registry::ModelLimits::BASE
         }),
     },
