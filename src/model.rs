@@ -320,6 +320,8 @@ pub struct GenerationRequest {
     pub duration: Option<u32>,
     /// Prompts refer to them as `@Element1`…; each provider file translates.
     pub elements: Vec<MediaElement>,
+    /// The batch's price tier; `None`: the provider's default.
+    pub tier: Option<Tier>,
 }
 
 impl GenerationRequest {
@@ -354,6 +356,7 @@ impl GenerationRequest {
             aspect_ratio: shared.aspect_ratio.clone(),
             duration: shared.duration,
             elements: media.elements.clone(),
+            tier: shared.tier,
         }
     }
 

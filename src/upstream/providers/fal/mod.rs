@@ -69,11 +69,17 @@ struct File {
     url: Option<String>,
 }
 
-/// The endpoint id of a model (Pro tier).
-pub fn model_path(model: ModelKind) -> &'static str {
-    match model {
-        ModelKind::Edit => "fal-ai/kling-video/o1/video-to-video/edit",
-        ModelKind::Reference => "fal-ai/kling-video/o1/video-to-video/reference",
+/// The endpoint id of a model: the pro tier's (fal's unmarked endpoints, the default) or
+/// the standard tier's (`…/o1/standard/…`).
+pub fn model_path(model: ModelKind, tier: Option<crate::model::Tier>) -> &'static str {
+    use crate::model::Tier::Standard;
+    match (model, tier) {
+        (ModelKind::Edit, Some(Standard)) => "fal-ai/kling-video/o1/standard/video-to-video/edit",
+        (ModelKind::Reference, Some(Standard)) => {
+            "fal-ai/kling-video/o1/standard/video-to-video/reference"
+        }
+        (ModelKind::Edit, _) => "fal-ai/kling-video/o1/video-to-video/edit",
+        (ModelKind::Reference, _) => "fal-ai/kling-video/o1/video-to-video/reference",
     }
 }
 
@@ -288,7 +294,7 @@ impl Upstream for Fal {
         let url = format!(
             "{}/{}",
             self.base.as_str().trim_end_matches('/'),
-            model_path(req.model)
+            model_path(req.model, req.tier)
         );
         let body = crate::upstream::body::JsonBody::for_request(&request_body(req), req)?;
         let mut rb = self.http.post(url);

@@ -120,8 +120,13 @@ impl Upstream for Kling {
     }
 
     async fn submit(&self, req: &GenerationRequest) -> Result<String, UpstreamError> {
-        let body =
-            crate::upstream::body::JsonBody::for_request(&request_body(req, self.mode)?, req)?;
+        // The batch's tier chooses the mode; without one, `providers.kling.mode`.
+        let mode = match req.tier {
+            Some(crate::model::Tier::Standard) => KlingMode::Std,
+            Some(crate::model::Tier::Pro) => KlingMode::Pro,
+            None => self.mode,
+        };
+        let body = crate::upstream::body::JsonBody::for_request(&request_body(req, mode)?, req)?;
         let rb = crate::upstream::body::json(self.http.post(self.url(None)?), body);
         let resp = self.auth(rb)?.send().await.map_err(|e| {
             crate::upstream::transport_error(ProviderName::Kling, e, true, "submit")
