@@ -24,6 +24,7 @@ mod operator;
 mod outage;
 mod poison;
 mod pipeline;
+mod probe;
 mod provider_fal;
 mod provider_kling;
 mod provider_oxen;
