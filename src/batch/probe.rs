@@ -194,6 +194,16 @@ fn images(
     err: &dyn Fn(&str, String) -> BatchError,
 ) -> Result<(), BatchError> {
     let shared = &batch.shared;
+    let l = &limits.image;
+    let bounded = !l.formats.is_empty()
+        || l.min_side.is_some()
+        || l.min_aspect_milli.is_some()
+        || l.max_aspect_milli.is_some()
+        || l.max_bytes.is_some();
+    if !bounded {
+        // The provider documents nothing to hold an image to.
+        return Ok(());
+    }
     let mut named: Vec<(&str, String, &String)> = shared
         .image_list
         .iter()
