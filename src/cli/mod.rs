@@ -64,7 +64,7 @@ pub enum Command {
     ///   restyle enqueue --video https://cdn.example.com/clip.mp4 --prompt "neon night" --prompt "autumn"
     ///   restyle enqueue --video ./clip.mp4 --prompts-file prompts.csv
     #[command(verbatim_doc_comment)]
-    Enqueue(EnqueueArgs),
+    Enqueue(Box<EnqueueArgs>),
     /// Run a worker until SIGTERM/SIGINT. Run as many as you like, on any machines.
     Worker {
         /// Stages run at once (each is one HTTP call; waiting jobs hold no slot).

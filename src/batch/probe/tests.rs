@@ -206,7 +206,7 @@ fn hostile_headers_are_refused() {
                 ftyp,
                 &(boxes::MAX_MOOV_BYTES as u32 + 8).to_be_bytes(),
                 b"moov",
-                &vec![0u8; 64],
+                &[0u8; 64],
             ]
             .concat(),
             "past the end",
