@@ -136,6 +136,24 @@ async fn probe_skip_probe_enqueues_a_refused_clip_and_says_so() {
     let status = app.cmd().args(["status", &id]).output().unwrap();
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(text.contains("source clip: not probed"), "{text}");
+
+    // The probe's reading is no part of what the batch is: probed, then enqueued again
+    // unprobed, it is the same batch and nothing is added.
+    let ok = copy_asset(&app, "ok.mp4");
+    let first = enqueue(&app, &["--provider", "fal", "--video", &ok], &[]);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let again = enqueue(
+        &app,
+        &["--provider", "fal", "--video", &ok, "--skip-probe"],
+        &[],
+    );
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("was already enqueued"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(first.stdout, again.stdout);
 }
 
 #[tokio::test]
