@@ -13,6 +13,13 @@
 //!
 //! A breach is a [`BatchError`] naming the field, the measured value and the limit
 //! (`check`); the probe's reading is recorded with the batch ([`SourceProbe`]).
+//!
+//! Why `mp4parse` (Mozilla's, 0.17): it is what Firefox parses untrusted MP4 with, so it
+//! is fuzzed and allocates fallibly (a hostile `stsd` count or `stts` length is an error,
+//! not an abort), reads QuickTime's `qt  ` files, and needs no decoder or binary. The
+//! `mp4` crate (alfg) was last released in 2023 and sizes its buffers from box headers;
+//! `re_mp4` (Rerun's fork of it) is built for demuxing samples, more than a header probe
+//! needs.
 
 mod boxes;
 mod check;
