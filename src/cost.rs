@@ -11,10 +11,14 @@ use std::fmt;
 /// The estimated cost of one job of this batch, when a price and the output length are
 /// known.
 pub fn estimate(settings: &Settings, shared: &BatchShared) -> Option<Usd> {
-    let price = settings
-        .provider(shared.provider)
-        .prices
-        .for_model(shared.model)?;
+    let p = settings.provider(shared.provider);
+    // Without a tier of its own a batch runs on the provider's default: Kling's
+    // configured mode, fal's pro endpoints.
+    let tier = shared.tier.or(match p.mode {
+        Some(crate::config::KlingMode::Std) => Some(crate::model::Tier::Standard),
+        _ => None,
+    });
+    let price = p.prices.for_tier(shared.model, tier)?;
     Some(price.times_seconds(shared.output_seconds()?))
 }
 
@@ -69,6 +73,32 @@ impl fmt::Display for CostTally {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tier_and_the_probed_duration_set_the_estimate() {
+        use crate::model::{ModelKind, ProviderName, Tier};
+        let mut s = Settings::builtin();
+        let p = s.providers.get_mut(&ProviderName::Fal).unwrap();
+        p.prices.edit = Usd::parse("0.2");
+        p.prices.standard_edit = Usd::parse("0.1");
+        let mut b = BatchShared::new("b", ProviderName::Fal, ModelKind::Edit, "https://x/v");
+        b.clip_seconds = Some(10.0);
+        assert_eq!(estimate(&s, &b), Usd::parse("2"));
+        b.tier = Some(Tier::Standard);
+        assert_eq!(estimate(&s, &b), Usd::parse("1"));
+        // The probed length wins over the producer's clip_seconds.
+        b.source = Some(crate::batch::SourceProbe {
+            container: "mp4".into(),
+            duration_secs: 4.0,
+            width: 1280,
+            height: 720,
+            fps: 30.0,
+            codec: "h264".into(),
+            audio: false,
+            bytes: None,
+        });
+        assert_eq!(estimate(&s, &b), Usd::parse("0.4"));
+    }
 
     #[test]
     fn sums_exactly_and_says_what_is_unknown() {

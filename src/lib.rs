@@ -7,7 +7,8 @@
 //!
 //! Pipeline, and the module that owns each part, in order:
 //!
-//! - [`batch`]: batch spec (TOML, CLI flags, prompt files), validation, batch ids.
+//! - [`batch`]: batch spec (TOML, CLI flags, prompt files), validation, batch ids, and
+//!   the enqueue-time probe of the source clip and images against provider limits.
 //! - [`model`]: the shared vocabulary: providers, models, the batch and job payload.
 //! - [`media`]: the video and images a batch sends: stored references, payloads held once
 //!   per batch, and the handles requests carry.

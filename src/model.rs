@@ -89,6 +89,43 @@ impl ModelKind {
     }
 }
 
+/// A provider's price tier of the same model, chosen per batch (`tier`): fal's
+/// `kling-video/o1/standard/…` endpoints beside the pro ones, Kling's `mode` `std`/`pro`.
+/// Unset, a batch runs on the provider's default (fal: pro; Kling: `providers.kling.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// The cheaper tier (fal standard, Kling `std`, 720p output).
+    Standard,
+    /// The dearer tier (fal's unmarked endpoints, Kling `pro`, 1080p output).
+    Pro,
+}
+
+impl Tier {
+    /// The word in batch files and flags.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Standard => "standard",
+            Tier::Pro => "pro",
+        }
+    }
+
+    /// Reads the word in batch files and flags.
+    pub fn parse(s: &str) -> Option<Tier> {
+        match s {
+            "standard" => Some(Tier::Standard),
+            "pro" => Some(Tier::Pro),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl fmt::Display for ModelKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -138,6 +175,14 @@ pub struct BatchShared {
     /// field) rather than send a reference upstream.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub media: std::collections::BTreeMap<String, crate::media::StoredMedia>,
+    /// The price tier chosen for the batch; `None` (left out): the provider's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<Tier>,
+    /// What the enqueue-time probe read from the source clip's container headers; `None`
+    /// (left out) when it was not probed (`--skip-probe`, a server without ranges, WebM).
+    /// Not part of the batch's digest: the same batch probed again is the same batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<crate::batch::SourceProbe>,
 }
 
 /// What a batch's `on_done` says. A batch only names a hook; the workers' settings define
@@ -187,6 +232,8 @@ impl BatchShared {
             max_cost: None,
             on_done: None,
             media: Default::default(),
+            tier: None,
+            source: None,
         }
     }
 
@@ -212,7 +259,12 @@ impl BatchShared {
     pub fn output_seconds(&self) -> Option<f64> {
         match self.model {
             ModelKind::Reference => Some(f64::from(self.duration.unwrap_or(5))),
-            ModelKind::Edit => self.clip_seconds,
+            // The probed length is the real one; `clip_seconds` is the producer's word.
+            ModelKind::Edit => self
+                .source
+                .as_ref()
+                .map(|s| s.duration_secs)
+                .or(self.clip_seconds),
         }
     }
 }
@@ -268,6 +320,8 @@ pub struct GenerationRequest {
     pub duration: Option<u32>,
     /// Prompts refer to them as `@Element1`…; each provider file translates.
     pub elements: Vec<MediaElement>,
+    /// The batch's price tier; `None`: the provider's default.
+    pub tier: Option<Tier>,
 }
 
 impl GenerationRequest {
@@ -302,6 +356,7 @@ impl GenerationRequest {
             aspect_ratio: shared.aspect_ratio.clone(),
             duration: shared.duration,
             elements: media.elements.clone(),
+            tier: shared.tier,
         }
     }
 

@@ -69,7 +69,18 @@ pub async fn enqueue_with(
         })
         .collect();
     let mut h = HashWriter(Sha256::new());
-    serde_json::to_writer(&mut h, shared).expect("batch spec serializes");
+    // The probe's reading is recorded with the batch but is no part of what it is.
+    let unprobed;
+    let hashed = if shared.source.is_some() {
+        unprobed = crate::model::BatchShared {
+            source: None,
+            ..shared.clone()
+        };
+        &unprobed
+    } else {
+        shared
+    };
+    serde_json::to_writer(&mut h, hashed).expect("batch spec serializes");
     for (_, p) in &jobs {
         h.0.update(p.as_bytes());
     }

@@ -311,6 +311,9 @@ fn page(info: &BatchInfo, cards: &[Card<'_>], now: u64) -> Markup {
                     @if let Some(why) = &info.damaged {
                         p class="damaged" { "Batch record damaged: " (why) }
                     }
+                    @if let Some(src) = crate::status::source_of(info) {
+                        p class="source" { "Source clip: " (src.summary()) }
+                    }
                     p class="cost" {
                         "Cost so far: " b { (cost) } " "
                         span class="muted" { "(succeeded jobs)" }

@@ -40,6 +40,22 @@ pub struct BatchStatus {
     pub paused_providers: BTreeMap<String, ProviderPause>,
     /// Admission state of every provider (shared by all batches of the namespace).
     pub providers: BTreeMap<String, ProviderStatus>,
+    /// What the enqueue-time probe read of the source clip, when it was probed.
+    pub source: Option<crate::batch::SourceProbe>,
+    /// The batch's price tier, when it chose one.
+    pub tier: Option<String>,
+}
+
+/// The probe's reading of a batch's source clip, from its stored spec (`None` when the
+/// clip was not probed, or the spec is unreadable: status never fails on it).
+pub fn source_of(info: &BatchInfo) -> Option<crate::batch::SourceProbe> {
+    let spec: serde_json::Value = serde_json::from_str(&info.spec_json).ok()?;
+    serde_json::from_value(spec.get("source")?.clone()).ok()
+}
+
+fn tier_of(info: &BatchInfo) -> Option<String> {
+    let spec: serde_json::Value = serde_json::from_str(&info.spec_json).ok()?;
+    spec.get("tier")?.as_str().map(str::to_owned)
 }
 
 /// One provider's admission state: in flight against its cap, rate, cool-down, pause.
@@ -87,6 +103,8 @@ pub async fn gather(
     }
     let (paused_providers, providers) = provider_statuses(queue, settings).await?;
     Ok(BatchStatus {
+        source: source_of(&info),
+        tier: tier_of(&info),
         batch_id: info.batch_id.clone(),
         total: info.total,
         done: info.done,
@@ -162,6 +180,13 @@ pub fn print_table(s: &BatchStatus) {
             );
             println!("  batch record damaged: {why}");
         }
+    }
+    match &s.source {
+        Some(p) => println!("  source clip: {}", p.summary()),
+        None => println!("  source clip: not probed"),
+    }
+    if let Some(t) = &s.tier {
+        println!("  tier: {t}");
     }
     for state in JobState::ALL {
         let n = s.counts.get(&state).copied().unwrap_or(0);

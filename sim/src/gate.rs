@@ -137,16 +137,38 @@ pub(crate) fn serve<P: Protocol, T>(
     validate: impl FnOnce() -> Result<T, Box<Response>>,
     handle: impl FnOnce(&str, T) -> Response,
 ) -> Response {
+    serve_tagged::<P, T>(state, headers, call, Tag::default(), validate, |k, v, _| {
+        handle(k, v)
+    })
+}
+
+/// What a logged request says beyond its kind: the submit's path (fal's endpoint names
+/// the tier) and the mode a Kling create asked for.
+#[derive(Debug, Default)]
+pub(crate) struct Tag {
+    pub path: Option<String>,
+    pub mode: Option<String>,
+}
+
+/// [`serve`], logging `tag` with the request; `handle` may add to it.
+pub(crate) fn serve_tagged<P: Protocol, T>(
+    state: &SimState,
+    headers: &HeaderMap,
+    call: Call,
+    mut tag: Tag,
+    validate: impl FnOnce() -> Result<T, Box<Response>>,
+    handle: impl FnOnce(&str, T, &mut Tag) -> Response,
+) -> Response {
     let arrival = SystemTime::now();
     let key = match authenticate::<P>(state, headers) {
         Ok(key) => key,
         Err(resp) => return *resp,
     };
     let resp = match admit::<P, T>(state, &key, call, validate) {
-        Ok(valid) => handle(&key, valid),
+        Ok(valid) => handle(&key, valid, &mut tag),
         Err(resp) => *resp,
     };
-    state.record_request(arrival, call.kind, resp.status().as_u16());
+    state.record_request(arrival, call.kind, resp.status().as_u16(), tag);
     resp
 }
 

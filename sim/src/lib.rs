@@ -17,6 +17,7 @@ mod limits;
 mod media;
 mod model;
 mod oxen;
+mod probe;
 mod state;
 
 #[cfg(test)]

@@ -34,6 +34,13 @@ pub struct RequestLogEntry {
     pub kind: RequestKind,
     /// The HTTP status it was answered with.
     pub status: u16,
+    /// A submit's path, where it says more than the kind (fal: the endpoint, hence the
+    /// tier).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The `mode` a Kling create asked for (`std`, `pro`; `pro` when none was sent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
 }
 
 /// A token bucket that starts full and refills continuously.
@@ -167,7 +174,13 @@ impl SimState {
     }
 
     /// Logs an authorized API request and counts it under its arrival second.
-    pub(crate) fn record_request(&self, arrival: SystemTime, kind: RequestKind, status: u16) {
+    pub(crate) fn record_request(
+        &self,
+        arrival: SystemTime,
+        kind: RequestKind,
+        status: u16,
+        tag: crate::gate::Tag,
+    ) {
         let since = arrival.duration_since(UNIX_EPOCH).unwrap_or_default();
         let at_ms = u64::try_from(since.as_millis()).unwrap_or(u64::MAX);
         let second = since.as_secs();
@@ -180,6 +193,8 @@ impl SimState {
             at_ms,
             kind,
             status,
+            path: tag.path,
+            mode: tag.mode,
         });
     }
 }

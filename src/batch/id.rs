@@ -56,6 +56,8 @@ struct IdInput<'a, D: Serialize> {
     /// The batch's `on_done` as it is stored, whatever its shape.
     #[serde(skip_serializing_if = "Option::is_none")]
     on_done: Option<&'a D>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tier: Option<crate::model::Tier>,
     prompts: &'a [String],
 }
 
@@ -74,6 +76,7 @@ pub(super) fn derive_batch_id(slug: &str, shared: &BatchShared, prompts: &[Strin
         clip_seconds: shared.clip_seconds,
         max_cost: shared.max_cost,
         on_done: shared.on_done.as_ref(),
+        tier: shared.tier,
         prompts,
     };
     let json = serde_json::to_vec(&input).expect("batch options serialize to JSON");

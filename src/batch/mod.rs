@@ -10,6 +10,7 @@ mod id;
 mod limits;
 mod local;
 mod media;
+pub mod probe;
 mod prompts;
 mod sniff;
 mod spec;
@@ -20,6 +21,7 @@ mod text;
 
 pub use id::{validate_batch_id, MAX_BATCH_ID_LEN};
 pub use limits::BatchLimits;
+pub use probe::{ImageProbe, SourceProbe};
 
 use crate::model::{BatchShared, ModelKind, ProviderName, ValidatedBatch, PAYLOAD_VERSION};
 use id::{derive_batch_id, slug_from_stem};
@@ -55,6 +57,8 @@ pub struct BatchFlags {
     pub clip_seconds: Option<f64>,
     /// The hook (defined in settings) told once when the batch finishes.
     pub on_done: Option<String>,
+    /// `standard` or `pro`, where the provider sells both.
+    pub tier: Option<String>,
 }
 
 /// Why a batch spec was rejected: where, which variant (1-based, in final prompt order),
@@ -140,6 +144,7 @@ struct RawSpec {
     clip_seconds: Option<f64>,
     /// The name of a hook the settings define.
     on_done: Option<String>,
+    tier: Option<String>,
 }
 
 /// An `[[elements]]` entry as written.
@@ -218,6 +223,7 @@ pub fn from_flags(flags: &BatchFlags, limits: &BatchLimits) -> Result<ValidatedB
         max_cost: flags.max_cost,
         clip_seconds: flags.clip_seconds,
         on_done: flags.on_done.clone(),
+        tier: flags.tier.clone(),
     };
     build(raw, &origin, limits)
 }
@@ -259,6 +265,8 @@ fn build(
     let table = table::limits(provider, model).map_err(|m| origin.err("model", m))?;
     let aspect_ratio = check_aspect_ratio(raw.aspect_ratio, model, &table, origin)?;
     let duration = check_duration(raw.duration, model, &table, origin)?;
+    let tier = table::check_tier(raw.tier.as_deref(), provider, &table)
+        .map_err(|m| origin.err("tier", m))?;
 
     let prompts = prompts::collect(raw.prompts, raw.prompts_file.as_deref(), origin, limits)?;
 
@@ -369,6 +377,8 @@ fn build(
         max_cost: raw.max_cost.and_then(crate::money::Usd::from_f64),
         on_done,
         media: Default::default(),
+        tier,
+        source: None,
     };
     shared.batch_id = match raw.batch_id {
         Some(id) => id,

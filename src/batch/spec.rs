@@ -21,6 +21,7 @@ const TOP_KEYS: &[&str] = &[
     "max_cost",
     "clip_seconds",
     "on_done",
+    "tier",
 ];
 
 const ELEMENT_KEYS: &[&str] = &["frontal_image", "reference_images"];
@@ -70,6 +71,7 @@ pub(super) fn parse(text: &str, origin: &Origin) -> Result<RawSpec, BatchError> 
         max_cost: take_number(&mut table, "max_cost").map_err(field_err("max_cost"))?,
         clip_seconds: take_number(&mut table, "clip_seconds").map_err(field_err("clip_seconds"))?,
         on_done,
+        tier: take_string(&mut table, "tier").map_err(field_err("tier"))?,
     })
 }
 

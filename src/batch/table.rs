@@ -2,13 +2,40 @@
 //! aspect ratios, durations, images and elements. Each provider declares its own limits in
 //! its [registry](crate::upstream::registry) entry; pre-flight validation reads them here.
 
-use crate::model::{ModelKind, ProviderName};
+use crate::model::{ModelKind, ProviderName, Tier};
 
 pub use crate::upstream::registry::ModelLimits;
 
 /// The limits of `model` on `provider`, or why that provider does not offer it.
 pub fn limits(provider: ProviderName, model: ModelKind) -> Result<ModelLimits, String> {
     crate::upstream::registry::model_limits(provider, model)
+}
+
+/// The tier a batch asks for, when its provider sells it.
+pub fn check_tier(
+    value: Option<&str>,
+    provider: ProviderName,
+    table: &ModelLimits,
+) -> Result<Option<Tier>, String> {
+    let Some(value) = value else { return Ok(None) };
+    let tier = Tier::parse(value)
+        .ok_or_else(|| format!("must be \"standard\" or \"pro\", got {value:?}"))?;
+    if !table.tiers.contains(&tier) {
+        let takers: Vec<&str> = ProviderName::ALL
+            .iter()
+            .filter(|p| {
+                [ModelKind::Edit, ModelKind::Reference]
+                    .iter()
+                    .any(|m| limits(**p, *m).is_ok_and(|l| !l.tiers.is_empty()))
+            })
+            .map(|p| p.as_str())
+            .collect();
+        return Err(format!(
+            "{provider} sells one tier of this model; tiers are offered by {}",
+            takers.join(", ")
+        ));
+    }
+    Ok(Some(tier))
 }
 
 /// Every provider's models' limits that exist, in registry order.

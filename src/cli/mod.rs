@@ -65,7 +65,7 @@ pub enum Command {
     ///   restyle enqueue --video https://cdn.example.com/clip.mp4 --prompt "neon night" --prompt "autumn"
     ///   restyle enqueue --video ./clip.mp4 --prompts-file prompts.csv
     #[command(verbatim_doc_comment)]
-    Enqueue(EnqueueArgs),
+    Enqueue(Box<EnqueueArgs>),
     /// Run a worker until SIGTERM/SIGINT. Run as many as you like, on any machines.
     Worker {
         /// Stages run at once (each is one HTTP call; waiting jobs hold no slot).
@@ -229,6 +229,14 @@ pub struct EnqueueArgs {
     /// Hook told once when the batch finishes: a name from the settings' [hooks.<name>].
     #[arg(long, value_name = "HOOK")]
     pub on_done: Option<String>,
+    /// Price tier where the provider sells two: standard (cheaper, 720p) or pro (the
+    /// default). fal and kling only.
+    #[arg(long, value_parser = ["standard", "pro"])]
+    pub tier: Option<String>,
+    /// Enqueue without probing the source clip and images against the provider's limits
+    /// (duration, size, frame rate, container, bytes). Works with a batch file too.
+    #[arg(long)]
+    pub skip_probe: bool,
 }
 
 /// Every failure a command can end with, each with its exit code.

@@ -270,11 +270,16 @@ async fn open_batch(
 
 async fn enqueue(cli: &Cli, args: &EnqueueArgs) -> Result<(), CliError> {
     let settings = load_settings(cli)?;
-    let batch = match &args.file {
+    let mut batch = match &args.file {
         Some(path) => {
             if args.video.is_some() || !args.prompts.is_empty() || args.prompts_file.is_some() {
                 return Err(CliError::Usage(
                     "give either a batch file or --video/--prompt flags, not both".into(),
+                ));
+            }
+            if args.tier.is_some() {
+                return Err(CliError::Usage(
+                    "--tier is for batches given by flags; set tier in the batch file".into(),
                 ));
             }
             batch::load_file(path, &settings.limits)?
@@ -294,10 +299,23 @@ async fn enqueue(cli: &Cli, args: &EnqueueArgs) -> Result<(), CliError> {
                 max_cost: args.max_cost,
                 clip_seconds: args.clip_seconds,
                 on_done: args.on_done.clone(),
+                tier: args.tier.clone(),
             },
             &settings.limits,
         )?,
     };
+    let source_name = args
+        .file
+        .as_ref()
+        .map_or_else(|| "command line".to_owned(), |p| p.display().to_string());
+    let notes =
+        batch::probe::preflight(&mut batch, &settings, &source_name, args.skip_probe).await?;
+    for note in notes {
+        eprintln!("note: {note}");
+    }
+    if let Some(p) = &batch.shared.source {
+        eprintln!("source clip: {}", p.summary());
+    }
     let queue = Queue::connect(&settings.redis, &settings.queue, RetryMode::FailFast).await?;
     let store = super::store::open(&settings)?;
     let done = producer::enqueue_with(&queue, &batch, store.as_deref()).await?;

@@ -193,7 +193,12 @@ fn limits(key: &dyn Fn(&str) -> String, p: &RawProvider) -> Result<ProviderLimit
 }
 
 fn prices(key: &dyn Fn(&str) -> String, p: &RawPrices) -> Result<Prices, ConfigError> {
-    for (m, v) in [("edit", p.edit), ("reference", p.reference)] {
+    for (m, v) in [
+        ("edit", p.edit),
+        ("reference", p.reference),
+        ("standard_edit", p.standard_edit),
+        ("standard_reference", p.standard_reference),
+    ] {
         if v.is_some_and(|v| !(v >= 0.0 && v.is_finite())) {
             return Err(invalid(
                 &key(&format!("price_per_second.{m}")),
@@ -204,6 +209,8 @@ fn prices(key: &dyn Fn(&str) -> String, p: &RawPrices) -> Result<Prices, ConfigE
     Ok(Prices {
         edit: p.edit.and_then(Usd::from_f64),
         reference: p.reference.and_then(Usd::from_f64),
+        standard_edit: p.standard_edit.and_then(Usd::from_f64),
+        standard_reference: p.standard_reference.and_then(Usd::from_f64),
     })
 }
 

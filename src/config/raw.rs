@@ -223,6 +223,11 @@ pub(super) struct RawPrices {
     pub(super) edit: Option<f64>,
     #[serde(default)]
     pub(super) reference: Option<f64>,
+    /// The standard tier's prices (fal standard endpoints, Kling `std`).
+    #[serde(default)]
+    pub(super) standard_edit: Option<f64>,
+    #[serde(default)]
+    pub(super) standard_reference: Option<f64>,
 }
 
 fn one() -> u32 {

@@ -317,6 +317,12 @@ pub struct Prices {
     pub edit: Option<Usd>,
     #[serde(serialize_with = "price")]
     pub reference: Option<Usd>,
+    /// The standard tier's prices, where a provider sells two tiers (`edit` and
+    /// `reference` are then the pro tier's).
+    #[serde(serialize_with = "price")]
+    pub standard_edit: Option<Usd>,
+    #[serde(serialize_with = "price")]
+    pub standard_reference: Option<Usd>,
 }
 
 impl Prices {
@@ -324,6 +330,23 @@ impl Prices {
         match m {
             crate::model::ModelKind::Edit => self.edit,
             crate::model::ModelKind::Reference => self.reference,
+        }
+    }
+
+    /// The price of `m` in `tier` (`None` or pro: `edit`/`reference`).
+    pub fn for_tier(
+        &self,
+        m: crate::model::ModelKind,
+        tier: Option<crate::model::Tier>,
+    ) -> Option<Usd> {
+        match (tier, m) {
+            (Some(crate::model::Tier::Standard), crate::model::ModelKind::Edit) => {
+                self.standard_edit
+            }
+            (Some(crate::model::Tier::Standard), crate::model::ModelKind::Reference) => {
+                self.standard_reference
+            }
+            _ => self.for_model(m),
         }
     }
 }

@@ -65,6 +65,12 @@ pub async fn watch(
             every: opts.plain_every,
         }
     };
+    // The source clip as probed at enqueue, once, above the progress.
+    if let Ok(Some(info)) = queue.batch(batch_id).await {
+        if let Some(p) = super::source_of(&info) {
+            eprintln!("batch {batch_id}: source clip {}", p.summary());
+        }
+    }
     let mut unreachable = 0u32;
     loop {
         let snap = match tracker.refresh(queue, settings, batch_id).await {

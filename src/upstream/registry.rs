@@ -8,6 +8,10 @@
 //! `upstream/providers/` ending in its `PROVIDER` entry, one line in [`PROVIDERS`], and
 //! its `[providers.<name>]` defaults in `config/default.toml`.
 
+mod source;
+
+pub use source::{ImageLimits, SourceLimits};
+
 use super::{providers, Upstream, UpstreamError};
 use crate::config::ProviderSettings;
 use crate::model::{ModelKind, ProviderName};
@@ -151,6 +155,10 @@ pub struct ModelLimits {
     /// Whether the video may be a local file or data URI (sent inline or uploaded);
     /// `false`: an https URL only, refused at enqueue otherwise.
     pub inline_video: bool,
+    /// The price tiers a batch may choose (`tier`); empty = the provider has one.
+    pub tiers: &'static [crate::model::Tier],
+    /// What the source clip and reference images must be (the enqueue-time probe).
+    pub source: SourceLimits,
 }
 
 impl ModelLimits {
@@ -164,7 +172,18 @@ impl ModelLimits {
         aspect_ratios: &[],
         durations: &[],
         inline_video: true,
+        tiers: &[],
+        source: source::UNDOCUMENTED,
     };
+
+    /// Standard and pro, where a provider sells both.
+    pub const TWO_TIERS: &'static [crate::model::Tier] =
+        &[crate::model::Tier::Standard, crate::model::Tier::Pro];
+}
+
+/// The per-provider source tables, for the providers' entries.
+pub mod source_limits {
+    pub use super::source::{FAL, KLING, OXEN, UNDOCUMENTED};
 }
 
 /// The entry of a provider.

@@ -524,7 +524,11 @@ async fn files_inside_the_batch_directory_are_accepted() {
     let app = TestApp::new(fast_knobs()).await;
     let dir = app.out.path().join("campaign");
     std::fs::create_dir_all(dir.join("media")).unwrap();
-    write(&dir.join("media/clip.mov"), MP4_HEAD);
+    let mov = crate::clips::Clip {
+        mov: true,
+        ..crate::clips::Clip::OK
+    };
+    write(&dir.join("media/clip.mov"), mov.bytes());
     std::os::unix::fs::symlink("media/clip.mov", dir.join("latest.mov")).unwrap();
     write(
         &dir.join("media/logo.png"),

@@ -151,6 +151,8 @@ impl TestApp {
                 max_cost: None,
                 on_done: None,
                 media: Default::default(),
+                tier: None,
+                source: None,
             },
             prompts: prompts.to_vec(),
         }

@@ -13,9 +13,6 @@ use restyle::model::ProviderName;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// The first bytes of an MP4 file: an `ftyp` box (size, `ftyp`, brand `isom`).
-const MP4_HEAD: &[u8] = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2";
-
 const MIB: usize = 1024 * 1024;
 
 /// A clip of 8 MiB and a bit (so no read falls on a chunk boundary).
@@ -39,9 +36,19 @@ async fn world(knobs: restyle::sim::Knobs) -> World {
     }
 }
 
-/// Writes a clip of `len` bytes (an MP4 head, then pseudo-random bytes) into `dir`.
+/// Writes a clip of `len` bytes (a real MP4 head that the enqueue-time probe reads, then
+/// an `mdat` of pseudo-random bytes) into `dir`.
 fn write_clip(dir: &Path, len: usize) -> (PathBuf, Vec<u8>) {
-    let mut bytes = MP4_HEAD.to_vec();
+    let head = crate::clips::Clip {
+        mdat_bytes: 0,
+        ..crate::clips::Clip::OK
+    }
+    .bytes();
+    // The empty mdat's header is rewritten to hold the rest of the file.
+    let mut bytes = head[..head.len() - 8].to_vec();
+    let rest = u32::try_from(len - bytes.len()).expect("clip under 4 GiB");
+    bytes.extend_from_slice(&rest.to_be_bytes());
+    bytes.extend_from_slice(b"mdat");
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     while bytes.len() < len {
         x ^= x << 13;

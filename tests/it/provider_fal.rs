@@ -375,6 +375,7 @@ async fn wire_quirks_key_auth_string_duration_status_codes_and_cancel() {
         keep_audio: true,
         aspect_ratio: Some("1:1".into()),
         duration: Some(3),
+        tier: None,
         elements: vec![],
     };
     let up = fal.submit(&req).await.unwrap();

@@ -106,7 +106,11 @@ async fn oversized_local_video_is_refused_before_enqueue() {
 #[tokio::test]
 async fn local_video_and_csv_prompts_are_enqueued() {
     let app = TestApp::new(fast_knobs()).await;
-    std::fs::write(app.out.path().join("clip.mp4"), b"\x00\x00\x00\x18ftypmp42").unwrap();
+    std::fs::write(
+        app.out.path().join("clip.mp4"),
+        crate::clips::Clip::OK.bytes(),
+    )
+    .unwrap();
     std::fs::write(
         app.out.path().join("p.csv"),
         "name,prompt\na,first look\nb,second look\n",

@@ -50,8 +50,10 @@ pub(crate) fn routes() -> Router<SimState> {
                 "/fal-ai/kling-video/o1/{tier}video-to-video/{}",
                 model.fal_endpoint()
             );
-            let submit =
-                move |s: State<SimState>, h: HeaderMap, b: Bytes| routes::submit(s, h, b, model);
+            let at = path.clone();
+            let submit = move |s: State<SimState>, h: HeaderMap, b: Bytes| {
+                routes::submit(s, h, b, model, at.clone())
+            };
             r = r.route(&path, post(submit));
         }
     }

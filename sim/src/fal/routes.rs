@@ -30,11 +30,17 @@ pub(super) async fn submit(
     headers: HeaderMap,
     body: Bytes,
     model: Model,
+    path: String,
 ) -> Response {
-    gate::serve::<Fal, _>(
+    let tag = gate::Tag {
+        path: Some(path),
+        mode: None,
+    };
+    gate::serve_tagged::<Fal, _>(
         &state,
         &headers,
         Call::SUBMIT,
+        tag,
         || {
             check(&body, model).map_err(|issues| {
                 Box::new(detail(
@@ -43,8 +49,10 @@ pub(super) async fn submit(
                 ))
             })
         },
-        |key, (mut new, video)| {
+        |key, (mut new, video), _| {
             let base = base_url(&state, &headers);
+            // The clip fal's runner would download: a data URI here, read outside the lock.
+            let mut seen = crate::probe::data_uri(&video).and_then(|b| crate::probe::read(&b));
             // fal has no client key: the same prompt on the same video is the same job.
             let dedupe = format!("{}\u{0}{}\u{0}{video}", model.fal_endpoint(), new.prompt);
             let mut guard = state.lock();
@@ -53,6 +61,11 @@ pub(super) async fn submit(
                 Storage::refers_here(&base, &video) && !inner.fal.storage.has(&base, &video);
             if missing {
                 new.fail = Some(download_error(&video));
+            } else if let Some(file) = inner.fal.storage.file(&base, &video) {
+                seen = crate::probe::read(file);
+            }
+            if new.fail.is_none() {
+                new.fail = seen.and_then(|clip| crate::probe::fal_refusal(&clip, &video));
             }
             let no_retry = no_retry(&headers);
             if no_retry {

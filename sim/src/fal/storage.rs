@@ -81,6 +81,12 @@ impl Storage {
             .is_some_and(|path| self.files.contains_key(path))
     }
 
+    /// The bytes of the stored file `url` (under `base`) names.
+    pub(crate) fn file(&self, base: &str, url: &str) -> Option<&Bytes> {
+        let path = url.strip_prefix(base)?.strip_prefix("/files/")?;
+        self.files.get(path).map(|(b, _)| b)
+    }
+
     fn store(&mut self, path: String, bytes: Bytes, content_type: String) {
         self.total += bytes.len();
         if let Some((old, _)) = self.files.insert(path.clone(), (bytes, content_type)) {

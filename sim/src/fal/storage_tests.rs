@@ -76,7 +76,12 @@ async fn edit_of(sim: &SimHandle, video: &str) -> (Value, Response) {
 async fn an_uploaded_file_is_served_and_usable_as_video_url() {
     let sim = start(fast_knobs()).await;
     let token = cdn_token(&sim).await;
-    let bytes = crate::output_bytes("input clip");
+    // A clip inside fal's source limits: the model reads an uploaded clip's headers.
+    let asset = |name: &str| {
+        let path = format!("{}/../tests/assets/{name}", env!("CARGO_MANIFEST_DIR"));
+        axum::body::Bytes::from(std::fs::read(path).unwrap())
+    };
+    let bytes = asset("ok.mp4");
     let upload = |auth: String| {
         Client::new()
             .post(format!("{}/files/upload", sim.base_url()))
@@ -106,6 +111,32 @@ async fn an_uploaded_file_is_served_and_usable_as_video_url() {
     assert_eq!(done["error_type"], "file_download_error", "{done}");
     assert_eq!(result.status(), 422);
     assert_eq!(sim.stats().by_provider["fal"].uploads_total, 1);
+}
+
+/// An uploaded clip outside fal's `video_url` bounds fails the request with fal's model
+/// error: 422 `{"detail": [{loc, msg, type, url, ctx}]}` at the result.
+#[tokio::test]
+async fn an_uploaded_clip_outside_the_bounds_fails_with_fals_model_error() {
+    let sim = start(fast_knobs()).await;
+    let token = cdn_token(&sim).await;
+    let path = format!("{}/../tests/assets/short.mp4", env!("CARGO_MANIFEST_DIR"));
+    let resp = send(
+        Client::new()
+            .post(format!("{}/files/upload", sim.base_url()))
+            .header("Authorization", format!("Bearer {token}"))
+            .header("Content-Type", "video/mp4")
+            .body(std::fs::read(path).unwrap()),
+    )
+    .await;
+    let access: Value = resp.json().await.unwrap();
+    let (done, result) = edit_of(&sim, access["access_url"].as_str().unwrap()).await;
+    assert_eq!(done["error_type"], "video_duration_too_short", "{done}");
+    assert_eq!(result.status(), 422);
+    let body: Value = result.json().await.unwrap();
+    let d = &body["detail"][0];
+    assert_eq!(d["loc"], json!(["body", "video_url"]));
+    assert_eq!(d["ctx"]["min_duration"], 3.0);
+    assert_eq!(d["ctx"]["provided_duration"], 2.0);
 }
 
 #[tokio::test]

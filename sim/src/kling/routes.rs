@@ -23,15 +23,20 @@ pub(super) async fn submit(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    gate::serve::<Kling, _>(
+    gate::serve_tagged::<Kling, _>(
         &state,
         &headers,
         Call::SUBMIT,
+        gate::Tag::default(),
         || {
             validate(&body)
                 .map_err(|(code, msg)| Box::new(refuse(StatusCode::BAD_REQUEST, code, &msg, None)))
         },
-        |key, (valid, external)| create(&state, key, valid, external),
+        |key, (valid, external), tag| {
+            let std = valid.units_per_second < 1.0;
+            tag.mode = Some(if std { "std" } else { "pro" }.to_owned());
+            create(&state, key, valid, external)
+        },
     )
 }
 

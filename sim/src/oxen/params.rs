@@ -23,7 +23,16 @@ pub(super) fn late_check(obj: &Map<String, Value>) -> (usize, Option<String>) {
     match obj.get("input_video") {
         None | Some(Value::Null) => errs.push("input_video: field required".to_owned()),
         Some(v) if !is_url(v, "video") => errs.push("input_video: invalid video URL".to_owned()),
-        Some(_) => {}
+        // A data URI the job can read is held to Oxen's source limits when it runs.
+        Some(v) => {
+            let clip = v
+                .as_str()
+                .and_then(crate::probe::data_uri)
+                .and_then(|b| crate::probe::read(&b));
+            if let Some(msg) = clip.as_ref().and_then(crate::probe::oxen_refusal) {
+                errs.push(msg);
+            }
+        }
     }
     let list = |k: &str| obj.get(k).and_then(Value::as_array).map_or(0, Vec::len);
     if let Some(v) = obj.get("input_image") {

@@ -6,6 +6,7 @@ mod ids;
 mod media;
 mod on_done;
 mod prompts;
+mod tier;
 
 use super::*;
 use tempfile::TempDir;

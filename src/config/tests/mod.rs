@@ -111,6 +111,8 @@ fn effective_keys_are_the_documented_ones() {
             "cooldown",
             "price_per_second.edit",
             "price_per_second.reference",
+            "price_per_second.standard_edit",
+            "price_per_second.standard_reference",
         ] {
             want.push(format!("providers.{p}.{f}"));
         }

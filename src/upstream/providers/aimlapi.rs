@@ -303,6 +303,7 @@ mod tests {
             keep_audio: false,
             aspect_ratio: Some("16:9".into()),
             duration: Some(5),
+            tier: None,
             elements: vec![],
         };
         let b = request_body(&req);

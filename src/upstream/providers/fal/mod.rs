@@ -69,11 +69,17 @@ struct File {
     url: Option<String>,
 }
 
-/// The endpoint id of a model (Pro tier).
-pub fn model_path(model: ModelKind) -> &'static str {
-    match model {
-        ModelKind::Edit => "fal-ai/kling-video/o1/video-to-video/edit",
-        ModelKind::Reference => "fal-ai/kling-video/o1/video-to-video/reference",
+/// The endpoint id of a model: the pro tier's (fal's unmarked endpoints, the default) or
+/// the standard tier's (`…/o1/standard/…`).
+pub fn model_path(model: ModelKind, tier: Option<crate::model::Tier>) -> &'static str {
+    use crate::model::Tier::Standard;
+    match (model, tier) {
+        (ModelKind::Edit, Some(Standard)) => "fal-ai/kling-video/o1/standard/video-to-video/edit",
+        (ModelKind::Reference, Some(Standard)) => {
+            "fal-ai/kling-video/o1/standard/video-to-video/reference"
+        }
+        (ModelKind::Edit, _) => "fal-ai/kling-video/o1/video-to-video/edit",
+        (ModelKind::Reference, _) => "fal-ai/kling-video/o1/video-to-video/reference",
     }
 }
 
@@ -288,7 +294,7 @@ impl Upstream for Fal {
         let url = format!(
             "{}/{}",
             self.base.as_str().trim_end_matches('/'),
-            model_path(req.model)
+            model_path(req.model, req.tier)
         );
         let body = crate::upstream::body::JsonBody::for_request(&request_body(req), req)?;
         let mut rb = self.http.post(url);
@@ -387,12 +393,16 @@ pub const PROVIDER: crate::upstream::registry::Provider = crate::upstream::regis
     models: crate::upstream::registry::Models {
         edit: Ok(crate::upstream::registry::ModelLimits {
             max_element_refs: 3,
+            tiers: crate::upstream::registry::ModelLimits::TWO_TIERS,
+            source: crate::upstream::registry::source_limits::FAL,
             ..crate::upstream::registry::ModelLimits::BASE
         }),
         reference: Ok(crate::upstream::registry::ModelLimits {
             max_element_refs: 3,
             aspect_ratios: &["16:9", "9:16", "1:1", "auto"],
             durations: &[3, 4, 5, 6, 7, 8, 9, 10],
+            tiers: crate::upstream::registry::ModelLimits::TWO_TIERS,
+            source: crate::upstream::registry::source_limits::FAL,
             ..crate::upstream::registry::ModelLimits::BASE
         }),
     },

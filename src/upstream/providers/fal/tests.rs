@@ -33,6 +33,7 @@ fn bodies_use_fal_names_and_a_string_duration() {
         keep_audio: false,
         aspect_ratio: Some("9:16".into()),
         duration: Some(5),
+        tier: None,
         elements: vec![Element {
             frontal_image_url: "https://x/f.png".into(),
             reference_image_urls: vec!["https://x/r.png".into()],

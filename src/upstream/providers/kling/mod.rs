@@ -120,8 +120,13 @@ impl Upstream for Kling {
     }
 
     async fn submit(&self, req: &GenerationRequest) -> Result<String, UpstreamError> {
-        let body =
-            crate::upstream::body::JsonBody::for_request(&request_body(req, self.mode)?, req)?;
+        // The batch's tier chooses the mode; without one, `providers.kling.mode`.
+        let mode = match req.tier {
+            Some(crate::model::Tier::Standard) => KlingMode::Std,
+            Some(crate::model::Tier::Pro) => KlingMode::Pro,
+            None => self.mode,
+        };
+        let body = crate::upstream::body::JsonBody::for_request(&request_body(req, mode)?, req)?;
         let rb = crate::upstream::body::json(self.http.post(self.url(None)?), body);
         let resp = self.auth(rb)?.send().await.map_err(|e| {
             crate::upstream::transport_error(ProviderName::Kling, e, true, "submit")
@@ -193,6 +198,8 @@ pub const PROVIDER: crate::upstream::registry::Provider = crate::upstream::regis
             inline_elements: false,
             // `video_url`: "obtained via URL" only.
             inline_video: false,
+            tiers: crate::upstream::registry::ModelLimits::TWO_TIERS,
+            source: crate::upstream::registry::source_limits::KLING,
             ..crate::upstream::registry::ModelLimits::BASE
         }),
         reference: Ok(crate::upstream::registry::ModelLimits {
@@ -200,6 +207,8 @@ pub const PROVIDER: crate::upstream::registry::Provider = crate::upstream::regis
             inline_video: false,
             aspect_ratios: &["16:9", "9:16", "1:1"],
             durations: &[3, 4, 5, 6, 7, 8, 9, 10],
+            tiers: crate::upstream::registry::ModelLimits::TWO_TIERS,
+            source: crate::upstream::registry::source_limits::KLING,
             ..crate::upstream::registry::ModelLimits::BASE
         }),
     },

@@ -30,6 +30,7 @@ fn req(model: ModelKind) -> GenerationRequest {
         keep_audio: true,
         aspect_ratio: Some("9:16".into()),
         duration: Some(5),
+        tier: None,
         elements: vec![],
     }
 }

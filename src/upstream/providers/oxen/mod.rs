@@ -214,6 +214,7 @@ pub const PROVIDER: crate::upstream::registry::Provider = crate::upstream::regis
     models: crate::upstream::registry::Models {
         edit: Ok(crate::upstream::registry::ModelLimits {
             max_element_refs: 3,
+            source: crate::upstream::registry::source_limits::OXEN,
             ..crate::upstream::registry::ModelLimits::BASE
         }),
         reference: Err("Oxen offers no Kling O1 video-to-video reference model \

@@ -19,6 +19,7 @@ fn req() -> GenerationRequest {
         keep_audio: false,
         aspect_ratio: Some("16:9".into()),
         duration: Some(5),
+        tier: None,
         elements: vec![Element {
             frontal_image_url: "https://x/f.png".into(),
             reference_image_urls: vec!["https://x/r.png".into()],
