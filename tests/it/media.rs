@@ -36,27 +36,9 @@ async fn world(knobs: restyle::sim::Knobs) -> World {
     }
 }
 
-/// Writes a clip of `len` bytes (a real MP4 head that the enqueue-time probe reads, then
-/// an `mdat` of pseudo-random bytes) into `dir`.
+/// Writes a clip of `len` bytes ([`crate::clips::padded`]) into `dir`.
 fn write_clip(dir: &Path, len: usize) -> (PathBuf, Vec<u8>) {
-    let head = crate::clips::Clip {
-        mdat_bytes: 0,
-        ..crate::clips::Clip::OK
-    }
-    .bytes();
-    // The empty mdat's header is rewritten to hold the rest of the file.
-    let mut bytes = head[..head.len() - 8].to_vec();
-    let rest = u32::try_from(len - bytes.len()).expect("clip under 4 GiB");
-    bytes.extend_from_slice(&rest.to_be_bytes());
-    bytes.extend_from_slice(b"mdat");
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    while bytes.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        bytes.extend_from_slice(&x.to_le_bytes());
-    }
-    bytes.truncate(len);
+    let bytes = crate::clips::padded(len);
     let path = dir.join("clip.mp4");
     std::fs::write(&path, &bytes).expect("write clip");
     (path, bytes)

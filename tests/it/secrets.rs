@@ -690,8 +690,7 @@ async fn store_credentials_appear_in_no_output() {
     };
     let mut arts = Vec::new();
     let clip = app.out.path().join("clip.mp4");
-    let mut bytes = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2".to_vec();
-    bytes.resize(20_000, 3);
+    let bytes = crate::clips::padded(20_000);
     std::fs::write(&clip, &bytes).unwrap();
     let mut c = app.cmd();
     plant(&mut c);

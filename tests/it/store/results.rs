@@ -178,8 +178,7 @@ async fn a_local_clip_is_uploaded_once_and_kling_gets_a_url() {
         .set("providers.kling.secret_key", SK);
     app.settings = app.test.settings();
     let clip = app.out.path().join("clip.mp4");
-    let mut bytes = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2".to_vec();
-    bytes.resize(300_000, 7);
+    let bytes = crate::clips::padded(300_000);
     std::fs::write(&clip, &bytes).unwrap();
     let n = 3;
     let enqueue = |store: bool| {
