@@ -5,7 +5,7 @@
 //! - `idle_workers`: `IDLE_WORKERS` (4) real `restyle worker` processes of the built binary
 //!   (built-in settings, the in-process simulator as their provider) against an empty
 //!   queue. Once every worker has logged `Worker started.` and `IDLE_SETTLE_S` (2) more
-//!   seconds have passed, every command Redis executed during `IDLE_WINDOW_S` (12) seconds
+//!   seconds have passed, every command Redis executed during `IDLE_WINDOW_S` (30) seconds
 //!   is counted (`INFO commandstats` delta, the bench's own `INFO` excluded): per worker
 //!   per second, in total and by command.
 //! - `pickup`: one idle in-process worker (`worker::run_with` on the real Redis backend,
@@ -76,7 +76,7 @@ impl Params {
         Ok(Params {
             workers: common::env_positive("IDLE_WORKERS", 4usize)?,
             settle: Duration::from_secs_f64(common::env_positive("IDLE_SETTLE_S", 2.0f64)?),
-            window: Duration::from_secs_f64(common::env_positive("IDLE_WINDOW_S", 12.0f64)?),
+            window: Duration::from_secs_f64(common::env_positive("IDLE_WINDOW_S", 30.0f64)?),
             pickups: common::env_positive("PICKUP_JOBS", 200usize)?,
             bin: std::env::var_os("IDLE_BIN")
                 .map(PathBuf::from)
@@ -301,7 +301,7 @@ async fn case_idle(
         w.terminate();
     }
     let d = delta(&before, &after);
-    let per = |n: u64| round(n as f64 / p.workers as f64 / secs, 2);
+    let per = |n: u64| round(n as f64 / p.workers as f64 / secs, 3);
     let total: u64 = d.values().sum();
     let scripts = d.get("evalsha").copied().unwrap_or(0) + d.get("eval").copied().unwrap_or(0);
     let by_cmd: Map<String, Value> = d.iter().map(|(k, &v)| (k.clone(), json!(per(v)))).collect();
@@ -421,38 +421,85 @@ async fn case_pickup(
     w.await
         .context("worker task")?
         .context("worker ended with an error")?;
-    let mut lat_ms = measured?;
+    let m = measured?;
     common::drop_namespace(info, queue.keys().prefix()).await?;
-    lat_ms.sort_by(f64::total_cmp);
-    let at = |q: f64| round(lat_ms[((lat_ms.len() - 1) as f64 * q).round() as usize], 3);
-    let mean = lat_ms.iter().sum::<f64>() / lat_ms.len() as f64;
+    let (from_return, from_call, enqueue) = (
+        Summary::of(m.from_return),
+        Summary::of(m.from_call),
+        Summary::of(m.enqueue),
+    );
     let mut line = Line::default();
     line.add("case", "pickup")
-        .add("jobs", lat_ms.len())
+        .add("jobs", p.pickups)
         .add("worker", "in-process worker::run_with, real Redis backend")
-        .add("pickup_ms_p50", at(0.5))
-        .add("pickup_ms_p90", at(0.9))
-        .add("pickup_ms_max", at(1.0))
-        .add("pickup_ms_min", at(0.0))
-        .add("pickup_ms_mean", round(mean, 3))
+        .add("pickup_ms_p50", from_return.at(0.5))
+        .add("pickup_ms_p90", from_return.at(0.9))
+        .add("pickup_ms_max", from_return.at(1.0))
+        .add("pickup_ms_min", from_return.at(0.0))
+        .add("pickup_ms_mean", from_return.mean())
+        .add("from_call_ms_p50", from_call.at(0.5))
+        .add("from_call_ms_p90", from_call.at(0.9))
+        .add("from_call_ms_max", from_call.at(1.0))
+        .add("enqueue_ms_p50", enqueue.at(0.5))
+        .add("enqueue_ms_max", enqueue.at(1.0))
         .add("idle_poll_ms", s.queue.idle_poll.as_millis() as u64)
         .add("gap_ms", json!([PICKUP_GAP_MS.start, PICKUP_GAP_MS.end]));
     eprintln!(
         "  median {} ms, p90 {} ms, max {} ms",
-        at(0.5),
-        at(0.9),
-        at(1.0)
+        from_return.at(0.5),
+        from_return.at(0.9),
+        from_return.at(1.0)
     );
     Ok(line)
 }
 
-/// Enqueues the jobs one at a time; returns each one's pickup latency in ms.
+/// Per job, in ms: handler entry − enqueue return (signed), handler entry − enqueue call,
+/// and the enqueue call's own duration.
+#[derive(Debug, Default)]
+struct Pickups {
+    from_return: Vec<f64>,
+    from_call: Vec<f64>,
+    enqueue: Vec<f64>,
+}
+
+/// A sorted sample, in ms.
+struct Summary(Vec<f64>);
+
+impl Summary {
+    fn of(mut xs: Vec<f64>) -> Self {
+        xs.sort_by(f64::total_cmp);
+        Summary(xs)
+    }
+
+    /// The `q` quantile (nearest rank), 3 decimals; 0 for an empty sample.
+    fn at(&self, q: f64) -> f64 {
+        let Some(last) = self.0.len().checked_sub(1) else {
+            return 0.0;
+        };
+        round(self.0[(last as f64 * q).round() as usize], 3)
+    }
+
+    fn mean(&self) -> f64 {
+        round(self.0.iter().sum::<f64>() / self.0.len().max(1) as f64, 3)
+    }
+}
+
+/// `b − a` in ms, negative when `b` came first.
+fn signed_ms(a: Instant, b: Instant) -> f64 {
+    if b >= a {
+        b.duration_since(a).as_secs_f64() * 1000.0
+    } else {
+        -(a.duration_since(b).as_secs_f64() * 1000.0)
+    }
+}
+
+/// Enqueues the jobs one at a time and times each one's pickup.
 async fn pickups(
     p: &Params,
     queue: &Queue,
     rx: &mut mpsc::UnboundedReceiver<Seen>,
-) -> anyhow::Result<Vec<f64>> {
-    let mut out = Vec::with_capacity(p.pickups);
+) -> anyhow::Result<Pickups> {
+    let mut out = Pickups::default();
     let mut rng = rand::rng();
     for i in 0..p.pickups {
         // Not waiting for a state: a random phase of the worker's idle cycle.
@@ -464,6 +511,7 @@ async fn pickups(
             "https://media.example.com/bench/pickup.mp4",
             |_| "Pickup: the clip as a watercolour".to_string(),
         );
+        let called = Instant::now();
         let e = restyle::producer::enqueue(queue, &batch)
             .await
             .context("enqueue")?;
@@ -477,14 +525,11 @@ async fn pickups(
         if !id.starts_with(&batch_id) {
             bail!("picked {id} while waiting for {batch_id}");
         }
-        // Signed: a worker already waiting on Redis may be handed the job before this
-        // process has parsed the enqueue's reply.
-        let ms = if at >= returned {
-            at.duration_since(returned).as_secs_f64() * 1000.0
-        } else {
-            -(returned.duration_since(at).as_secs_f64() * 1000.0)
-        };
-        out.push(ms);
+        // Signed: the worker may be handed the job before this task has been scheduled
+        // to read the enqueue's reply (both run on this process's runtime).
+        out.from_return.push(signed_ms(returned, at));
+        out.from_call.push(signed_ms(called, at));
+        out.enqueue.push(signed_ms(called, returned));
         let Seen::Finished(ok) = next_seen(rx).await? else {
             bail!("{id} was picked up twice");
         };

@@ -9,7 +9,8 @@
 //           same span (INFO itself excluded, as in benches/throughput.rs) / jobs.
 //   idle    IDLE_WORKERS (4) Workers (each with its own connections, in this process) on
 //           an empty queue; after IDLE_SETTLE_S (2) s, every command Redis executed in
-//           IDLE_WINDOW_S (12) s, per worker per second.
+//           IDLE_WINDOW_S (30) s, per worker per second (a multiple of the 30 s
+//           stalled check).
 //   pickup  one idle Worker; PICKUP_JOBS (200) jobs added one at a time (Queue.add), each
 //           after the previous one completed and a random pause of 10–110 ms; pickup =
 //           processor entry − return of add(), on this process's monotonic clock.
@@ -133,7 +134,7 @@ async function drain(stats, name) {
 async function idle(stats, name) {
   const n = num('IDLE_WORKERS', 4);
   const settle = num('IDLE_SETTLE_S', 2);
-  const window = num('IDLE_WINDOW_S', 12);
+  const window = num('IDLE_WINDOW_S', 30);
   log(`bullmq idle: ${n} Workers on an empty queue, ${window} s window`);
   const queue = new Queue(name, { connection });
   await queue.waitUntilReady();

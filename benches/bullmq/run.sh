@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
-# Side by side with BullMQ (BENCHMARKS.md, "Side by side with BullMQ"): the no-op drain of
-# BENCH_JOBS (20,000) jobs by ONE worker at concurrency 256, BullMQ's (bench.mjs drain) and
-# ours (`cargo bench --bench throughput -- queue_noop_c256`), on ONE fresh private
-# redis-server, BENCH_ROUNDS (3) rounds, the order alternating each round so that noise
-# hits both. Prints one JSON line per run (with `round` and `side`), then a summary line
-# with the medians and the ratio. Manual only: not run by .ci/run, not part of the tests.
+# Side by side with BullMQ (BENCHMARKS.md, "Side by side with BullMQ"), on ONE fresh
+# private redis-server. Manual only: not run by .ci/run, not part of the tests.
+#
+# `run.sh` (or `run.sh drain`): the no-op drain of BENCH_JOBS (20,000) jobs by ONE worker
+# at concurrency 256, BullMQ's (bench.mjs drain) and ours (`cargo bench --bench throughput
+# -- queue_noop_c256`), BENCH_ROUNDS (3) rounds, the order alternating each round so that
+# noise hits both. One JSON line per run (with `round`, `side`, and the redis-server CPU
+# time the run used), then a summary line with the medians and the ratio.
+#
+# `run.sh idle`: idle Redis commands per worker and pickup latency, BullMQ's (bench.mjs
+# idle, then pickup) and ours (`cargo bench --bench idle`), once each, IDLE_WINDOW_S (60:
+# a multiple of BullMQ's 30 s stalled check and of our 3 s lease timer) for both.
 #
 #   benches/bullmq/run.sh                  # 3 rounds of 20,000 jobs
 #   BENCH_ROUNDS=5 BENCH_JOBS=50000 benches/bullmq/run.sh
+#   benches/bullmq/run.sh idle
 #
 # Needs node + npm (the pinned bullmq and ioredis are installed with `npm ci` into
 # target/bullmq-bench, never into the repo), redis-server and redis-cli on PATH.
@@ -16,6 +23,8 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 scratch="$root/target/bullmq-bench"
+mode="${1:-drain}"
+case "$mode" in drain | idle) ;; *) echo "usage: $0 [drain|idle]" >&2; exit 2 ;; esac
 jobs="${BENCH_JOBS:-20000}"
 rounds="${BENCH_ROUNDS:-3}"
 
@@ -28,7 +37,11 @@ if ! cmp -s "$here/package-lock.json" "$scratch/.installed-lock.json"; then
 fi
 
 # Built before anything is timed.
-(cd "$root" && cargo bench --no-run --bench throughput >&2)
+if [ "$mode" = drain ]; then
+  (cd "$root" && cargo bench --no-run --bench throughput >&2)
+else
+  (cd "$root" && cargo bench --no-run --bench idle >&2)
+fi
 
 port="$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')"
 rdir="$(mktemp -d "$scratch/redis.XXXXXX")"
@@ -53,6 +66,13 @@ echo "redis-server $(redis-server --version | awk '{print $3}') on 127.0.0.1:$po
 redis_cpu() {
   awk -v hz="$(getconf CLK_TCK)" '{ printf "%.3f", ($14 + $15) / hz }' "/proc/$rpid/stat"
 }
+
+if [ "$mode" = idle ]; then
+  export IDLE_WINDOW_S="${IDLE_WINDOW_S:-60}"
+  (cd "$scratch" && node bench.mjs idle && node bench.mjs pickup)
+  (cd "$root" && cargo bench --bench idle)
+  exit 0
+fi
 
 lines="$(mktemp "$scratch/lines.XXXXXX")"
 # $1 round, $2 side, $3 redis CPU seconds, stdin: the side's JSON line.
