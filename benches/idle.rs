@@ -13,7 +13,8 @@
 //!   `PICKUP_JOBS` (200) one-job batches are enqueued one at a time with
 //!   `producer::enqueue`, each after the previous one has finished and a random pause
 //!   (10–110 ms, so the enqueue falls anywhere in the worker's idle cycle). Pickup latency
-//!   = handler entry − return of the enqueue call, both on this process's monotonic clock.
+//!   = handler entry − return of the enqueue call (also − its start), both on this
+//!   process's monotonic clock.
 //!
 //! Prints one JSON line per case on stdout, progress on stderr. Redis: `REDIS_URL`, else a
 //! private `redis-server` (a shared server's other clients would be counted too).
