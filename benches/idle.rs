@@ -24,6 +24,7 @@
 use anyhow::{anyhow, bail, Context as _};
 use rand::Rng as _;
 use restyle::config::testing::TestSettings;
+use restyle::config::Settings;
 use restyle::job::{After, JobState, Transition};
 use restyle::localredis::LocalRedis;
 use restyle::queue::backend::{Claimed, LeaseTable};
@@ -143,6 +144,17 @@ async fn run() -> anyhow::Result<()> {
     }
     sim.shutdown();
     Ok(())
+}
+
+/// The workers' effective `queue.*` settings (`check-config`'s view), whatever they are
+/// called: the claim path's knobs change with the queue code this bench measures.
+fn queue_settings(s: &Settings) -> Value {
+    let queue: Map<String, Value> = s
+        .effective()
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("queue.")?.to_string(), Value::from(v))))
+        .collect();
+    Value::Object(queue)
 }
 
 fn fresh_namespace(case: &str) -> String {
@@ -306,7 +318,6 @@ async fn case_idle(
     let total: u64 = d.values().sum();
     let scripts = d.get("evalsha").copied().unwrap_or(0) + d.get("eval").copied().unwrap_or(0);
     let by_cmd: Map<String, Value> = d.iter().map(|(k, &v)| (k.clone(), json!(per(v)))).collect();
-    let idle_poll = settings.settings().queue.idle_poll;
     let mut line = Line::default();
     line.add("case", "idle_workers")
         .add("workers", p.workers)
@@ -316,7 +327,7 @@ async fn case_idle(
         .add("evalsha_per_worker_s", per(scripts))
         .add("cmds_per_worker_s", Value::Object(by_cmd))
         .add("redis_cmds_total", total)
-        .add("idle_poll_ms", idle_poll.as_millis() as u64);
+        .add("queue_settings", queue_settings(&settings.settings()));
     // Wait for the clean exits (SIGKILL after 10 s), then drop the namespace.
     let until = Instant::now() + Duration::from_secs(10);
     while Instant::now() < until
@@ -399,10 +410,10 @@ async fn case_pickup(
 ) -> anyhow::Result<Line> {
     let s = settings.settings();
     eprintln!(
-        "pickup: {} single-job enqueues, one idle in-process worker (concurrency {}, idle_poll {} ms)",
+        "pickup: {} single-job enqueues, one idle in-process worker (concurrency {}), {}",
         p.pickups,
         s.worker.concurrency,
-        s.queue.idle_poll.as_millis()
+        queue_settings(&s)
     );
     let queue = connect(settings).await?;
     let table = Arc::new(LeaseTable::default());
@@ -443,7 +454,7 @@ async fn case_pickup(
         .add("from_call_ms_max", from_call.at(1.0))
         .add("enqueue_ms_p50", enqueue.at(0.5))
         .add("enqueue_ms_max", enqueue.at(1.0))
-        .add("idle_poll_ms", s.queue.idle_poll.as_millis() as u64)
+        .add("queue_settings", queue_settings(&s))
         .add("gap_ms", json!([PICKUP_GAP_MS.start, PICKUP_GAP_MS.end]));
     eprintln!(
         "  median {} ms, p90 {} ms, max {} ms",
