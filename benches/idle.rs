@@ -300,11 +300,13 @@ async fn case_idle(
     }
     // Past the start-up (durability check, first claims, first sweep), into the steady state.
     tokio::time::sleep(p.settle).await;
+    let cpu_before = redis_cpu_s(info).await?;
     let before = common::commandstats(info).await?;
     let t = Instant::now();
     tokio::time::sleep(p.window).await;
     let after = common::commandstats(info).await?;
     let secs = t.elapsed().as_secs_f64();
+    let cpu = redis_cpu_s(info).await? - cpu_before;
     for w in &mut procs {
         if let Some(status) = w.child.try_wait()? {
             bail!("a worker exited during the window ({status})");
@@ -327,6 +329,8 @@ async fn case_idle(
         .add("evalsha_per_worker_s", per(scripts))
         .add("cmds_per_worker_s", Value::Object(by_cmd))
         .add("redis_cmds_total", total)
+        // The whole server's, its own housekeeping (serverCron) included.
+        .add("redis_cpu_ms_per_s", round(cpu * 1000.0 / secs, 3))
         .add("queue_settings", queue_settings(&settings.settings()));
     // Wait for the clean exits (SIGKILL after 10 s), then drop the namespace.
     let until = Instant::now() + Duration::from_secs(10);
@@ -346,6 +350,18 @@ async fn case_idle(
         total
     );
     Ok(line)
+}
+
+/// Redis' own CPU time so far (`used_cpu_user` + `used_cpu_sys` of `INFO cpu`), seconds.
+async fn redis_cpu_s(c: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<f64> {
+    let text: String = redis::cmd("INFO").arg("cpu").query_async(c).await?;
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .ok_or_else(|| anyhow!("INFO cpu has no {name}"))
+    };
+    Ok(field("used_cpu_user:")? + field("used_cpu_sys:")?)
 }
 
 async fn namespace_prefix(settings: &TestSettings) -> anyhow::Result<String> {

@@ -70,6 +70,13 @@ async function dropKeys(c, pattern) {
   } while (cursor !== '0');
 }
 
+// Redis' own CPU time so far (INFO cpu: used_cpu_user + used_cpu_sys), seconds.
+async function redisCpu(c) {
+  const text = await c.info('cpu');
+  const field = (n) => Number(new RegExp(`^${n}:([0-9.]+)`, 'm').exec(text)?.[1]);
+  return field('used_cpu_user') + field('used_cpu_sys');
+}
+
 const sum = (o) => Object.values(o).reduce((a, b) => a + b, 0);
 const scripts = (d) => (d.evalsha ?? 0) + (d.eval ?? 0);
 
@@ -145,11 +152,13 @@ async function idle(stats, name) {
     workers.push(w);
   }
   await sleep(settle * 1000);
+  const cpu0 = await redisCpu(stats);
   const before = await commandstats(stats);
   const t = performance.now();
   await sleep(window * 1000);
   const after = await commandstats(stats);
   const secs = (performance.now() - t) / 1000;
+  const cpu = (await redisCpu(stats)) - cpu0;
   await Promise.all(workers.map((w) => w.close()));
   await queue.close();
   const d = delta(before, after);
@@ -164,6 +173,8 @@ async function idle(stats, name) {
     evalsha_per_worker_s: per(scripts(d)),
     cmds_per_worker_s: Object.fromEntries(Object.entries(d).map(([k, v]) => [k, per(v)])),
     redis_cmds_total: sum(d),
+    // The whole server's, its own housekeeping (serverCron) included.
+    redis_cpu_ms_per_s: round((cpu * 1000) / secs, 3),
   };
 }
 
