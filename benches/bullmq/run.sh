@@ -32,7 +32,8 @@ mkdir -p "$scratch"
 cp "$here/package.json" "$here/package-lock.json" "$here/bench.mjs" "$scratch/"
 if ! cmp -s "$here/package-lock.json" "$scratch/.installed-lock.json"; then
   echo "installing the pinned bullmq into $scratch" >&2
-  npm ci --prefix "$scratch" --no-audit --no-fund >&2
+  # No install scripts: msgpackr-extract ships its linux-x64 build as a package.
+  npm ci --prefix "$scratch" --ignore-scripts --no-audit --no-fund >&2
   cp "$here/package-lock.json" "$scratch/.installed-lock.json"
 fi
 
