@@ -4,10 +4,11 @@
 //!
 //! - `idle_workers`: `IDLE_WORKERS` (4) real `restyle worker` processes of the built binary
 //!   (built-in settings, the in-process simulator as their provider) against an empty
-//!   queue. Once every worker has logged `Worker started.` and `IDLE_SETTLE_S` (2) more
-//!   seconds have passed, every command Redis executed during `IDLE_WINDOW_S` (30) seconds
-//!   is counted (`INFO commandstats` delta, the bench's own `INFO` excluded): per worker
-//!   per second, in total and by command.
+//!   queue. Once every worker has logged `Worker started.` and `IDLE_SETTLE_S` more
+//!   seconds have passed (default: the lease plus one lease-timer tick, 18 s, as a worker
+//!   starts sweeping only a lease after it connected), every command Redis executed during
+//!   `IDLE_WINDOW_S` (30) seconds is counted (`INFO commandstats` delta, the bench's own
+//!   `INFO` excluded): per worker per second, in total and by command.
 //! - `pickup`: one idle in-process worker (`worker::run_with` on the real Redis backend,
 //!   built-in settings) whose handler stamps the time it is handed a job, then finishes it.
 //!   `PICKUP_JOBS` (200) one-job batches are enqueued one at a time with
@@ -67,7 +68,8 @@ fn main() {
 #[derive(Debug)]
 struct Params {
     workers: usize,
-    settle: Duration,
+    /// `IDLE_SETTLE_S`; unset: a lease period plus one lease-timer tick (see `case_idle`).
+    settle: Option<Duration>,
     window: Duration,
     pickups: usize,
     bin: PathBuf,
@@ -77,7 +79,10 @@ impl Params {
     fn from_env() -> anyhow::Result<Params> {
         Ok(Params {
             workers: common::env_positive("IDLE_WORKERS", 4usize)?,
-            settle: Duration::from_secs_f64(common::env_positive("IDLE_SETTLE_S", 2.0f64)?),
+            settle: std::env::var_os("IDLE_SETTLE_S")
+                .map(|_| common::env_positive("IDLE_SETTLE_S", 1.0f64))
+                .transpose()?
+                .map(Duration::from_secs_f64),
             window: Duration::from_secs_f64(common::env_positive("IDLE_WINDOW_S", 30.0f64)?),
             pickups: common::env_positive("PICKUP_JOBS", 200usize)?,
             bin: std::env::var_os("IDLE_BIN")
@@ -95,7 +100,7 @@ async fn run() -> anyhow::Result<()> {
         .collect();
     let wanted = |case: &str| filter.is_empty() || filter.iter().any(|f| case.contains(f));
     let p = Params::from_env()?;
-    let (url, _local) = match std::env::var("REDIS_URL") {
+    let (url, local) = match std::env::var("REDIS_URL") {
         Ok(u) => (u, None),
         Err(_) => {
             let dir = tempfile::tempdir().context("tempdir for redis-server")?;
@@ -106,7 +111,7 @@ async fn run() -> anyhow::Result<()> {
     eprintln!(
         "idle: redis {} ({}), {p:?}",
         restyle::config::redact_url(&url),
-        if _local.is_some() {
+        if local.is_some() {
             "private server"
         } else {
             "REDIS_URL: its other clients are counted too"
@@ -298,8 +303,12 @@ async fn case_idle(
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    // Past the start-up (durability check, first claims, first sweep), into the steady state.
-    tokio::time::sleep(p.settle).await;
+    // Past the start-up into the steady state: a worker sweeps expired leases only from a
+    // lease period after it connected (the sweep gate), then every `renew_every`.
+    let q = settings.settings().queue;
+    let settle = p.settle.unwrap_or(q.lease + q.renew_every);
+    eprintln!("  started; settling for {:.0} s", settle.as_secs_f64());
+    tokio::time::sleep(settle).await;
     let cpu_before = redis_cpu_s(info).await?;
     let before = common::commandstats(info).await?;
     let t = Instant::now();
@@ -324,6 +333,7 @@ async fn case_idle(
     line.add("case", "idle_workers")
         .add("workers", p.workers)
         .add("worker", "restyle worker processes")
+        .add("settle_s", round(settle.as_secs_f64(), 3))
         .add("window_s", round(secs, 3))
         .add("redis_cmds_per_worker_s", per(total))
         .add("evalsha_per_worker_s", per(scripts))
