@@ -29,8 +29,8 @@ pub use load::LoadOptions;
 pub use redact::redact_url;
 pub use settings::{
     EgressSettings, HookAction, HookSettings, KlingMode, OutputSettings, PollSettings, Prices,
-    ProviderLimits, ProviderSettings, QueueSettings, RedisSettings, RetrySettings, Settings,
-    StorageSettings, WorkerSettings,
+    ProviderLimits, ProviderSettings, PushSettings, QueueSettings, RedisSettings, RetrySettings,
+    Settings, StorageSettings, WorkerSettings,
 };
 
 use std::path::{Path, PathBuf};
