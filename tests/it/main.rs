@@ -26,6 +26,7 @@ mod pipeline;
 mod provider_fal;
 mod provider_kling;
 mod provider_oxen;
+mod push;
 mod queue_traps;
 mod redis_ops;
 mod report;

@@ -15,7 +15,7 @@ use super::validate::{validate, Valid};
 use super::{now_ms, refuse, succeed, Kling};
 use crate::gate::{self, Call, Fault, Protocol};
 use crate::media::{base_url, output_url};
-use crate::state::{SimState, View};
+use crate::state::{Inner, SimState, View};
 
 /// `POST /v1/videos/omni-video`.
 pub(super) async fn submit(
@@ -31,11 +31,17 @@ pub(super) async fn submit(
             validate(&body)
                 .map_err(|(code, msg)| Box::new(refuse(StatusCode::BAD_REQUEST, code, &msg, None)))
         },
-        |key, (valid, external)| create(&state, key, valid, external),
+        |key, (valid, external)| create(&state, &headers, key, valid, external),
     )
 }
 
-fn create(state: &SimState, key: &str, new: Valid, external: Option<String>) -> Response {
+fn create(
+    state: &SimState,
+    headers: &HeaderMap,
+    key: &str,
+    new: Valid,
+    external: Option<String>,
+) -> Response {
     let mut inner = state.lock();
     let now = Instant::now();
     if let Some(ext) = &external {
@@ -88,6 +94,15 @@ fn create(state: &SimState, key: &str, new: Valid, external: Option<String>) -> 
         units: format!("{}", (units * 100.0).round() / 100.0),
     };
     inner.kling.insert(task_id.clone(), task);
+    if let Some(url) = new.callback_url.clone() {
+        let host = crate::media::base_url(state, headers);
+        tokio::spawn(super::callback::watch(
+            state.clone(),
+            task_id.clone(),
+            url,
+            host,
+        ));
+    }
     let lost_rate = inner.knobs.submit_lost_response_rate;
     let lost = inner.chance(lost_rate);
     tracing::debug!(task_id = %task_id, external_task_id = ?external, lost, "sim: kling task created");
@@ -127,16 +142,17 @@ pub(super) async fn query(
 fn task_status(state: &SimState, key: &str, id: &str, host: &str) -> Response {
     let mut inner = state.lock();
     let task_id = inner.kling.resolve(key, id);
-    let view = task_id
-        .as_deref()
-        .and_then(|t| inner.view(t, Instant::now()));
-    let (Some(task_id), Some(view)) = (task_id, view) else {
+    match task_id.and_then(|t| task_data(&mut inner, &t, host)) {
+        Some(data) => succeed(data),
         // ASSUMPTION: an unknown task is 404 with code 1203 ("resource not found").
-        return refuse(StatusCode::NOT_FOUND, 1203, "task not found", None);
-    };
-    let Some(task) = inner.kling.task(&task_id) else {
-        return refuse(StatusCode::NOT_FOUND, 1203, "task not found", None);
-    };
+        None => refuse(StatusCode::NOT_FOUND, 1203, "task not found", None),
+    }
+}
+
+/// A task as Kling's query `data` (and a callback's body) gives it, as of now.
+pub(super) fn task_data(inner: &mut Inner, task_id: &str, host: &str) -> Option<Value> {
+    let view = inner.view(task_id, Instant::now())?;
+    let task = inner.kling.task(task_id)?;
     let now = now_ms();
     let mut data = json!({
         "task_id": task_id,
@@ -173,7 +189,7 @@ fn task_status(state: &SimState, key: &str, id: &str, host: &str) -> Response {
         }
     };
     data["task_status"] = json!(status);
-    succeed(data)
+    Some(data)
 }
 
 /// The shared core's failure body as one line (`message`, or the first `detail` msg).
