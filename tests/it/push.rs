@@ -439,6 +439,7 @@ fn cmd_output(args: &[&str]) -> String {
 /// `cargo test --release --test it push::measure_detection_delay -- --ignored --nocapture`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
+#[allow(clippy::print_stdout)] // the figures are this test's output
 async fn measure_detection_delay() {
     let n = 40 * scale();
     for (name, drop) in [("push", 0.0), ("polling only (webhooks dropped)", 1.0)] {

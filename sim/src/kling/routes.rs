@@ -174,7 +174,7 @@ pub(super) fn task_data(inner: &mut Inner, task_id: &str, host: &str) -> Option<
             data["updated_at"] = json!(ended);
             data["final_unit_deduction"] = json!(task.units);
             data["task_result"] = json!({"videos": [{
-                "id": format!("{task_id}-0"), "url": output_url(host, &task_id),
+                "id": format!("{task_id}-0"), "url": output_url(host, task_id),
                 "watermark_url": "", "duration": format!("{}.0", task.seconds),
             }]});
             "succeed"
