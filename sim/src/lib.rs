@@ -23,6 +23,8 @@ mod state;
 #[cfg(test)]
 mod limit_tests;
 #[cfg(test)]
+mod push_tests;
+#[cfg(test)]
 mod tests;
 
 pub use limits::{RequestKind, RequestLogEntry};
