@@ -161,7 +161,8 @@ async fn a_signed_fal_webhook_makes_an_hourly_polled_job_finish() {
     enqueue(app, &batch(app, "push-fal", ProviderName::Fal, 3)).await;
     let info = app.drive(&rt, "push-fal", Duration::from_secs(30)).await;
     assert_eq!(info.count(JobState::Succeeded), 3, "{:?}", info.counts);
-    let s = app.sim.push_stats();
+    // The simulator counts an answer once it has read it, maybe after the job finished.
+    let s = wait_push(app, "three answered", |s| s.delivered + s.refused >= 3).await;
     assert_eq!(s.delivered, 3, "{s:?}");
     assert_eq!(s.unauthorized, 0, "{s:?}");
     assert_eq!(read_all(&app.results_path("push-fal")).unwrap().len(), 3);
@@ -272,7 +273,7 @@ async fn a_dropped_webhook_is_caught_by_polling() {
         .drive(&rt, "push-dropped", Duration::from_secs(30))
         .await;
     assert_eq!(info.count(JobState::Succeeded), 3, "{:?}", info.counts);
-    let s = app.sim.push_stats();
+    let s = wait_push(app, "three dropped", |s| s.dropped >= 3).await;
     assert_eq!((s.dropped, s.sent), (3, 0), "{s:?}");
 }
 
