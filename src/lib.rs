@@ -23,6 +23,9 @@
 //!   request rate and 429 cool-down, in-flight cap per provider.
 //! - [`upstream`]: the provider trait, error classes, the poll schedule; one module per
 //!   provider.
+//! - [`push`]: push completion: the per-job webhook and callback URLs providers are given,
+//!   and `restyle receive`, which verifies a push (fal's Ed25519 signature, Kling's token)
+//!   and moves the job's next poll to now. Polling stays the source of truth.
 //! - [`cost`] and [`money`]: estimates and tallies, in exact [`money::Usd`].
 //! - [`sink`]: results: the result line, the JSONL file and downloaded outputs, or an
 //!   object store (S3, GCS, Azure) holding outputs, result objects, JSONL and sheet.
@@ -47,6 +50,7 @@ pub mod queue;
 pub mod worker;
 pub mod admission;
 pub mod upstream;
+pub mod push;
 pub mod cost;
 pub mod money;
 pub mod sink;

@@ -94,6 +94,18 @@ pub fn cost(provider: ProviderName, usd: crate::money::Usd) {
         .increment(usd.as_f64());
 }
 
+/// A push (fal webhook, Kling callback) reached the receiver, and what came of it
+/// (`poked`, `already_due`, `finished`, `ignored`, `not_yet`, `refused`, `error`).
+pub fn push_received(provider: &'static str, outcome: &'static str) {
+    counter!("restyle_push_received_total", "provider" => provider, "outcome" => outcome)
+        .increment(1);
+}
+
+/// A push refused, and why (`bad_signature`, `stale_timestamp`, `wrong_token`, …).
+pub fn push_refused(provider: &'static str, reason: &'static str) {
+    counter!("restyle_push_refused_total", "provider" => provider, "reason" => reason).increment(1);
+}
+
 /// Liveness of the worker loop, and which providers it can use, for `/readyz`.
 #[derive(Debug, Default)]
 pub struct Health {

@@ -18,15 +18,19 @@ mod media;
 mod model;
 mod oxen;
 mod probe;
+mod push;
 mod state;
 
 #[cfg(test)]
 mod limit_tests;
 #[cfg(test)]
+mod push_tests;
+#[cfg(test)]
 mod tests;
 
 pub use limits::{RequestKind, RequestLogEntry};
 pub use media::output_bytes;
+pub use push::PushStats;
 pub use state::{Knobs, ProviderCounters, SimState, SimStats};
 
 use axum::body::Bytes;
@@ -66,6 +70,7 @@ pub fn router(state: SimState) -> Router {
             kling::routes().layer(limit(bodies::KLING_MAX)),
             "kling",
         ))
+        .merge(push::routes())
         .route("/sim/files/{file}", get(media::download))
         .route("/sim/stats", get(get_stats))
         .route("/sim/knobs", get(get_knobs).put(put_knobs))
@@ -149,6 +154,11 @@ impl SimHandle {
     /// Every authorized API request (submit or poll) still in the log, oldest first.
     pub fn requests(&self) -> Vec<RequestLogEntry> {
         self.state.requests()
+    }
+
+    /// What the webhooks and callbacks did (`GET /sim/push`).
+    pub fn push_stats(&self) -> PushStats {
+        self.state.lock().push.stats.clone()
     }
 
     /// Replaces the knobs; existing generations keep their schedule and fate.

@@ -75,6 +75,31 @@ pub enum Command {
         #[arg(long)]
         metrics_listen: Option<SocketAddr>,
     },
+    /// Receive push completions (fal webhooks, Kling callbacks) and move the job's next
+    /// poll to now. Run it where providers can reach it, at `push.public_url`.
+    ///
+    /// It holds no provider key, only Redis; workers keep no inbound ports. A fal webhook
+    /// is accepted only with a valid fal signature (Ed25519, keys from
+    /// providers.fal.webhook_jwks_url, timestamp within push.timestamp_tolerance) for the
+    /// job's own request; a Kling callback only with the job's token (derived from
+    /// RESTYLE__PUSH__SECRET). Anything else is refused, 401, and counted in
+    /// restyle_push_refused_total. Polling stays the source of truth: a push never
+    /// decides an outcome, so a lost push costs only time.
+    ///
+    /// Routes: POST /push/fal/<job>, POST /push/kling/<job>/<token>, GET /healthz.
+    ///
+    /// Example (behind TLS termination for https://push.example.com):
+    ///   RESTYLE__PUSH__PUBLIC_URL=https://push.example.com RESTYLE__PUSH__SECRET=... \
+    ///     restyle receive --listen 0.0.0.0:8090 --metrics-listen 127.0.0.1:9465
+    #[command(verbatim_doc_comment)]
+    Receive {
+        /// Address to listen on for pushes.
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        listen: SocketAddr,
+        /// Serve Prometheus /metrics, /healthz and /readyz on this (private) address.
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
+    },
     /// Show a batch: counts per state, done/total, failures with reasons.
     Status {
         batch_id: String,

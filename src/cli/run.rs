@@ -35,6 +35,13 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
             run_worker(settings, *metrics_listen).await
         }
+        Command::Receive {
+            listen,
+            metrics_listen,
+        } => {
+            let settings = load_settings(&cli)?;
+            run_receiver(settings, *listen, *metrics_listen).await
+        }
         Command::Status { batch_id, json } => {
             let settings = load_settings(&cli)?;
             let queue =
@@ -366,6 +373,57 @@ async fn run_worker(settings: Settings, metrics: Option<SocketAddr>) -> Result<(
         s2.cancel();
     });
     worker::run(rt, stop).await?;
+    Ok(())
+}
+
+/// `restyle receive`: the push receiver until SIGTERM/SIGINT.
+async fn run_receiver(
+    settings: Settings,
+    listen: SocketAddr,
+    metrics: Option<SocketAddr>,
+) -> Result<(), CliError> {
+    let cell: crate::metrics::QueueCell = Default::default();
+    let health = Arc::new(crate::metrics::Health::default());
+    if let Some(addr) = metrics {
+        crate::metrics::serve(addr, cell.clone(), health.clone())
+            .await
+            .map_err(|e| CliError::Other(anyhow::anyhow!("metrics listener on {addr}: {e}")))?;
+    }
+    if !settings.push.enabled() {
+        tracing::warn!(
+            "push.public_url is unset: workers do not ask providers to push; this receiver \
+             only acts on pushes of jobs submitted elsewhere."
+        );
+    }
+    let queue = Queue::connect(&settings.redis, &settings.queue, RetryMode::Persistent).await?;
+    let _ = cell.set(queue.clone());
+    let receiver = Arc::new(crate::push::Receiver::new(queue, &settings));
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| CliError::Other(anyhow::anyhow!("push listener on {listen}: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| CliError::Other(e.into()))?;
+    tracing::info!(%addr, "Push receiver listening.");
+    health.set_running(true);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let s2 = stop.clone();
+    tokio::spawn(async move {
+        crate::shutdown::signal().await;
+        tracing::info!("Signal received; stopping.");
+        s2.cancel();
+    });
+    let p = &settings.push;
+    crate::push::serve(
+        listener,
+        receiver.router(),
+        p.max_concurrency,
+        p.request_timeout,
+        stop,
+    )
+    .await;
+    health.set_running(false);
+    tracing::info!("Push receiver stopped.");
     Ok(())
 }
 

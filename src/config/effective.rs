@@ -79,6 +79,14 @@ pub(super) fn url<S: Serializer>(u: &url::Url, ser: S) -> Result<S::Ok, S::Error
     ser.serialize_str(&super::redact_url(u.as_str()))
 }
 
+/// An optional URL (credentials masked), or `(unset)`.
+pub(super) fn opt_url<S: Serializer>(u: &Option<url::Url>, ser: S) -> Result<S::Ok, S::Error> {
+    match u {
+        Some(u) => ser.serialize_str(&super::redact_url(u.as_str())),
+        None => ser.serialize_str("(unset)"),
+    }
+}
+
 /// A duration as humantime prints it (`16m 40s`), the form the settings file takes.
 pub(super) fn duration<S: Serializer>(d: &Duration, ser: S) -> Result<S::Ok, S::Error> {
     ser.collect_str(&humantime::format_duration(*d))

@@ -30,8 +30,8 @@ pub use load::LoadOptions;
 pub use redact::redact_url;
 pub use settings::{
     EgressSettings, HookAction, HookSettings, KlingMode, OutputSettings, PollSettings, Prices,
-    ProviderLimits, ProviderSettings, QueueSettings, RedisSettings, RetrySettings, Settings,
-    StorageSettings, StoreLocation, WorkerSettings,
+    ProviderLimits, ProviderSettings, PushSettings, QueueSettings, RedisSettings, RetrySettings,
+    Settings, StorageSettings, StoreLocation, WorkerSettings,
 };
 
 use std::path::{Path, PathBuf};

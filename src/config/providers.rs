@@ -49,9 +49,12 @@ fn provider(
     let limits = limits(&key, &p)?;
     let prices = prices(&key, &p.price_per_second)?;
     let (no_retry, mode) = specific(name, &key, &p)?;
+    let webhook_jwks_url = jwks_url(name, &key, p.webhook_jwks_url.as_deref())?;
     Ok(ProviderSettings {
         no_retry,
         mode,
+        webhook_jwks_url,
+        push: None,
         base_url,
         api_key: nonempty(p.api_key),
         access_key: nonempty(p.access_key),
@@ -219,5 +222,29 @@ fn poll_override(o: &RawPollOverride, poll: PollSettings) -> PollSettings {
         first_delay: o.first_delay.unwrap_or(poll.first_delay),
         max_interval: o.max_interval.unwrap_or(poll.max_interval),
         deadline: o.deadline.unwrap_or(poll.deadline),
+    }
+}
+
+/// fal's `webhook_jwks_url` (default fal's published JWKS), refused on any other provider.
+fn jwks_url(
+    name: ProviderName,
+    key: &dyn Fn(&str) -> String,
+    given: Option<&str>,
+) -> Result<Option<url::Url>, ConfigError> {
+    let k = key("webhook_jwks_url");
+    match (name, given) {
+        (ProviderName::Fal, given) => {
+            let text = given.unwrap_or(crate::push::FAL_JWKS_URL);
+            let u = base_url(&k, text)?;
+            match u.scheme() {
+                "https" | "http" if u.host_str().is_some() => Ok(Some(u)),
+                _ => Err(invalid(&k, "must be an http(s) URL with a host")),
+            }
+        }
+        (_, None) => Ok(None),
+        (_, Some(_)) => Err(invalid(
+            &k,
+            "only fal signs webhooks with published keys (providers.fal.webhook_jwks_url)",
+        )),
     }
 }

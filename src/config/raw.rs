@@ -25,6 +25,40 @@ pub(super) struct Raw {
     pub(super) egress: RawEgress,
     #[serde(default)]
     pub(super) hooks: BTreeMap<String, RawHook>,
+    #[serde(default)]
+    pub(super) push: RawPush,
+}
+
+/// `[push]`: push completion (fal webhooks, Kling callbacks) and its receiver's bounds.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawPush {
+    /// What providers are told to call (`<public_url>/push/...`); unset = push off.
+    pub(super) public_url: Option<String>,
+    /// Derives the per-job Kling callback tokens; from the environment only.
+    pub(super) secret: Option<SecretString>,
+    pub(super) max_body_bytes: u64,
+    pub(super) max_concurrency: usize,
+    #[serde(with = "humantime_serde")]
+    pub(super) request_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub(super) timestamp_tolerance: Duration,
+    #[serde(with = "humantime_serde")]
+    pub(super) jwks_ttl: Duration,
+}
+
+impl Default for RawPush {
+    fn default() -> Self {
+        RawPush {
+            public_url: None,
+            secret: None,
+            max_body_bytes: 256 * 1024,
+            max_concurrency: 64,
+            request_timeout: Duration::from_secs(10),
+            timestamp_tolerance: Duration::from_secs(300),
+            jwks_ttl: Duration::from_secs(3600),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -204,6 +238,9 @@ pub(super) struct RawProvider {
     /// Kling only: the `mode` every task is created with, `std` or `pro`.
     #[serde(default)]
     pub(super) mode: Option<String>,
+    /// fal only: where the receiver reads fal's webhook signing keys (a JWKS).
+    #[serde(default)]
+    pub(super) webhook_jwks_url: Option<String>,
 }
 
 /// `[providers.<name>.storage]`: each key unset keeps the provider's documented host.

@@ -4,7 +4,7 @@
 //! and the few fields `check-config` never showed are skipped.
 
 use super::effective::{
-    display, duration, entries, path, price, redacted_url, secret, url, webhook_url,
+    display, duration, entries, opt_url, path, price, redacted_url, secret, url, webhook_url,
 };
 use crate::model::ProviderName;
 use crate::money::Usd;
@@ -29,6 +29,41 @@ pub struct Settings {
     /// `[hooks.<name>]`: what a batch's `on_done` may name.
     pub hooks: BTreeMap<String, HookSettings>,
     pub egress: EgressSettings,
+    /// `[push]`: push completion and the receiver (`restyle receive`).
+    pub push: PushSettings,
+}
+
+/// `[push]`: where providers are told to report completion (fal's `fal_webhook`, Kling's
+/// `callback_url`), the secret behind Kling's per-job callback tokens, and the bounds of
+/// the receiver ([`crate::push`]). Push only moves a job's next poll to now.
+#[derive(Debug, Clone, Serialize)]
+pub struct PushSettings {
+    /// `https://…` (or `http://` on a loopback host); `None` = push off.
+    #[serde(serialize_with = "opt_url")]
+    pub public_url: Option<url::Url>,
+    /// Set whenever `public_url` is (validation); shown only as set or unset.
+    #[serde(serialize_with = "secret")]
+    pub secret: Option<SecretString>,
+    /// A request body larger than this is refused (413) before anything reads it.
+    pub max_body_bytes: u64,
+    /// Connections the receiver serves at once; more wait in the listen backlog.
+    pub max_concurrency: usize,
+    /// A request (headers and body) that takes longer is cut off.
+    #[serde(serialize_with = "duration")]
+    pub request_timeout: Duration,
+    /// fal: a webhook whose signed timestamp is further than this from now is refused.
+    #[serde(serialize_with = "duration")]
+    pub timestamp_tolerance: Duration,
+    /// fal: how long fetched signing keys are used before they are fetched again.
+    #[serde(serialize_with = "duration")]
+    pub jwks_ttl: Duration,
+}
+
+impl PushSettings {
+    /// Whether providers are told to push (a public URL and a secret are set).
+    pub fn enabled(&self) -> bool {
+        self.public_url.is_some() && self.secret.is_some()
+    }
 }
 
 /// `[egress]`: exceptions to the egress policy of downloads and webhooks
@@ -201,13 +236,6 @@ impl serde::Serialize for StoreLocation {
     }
 }
 
-fn opt_url<S: serde::Serializer>(u: &Option<url::Url>, s: S) -> Result<S::Ok, S::Error> {
-    match u {
-        Some(u) => s.serialize_str(&super::redact_url(u.as_str())),
-        None => s.serialize_none(),
-    }
-}
-
 fn opt_path<S: serde::Serializer>(p: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
     match p {
         Some(p) => s.serialize_str(&p.display().to_string()),
@@ -246,6 +274,13 @@ pub struct ProviderSettings {
     /// Kling only (`None` elsewhere): the `mode` every task is created with.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<KlingMode>,
+    /// fal only (`None` elsewhere): the JWKS the receiver verifies webhooks against.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "opt_url")]
+    pub webhook_jwks_url: Option<url::Url>,
+    /// Where this provider is told to push completion, for its client: derived from
+    /// `[push]` when the clients are built (`upstream::build_all`), never a setting.
+    #[serde(skip)]
+    pub push: Option<crate::push::Callbacks>,
 }
 
 /// Kling's `mode` (Omni-Video create): `std` is 720p and "cost-effective", `pro` 1080p

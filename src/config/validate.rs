@@ -1,11 +1,13 @@
 //! Validation of the general sections: raw `[redis]`, `[queue]`, `[worker]`, `[poll]`,
-//! `[retry]`, `[output]`, `[limits]` and `[egress]` into their settings types, each
+//! `[retry]`, `[output]`, `[limits]`, `[egress]` and `[push]` into their settings types, each
 //! section checked by its own function, every failure naming its key. `[providers.*]` is
 //! in `providers`, `[hooks.*]` in `hooks`.
 
-use super::raw::{Raw, RawEgress, RawOutput, RawPoll, RawQueue, RawRedis, RawRetry, RawWorker};
+use super::raw::{
+    Raw, RawEgress, RawOutput, RawPoll, RawPush, RawQueue, RawRedis, RawRetry, RawWorker,
+};
 use super::{invalid, positive, ConfigError, Settings};
-use super::{EgressSettings, WorkerSettings};
+use super::{EgressSettings, PushSettings, WorkerSettings};
 use super::{OutputSettings, PollSettings, QueueSettings, RedisSettings, RetrySettings};
 use secrecy::ExposeSecret;
 
@@ -37,6 +39,7 @@ impl Raw {
             output: output(self.output)?,
             providers,
             egress: egress(self.egress)?,
+            push: push(self.push)?,
             hooks,
         })
     }
@@ -150,4 +153,69 @@ fn egress(e: RawEgress) -> Result<EgressSettings, ConfigError> {
         allow.push(entry);
     }
     Ok(EgressSettings { allow })
+}
+
+/// `[push]`: a public URL providers can reach (https, or http on a loopback host for local
+/// runs), a secret of at least 16 bytes whenever it is set, and bounded receiver limits.
+fn push(p: RawPush) -> Result<PushSettings, ConfigError> {
+    let public_url = match p.public_url.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(raw) => Some(public_url(raw)?),
+    };
+    let secret = p.secret.filter(|s| !s.expose_secret().is_empty());
+    if let Some(s) = &secret {
+        if s.expose_secret().len() < 16 {
+            return Err(invalid("push.secret", "must be at least 16 bytes"));
+        }
+    }
+    if public_url.is_some() && secret.is_none() {
+        return Err(invalid(
+            "push.secret",
+            "must be set when push.public_url is (RESTYLE__PUSH__SECRET)",
+        ));
+    }
+    if !(1024..=16 * 1024 * 1024).contains(&p.max_body_bytes) {
+        return Err(invalid("push.max_body_bytes", "must be 1024–16777216"));
+    }
+    if !(1..=10_000).contains(&p.max_concurrency) {
+        return Err(invalid("push.max_concurrency", "must be 1–10000"));
+    }
+    Ok(PushSettings {
+        public_url,
+        secret,
+        max_body_bytes: p.max_body_bytes,
+        max_concurrency: p.max_concurrency,
+        request_timeout: positive("push.request_timeout", p.request_timeout)?,
+        timestamp_tolerance: positive("push.timestamp_tolerance", p.timestamp_tolerance)?,
+        jwks_ttl: positive("push.jwks_ttl", p.jwks_ttl)?,
+    })
+}
+
+fn public_url(raw: &str) -> Result<url::Url, ConfigError> {
+    let key = "push.public_url";
+    let u = url::Url::parse(raw).map_err(|e| invalid(key, format!("not a URL: {e}")))?;
+    if !u.username().is_empty()
+        || u.password().is_some()
+        || u.query().is_some()
+        || u.fragment().is_some()
+    {
+        return Err(invalid(
+            key,
+            "must not carry credentials, a query or a fragment",
+        ));
+    }
+    let loopback = match u.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    match u.scheme() {
+        "https" if u.host().is_some() => Ok(u),
+        "http" if loopback => Ok(u),
+        _ => Err(invalid(
+            key,
+            "must be an https URL (http only on a loopback host, for local runs)",
+        )),
+    }
 }

@@ -19,6 +19,7 @@ mod durability;
 mod keys;
 mod lifecycle;
 mod media;
+mod push;
 mod read;
 mod records;
 pub mod retention;
@@ -29,6 +30,7 @@ pub use records::BatchInfo;
 
 pub use admission::GateReply;
 pub use durability::Durability;
+pub use push::PushTarget;
 pub use read::Purged;
 pub use scripts::Scripts;
 

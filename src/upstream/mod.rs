@@ -286,7 +286,10 @@ pub fn build_all(settings: &Settings) -> Result<Upstreams, UpstreamError> {
     for entry in registry::PROVIDERS {
         if let Some(p) = settings.providers.get(&entry.name) {
             if entry.missing_credentials(p).is_none() {
-                out.insert(entry.name, (entry.build)(p)?);
+                // Where the provider is told to push completion, when `[push]` is on.
+                let mut p = p.clone();
+                p.push = crate::push::Callbacks::from_settings(settings);
+                out.insert(entry.name, (entry.build)(&p)?);
             }
         }
     }

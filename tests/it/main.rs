@@ -28,6 +28,7 @@ mod probe;
 mod provider_fal;
 mod provider_kling;
 mod provider_oxen;
+mod push;
 mod queue_traps;
 mod redis_ops;
 mod report;

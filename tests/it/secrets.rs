@@ -32,8 +32,9 @@ const BASE_USER: &str = "bu-planted-1a2b";
 const BASE_PW: &str = "bp-planted-3c4d";
 const BASE_KEY: &str = "bk-planted-5e6f";
 const WRONG_PW: &str = "wrong-planted-0f0e";
+const PUSH_SECRET: &str = "push-planted-2b4d6f80";
 
-const SECRETS: [(&str, &str); 12] = [
+const SECRETS: [(&str, &str); 13] = [
     ("aimlapi key", AIML_KEY),
     ("fal key", FAL_KEY),
     ("oxen key", OXEN_KEY),
@@ -46,6 +47,7 @@ const SECRETS: [(&str, &str); 12] = [
     ("base_url password", BASE_PW),
     ("base_url ?key=", BASE_KEY),
     ("a wrong redis password", WRONG_PW),
+    ("push secret", PUSH_SECRET),
 ];
 
 /// The secret as written and in its obvious encodings: percent-encoded, hex, and base64
@@ -142,6 +144,7 @@ fn planted(app: &TestApp, redis_url: &str) -> Command {
         .env("OXEN_API_KEY", OXEN_KEY)
         .env("KLING_ACCESS_KEY", KLING_AK)
         .env("RESTYLE__PROVIDERS__KLING__SECRET_KEY", KLING_SK)
+        .env("RESTYLE__PUSH__SECRET", PUSH_SECRET)
         .env("REDIS_URL", redis_url)
         .env("RUST_LOG", "debug");
     c

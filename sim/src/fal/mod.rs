@@ -10,7 +10,8 @@
 //! `routes`, the input schemas in `schema`, the failure shapes in `errors`, fal's requests
 //! and its queue in `state`, its storage API (uploads the official client makes) in
 //! `storage`. A `video_url` in this simulator's storage that holds no file fails the
-//! request with the model error `file_download_error`.
+//! request with the model error `file_download_error`. A submit with `?fal_webhook=<url>`
+//! gets fal's signed webhook at that URL once COMPLETED (`webhook`, `crate::push`).
 
 mod errors;
 mod routes;
@@ -19,6 +20,7 @@ mod state;
 mod storage;
 #[cfg(test)]
 mod storage_tests;
+mod webhook;
 #[cfg(test)]
 mod tests;
 
@@ -27,7 +29,7 @@ pub(crate) use state::FalState;
 pub(crate) use storage::routes as storage_routes;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -51,8 +53,8 @@ pub(crate) fn routes() -> Router<SimState> {
                 model.fal_endpoint()
             );
             let at = path.clone();
-            let submit = move |s: State<SimState>, h: HeaderMap, b: Bytes| {
-                routes::submit(s, h, b, model, at.clone())
+            let submit = move |s: State<SimState>, h: HeaderMap, q: RawQuery, b: Bytes| {
+                routes::submit(s, h, q, b, model, at.clone())
             };
             r = r.route(&path, post(submit));
         }

@@ -28,10 +28,12 @@ use crate::state::{Inner, SimState, View};
 pub(super) async fn submit(
     State(state): State<SimState>,
     headers: HeaderMap,
+    RawQuery(query): RawQuery,
     body: Bytes,
     model: Model,
     path: String,
 ) -> Response {
+    let hook = super::webhook::requested(query.as_deref());
     let tag = gate::Tag {
         path: Some(path),
         mode: None,
@@ -75,6 +77,12 @@ pub(super) async fn submit(
                 new.fail = decide(inner, no_retry);
             }
             let (id, position) = accept(inner, key, new, dedupe, Instant::now());
+            if let Some(url) = hook.clone() {
+                // fal has the request (even if its answer is lost below): it will call.
+                inner.push.watch_fal(&id);
+                let watch = super::webhook::watch(state.clone(), id.clone(), url, base.clone());
+                tokio::spawn(watch);
+            }
             let lost_rate = inner.knobs.submit_lost_response_rate;
             if inner.chance(lost_rate) {
                 return server_error(inner, StatusCode::GATEWAY_TIMEOUT);
@@ -154,6 +162,8 @@ fn status_body(inner: &mut Inner, id: &str, base: &str, query: Option<&str>) -> 
             Some("Generating video"),
         ),
         Phase::Done(view) => {
+            let end = inner.end_of(id);
+            inner.push.saw_completed(id, end, now);
             if let Some(View::Failed(failure)) = view {
                 let (error, error_type) = status_fields(failure);
                 body["error"] = error;

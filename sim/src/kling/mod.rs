@@ -11,6 +11,7 @@
 //! `state`.
 
 mod auth;
+mod callback;
 mod routes;
 mod state;
 mod validate;

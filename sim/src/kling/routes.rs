@@ -15,7 +15,7 @@ use super::validate::{validate, Valid};
 use super::{now_ms, refuse, succeed, Kling};
 use crate::gate::{self, Call, Fault, Protocol};
 use crate::media::{base_url, output_url};
-use crate::state::{SimState, View};
+use crate::state::{Inner, SimState, View};
 
 /// `POST /v1/videos/omni-video`.
 pub(super) async fn submit(
@@ -35,12 +35,18 @@ pub(super) async fn submit(
         |key, (valid, external), tag| {
             let std = valid.units_per_second < 1.0;
             tag.mode = Some(if std { "std" } else { "pro" }.to_owned());
-            create(&state, key, valid, external)
+            create(&state, &headers, key, valid, external)
         },
     )
 }
 
-fn create(state: &SimState, key: &str, new: Valid, external: Option<String>) -> Response {
+fn create(
+    state: &SimState,
+    headers: &HeaderMap,
+    key: &str,
+    new: Valid,
+    external: Option<String>,
+) -> Response {
     let mut inner = state.lock();
     let now = Instant::now();
     if let Some(ext) = &external {
@@ -93,6 +99,15 @@ fn create(state: &SimState, key: &str, new: Valid, external: Option<String>) -> 
         units: format!("{}", (units * 100.0).round() / 100.0),
     };
     inner.kling.insert(task_id.clone(), task);
+    if let Some(url) = new.callback_url.clone() {
+        let host = crate::media::base_url(state, headers);
+        tokio::spawn(super::callback::watch(
+            state.clone(),
+            task_id.clone(),
+            url,
+            host,
+        ));
+    }
     let lost_rate = inner.knobs.submit_lost_response_rate;
     let lost = inner.chance(lost_rate);
     tracing::debug!(task_id = %task_id, external_task_id = ?external, lost, "sim: kling task created");
@@ -132,16 +147,17 @@ pub(super) async fn query(
 fn task_status(state: &SimState, key: &str, id: &str, host: &str) -> Response {
     let mut inner = state.lock();
     let task_id = inner.kling.resolve(key, id);
-    let view = task_id
-        .as_deref()
-        .and_then(|t| inner.view(t, Instant::now()));
-    let (Some(task_id), Some(view)) = (task_id, view) else {
+    match task_id.and_then(|t| task_data(&mut inner, &t, host)) {
+        Some(data) => succeed(data),
         // ASSUMPTION: an unknown task is 404 with code 1203 ("resource not found").
-        return refuse(StatusCode::NOT_FOUND, 1203, "task not found", None);
-    };
-    let Some(task) = inner.kling.task(&task_id) else {
-        return refuse(StatusCode::NOT_FOUND, 1203, "task not found", None);
-    };
+        None => refuse(StatusCode::NOT_FOUND, 1203, "task not found", None),
+    }
+}
+
+/// A task as Kling's query `data` (and a callback's body) gives it, as of now.
+pub(super) fn task_data(inner: &mut Inner, task_id: &str, host: &str) -> Option<Value> {
+    let view = inner.view(task_id, Instant::now())?;
+    let task = inner.kling.task(task_id)?;
     let now = now_ms();
     let mut data = json!({
         "task_id": task_id,
@@ -163,7 +179,7 @@ fn task_status(state: &SimState, key: &str, id: &str, host: &str) -> Response {
             data["updated_at"] = json!(ended);
             data["final_unit_deduction"] = json!(task.units);
             data["task_result"] = json!({"videos": [{
-                "id": format!("{task_id}-0"), "url": output_url(host, &task_id),
+                "id": format!("{task_id}-0"), "url": output_url(host, task_id),
                 "watermark_url": "", "duration": format!("{}.0", task.seconds),
             }]});
             "succeed"
@@ -178,7 +194,7 @@ fn task_status(state: &SimState, key: &str, id: &str, host: &str) -> Response {
         }
     };
     data["task_status"] = json!(status);
-    succeed(data)
+    Some(data)
 }
 
 /// The shared core's failure body as one line (`message`, or the first `detail` msg).

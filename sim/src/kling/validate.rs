@@ -26,6 +26,8 @@ pub(super) struct Valid {
     pub(super) video: String,
     /// Units billed per second of output: 1 in `pro` mode (the default), 0.75 in `std`.
     pub(super) units_per_second: f64,
+    /// The create's `callback_url`, when an http(s) URL.
+    pub(super) callback_url: Option<String>,
 }
 
 /// The create body's fields this simulator reads; types are checked by serde.
@@ -46,6 +48,8 @@ struct Create {
     /// A string "3"…"10" (a number is a type error).
     duration: Option<String>,
     external_task_id: Option<String>,
+    /// Where Kling posts the task on each status change.
+    callback_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -174,6 +178,7 @@ pub(super) fn validate(body: &[u8]) -> Result<(Valid, Option<String>), (i64, Str
         generation,
         video,
         units_per_second,
+        callback_url: c.callback_url.filter(|u| crate::push::usable(u)),
     };
     Ok((valid, c.external_task_id))
 }

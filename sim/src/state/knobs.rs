@@ -99,6 +99,19 @@ pub struct Knobs {
     /// it 401. Whether Oxen's `result_url` needs the key is not documented (ASSUMPTION,
     /// research O1: it is a repository API path, and Oxen repositories need a key).
     pub oxen_result_auth: bool,
+    /// fal and Kling: probability a webhook or callback is never sent.
+    pub push_drop_rate: f64,
+    /// fal and Kling: probability a webhook or callback is sent twice.
+    pub push_duplicate_rate: f64,
+    /// fal and Kling: wait before sending a webhook or callback, before `time_scale`.
+    #[serde(with = "humantime_serde")]
+    pub push_delay: Duration,
+    /// fal: sign webhooks with a key the simulator's JWKS does not publish.
+    pub push_wrong_key: bool,
+    /// fal: the signed timestamp lags the real time by this much (a skewed clock, a
+    /// replay), not time-scaled.
+    #[serde(with = "humantime_serde")]
+    pub push_clock_skew: Duration,
 }
 
 impl Default for Knobs {
@@ -136,6 +149,11 @@ impl Default for Knobs {
             fal_request_error_type: "runner_disconnected".to_owned(),
             aimlapi_strict_keys: false,
             oxen_result_auth: false,
+            push_drop_rate: 0.0,
+            push_duplicate_rate: 0.0,
+            push_delay: Duration::ZERO,
+            push_wrong_key: false,
+            push_clock_skew: Duration::ZERO,
         }
     }
 }
@@ -166,6 +184,8 @@ impl Knobs {
             ("result_504_rate", self.result_504_rate),
             ("fal_request_error_rate", self.fal_request_error_rate),
             ("fal_runner_failure_rate", self.fal_runner_failure_rate),
+            ("push_drop_rate", self.push_drop_rate),
+            ("push_duplicate_rate", self.push_duplicate_rate),
         ];
         for (name, rate) in rates {
             if !(0.0..=1.0).contains(&rate) {

@@ -48,6 +48,8 @@ pub(crate) struct Inner {
     pub oxen: crate::oxen::OxenState,
     pub fal: crate::fal::FalState,
     pub kling: crate::kling::KlingState,
+    /// Webhooks and callbacks: the signing key, the client, the counters.
+    pub push: crate::push::PushState,
 }
 
 impl SimState {
@@ -69,6 +71,7 @@ impl SimState {
                 oxen: Default::default(),
                 fal: Default::default(),
                 kling: Default::default(),
+                push: Default::default(),
             })),
         }
     }

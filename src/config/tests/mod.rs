@@ -4,6 +4,7 @@ use super::*;
 use crate::model::ProviderName;
 use secrecy::{ExposeSecret, SecretString};
 
+mod push;
 mod secrets;
 
 #[test]
@@ -91,6 +92,13 @@ fn effective_keys_are_the_documented_ones() {
         "limits.max_batch_file_bytes",
         "limits.max_prompt_file_bytes",
         "egress.allow",
+        "push.public_url",
+        "push.secret",
+        "push.max_body_bytes",
+        "push.max_concurrency",
+        "push.request_timeout",
+        "push.timestamp_tolerance",
+        "push.jwks_ttl",
     ]
     .map(String::from)
     .to_vec();
@@ -119,6 +127,7 @@ fn effective_keys_are_the_documented_ones() {
     }
     // Provider-specific settings, only on their provider.
     want.push("providers.fal.no_retry".into());
+    want.push("providers.fal.webhook_jwks_url".into());
     want.push("providers.kling.mode".into());
     want.push("providers.fal.storage.rest_url".into());
     want.push("providers.fal.storage.cdn_url".into());

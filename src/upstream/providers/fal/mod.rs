@@ -1,6 +1,7 @@
 //! fal.ai queue wire mapping: `POST {base}/fal-ai/kling-video/o1/video-to-video/{edit,
 //! reference}` (`Authorization: Key …`; `X-Fal-No-Retry: 1` only with
-//! `providers.fal.no_retry`, since it turns fal's own retries off) returns a `request_id`
+//! `providers.fal.no_retry`, since it turns fal's own retries off; `?fal_webhook=` with
+//! `[push]`, see [`crate::push`]) returns a `request_id`
 //! and the status, result and cancel URLs, all four kept in the upstream id. A poll is
 //! `GET status_url` (202 `IN_QUEUE`/`IN_PROGRESS`, 200 `COMPLETED`, with `error` and
 //! `error_type` when the request failed) and, once completed, `GET response_url` at once
@@ -32,6 +33,8 @@ pub struct Fal {
     no_retry: bool,
     /// fal's storage, where local media are uploaded once per batch (`upload`).
     upload: upload::Uploads,
+    /// With `[push]`: each submit carries `fal_webhook=<public_url>/push/fal/<job>`.
+    push: Option<crate::push::Callbacks>,
 }
 
 impl std::fmt::Debug for Fal {
@@ -205,6 +208,7 @@ impl Fal {
             key: p.api_key.clone(),
             no_retry: p.no_retry.unwrap_or(false),
             upload: upload::Uploads::new(p),
+            push: p.push.clone(),
         })
     }
 
@@ -291,11 +295,18 @@ impl Upstream for Fal {
     }
 
     async fn submit(&self, req: &GenerationRequest) -> Result<String, UpstreamError> {
-        let url = format!(
+        let mut url = url::Url::parse(&format!(
             "{}/{}",
             self.base.as_str().trim_end_matches('/'),
             model_path(req.model, req.tier)
-        );
+        ))
+        .map_err(|e| UpstreamError::new(ErrorClass::Account, format!("fal: base_url: {e}")))?;
+        if let Some(push) = &self.push {
+            // fal-client and fal-js send the webhook as this query parameter.
+            let hook = push.fal_webhook(&req.job_id);
+            url.query_pairs_mut()
+                .append_pair("fal_webhook", hook.as_str());
+        }
         let body = crate::upstream::body::JsonBody::for_request(&request_body(req), req)?;
         let mut rb = self.http.post(url);
         if self.no_retry {

@@ -1,6 +1,7 @@
 //! Kling official API wire mapping (Omni-Video, `kling-video-o1`): a per-request HS256
 //! JWT, `POST /v1/videos/omni-video` with `external_task_id` = our job id and `mode` from
-//! `providers.kling.mode`, `GET /v1/videos/omni-video/{task_id | external_task_id}`,
+//! `providers.kling.mode` (and `callback_url` with `[push]`, see [`crate::push`]),
+//! `GET /v1/videos/omni-video/{task_id | external_task_id}`,
 //! statuses submitted/processing/succeed/failed, output at
 //! `data.task_result.videos[0].url`.
 //!
@@ -38,6 +39,8 @@ pub struct Kling {
     secret_key: Option<SecretString>,
     /// `providers.kling.mode`, sent with every task.
     mode: KlingMode,
+    /// With `[push]`: each task carries `callback_url` (the job's URL with its token).
+    push: Option<crate::push::Callbacks>,
 }
 
 impl std::fmt::Debug for Kling {
@@ -57,6 +60,7 @@ impl Kling {
             access_key: p.access_key.clone(),
             secret_key: p.secret_key.clone(),
             mode: p.mode.unwrap_or(KlingMode::Pro),
+            push: p.push.clone(),
         })
     }
 
@@ -126,7 +130,12 @@ impl Upstream for Kling {
             Some(crate::model::Tier::Pro) => KlingMode::Pro,
             None => self.mode,
         };
-        let body = crate::upstream::body::JsonBody::for_request(&request_body(req, mode)?, req)?;
+        let mut body = request_body(req, mode)?;
+        if let Some(push) = &self.push {
+            // Kling calls it on every status change; the URL's token authenticates it.
+            body["callback_url"] = Value::from(push.kling_callback(&req.job_id).as_str());
+        }
+        let body = crate::upstream::body::JsonBody::for_request(&body, req)?;
         let rb = crate::upstream::body::json(self.http.post(self.url(None)?), body);
         let resp = self.auth(rb)?.send().await.map_err(|e| {
             crate::upstream::transport_error(ProviderName::Kling, e, true, "submit")
