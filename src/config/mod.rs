@@ -28,9 +28,9 @@ mod validate;
 pub use load::LoadOptions;
 pub use redact::redact_url;
 pub use settings::{
-    EgressSettings, HookAction, HookSettings, KlingMode, OutputSettings, PollSettings, Prices,
-    ProviderLimits, ProviderSettings, QueueSettings, RedisSettings, RetrySettings, Settings,
-    StorageSettings, WorkerSettings,
+    EgressSettings, HookAction, HookSettings, KlingMode, LearnedPoll, OutputSettings, PollSettings,
+    Prices, ProviderLimits, ProviderSettings, QueueSettings, RedisSettings, RetrySettings,
+    Settings, StorageSettings, WorkerSettings,
 };
 
 use std::path::{Path, PathBuf};

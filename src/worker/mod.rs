@@ -3,6 +3,7 @@
 
 pub mod announce;
 pub mod hook;
+pub mod latency;
 pub mod media;
 pub mod stage;
 
@@ -37,6 +38,8 @@ pub struct Runtime {
     batches: Mutex<HashMap<String, Arc<BatchShared>>>,
     /// The media of the batches this process submits, each read once (see [`media`]).
     pub media: media::MediaCache,
+    /// The completion-time distributions this process has read (the learned schedule).
+    pub latency: latency::LatencyCache,
 }
 
 impl Runtime {
@@ -63,6 +66,7 @@ impl Runtime {
             worker_id,
             batches: Mutex::new(HashMap::new()),
             media: media::MediaCache::default(),
+            latency: latency::LatencyCache::default(),
         }
     }
 

@@ -191,7 +191,12 @@ fn samples_round_trip_and_garbage_is_refused() {
         b"+1:2",
         &[b'1'; 64],
     ] {
-        assert_eq!(Sample::decode(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        assert_eq!(
+            Sample::decode(bad),
+            None,
+            "{:?}",
+            String::from_utf8_lossy(bad)
+        );
     }
 }
 
@@ -243,7 +248,11 @@ fn uniform_200_240_meets_the_target() {
     let def = default_run(&lat, 11);
     let run = learned_run(&lat, 11);
     let steady = run.from(MIN_SAMPLES + MAX_SAMPLES);
-    eprintln!("{}\n{}", report("default", &def), report("learned", &steady));
+    eprintln!(
+        "{}\n{}",
+        report("default", &def),
+        report("learned", &steady)
+    );
     assert!(steady.mean_polls() <= 6.0, "{}", report("learned", &steady));
     assert!(steady.median() <= 3.0, "{}", report("learned", &steady));
     assert!(steady.p90() <= 8.0, "{}", report("learned", &steady));
@@ -256,7 +265,11 @@ fn a_long_tailed_lognormal_is_no_worse_than_the_default() {
     let def = default_run(&lat, 5);
     let run = learned_run(&lat, 5);
     eprintln!("{}\n{}", report("default", &def), report("learned", &run));
-    assert!(run.mean_polls() <= def.mean_polls(), "{}", report("learned", &run));
+    assert!(
+        run.mean_polls() <= def.mean_polls(),
+        "{}",
+        report("learned", &run)
+    );
     assert!(run.median() <= def.median(), "{}", report("learned", &run));
     assert!(run.p90() <= def.p90(), "{}", report("learned", &run));
     assert!(run.timed_out <= def.timed_out);
@@ -288,11 +301,19 @@ fn latency_doubling_mid_batch_is_no_worse_than_the_default() {
         report("default, transition", &dt),
         report("learned, transition", &lt)
     );
-    assert!(run.mean_polls() <= def.mean_polls(), "{}", report("learned", &run));
+    assert!(
+        run.mean_polls() <= def.mean_polls(),
+        "{}",
+        report("learned", &run)
+    );
     assert!(run.median() <= def.median(), "{}", report("learned", &run));
     assert!(run.p90() <= def.p90(), "{}", report("learned", &run));
     // After the ring has turned over, the new latency is learned.
     let late = run.from(1500 + 2 * MAX_SAMPLES);
-    assert!(late.mean_polls() <= 6.0, "{}", report("learned, late", &late));
+    assert!(
+        late.mean_polls() <= 6.0,
+        "{}",
+        report("learned, late", &late)
+    );
     assert!(late.median() <= 6.0, "{}", report("learned, late", &late));
 }
