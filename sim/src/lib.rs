@@ -22,11 +22,13 @@ mod state;
 #[cfg(test)]
 mod limit_tests;
 #[cfg(test)]
+mod economy_tests;
+#[cfg(test)]
 mod tests;
 
 pub use limits::{RequestKind, RequestLogEntry};
 pub use media::output_bytes;
-pub use state::{Knobs, ProviderCounters, SimState, SimStats};
+pub use state::{Knobs, LatencyDist, ProviderCounters, SimState, SimStats, Spread};
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};

@@ -134,6 +134,7 @@ fn task_status(state: &SimState, key: &str, id: &str, host: &str) -> Response {
         // ASSUMPTION: an unknown task is 404 with code 1203 ("resource not found").
         return refuse(StatusCode::NOT_FOUND, 1203, "task not found", None);
     };
+    inner.note_poll(&task_id, Instant::now());
     let Some(task) = inner.kling.task(&task_id) else {
         return refuse(StatusCode::NOT_FOUND, 1203, "task not found", None);
     };
