@@ -25,6 +25,8 @@ async fn record_submitted(
     submit_id: Option<&str>,
 ) {
     let first = crate::worker::latency::poll_wait(step.rt, provider, key, Duration::ZERO, 0).await;
+    // No first wait passes the deadline, where the last poll is due.
+    let first = first.min(step.rt.settings.provider(provider).poll.deadline);
     let now = step.rt.queue.now_ms();
     let at = now + first.as_millis() as u64;
     info!(job_id = %step.job_id, upstream_id = %upstream_id, "Submitted.");
