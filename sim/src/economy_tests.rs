@@ -157,3 +157,22 @@ fn latency_sigma_is_checked() {
     assert_eq!(k.latency_dist, LatencyDist::Lognormal);
     assert!(serde_json::from_str::<Knobs>(r#"{"latency_dist": "pareto"}"#).is_err());
 }
+
+#[tokio::test]
+async fn delete_stats_starts_the_counters_and_the_economy_afresh() {
+    let sim = start(fast_knobs()).await;
+    let a = submit_ok(&sim, &edit_body("a")).await;
+    poll_until_done(&sim, &a).await;
+    let url = format!("{}/sim/stats", sim.base_url());
+    let resp = reqwest::Client::new().delete(&url).send().await.unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::NO_CONTENT);
+    let s: SimStats = reqwest::get(&url).await.unwrap().json().await.unwrap();
+    assert_eq!((s.submissions_total, s.polls_total), (0, 0));
+    assert_eq!(s.polls_per_generation.count, 0);
+    let b = submit_ok(&sim, &edit_body("b")).await;
+    let polls = poll_until_done(&sim, &b).await;
+    let s = sim.stats();
+    assert_eq!(s.polls_per_generation.count, 1, "only b");
+    assert_eq!(s.polls_per_generation.max, f64::from(polls));
+    assert_eq!(s.submissions_total, 1);
+}

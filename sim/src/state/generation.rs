@@ -35,6 +35,8 @@ pub(super) struct Generation {
     polls: u32,
     /// When a poll first saw it terminal (completed or failed).
     seen_done: Option<Instant>,
+    /// Created before the counters were last reset: left out of the economy.
+    before_reset: bool,
 }
 
 /// One generation's economy, once a poll has seen it terminal: how many polls it took and
@@ -187,6 +189,7 @@ impl Inner {
                 scale: self.knobs.time_scale,
                 polls: 0,
                 seen_done: None,
+                before_reset: false,
             },
         );
 
@@ -272,6 +275,9 @@ impl Inner {
     /// Every detected generation's economy.
     pub(super) fn economy(&self) -> Vec<Economy> {
         let of = |g: &Generation| {
+            if g.before_reset {
+                return None;
+            }
             let (seen, end) = (g.seen_done?, g.end?);
             let real = seen.saturating_duration_since(end).as_secs_f64();
             let scale = if g.scale.is_finite() && g.scale > 0.0 {
@@ -286,6 +292,13 @@ impl Inner {
             })
         };
         self.generations.values().filter_map(of).collect()
+    }
+
+    /// Leaves every generation created so far out of the economy (a counters reset).
+    pub(super) fn forget_economy(&mut self) {
+        for g in self.generations.values_mut() {
+            g.before_reset = true;
+        }
     }
 
     /// When the generation turned (or turns) terminal; `None` for an unknown or stuck one.

@@ -103,6 +103,16 @@ impl SimState {
         stats
     }
 
+    /// Starts the counters afresh (`DELETE /sim/stats`): every counter to zero, and the
+    /// economy (detection delay, polls per generation) only of generations created from
+    /// now on. Generations, limits and knobs are unchanged.
+    pub fn reset_stats(&self) {
+        let mut inner = self.lock();
+        inner.settle(Instant::now());
+        inner.stats = SimStats::default();
+        inner.forget_economy();
+    }
+
     /// The current knobs.
     pub fn knobs(&self) -> Knobs {
         self.lock().knobs.clone()
