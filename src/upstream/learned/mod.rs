@@ -16,7 +16,7 @@
 //! Before the early quantiles `P` is 0, so the first poll lands where completions begin
 //! (sparse); where completions happen it is dense; in a falling tail it thins out.
 //! `c` scales with the distribution's spread (`K_COST · (q90 − q10)`, at most
-//! `MAX_COST`), so a narrow distribution is polled tightly and a wide one neither polled
+//! `MAX_COST_PER_MEDIAN · q50`), so a narrow distribution is polled tightly and a wide one neither polled
 //! to death nor left to the sparse gaps of the default schedule. Past every sample
 //! (a shift to slower generations) gaps grow with the overrun, up to `max_interval`.
 //! Jitter across jobs draws the exchange rate (±40 %), which moves each job's polls in
@@ -35,11 +35,13 @@ pub const MAX_SAMPLES: usize = 256;
 pub const MAX_SAMPLE_MS: u64 = 7 * 24 * 3600 * 1000;
 
 /// The exchange rate per second of spread: `c = K_COST · (q90 − q10)`.
-const K_COST: f64 = 0.03;
+const K_COST: f64 = 0.025;
 
-/// The most a poll is worth, in seconds of delay: a wide distribution (a long-tailed
-/// lognormal) is still polled densely enough to beat the default schedule's delay.
-const MAX_COST: f64 = 2.0;
+/// The most a poll is worth, per second of the median: a wide distribution (a long-tailed
+/// lognormal) is still polled densely enough to beat the default schedule's delay. Both
+/// factors are relative to the distribution, so placement does not depend on the unit of
+/// time (a time-scaled simulator gets the same schedule, scaled).
+const MAX_COST_PER_MEDIAN: f64 = 0.01;
 
 /// How far each job's exchange rate is drawn around `c` (jitter across jobs).
 const COST_JITTER: f64 = 0.4;
@@ -100,8 +102,9 @@ impl Dist {
         let mut d = Dist { iv, end, cost: 0.0 };
         if !d.iv.is_empty() {
             let spread = d.quantile(0.9) - d.quantile(0.1);
+            let cap = MAX_COST_PER_MEDIAN * d.quantile(0.5);
             // At least a millisecond: a point mass still gets a finite gap.
-            d.cost = (K_COST * spread).clamp(0.001, MAX_COST);
+            d.cost = (K_COST * spread).min(cap).max(0.001);
         }
         d
     }

@@ -317,3 +317,31 @@ fn latency_doubling_mid_batch_is_no_worse_than_the_default() {
     );
     assert!(late.median() <= 6.0, "{}", report("learned, late", &late));
 }
+
+#[test]
+fn placement_does_not_depend_on_the_unit_of_time() {
+    // A time-scaled simulator (or provider) gets the same schedule, scaled.
+    let samples = |scale: f64| {
+        lognormal(256, 200.0, 0.5, 21)
+            .into_iter()
+            .map(move |t| Sample {
+                lo_ms: (t * scale * 1000.0) as u64,
+                hi_ms: ((t + 3.0) * scale * 1000.0) as u64,
+            })
+    };
+    let (d, scaled) = (Dist::new(samples(1.0)), Dist::new(samples(0.02)));
+    let b = |s: f64| Bounds {
+        min_gap: 1.875 * s,
+        max_gap: 60.0 * s,
+    };
+    for t in [0.0, 90.0, 200.0, 400.0, 900.0] {
+        for r in [0.0, 0.5, 1.0] {
+            let full = next_wait(&d, t, &b(1.0), r).as_secs_f64();
+            let small = next_wait(&scaled, t * 0.02, &b(0.02), r).as_secs_f64() / 0.02;
+            assert!(
+                (full - small).abs() <= 0.05 * full + 0.1,
+                "at {t} s, draw {r}: {full} s vs {small} s scaled"
+            );
+        }
+    }
+}
