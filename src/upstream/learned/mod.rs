@@ -18,7 +18,8 @@
 //! `c` scales with the distribution's spread (`K_COST · (q90 − q10)`, at most
 //! `MAX_COST_PER_MEDIAN · q50`), so a narrow distribution is polled tightly and a wide one neither polled
 //! to death nor left to the sparse gaps of the default schedule. Past every sample
-//! (a shift to slower generations) gaps grow with the overrun, up to `max_interval`.
+//! (a shift to slower generations) a gap is the larger of half the overrun and a tenth of
+//! the time since the submit, up to `max_interval`.
 //! Jitter across jobs draws the exchange rate (±40 %), which moves each job's polls in
 //! time without leaving the distribution. The rate budget is a floor on the gap.
 
@@ -45,6 +46,10 @@ const MAX_COST_PER_MEDIAN: f64 = 0.01;
 
 /// How far each job's exchange rate is drawn around `c` (jitter across jobs).
 const COST_JITTER: f64 = 0.4;
+
+/// Past every sample, no gap is shorter than this part of the time since the submit: a
+/// job already slower than every one seen is not polled as densely as the usual ones.
+const TAIL_STEP: f64 = 0.1;
 
 /// Below this survival the distribution has nothing left to say (past its samples).
 const TAIL: f64 = 1e-3;
@@ -185,9 +190,9 @@ pub fn next_wait(d: &Dist, elapsed: f64, b: &Bounds, draw: f64) -> Duration {
     let f0 = d.cdf(t);
     let survive = 1.0 - f0;
     let g = if d.is_empty() || survive < TAIL {
-        // Past every sample: gaps grow with the overrun, jittered ±25 %.
+        // Past every sample: gaps grow with the overrun and the age, jittered ±25 %.
         let over = t - d.end;
-        (over / 2.0).max(target) * (0.75 + 0.5 * draw)
+        (over / 2.0).max(target).max(TAIL_STEP * t) * (0.75 + 0.5 * draw)
     } else {
         // The smallest g with g · P(done in (t, t+g] | pending at t) ≥ target: the product
         // only grows with g, and at `end - t + target` it is at least the target.
