@@ -159,9 +159,11 @@ async fn the_deadline_and_its_last_poll_still_hold() {
         "parked past the deadline: {w:?}"
     );
     let info = app.drive(&rt, "late", Duration::from_secs(20)).await;
-    // The one poll, at the deadline, saw the generation done: it is kept.
+    // The poll at the deadline saw the generation done: it is kept. (Two polls when the
+    // worker's estimate of the Redis clock runs a few ms behind the promotion: the first
+    // is then just before the deadline, parked until it.)
     assert_eq!(info.count(JobState::Succeeded), 1, "{:?}", info.counts);
-    assert_eq!(app.sim.stats().polls_total, 1);
+    assert!((1..=2).contains(&app.sim.stats().polls_total));
     // A stuck one times out at the deadline, polled there once more.
     let mut k = fast_knobs();
     k.stuck_rate = 1.0;
@@ -170,7 +172,7 @@ async fn the_deadline_and_its_last_poll_still_hold() {
     app.enqueue("stuck", &prompts(1)).await;
     let info = app.drive(&rt, "stuck", Duration::from_secs(20)).await;
     assert_eq!(info.count(JobState::TimedOut), 1, "{:?}", info.counts);
-    assert_eq!(app.sim.stats().polls_total - before, 1);
+    assert!((1..=2).contains(&(app.sim.stats().polls_total - before)));
 }
 
 #[tokio::test]
