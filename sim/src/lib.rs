@@ -26,12 +26,14 @@ mod limit_tests;
 #[cfg(test)]
 mod push_tests;
 #[cfg(test)]
+mod economy_tests;
+#[cfg(test)]
 mod tests;
 
 pub use limits::{RequestKind, RequestLogEntry};
 pub use media::output_bytes;
 pub use push::PushStats;
-pub use state::{Knobs, ProviderCounters, SimState, SimStats};
+pub use state::{Knobs, LatencyDist, ProviderCounters, SimState, SimStats, Spread};
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -72,7 +74,7 @@ pub fn router(state: SimState) -> Router {
         ))
         .merge(push::routes())
         .route("/sim/files/{file}", get(media::download))
-        .route("/sim/stats", get(get_stats))
+        .route("/sim/stats", get(get_stats).delete(reset_stats))
         .route("/sim/knobs", get(get_knobs).put(put_knobs))
         .route("/sim/requests", get(get_requests))
         .fallback(not_found)
@@ -99,6 +101,12 @@ async fn count_body(
 
 async fn get_stats(State(state): State<SimState>) -> Json<SimStats> {
     Json(state.stats())
+}
+
+/// `DELETE /sim/stats`: the counters start afresh (see [`SimState::reset_stats`]).
+async fn reset_stats(State(state): State<SimState>) -> StatusCode {
+    state.reset_stats();
+    StatusCode::NO_CONTENT
 }
 
 /// `GET /sim/requests`: every authorized API request still in the log, oldest first.
@@ -149,6 +157,11 @@ impl SimHandle {
     /// A snapshot of the counters.
     pub fn stats(&self) -> SimStats {
         self.state.stats()
+    }
+
+    /// Starts the counters afresh (`DELETE /sim/stats`).
+    pub fn reset_stats(&self) {
+        self.state.reset_stats();
     }
 
     /// Every authorized API request (submit or poll) still in the log, oldest first.

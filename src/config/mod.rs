@@ -29,9 +29,9 @@ mod validate;
 pub use load::LoadOptions;
 pub use redact::redact_url;
 pub use settings::{
-    EgressSettings, HookAction, HookSettings, KlingMode, OutputSettings, PollSettings, Prices,
-    ProviderLimits, ProviderSettings, PushSettings, QueueSettings, RedisSettings, RetrySettings,
-    Settings, StorageSettings, StoreLocation, WorkerSettings,
+    EgressSettings, HookAction, HookSettings, KlingMode, LearnedPoll, OutputSettings, PollSettings,
+    Prices, ProviderLimits, ProviderSettings, PushSettings, QueueSettings, RedisSettings,
+    RetrySettings, Settings, StorageSettings, StoreLocation, WorkerSettings,
 };
 
 use std::path::{Path, PathBuf};

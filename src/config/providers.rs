@@ -7,7 +7,7 @@
 use super::raw::{RawPollOverride, RawPrices, RawProvider, RawStorage};
 use super::StorageSettings;
 use super::{invalid, positive, ConfigError};
-use super::{KlingMode, PollSettings, Prices, ProviderLimits, ProviderSettings};
+use super::{KlingMode, LearnedPoll, PollSettings, Prices, ProviderLimits, ProviderSettings};
 use crate::model::ProviderName;
 use crate::money::Usd;
 use crate::upstream::registry;
@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 pub(super) fn validate(
     raw: BTreeMap<String, RawProvider>,
     poll: PollSettings,
+    learned_poll: LearnedPoll,
 ) -> Result<BTreeMap<ProviderName, ProviderSettings>, ConfigError> {
     let mut providers = BTreeMap::new();
     for (name, p) in raw {
@@ -27,7 +28,7 @@ pub(super) fn validate(
                 format!("unknown provider (known: {})", registry::known()),
             ));
         };
-        providers.insert(entry.name, provider(entry, p, poll)?);
+        providers.insert(entry.name, provider(entry, p, poll, learned_poll)?);
     }
     for entry in registry::PROVIDERS {
         if !providers.contains_key(&entry.name) {
@@ -41,6 +42,7 @@ fn provider(
     entry: &registry::Provider,
     p: RawProvider,
     poll: PollSettings,
+    learned_poll: LearnedPoll,
 ) -> Result<ProviderSettings, ConfigError> {
     let name = entry.name;
     let key = |k: &str| format!("providers.{name}.{k}");
@@ -61,6 +63,13 @@ fn provider(
         secret_key: nonempty(p.secret_key),
         request_timeout: positive(&key("request_timeout"), p.request_timeout)?,
         poll: poll_override(&p.poll, poll),
+        learned_poll: learned(
+            &key("learned_poll"),
+            p.learned_poll.enabled.unwrap_or(learned_poll.enabled),
+            p.learned_poll
+                .min_samples
+                .unwrap_or(learned_poll.min_samples),
+        )?,
         storage,
         limits,
         prices,
@@ -247,4 +256,23 @@ fn jwks_url(
             "only fal signs webhooks with published keys (providers.fal.webhook_jwks_url)",
         )),
     }
+}
+
+/// A `learned_poll` section: `min_samples` within 1 ..= the ring's size.
+pub(super) fn learned(
+    section: &str,
+    enabled: bool,
+    min_samples: u32,
+) -> Result<LearnedPoll, ConfigError> {
+    let max = crate::upstream::learned::MAX_SAMPLES as u32;
+    if !(1..=max).contains(&min_samples) {
+        return Err(invalid(
+            &format!("{section}.min_samples"),
+            format!("must be within 1..={max} (the completions each distribution keeps)"),
+        ));
+    }
+    Ok(LearnedPoll {
+        enabled,
+        min_samples,
+    })
 }

@@ -16,6 +16,8 @@ pub(super) struct Raw {
     pub(super) queue: RawQueue,
     pub(super) worker: RawWorker,
     pub(super) poll: RawPoll,
+    #[serde(default)]
+    pub(super) learned_poll: RawLearnedPoll,
     pub(super) retry: RawRetry,
     pub(super) output: RawOutput,
     pub(super) limits: RawLimits,
@@ -132,6 +134,38 @@ pub(super) struct RawPollOverride {
     pub(super) deadline: Option<Duration>,
 }
 
+/// `[learned_poll]`: polls placed by the completion times seen (`upstream::learned`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLearnedPoll {
+    #[serde(default = "yes")]
+    pub(super) enabled: bool,
+    #[serde(default = "thirty_two")]
+    pub(super) min_samples: u32,
+}
+
+impl Default for RawLearnedPoll {
+    fn default() -> Self {
+        RawLearnedPoll {
+            enabled: true,
+            min_samples: thirty_two(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLearnedOverride {
+    #[serde(default)]
+    pub(super) enabled: Option<bool>,
+    #[serde(default)]
+    pub(super) min_samples: Option<u32>,
+}
+
+fn thirty_two() -> u32 {
+    32
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRetry {
@@ -208,6 +242,9 @@ pub(super) struct RawProvider {
     pub(super) request_timeout: Duration,
     #[serde(default)]
     pub(super) poll: RawPollOverride,
+    /// Overrides of `[learned_poll]` for this provider; unset keys follow it.
+    #[serde(default)]
+    pub(super) learned_poll: RawLearnedOverride,
     /// Where the provider's storage takes uploads (fal), when not its documented hosts.
     #[serde(default)]
     pub(super) storage: Option<RawStorage>,

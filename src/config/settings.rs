@@ -21,6 +21,7 @@ pub struct Settings {
     pub queue: QueueSettings,
     pub worker: WorkerSettings,
     pub poll: PollSettings,
+    pub learned_poll: LearnedPoll,
     pub retry: RetrySettings,
     pub output: OutputSettings,
     #[serde(serialize_with = "BatchLimitsView::serialize")]
@@ -174,6 +175,15 @@ pub struct PollSettings {
     pub deadline: Duration,
 }
 
+/// `[learned_poll]`: whether polls are placed by the completion times seen
+/// ([`crate::upstream::learned`]) once a distribution has `min_samples` of them; before
+/// that, and when off, the [`PollSettings`] schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LearnedPoll {
+    pub enabled: bool,
+    pub min_samples: u32,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct RetrySettings {
     pub max_attempts: u32,
@@ -258,6 +268,8 @@ pub struct ProviderSettings {
     #[serde(serialize_with = "duration")]
     pub request_timeout: Duration,
     pub poll: PollSettings,
+    /// `[providers.<name>.learned_poll]`, unset keys following `[learned_poll]`.
+    pub learned_poll: LearnedPoll,
     /// Where the provider's storage takes uploads of local media (fal); `None` for a
     /// provider without one.
     #[serde(skip_serializing_if = "Option::is_none")]

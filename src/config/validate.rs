@@ -19,13 +19,19 @@ impl Raw {
         let worker = worker(self.worker)?;
         let retry = retry(self.retry)?;
         let poll = poll(&self.poll)?;
-        let providers = super::providers::validate(self.providers, poll)?;
+        let learned_poll = super::providers::learned(
+            "learned_poll",
+            self.learned_poll.enabled,
+            self.learned_poll.min_samples,
+        )?;
+        let providers = super::providers::validate(self.providers, poll, learned_poll)?;
         let hooks = super::hooks::validate(self.hooks, self.output.allow_http)?;
         Ok(Settings {
             redis,
             queue,
             worker,
             poll,
+            learned_poll,
             retry,
             limits: crate::batch::BatchLimits {
                 store_uploads: !self.output.store.trim().is_empty()

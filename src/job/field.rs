@@ -31,6 +31,9 @@ pub enum Field {
     /// Cancelled while `submitting`: the submitting worker settles the POST's outcome.
     CancelRequested,
     Outcome,
+    /// When the job was last polled and seen still running (server clock, ms): the lower
+    /// bound of its completion time, recorded for the learned poll schedule.
+    LastPollAt,
 }
 
 impl Field {
@@ -62,6 +65,7 @@ impl Field {
             Field::SubmitId => "submit_id",
             Field::CancelRequested => "cancel_requested",
             Field::Outcome => "outcome",
+            Field::LastPollAt => "last_poll_at",
         }
     }
 }

@@ -57,6 +57,9 @@ pub struct JobRecord {
     /// the result line, or by an operator's move): 0 before the first, higher after each
     /// retry. Result lines carry it; readers take each job's highest.
     pub outcome: u64,
+    /// The last poll that saw the generation still running (advisory: a value that is not
+    /// a number is ignored, never a reason to dead-letter the record).
+    pub last_poll_at: Option<u64>,
 }
 
 /// A record that could not be read as a job, with why.
@@ -110,6 +113,7 @@ impl JobRecord {
             submit_id: None,
             cancel_requested: false,
             outcome: 0,
+            last_poll_at: None,
         }
     }
 
@@ -267,6 +271,7 @@ impl JobRecord {
                 submit_id: text(Field::SubmitId),
                 cancel_requested: text(Field::CancelRequested).is_some(),
                 outcome: num(Field::Outcome, text(Field::Outcome))?.unwrap_or(0),
+                last_poll_at: text(Field::LastPollAt).and_then(|v| v.parse().ok()),
             })
         })();
         parsed.map_err(bad)
@@ -306,6 +311,7 @@ impl JobRecord {
                 Field::Provider => r.provider = v.and_then(|v| ProviderName::parse(&v)),
                 Field::Model => r.model = v.and_then(|v| ModelKind::parse(&v)),
                 Field::SubmitId => r.submit_id = v,
+                Field::LastPollAt => r.last_poll_at = v.and_then(|v| v.parse().ok()),
                 _ => {}
             }
         }

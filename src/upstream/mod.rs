@@ -5,6 +5,7 @@
 pub mod body;
 pub mod providers;
 pub mod registry;
+pub mod learned;
 pub mod schedule;
 
 use crate::config::Settings;

@@ -4,6 +4,7 @@
 pub mod announce;
 pub mod expiry;
 pub mod hook;
+pub mod latency;
 pub mod media;
 pub mod stage;
 
@@ -42,6 +43,8 @@ pub struct Runtime {
     pub store: Option<Arc<crate::sink::store::ObjectSink>>,
     /// When this process last regenerated each batch's sheet in the store.
     pub sheets: stage::SheetClock,
+    /// The completion-time distributions this process has read (the learned schedule).
+    pub latency: latency::LatencyCache,
 }
 
 impl Runtime {
@@ -73,6 +76,7 @@ impl Runtime {
             worker_id,
             batches: Mutex::new(HashMap::new()),
             media: media::MediaCache::default(),
+            latency: latency::LatencyCache::default(),
         }
     }
 

@@ -16,6 +16,7 @@ mod failures;
 mod helpers;
 mod hooks;
 mod hostile;
+mod learned;
 mod logs;
 mod media;
 mod metrics;

@@ -119,7 +119,13 @@ fn status(state: &SimState, headers: &HeaderMap, id: &str) -> Response {
         .is_some_and(|(u, m)| uuid::Uuid::parse_str(u).is_ok() && !m.is_empty());
     let header_id = well_formed.then_some(id);
 
-    let view = state.lock().view(id, Instant::now());
+    let view = {
+        let mut inner = state.lock();
+        let now = Instant::now();
+        let view = inner.view(id, now);
+        inner.note_poll(id, now);
+        view
+    };
     let Some(view) = view else {
         let resp = envelope(
             StatusCode::NOT_FOUND,

@@ -150,6 +150,7 @@ fn status_body(inner: &mut Inner, id: &str, base: &str, query: Option<&str>) -> 
     let Some(phase) = phase(inner, id, now) else {
         return detail(StatusCode::NOT_FOUND, json!("Request not found"));
     };
+    inner.note_poll(id, now);
     let mut body = urls(base, id);
     let (code, word, line) = match &phase {
         Phase::Queued(position) => {

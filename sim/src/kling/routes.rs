@@ -147,6 +147,9 @@ pub(super) async fn query(
 fn task_status(state: &SimState, key: &str, id: &str, host: &str) -> Response {
     let mut inner = state.lock();
     let task_id = inner.kling.resolve(key, id);
+    if let Some(t) = &task_id {
+        inner.note_poll(t, Instant::now());
+    }
     match task_id.and_then(|t| task_data(&mut inner, &t, host)) {
         Some(data) => succeed(data),
         // ASSUMPTION: an unknown task is 404 with code 1203 ("resource not found").

@@ -172,7 +172,14 @@ pub(super) async fn poll(
         || Ok(()),
         |key, ()| {
             let base = base_url(&state, &headers);
-            let found = observe_owned(&mut state.lock(), &id, key);
+            let found = {
+                let mut inner = state.lock();
+                let found = observe_owned(&mut inner, &id, key);
+                if found.is_some() {
+                    inner.note_poll(&id, Instant::now());
+                }
+                found
+            };
             match found {
                 Some((view, g)) => axum::Json(row(&id, &view, &g, &base)).into_response(),
                 None => not_found(),

@@ -27,6 +27,25 @@ pub(super) struct Generation {
     /// When it turns terminal; `None` means stuck in `generating`.
     end: Option<Instant>,
     fate: Fate,
+    /// The protocol that created it (its counters' name).
+    provider: String,
+    /// `time_scale` when it was created: its delays are reported in simulated seconds.
+    scale: f64,
+    /// Polls of it up to and including the first that saw it terminal.
+    polls: u32,
+    /// When a poll first saw it terminal (completed or failed).
+    seen_done: Option<Instant>,
+    /// Created before the counters were last reset: left out of the economy.
+    before_reset: bool,
+}
+
+/// One generation's economy, once a poll has seen it terminal: how many polls it took and
+/// how long after it ended the first one that saw it came, in simulated seconds.
+#[derive(Debug, Clone)]
+pub(super) struct Economy {
+    pub provider: String,
+    pub polls: u32,
+    pub delay_s: f64,
 }
 
 /// A generation's state as of now.
@@ -166,6 +185,11 @@ impl Inner {
                 fate,
                 cancelled: false,
                 key: key.map(str::to_string),
+                provider: provider.to_string(),
+                scale: self.knobs.time_scale,
+                polls: 0,
+                seen_done: None,
+                before_reset: false,
             },
         );
 
@@ -226,6 +250,55 @@ impl Inner {
             return Some(View::Cancelled);
         }
         Some(view)
+    }
+
+    /// Counts a client's status poll of the generation (call after the protocol's own
+    /// handling): up to and including the first that sees it terminal, which is its
+    /// detection. Push deliveries (Oxen's SSE) are not polls and detect nothing.
+    pub fn note_poll(&mut self, id: &str, now: Instant) {
+        let done = matches!(
+            self.view(id, now),
+            Some(View::Completed { .. } | View::Failed(_))
+        );
+        let Some(g) = self.generations.get_mut(id) else {
+            return;
+        };
+        if g.seen_done.is_some() {
+            return;
+        }
+        g.polls = g.polls.saturating_add(1);
+        if done {
+            g.seen_done = Some(now);
+        }
+    }
+
+    /// Every detected generation's economy.
+    pub(super) fn economy(&self) -> Vec<Economy> {
+        let of = |g: &Generation| {
+            if g.before_reset {
+                return None;
+            }
+            let (seen, end) = (g.seen_done?, g.end?);
+            let real = seen.saturating_duration_since(end).as_secs_f64();
+            let scale = if g.scale.is_finite() && g.scale > 0.0 {
+                g.scale
+            } else {
+                1.0
+            };
+            Some(Economy {
+                provider: g.provider.clone(),
+                polls: g.polls,
+                delay_s: real / scale,
+            })
+        };
+        self.generations.values().filter_map(of).collect()
+    }
+
+    /// Leaves every generation created so far out of the economy (a counters reset).
+    pub(super) fn forget_economy(&mut self) {
+        for g in self.generations.values_mut() {
+            g.before_reset = true;
+        }
     }
 
     /// When the generation turned (or turns) terminal; `None` for an unknown or stuck one.

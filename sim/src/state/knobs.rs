@@ -1,8 +1,19 @@
 //! The knobs: every latency, failure rate and limit the simulator applies, replaceable at
-//! runtime (`PUT /sim/knobs`, [`crate::SimHandle::set_knobs`]), and their checks.
+//! runtime (`PUT /sim/knobs`, [`crate::SimHandle::set_knobs`]), and their checks. The
+//! latency distribution (uniform or lognormal) is one of them.
 
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
+
+/// How generation times are drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LatencyDist {
+    /// Uniform between `latency_min` and `latency_max`.
+    Uniform,
+    /// `latency_median · exp(latency_sigma · z)`, z standard normal.
+    Lognormal,
+}
 
 /// Behaviour of the simulator: latencies and failure injection. Replaceable at runtime.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -22,6 +33,17 @@ pub struct Knobs {
     /// Longest generation time, before `time_scale`.
     #[serde(with = "humantime_serde")]
     pub latency_max: Duration,
+    /// How generation times are drawn: `uniform` between `latency_min` and `latency_max`
+    /// (the default), or `lognormal` around `latency_median` with `latency_sigma` (a long
+    /// tail). Changing it (or any latency knob) at runtime applies to generations created
+    /// afterwards: a mid-run shift.
+    pub latency_dist: LatencyDist,
+    /// `lognormal`: the median generation time, before `time_scale`.
+    #[serde(with = "humantime_serde")]
+    pub latency_median: Duration,
+    /// `lognormal`: the standard deviation of the time's logarithm (0.5: p90 ≈ 1.9 × the
+    /// median, p99 ≈ 3.2 ×). Draws are capped at a day.
+    pub latency_sigma: f64,
     /// Probability a submit gets 429 (nothing created).
     pub submit_429_rate: f64,
     /// Probability a submit gets 503 `Service unavailable` (nothing created).
@@ -122,6 +144,9 @@ impl Default for Knobs {
             time_scale: 1.0,
             latency_min: Duration::from_secs(200),
             latency_max: Duration::from_secs(240),
+            latency_dist: LatencyDist::Uniform,
+            latency_median: Duration::from_secs(200),
+            latency_sigma: 0.5,
             submit_429_rate: 0.0,
             submit_5xx_rate: 0.0,
             submit_lost_response_rate: 0.0,
@@ -196,6 +221,12 @@ impl Knobs {
             return Err(format!(
                 "time_scale must be finite and >= 0, got {}",
                 self.time_scale
+            ));
+        }
+        if !self.latency_sigma.is_finite() || !(0.0..=5.0).contains(&self.latency_sigma) {
+            return Err(format!(
+                "latency_sigma must be within 0..=5, got {}",
+                self.latency_sigma
             ));
         }
         if let Some(rate) = self.rate_limit {

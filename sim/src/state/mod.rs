@@ -8,8 +8,8 @@ mod knobs;
 mod stats;
 
 pub(crate) use generation::{NewGeneration, View};
-pub use knobs::Knobs;
-pub use stats::{ProviderCounters, SimStats};
+pub use knobs::{Knobs, LatencyDist};
+pub use stats::{ProviderCounters, SimStats, Spread};
 
 use axum::http::StatusCode;
 use rand::rngs::StdRng;
@@ -87,7 +87,33 @@ impl SimState {
         inner.settle(Instant::now());
         let mut stats = inner.stats.clone();
         stats.in_flight = inner.pending.len() as u64 + inner.stuck;
+        let economy = inner.economy();
+        drop(inner);
+        let spreads = |of: &dyn Fn(&str) -> bool| {
+            let mine = economy.iter().filter(|e| of(&e.provider));
+            let delays = mine.clone().map(|e| e.delay_s).collect();
+            let polls = mine.map(|e| f64::from(e.polls)).collect();
+            (Spread::of(delays), Spread::of(polls))
+        };
+        (stats.detection_delay_s, stats.polls_per_generation) = spreads(&|_| true);
+        let names: std::collections::BTreeSet<&str> =
+            economy.iter().map(|e| e.provider.as_str()).collect();
+        for name in names {
+            let (d, p) = spreads(&|n| n == name);
+            let c = stats.by_provider.entry(name.to_string()).or_default();
+            (c.detection_delay_s, c.polls_per_generation) = (d, p);
+        }
         stats
+    }
+
+    /// Starts the counters afresh (`DELETE /sim/stats`): every counter to zero, and the
+    /// economy (detection delay, polls per generation) only of generations created from
+    /// now on. Generations, limits and knobs are unchanged.
+    pub fn reset_stats(&self) {
+        let mut inner = self.lock();
+        inner.settle(Instant::now());
+        inner.stats = SimStats::default();
+        inner.forget_economy();
     }
 
     /// The current knobs.
@@ -147,19 +173,32 @@ impl Inner {
         }
     }
 
-    fn latency(&mut self) -> Duration {
-        let (mut lo, mut hi) = (self.knobs.latency_min, self.knobs.latency_max);
-        if hi < lo {
-            std::mem::swap(&mut lo, &mut hi);
+    fn uniform01(&mut self) -> f64 {
+        match &mut self.rng {
+            Some(rng) => rng.random(),
+            None => rand::rng().random(),
         }
-        let base = if hi == lo {
-            lo
-        } else {
-            let f: f64 = match &mut self.rng {
-                Some(rng) => rng.random(),
-                None => rand::rng().random(),
-            };
-            lo + (hi - lo).mul_f64(f)
+    }
+
+    /// A generation time drawn from the latency knobs, time-scaled.
+    fn latency(&mut self) -> Duration {
+        let base = match self.knobs.latency_dist {
+            LatencyDist::Uniform => {
+                let (mut lo, mut hi) = (self.knobs.latency_min, self.knobs.latency_max);
+                if hi < lo {
+                    std::mem::swap(&mut lo, &mut hi);
+                }
+                let f = if hi == lo { 0.0 } else { self.uniform01() };
+                lo + (hi - lo).mul_f64(f)
+            }
+            LatencyDist::Lognormal => {
+                // Box–Muller: one standard normal from two uniforms.
+                let (u1, u2) = (self.uniform01().max(1e-12), self.uniform01());
+                let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+                let f = (self.knobs.latency_sigma * z).exp();
+                let median = self.knobs.latency_median.as_secs_f64();
+                Duration::from_secs_f64((median * f).clamp(0.0, 86_400.0))
+            }
         };
         let scale = self.knobs.time_scale;
         if scale.is_finite() && scale > 0.0 {

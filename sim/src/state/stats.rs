@@ -50,6 +50,41 @@ pub struct SimStats {
     pub accepted_per_second: BTreeMap<u64, u64>,
     /// The same story per provider protocol (`aimlapi`, `oxen`, `fal`, `kling`).
     pub by_provider: BTreeMap<String, ProviderCounters>,
+    /// Per generation seen terminal by a poll: the first such poll minus the time it
+    /// ended, in simulated seconds (real seconds ÷ its `time_scale`). Push deliveries
+    /// (Oxen SSE) count not at all: the detection is the client's poll.
+    pub detection_delay_s: Spread,
+    /// Per generation seen terminal by a poll: its polls, up to and including that one.
+    pub polls_per_generation: Spread,
+}
+
+/// A distribution of per-generation figures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Spread {
+    pub count: u64,
+    pub mean: f64,
+    pub median: f64,
+    pub p90: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    /// Nearest-rank median and p90, mean and max of `v` (all 0 when empty).
+    pub fn of(mut v: Vec<f64>) -> Spread {
+        if v.is_empty() {
+            return Spread::default();
+        }
+        v.sort_by(f64::total_cmp);
+        let rank = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+        Spread {
+            count: v.len() as u64,
+            mean: v.iter().sum::<f64>() / v.len() as f64,
+            median: rank(0.5),
+            p90: rank(0.9),
+            max: v[v.len() - 1],
+        }
+    }
 }
 
 /// Counters for one provider protocol.
@@ -83,4 +118,8 @@ pub struct ProviderCounters {
     pub server_errors_total: u64,
     pub unauthorized_total: u64,
     pub validation_errors_total: u64,
+    /// `SimStats::detection_delay_s` for this protocol's generations.
+    pub detection_delay_s: Spread,
+    /// `SimStats::polls_per_generation` for this protocol's generations.
+    pub polls_per_generation: Spread,
 }

@@ -74,6 +74,8 @@ fn effective_keys_are_the_documented_ones() {
         "poll.first_delay",
         "poll.max_interval",
         "poll.deadline",
+        "learned_poll.enabled",
+        "learned_poll.min_samples",
         "retry.max_attempts",
         "retry.base_delay",
         "retry.max_delay",
@@ -112,6 +114,8 @@ fn effective_keys_are_the_documented_ones() {
             "poll.first_delay",
             "poll.max_interval",
             "poll.deadline",
+            "learned_poll.enabled",
+            "learned_poll.min_samples",
             "rate_limit",
             "rate_burst",
             "max_in_flight",
@@ -343,4 +347,36 @@ fn a_storage_section_is_for_a_provider_with_a_storage_only() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("providers.fal.storage.rest_url"), "{e}");
+}
+
+#[test]
+fn learned_poll_is_on_by_default_overridable_per_provider_and_checked() {
+    let s = Settings::builtin();
+    let on = crate::config::LearnedPoll {
+        enabled: true,
+        min_samples: 32,
+    };
+    assert_eq!(s.learned_poll, on);
+    assert_eq!(s.provider(ProviderName::Fal).learned_poll, on);
+    let s = load::from_vars(vars(&[
+        ("RESTYLE__LEARNED_POLL__MIN_SAMPLES", "64"),
+        ("RESTYLE__PROVIDERS__KLING__LEARNED_POLL__ENABLED", "false"),
+    ]))
+    .unwrap();
+    assert_eq!(
+        s.provider(ProviderName::Aimlapi).learned_poll.min_samples,
+        64
+    );
+    let kling = s.provider(ProviderName::Kling).learned_poll;
+    assert_eq!((kling.enabled, kling.min_samples), (false, 64));
+    let err = |pairs: &[(&str, &str)]| load::from_vars(vars(pairs)).unwrap_err().to_string();
+    assert_eq!(
+        err(&[("RESTYLE__LEARNED_POLL__MIN_SAMPLES", "0")]),
+        "settings: learned_poll.min_samples: must be within 1..=256 (the completions each \
+         distribution keeps)"
+    );
+    assert!(
+        err(&[("RESTYLE__PROVIDERS__OXEN__LEARNED_POLL__MIN_SAMPLES", "257")])
+            .starts_with("settings: providers.oxen.learned_poll.min_samples: must be within")
+    );
 }

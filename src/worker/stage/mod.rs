@@ -132,6 +132,7 @@ async fn run_stage(rt: &Runtime, claimed: Claimed) {
         }
     };
     step.slot = Some(rt.admission.slot_ctx(shared.provider));
+    let key = crate::queue::LatencyKey::new(shared.provider, shared.model, shared.duration);
     // Submit, resolve and poll talk to the provider: without its credentials here the job
     // waits for a worker that has them (finishing only downloads, and goes on).
     let talks = matches!(
@@ -150,9 +151,10 @@ async fn run_stage(rt: &Runtime, claimed: Claimed) {
             // The attempt on record is the one looked up.
             let client_id = crate::job::client_id(&claim.job_id, step.rec.submit_id.as_deref());
             let reason = "submit outcome unknown: the worker stopped during the POST";
-            submit::resolve_unknown(&step, &payload, &client_id, shared.provider, reason).await;
+            let p = shared.provider;
+            submit::resolve_unknown(&step, &payload, &client_id, p, &key, reason).await;
         }
-        JobState::Polling => poll::poll(&step, &payload, shared.provider).await,
+        JobState::Polling => poll::poll(&step, &payload, shared.provider, &key).await,
         JobState::Finishing => finish::finish(&step, &payload, shared.provider).await,
         other => {
             let reason = format!("a {other} job was claimed; terminal jobs are never run");

@@ -8,8 +8,9 @@ use super::step::{outcome, Step};
 use crate::admission::Gate;
 use crate::job::{After, Field, JobState, Transition};
 use crate::model::{JobPayload, ProviderName};
-use crate::upstream::schedule::poll_delay;
+use crate::queue::LatencyKey;
 use crate::upstream::{ErrorClass, PollStatus};
+use crate::worker::latency;
 use std::time::Duration;
 use tracing::{debug, warn};
 
@@ -30,7 +31,12 @@ async fn time_out(step: &Step<'_>, payload: &JobPayload, provider: ProviderName,
         .await;
 }
 
-pub(super) async fn poll(step: &Step<'_>, payload: &JobPayload, provider: ProviderName) {
+pub(super) async fn poll(
+    step: &Step<'_>,
+    payload: &JobPayload,
+    provider: ProviderName,
+    key: &LatencyKey,
+) {
     let rt = step.rt;
     let rec = &step.rec;
     let Some(upstream_id) = rec.upstream_id.clone() else {
@@ -86,11 +92,14 @@ pub(super) async fn poll(step: &Step<'_>, payload: &JobPayload, provider: Provid
         }
         Ok(PollStatus::Pending { status }) => {
             let polls = rec.polls + 1;
-            let wait = poll_delay(&sched, polls, rand::random());
-            let at = (rt.queue.now_ms() + wait.as_millis() as u64).min(deadline_at);
+            let now = rt.queue.now_ms();
+            let since = Duration::from_millis(now.saturating_sub(rec.submitted_at.unwrap_or(now)));
+            let wait = latency::poll_wait(rt, provider, key, since, polls).await;
+            let at = (now + wait.as_millis() as u64).min(deadline_at);
             debug!(job_id = %step.job_id, upstream_status = %status, next_in_ms = wait.as_millis() as u64, "Still running.");
             let tx = Transition::to(JobState::Polling, After::ParkUntil(at))
                 .set(Field::Polls, polls.to_string())
+                .set(Field::LastPollAt, now.to_string())
                 .set(Field::Attempts, "0");
             step.go(tx).await;
             return;
@@ -101,10 +110,15 @@ pub(super) async fn poll(step: &Step<'_>, payload: &JobPayload, provider: Provid
             // The first success starts the download's attempts afresh. A job back here
             // because its link failed (it has one) keeps counting, or a link that always
             // fails would poll and download forever.
-            if rec.output_url.is_none() {
+            let fresh = rec.output_url.is_none();
+            if fresh {
                 tx = tx.set(Field::Attempts, "0");
             }
             if let Some(next) = step.advance(tx).await {
+                // A completion seen for the first time is a sample for the learned schedule.
+                if fresh {
+                    latency::record(rt, provider, key, rec).await;
+                }
                 finish(&next, payload, provider).await;
             }
             return;

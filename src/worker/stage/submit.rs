@@ -7,9 +7,10 @@ use crate::admission::Gate;
 use crate::cost;
 use crate::job::{After, Field, JobState, Transition, WaitList};
 use crate::model::{BatchShared, GenerationRequest, JobPayload, ProviderName};
-use crate::queue::{Budget, Recorded};
+use crate::queue::{Budget, LatencyKey, Recorded};
 use crate::upstream::{ErrorClass, Lookup, UpstreamError};
 use crate::worker::media::{batch_media, MediaError};
+use std::time::Duration;
 use tracing::{info, warn};
 
 /// Rule 1: the upstream id is the first thing recorded, in the same step that parks the
@@ -19,17 +20,21 @@ use tracing::{info, warn};
 async fn record_submitted(
     step: &Step<'_>,
     provider: ProviderName,
+    key: &LatencyKey,
     upstream_id: &str,
     submit_id: Option<&str>,
 ) {
+    let first = crate::worker::latency::poll_wait(step.rt, provider, key, Duration::ZERO, 0).await;
+    // No first wait passes the deadline, where the last poll is due.
+    let first = first.min(step.rt.settings.provider(provider).poll.deadline);
     let now = step.rt.queue.now_ms();
-    let first = step.rt.settings.provider(provider).poll.first_delay;
     let at = now + first.as_millis() as u64;
     info!(job_id = %step.job_id, upstream_id = %upstream_id, "Submitted.");
     let tx = Transition::to(JobState::Polling, After::ParkUntil(at))
         .set(Field::UpstreamId, upstream_id)
         .set(Field::SubmittedAt, now.to_string())
         .set(Field::Polls, "0")
+        .set(Field::LastPollAt, "")
         .set(Field::Attempts, "0")
         .set(Field::Error, "")
         .durable();
@@ -69,6 +74,7 @@ pub(super) async fn resolve_unknown(
     payload: &JobPayload,
     client_id: &str,
     provider: ProviderName,
+    key: &LatencyKey,
     reason: &str,
 ) {
     let lookup = match step.rt.upstreams.get(&provider) {
@@ -79,7 +85,7 @@ pub(super) async fn resolve_unknown(
         Ok(Lookup::Found(upstream_id)) => {
             info!(job_id = %step.job_id, client_id = %client_id, upstream_id = %upstream_id, "Ambiguous submit resolved by lookup.");
             let sid = step.rec.submit_id.clone();
-            record_submitted(step, provider, &upstream_id, sid.as_deref()).await;
+            record_submitted(step, provider, key, &upstream_id, sid.as_deref()).await;
         }
         Ok(Lookup::NotFound) => {
             let e = UpstreamError::new(
@@ -202,6 +208,7 @@ async fn media_failed(
 pub(super) async fn submit(step: &Step<'_>, payload: &JobPayload, shared: &BatchShared) {
     let rt = step.rt;
     let provider = shared.provider;
+    let key = LatencyKey::new(provider, shared.model, shared.duration);
     let Some(up) = rt.upstreams.get(&provider) else {
         return step.wait_for_credentials(provider).await;
     };
@@ -241,7 +248,7 @@ pub(super) async fn submit(step: &Step<'_>, payload: &JobPayload, shared: &Batch
     crate::metrics::upstream(provider, "submit", outcome(&res), t.elapsed().as_secs_f64());
     let e = match res {
         Ok(upstream_id) => {
-            return record_submitted(step, provider, &upstream_id, Some(&submit_id)).await
+            return record_submitted(step, provider, &key, &upstream_id, Some(&submit_id)).await
         }
         Err(e) => e,
     };
@@ -259,7 +266,7 @@ pub(super) async fn submit(step: &Step<'_>, payload: &JobPayload, shared: &Batch
         ErrorClass::Retryable => step.retry_or_die(payload, JobState::Queued, &e).await,
         ErrorClass::Ambiguous => {
             let reason = format!("submit outcome unknown: {}", e.message);
-            resolve_unknown(step, payload, &req.client_id, provider, &reason).await;
+            resolve_unknown(step, payload, &req.client_id, provider, &key, &reason).await;
         }
         ErrorClass::Job => {
             step.terminal(

@@ -1,0 +1,351 @@
+//! Upstream economy benchmark: `cargo bench --bench economy`.
+//!
+//! How many polls a job costs and how long after its generation completes the runner
+//! notices, per poll schedule and latency distribution. Each case runs on a fresh
+//! namespace of one private Redis and a fresh simulator (in process, time-scaled by
+//! `ECONOMY_SCALE`, 0.02: a 200 s generation takes 4 s), with one `restyle worker`
+//! process of the built binary; the default schedule (15 s first, doubling with full
+//! jitter, capped at 60 s, deadline 1000 s) is scaled by the same factor. A warm-up batch
+//! (`ECONOMY_WARM`, 64 jobs) gives the learned schedule its history; the simulator's
+//! counters are then reset (`DELETE /sim/stats`) and the measured batch (`ECONOMY_JOBS`,
+//! 256) runs with `ECONOMY_CAP` (32) generations in flight, so its jobs are submitted in
+//! waves as a real batch under a cap is. Figures come from the simulator's `/sim/stats`:
+//! polls per generation and detection delay (the first poll that saw the generation
+//! done minus its completion, in simulated seconds).
+//!
+//! Prints one JSON line per case on stdout (progress on stderr). `ECONOMY_CASES` (a
+//! comma list of case names, e.g. `uniform/learned,lognormal/default`) picks cases. A case
+//! is a latency distribution × a configuration ([`Config`]); a configuration is a name and
+//! what it changes in the worker's settings and the simulator's knobs, so a new one (push
+//! completion) is one more entry in [`configs`]. BENCHMARKS.md ("Upstream economy") has
+//! the figures and the command.
+
+use anyhow::{bail, Context as _};
+use restyle::config::testing::TestSettings;
+use restyle::config::PollSettings;
+use restyle::localredis::LocalRedis;
+use restyle::queue::{Queue, RetryMode};
+use restyle::sim::{Knobs, LatencyDist, SimHandle, Spread};
+use serde_json::{json, Value};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
+
+const SIM_KEY: &str = "sk-economy-5d1f08a2c7e4";
+/// How often the bench looks at the batch and the simulator.
+const WATCH_EVERY: Duration = Duration::from_millis(20);
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime builds");
+    if let Err(e) = rt.block_on(run()) {
+        eprintln!("economy bench failed: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// The run's knobs, from the environment.
+#[derive(Debug, Clone)]
+struct Params {
+    scale: f64,
+    jobs: usize,
+    warm: usize,
+    cap: u32,
+    /// `queue.idle_poll` of the worker: it adds up to this (÷ scale) to each detection.
+    idle_poll: Duration,
+}
+
+impl Params {
+    fn from_env() -> anyhow::Result<Params> {
+        let scale = std::env::var("ECONOMY_SCALE")
+            .ok()
+            .map(|v| v.trim().parse::<f64>())
+            .transpose()
+            .context("ECONOMY_SCALE")?
+            .unwrap_or(0.02);
+        if !(scale > 0.0 && scale <= 1.0) {
+            bail!("ECONOMY_SCALE must be within (0, 1]");
+        }
+        Ok(Params {
+            scale,
+            jobs: common::env_positive("ECONOMY_JOBS", 256usize)?,
+            warm: common::env_positive("ECONOMY_WARM", 64usize)?,
+            cap: common::env_positive("ECONOMY_CAP", 32u32)?,
+            idle_poll: Duration::from_millis(common::env_positive("ECONOMY_IDLE_POLL_MS", 5u64)?),
+        })
+    }
+
+    /// The default schedule, time-scaled.
+    fn poll(&self) -> PollSettings {
+        PollSettings {
+            first_delay: Duration::from_secs(15).mul_f64(self.scale),
+            max_interval: Duration::from_secs(60).mul_f64(self.scale),
+            deadline: Duration::from_secs(1000).mul_f64(self.scale),
+        }
+    }
+}
+
+/// A latency distribution of the simulator.
+#[derive(Debug, Clone, Copy)]
+enum Latency {
+    /// U(200 s, 240 s): the simulator's default.
+    Uniform,
+    /// Median 200 s, sigma 0.5: p90 ≈ 380 s, p99 ≈ 640 s.
+    Lognormal,
+    /// U(200 s, 240 s), doubled to U(400 s, 480 s) once half the measured batch is submitted.
+    Shift,
+}
+
+impl Latency {
+    fn name(self) -> &'static str {
+        match self {
+            Latency::Uniform => "uniform",
+            Latency::Lognormal => "lognormal",
+            Latency::Shift => "shift",
+        }
+    }
+
+    fn knobs(self, k: Knobs) -> Knobs {
+        match self {
+            Latency::Uniform | Latency::Shift => k,
+            Latency::Lognormal => Knobs {
+                latency_dist: LatencyDist::Lognormal,
+                latency_median: Duration::from_secs(200),
+                latency_sigma: 0.5,
+                ..k
+            },
+        }
+    }
+}
+
+/// A configuration under test: its name, and what it changes in the worker's settings
+/// and in the simulator's knobs.
+struct Config {
+    name: &'static str,
+    settings: fn(TestSettings) -> TestSettings,
+    knobs: fn(Knobs) -> Knobs,
+}
+
+/// Every configuration, in the order they run. Add a case here.
+fn configs() -> Vec<Config> {
+    vec![
+        Config {
+            name: "default",
+            settings: |s| s.set("learned_poll.enabled", false),
+            knobs: |k| k,
+        },
+        Config {
+            name: "learned",
+            settings: |s| s.set("learned_poll.enabled", true),
+            knobs: |k| k,
+        },
+    ]
+}
+
+async fn run() -> anyhow::Result<()> {
+    let p = Params::from_env()?;
+    let dir = tempfile::tempdir().context("tempdir")?;
+    let redis = LocalRedis::start(dir.path(), false).context("private redis-server")?;
+    let wanted: Option<Vec<String>> = std::env::var("ECONOMY_CASES")
+        .ok()
+        .map(|v| v.split(',').map(|s| s.trim().to_string()).collect());
+    eprintln!(
+        "economy: time_scale {}, {} warm-up + {} measured jobs per case, {} in flight, idle_poll {} ms",
+        p.scale,
+        p.warm,
+        p.jobs,
+        p.cap,
+        p.idle_poll.as_millis()
+    );
+    for latency in [Latency::Uniform, Latency::Lognormal, Latency::Shift] {
+        for config in configs() {
+            let name = format!("{}/{}", latency.name(), config.name);
+            if wanted.as_ref().is_some_and(|w| !w.contains(&name)) {
+                continue;
+            }
+            let line = case(&p, &redis.url(), dir.path(), latency, &config, &name).await?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{line}")?;
+            out.flush()?;
+        }
+    }
+    Ok(())
+}
+
+fn r2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn spread(s: &Spread) -> Value {
+    json!({"mean": r2(s.mean), "median": r2(s.median), "p90": r2(s.p90), "max": r2(s.max)})
+}
+
+async fn case(
+    p: &Params,
+    url: &str,
+    root: &Path,
+    latency: Latency,
+    config: &Config,
+    name: &str,
+) -> anyhow::Result<Value> {
+    let base = Knobs {
+        api_keys: vec![SIM_KEY.into()],
+        time_scale: p.scale,
+        seed: Some(14),
+        ..Knobs::default()
+    };
+    let knobs = (config.knobs)(latency.knobs(base));
+    let sim = restyle::sim::spawn("127.0.0.1:0".parse()?, knobs.clone()).await?;
+    let namespace = format!("economy-{}", uuid::Uuid::new_v4().simple());
+    let dir = root.join(name.replace('/', "-"));
+    std::fs::create_dir_all(&dir)?;
+    let settings = (config.settings)(
+        common::sim_settings(url, &namespace, &sim.base_url(), SIM_KEY, &dir)
+            .poll(p.poll())
+            .set("queue.idle_poll", p.idle_poll)
+            .set("providers.aimlapi.rate_limit", 0.0)
+            .set("providers.aimlapi.max_in_flight", p.cap),
+    );
+    let s = settings.settings();
+    let queue = Queue::connect(&s.redis, &s.queue, RetryMode::Persistent).await?;
+    let mut worker = Worker::spawn(&settings, &dir)?;
+    worker.wait_started(Instant::now() + Duration::from_secs(30))?;
+    eprintln!("{name}: warm-up ({} jobs)", p.warm);
+    let deadline = Duration::from_secs_f64(4000.0 * p.scale + 60.0);
+    run_batch(&queue, &sim, "warm", p.warm, deadline, None).await?;
+    sim.reset_stats();
+    let started = Instant::now();
+    eprintln!("{name}: measured batch ({} jobs)", p.jobs);
+    let shift = matches!(latency, Latency::Shift).then(|| {
+        let mut k = knobs.clone();
+        // A seed would restart the simulator's RNG, and with it its generation ids.
+        k.seed = None;
+        k.latency_min *= 2;
+        k.latency_max *= 2;
+        (p.jobs as u64 / 2, k)
+    });
+    run_batch(&queue, &sim, "measured", p.jobs, deadline * 4, shift).await?;
+    let wall = started.elapsed().as_secs_f64();
+    let st = sim.stats();
+    worker.stop();
+    common::drop_namespace(&mut queue.connection(), queue.keys().prefix()).await?;
+    sim.shutdown();
+    Ok(json!({
+        "case": name,
+        "latency": latency.name(),
+        "config": config.name,
+        "jobs": p.jobs,
+        "time_scale": p.scale,
+        "polls_per_job": spread(&st.polls_per_generation),
+        "detection_delay_s": spread(&st.detection_delay_s),
+        "detected": st.polls_per_generation.count,
+        "polls_total": st.polls_total,
+        "rate_limited": st.rate_limited_total,
+        "duplicates": st.duplicate_submissions,
+        "wall_s": r2(wall),
+    }))
+}
+
+/// Enqueues `n` jobs and waits until the batch is finished; with `shift`, replaces the
+/// simulator's knobs once that many generations of it were submitted.
+async fn run_batch(
+    queue: &Queue,
+    sim: &SimHandle,
+    batch_id: &str,
+    n: usize,
+    deadline: Duration,
+    mut shift: Option<(u64, Knobs)>,
+) -> anyhow::Result<()> {
+    let b = common::batch(batch_id, n, "https://media.example.com/clip.mp4", |i| {
+        format!("Variant {i}: the same shot in palette {i}")
+    });
+    restyle::producer::enqueue(queue, &b).await?;
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some((at, _)) = &shift {
+            if sim.stats().submissions_total >= *at {
+                let (_, k) = shift.take().expect("shift");
+                sim.set_knobs(k);
+            }
+        }
+        let info = queue.batch(batch_id).await?.context("batch exists")?;
+        if info.is_finished() {
+            return Ok(());
+        }
+        if Instant::now() > end {
+            bail!(
+                "batch {batch_id} not finished in {deadline:?}: {:?}",
+                info.counts
+            );
+        }
+        tokio::time::sleep(WATCH_EVERY).await;
+    }
+}
+
+/// A `restyle worker` child; SIGKILLed if still running when dropped.
+struct Worker {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Worker {
+    fn spawn(settings: &TestSettings, dir: &Path) -> anyhow::Result<Worker> {
+        let log = dir.join("worker.log");
+        let f = std::fs::File::create(&log)?;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_restyle"));
+        settings.apply(&mut cmd);
+        cmd.current_dir(dir)
+            .env_remove("RUST_LOG")
+            .args(["worker", "--concurrency", "64"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(f);
+        Ok(Worker {
+            child: cmd.spawn().context("spawn restyle worker")?,
+            log,
+        })
+    }
+
+    fn wait_started(&mut self, until: Instant) -> anyhow::Result<()> {
+        loop {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if text.contains("Worker started.") {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!("worker exited early ({status}); log:\n{text}");
+            }
+            if Instant::now() > until {
+                bail!("worker did not start in time; log:\n{text}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < until {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
