@@ -189,7 +189,7 @@ impl Queue {
         self.durable.guarantee.get().cloned()
     }
 
-    /// Runs the TRANSITION script with `args` as a durable transition: on a connection of
+    /// Runs the TRANSITION script with `args` (one transition's segment) as a durable transition: on a connection of
     /// its own followed by the wait the guarantee calls for, in one round trip. The second
     /// value is `Err(why)` when the wait did not confirm the write in time.
     pub(super) async fn transition_durably(
@@ -210,13 +210,15 @@ impl Queue {
             }
             // Nothing to wait for: acknowledged is as durable as this deployment gets.
             Durability::FsyncAlways | Durability::None { .. } => {
-                let reply = self.eval(&self.scripts.transition, args).await?;
-                return Ok((reply, Ok(())));
+                return Ok((self.transition_one(args).await?, Ok(())));
             }
         };
+        let mut all = args![self.now_ms()];
+        all.extend(args.iter().cloned());
         let (reply, acked) = self
-            .retry(|_| async { self.durable_once(args, &wait).await })
+            .retry(|_| async { self.durable_once(&all, &wait).await })
             .await?;
+        let reply = super::commit::check(reply)?;
         let confirmed = match (&g, acked) {
             (_, Err(e)) => Err(format!("{} failed: {e}", g.name().to_uppercase())),
             (Durability::WaitAof { local, replicas }, Ok(v)) => {
@@ -312,7 +314,8 @@ impl Queue {
                 }
                 Err(e) => return Err(e),
                 Ok(v) => {
-                    let reply: Reply = redis::from_redis_value(v)?;
+                    let replies: Vec<Reply> = redis::from_redis_value(v)?;
+                    let reply = replies.into_iter().next().unwrap_or_default();
                     break (reply, acked.map_err(|e| e.to_string()));
                 }
             }

@@ -159,6 +159,7 @@ if not id then return 0 end
 local due = redis.call('ZSCORE', p .. 'parked', id)
 if not due or tonumber(due) <= tonumber(ARGV[4]) then return 0 end
 redis.call('ZADD', p .. 'parked', ARGV[4], id)
+signal(p)
 return 1
 "#;
 
