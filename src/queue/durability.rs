@@ -208,9 +208,15 @@ impl Queue {
                 c.arg(n).arg(self.wait_ms());
                 c
             }
-            // Nothing to wait for: acknowledged is as durable as this deployment gets.
+            // Nothing to wait for: acknowledged is as durable as this deployment gets, and
+            // the transition can share a group call with others.
             Durability::FsyncAlways | Durability::None { .. } => {
-                return Ok((self.transition_one(args).await?, Ok(())));
+                let reply = if self.mode == super::RetryMode::Persistent {
+                    self.transition_grouped(args.to_vec()).await?
+                } else {
+                    self.transition_one(args).await?
+                };
+                return Ok((reply, Ok(())));
             }
         };
         let mut all = args![self.now_ms()];

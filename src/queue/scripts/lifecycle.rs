@@ -42,7 +42,7 @@ return added
 /// and one write of each batch's counters; each job gets its own reply.
 /// ARGV: prefix, now_ms, then per job: job_id, token, nonce, new_state, mode, at_ms,
 /// provider, cap, slot_ttl_ms, wait_list, n, [field, value] × n.
-/// mode: keep (hold the lease until at_ms) | park (parked until at_ms) | release (back to
+/// mode: keep (hold the lease; at_ms unused) | park (parked until at_ms) | release (back to
 /// ready) | done (terminal) | wait (onto `wait_list`, with a parked safety net at at_ms).
 /// An empty new_state keeps the current state; an empty value deletes the field.
 /// A job holds a slot of its provider while submitting or polling; any other state frees
@@ -79,8 +79,12 @@ local function step(i)
   local prov, list = ARGV[i + 6], ARGV[i + 9]
   local nf = tonumber(ARGV[i + 10])
   local jkey = p .. 'job:' .. id
-  local cur = redis.pcall('HMGET', jkey, 'token', 'state', 'batch', 'last_tx', 'upstream_id',
-                          'outcome', 'finished_at')
+  -- Fields to delete are read too, so only those present cost an HDEL.
+  local ask = {'token', 'state', 'batch', 'last_tx', 'upstream_id', 'outcome', 'finished_at'}
+  for f = i + 11, i + 10 + 2 * nf, 2 do
+    if ARGV[f + 1] == '' then ask[#ask + 1] = ARGV[f] end
+  end
+  local cur = redis.pcall('HMGET', jkey, unpack(ask))
   -- Not a hash: this job's error alone, before anything is written (the others go on).
   if failed(cur) then return {'err', cur.err} end
   if cur[1] ~= token or token == '' then
@@ -108,12 +112,14 @@ local function step(i)
       bump(bkey, cur[3], 'n:' .. new, 1)
     end
   end
-  local numbered, finished = false, cur[7]
+  local numbered, finished, asked = false, cur[7], 7
   for f = i + 11, i + 10 + 2 * nf, 2 do
     local k, v = ARGV[f], ARGV[f + 1]
     if k == 'outcome' then numbered = true end
     if k == 'finished_at' then finished = (v ~= '') and v or nil end
-    if v == '' then del[#del + 1] = k
+    if v == '' then
+      asked = asked + 1
+      if cur[asked] then del[#del + 1] = k end
     else
       set(k, v)
       if k == 'upstream_id' and prov ~= '' then
@@ -143,14 +149,13 @@ local function step(i)
     if HOLD[final] and mode ~= 'done' then
       local base = math.max(tonumber(at), now)
       fix(p, 'ZADD', skey, base + tonumber(ARGV[i + 8]), id)
-    elseif fix(p, 'ZREM', skey, id) == 1 then
-      wake(p, prov, 1)
+    elseif fix(p, 'ZREM', skey, id) == 1 and tonumber(ARGV[i + 7]) > 0 then
+      wake(p, prov, 1)   -- jobs wait for a slot only under a cap
     end
   end
-  if mode == 'keep' then
-    redis.call('ZADD', p .. 'leases', at, id)
-    return {'ok', 0, rerouted}
-  end
+  -- The lease itself is the lease timer's to extend (a stage's lease is renewed while it
+  -- runs): keeping it writes nothing more.
+  if mode == 'keep' then return {'ok', 0, rerouted} end
   released[#released + 1] = id
   if mode == 'park' then
     redis.call('ZADD', p .. 'parked', at, id)
