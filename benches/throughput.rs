@@ -9,6 +9,10 @@
 //! - `full_path`: `worker::run` (submit → poll → download → finish) against the in-process
 //!   simulator with zero generation latency.
 //!
+//! `redis_cmds_per_job` is every command Redis executed (client-sent and script-internal)
+//! per job; with blocking claims and the group commit the no-op drain needs about 4–5 and
+//! the full path about 42 (BENCHMARKS.md, "Blocking claims and group commit").
+//!
 //! Sizes: `BENCH_JOBS` (enqueue and no-op cases, default 100,000) and `BENCH_FULL_JOBS`
 //! (full path, default 5,000). Redis: `REDIS_URL`, else a private `redis-server`.
 //! BENCHMARKS.md says what every number counts.

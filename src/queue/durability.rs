@@ -189,7 +189,7 @@ impl Queue {
         self.durable.guarantee.get().cloned()
     }
 
-    /// Runs the TRANSITION script with `args` as a durable transition: on a connection of
+    /// Runs the TRANSITION script with `args` (one transition's segment) as a durable transition: on a connection of
     /// its own followed by the wait the guarantee calls for, in one round trip. The second
     /// value is `Err(why)` when the wait did not confirm the write in time.
     pub(super) async fn transition_durably(
@@ -208,15 +208,23 @@ impl Queue {
                 c.arg(n).arg(self.wait_ms());
                 c
             }
-            // Nothing to wait for: acknowledged is as durable as this deployment gets.
+            // Nothing to wait for: acknowledged is as durable as this deployment gets, and
+            // the transition can share a group call with others.
             Durability::FsyncAlways | Durability::None { .. } => {
-                let reply = self.eval(&self.scripts.transition, args).await?;
+                let reply = if self.mode == super::RetryMode::Persistent {
+                    self.transition_grouped(args.to_vec()).await?
+                } else {
+                    self.transition_one(args).await?
+                };
                 return Ok((reply, Ok(())));
             }
         };
+        let mut all = args![self.now_ms()];
+        all.extend(args.iter().cloned());
         let (reply, acked) = self
-            .retry(|_| async { self.durable_once(args, &wait).await })
+            .retry(|_| async { self.durable_once(&all, &wait).await })
             .await?;
+        let reply = super::commit::check(reply)?;
         let confirmed = match (&g, acked) {
             (_, Err(e)) => Err(format!("{} failed: {e}", g.name().to_uppercase())),
             (Durability::WaitAof { local, replicas }, Ok(v)) => {
@@ -312,7 +320,8 @@ impl Queue {
                 }
                 Err(e) => return Err(e),
                 Ok(v) => {
-                    let reply: Reply = redis::from_redis_value(v)?;
+                    let replies: Vec<Reply> = redis::from_redis_value(v)?;
+                    let reply = replies.into_iter().next().unwrap_or_default();
                     break (reply, acked.map_err(|e| e.to_string()));
                 }
             }

@@ -24,6 +24,14 @@ impl Keys {
     pub fn leases(&self) -> String {
         format!("{}leases", self.prefix)
     }
+    /// Tokens that wake idle workers blocked on it (see `queue::wake`).
+    pub fn wake(&self) -> String {
+        format!("{}wake", self.prefix)
+    }
+    /// Idle workers, scored by when each looks again on its own (see `queue::wake`).
+    pub fn idle(&self) -> String {
+        format!("{}idle", self.prefix)
+    }
     pub fn dead(&self) -> String {
         format!("{}dead", self.prefix)
     }

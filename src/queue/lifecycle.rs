@@ -85,7 +85,23 @@ impl Queue {
     /// record is checked alone ([`JobRecord::from_redis`]); a claimed id that is not even
     /// UTF-8 is sent to the dead set here, by its bytes.
     pub async fn claim(&self, worker: &str, max: usize) -> Result<Vec<Claim>, QueueError> {
-        let raw: Vec<Vec<Vec<u8>>> = self
+        Ok(self.claim_or_idle(worker, max, false, None).await?.0)
+    }
+
+    /// A fetcher's claim (see `queue::wake`): like [`Queue::claim`], and when nothing is
+    /// claimed and `wait` is given, the worker is listed as idle and the second value is
+    /// when (server clock, epoch ms) it should look again on its own: the earliest parked
+    /// job's due time, at most `wait` from now. `woken`: the worker waited since its last
+    /// claim (a full batch then wakes another idle worker while more work is ready).
+    pub async fn claim_or_idle(
+        &self,
+        worker: &str,
+        max: usize,
+        woken: bool,
+        wait: Option<std::time::Duration>,
+    ) -> Result<(Vec<Claim>, Option<u64>), QueueError> {
+        let wait_ms = wait.map_or(0, |w| w.as_millis().max(1) as u64);
+        let mut raw: Vec<redis::Value> = self
             .retry(|mut c| async move {
                 let now = self.now_ms();
                 self.scripts
@@ -98,10 +114,23 @@ impl Queue {
                     .arg(max)
                     .arg(self.settings.promote_chunk)
                     .arg(&uuid::Uuid::new_v4().simple().to_string()[..8])
+                    .arg(if woken { "1" } else { "" })
+                    .arg(wait_ms)
                     .invoke_async(&mut c)
                     .await
             })
             .await?;
+        let wait_until = match raw.first() {
+            Some(redis::Value::Int(t)) if *t > 0 => Some(*t as u64),
+            _ => None,
+        };
+        if !raw.is_empty() {
+            raw.remove(0);
+        }
+        let raw: Vec<Vec<Vec<u8>>> = raw
+            .into_iter()
+            .filter_map(|v| redis::from_redis_value(v).ok())
+            .collect();
         let mut claims = Vec::with_capacity(raw.len());
         for mut row in raw {
             if row.len() < 2 {
@@ -131,7 +160,7 @@ impl Queue {
                 }
             }
         }
-        Ok(claims)
+        Ok((claims, wait_until))
     }
 
     /// Sends a claimed job to the dead set under its lease by the id's bytes (an id no
@@ -169,13 +198,13 @@ impl Queue {
     ) -> Result<bool, QueueError> {
         let step = |state: &str, mode: &str, at: u64, field: &str, value: &str| {
             let nonce = uuid::Uuid::new_v4().simple().to_string();
-            let (now, none) = (self.now_ms(), "");
-            args![id, token, nonce, state, mode, at, now, none, 0u32, 0u64, none, field, value]
+            let none = "";
+            args![id, token, nonce, state, mode, at, none, 0u32, 0u64, none, 1u32, field, value]
         };
         if !counted {
             let at = self.now_ms() + self.settings.lease.as_millis() as u64;
             let a = step("", "keep", at, Field::Batch.as_str(), "");
-            let reply: Vec<redis::Value> = self.eval(&self.scripts.transition, &a).await?;
+            let reply = self.transition_one(&a).await?;
             if !super::reply_is_ok(&reply) {
                 return Ok(false);
             }
@@ -187,7 +216,7 @@ impl Queue {
             Field::Error.as_str(),
             reason,
         );
-        let reply: Vec<redis::Value> = self.eval(&self.scripts.transition, &a).await?;
+        let reply = self.transition_one(&a).await?;
         if let Some(v) = reply.get(3) {
             super::warn_repaired(&String::from_utf8_lossy(id), v);
         }
@@ -208,10 +237,20 @@ impl Queue {
 
     /// Returns expired leases to the ready list; the count recovered.
     pub async fn sweep(&self) -> Result<u64, QueueError> {
-        // The lease timer sweeps; it also keeps this process's view of the server clock.
-        self.sync_clock().await?;
-        let a = args![self.now_ms(), self.settings.sweep_chunk];
-        self.eval(&self.scripts.sweep, &a).await
+        Ok(self.sweep_round(true).await?.0)
+    }
+
+    /// One round of the lease timer's look at the leases (see SWEEP): returns expired
+    /// leases to the ready list when `sweep` (else only looks) and keeps this process's
+    /// view of the server clock. Returns (recovered, earliest lease expiry, if any).
+    pub async fn sweep_round(&self, sweep: bool) -> Result<(u64, Option<u64>), QueueError> {
+        let sent = std::time::Instant::now();
+        let chunk = if sweep { self.settings.sweep_chunk } else { 0 };
+        let a = args![self.now_ms(), chunk];
+        let (n, secs, micros, next): (u64, u64, u64, u64) =
+            self.eval(&self.scripts.sweep, &a).await?;
+        self.clock.observe(sent, secs * 1000 + micros / 1000);
+        Ok((n, (next > 0).then_some(next)))
     }
 
     /// Applies one transition under the owner's lease token (see the TRANSITION script),
@@ -257,23 +296,25 @@ impl Queue {
             new_state,
             mode,
             at,
-            self.now_ms(),
             prov,
             cap,
             ttl,
-            list
+            list,
+            tx.fields.len()
         ];
         for (k, v) in &tx.fields {
             a.extend(args![k.as_str(), v.as_str()]);
         }
-        let reply: Vec<redis::Value> = if tx.durable {
+        let reply = if tx.durable {
             let (reply, confirmed) = self.transition_durably(&a).await?;
             if let (Err(why), true) = (confirmed, super::reply_is_ok(&reply)) {
                 self.not_durable(owner, nonce, tx, slot, &why).await?;
             }
             reply
+        } else if self.mode == super::RetryMode::Persistent {
+            self.transition_grouped(a).await?
         } else {
-            self.eval(&self.scripts.transition, &a).await?
+            self.transition_one(&a).await?
         };
         let text = |v: Option<&redis::Value>| {
             v.and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())

@@ -14,6 +14,7 @@ macro_rules! args {
 mod admission;
 pub mod backend;
 mod clock;
+mod commit;
 mod conn;
 mod durability;
 mod keys;
@@ -25,6 +26,7 @@ mod read;
 mod records;
 pub mod retention;
 mod scripts;
+mod wake;
 
 pub use crate::job::{After, Transition, WaitList};
 pub use records::BatchInfo;
@@ -34,6 +36,7 @@ pub use durability::Durability;
 pub use push::PushTarget;
 pub use read::Purged;
 pub use scripts::Scripts;
+pub use wake::Waiter;
 
 use crate::config::{QueueSettings, RedisSettings};
 use crate::job::{JobState, Loaded};
@@ -253,6 +256,10 @@ pub struct Queue {
     clock: Arc<clock::ServerClock>,
     /// Durable transitions' own connections and the detected guarantee.
     durable: Arc<durability::Link>,
+    /// This process's group commit of transitions.
+    commit: Arc<commit::Committer>,
+    /// For connections of their own (an idle worker's blocking wait).
+    redis: Arc<RedisSettings>,
     pub settings: QueueSettings,
 }
 
@@ -301,6 +308,8 @@ impl Queue {
             url,
             clock: Arc::new(clock::ServerClock::new()),
             durable,
+            commit: Arc::new(commit::Committer::default()),
+            redis: Arc::new(redis.clone()),
             settings: settings.clone(),
         };
         q.sync_clock().await?;

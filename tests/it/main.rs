@@ -3,6 +3,7 @@
 mod admission;
 mod architecture;
 mod bad_input;
+mod blocking;
 mod budget;
 mod check_config;
 mod clips;

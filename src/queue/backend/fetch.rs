@@ -1,5 +1,7 @@
 //! The fetcher: claims only as many jobs as there are free slots and hands them to the
-//! apalis worker; a claim that fails is tried again after a pause that grows with each
+//! apalis worker; when it claims nothing it blocks on Redis until work is made ready or
+//! the earliest parked job falls due (see `queue::wake`), never longer than
+//! `queue.idle_poll`; a claim that fails is tried again after a pause that grows with each
 //! failure in a row (capped), so a Redis that keeps refusing is not asked hundreds of
 //! times a second.
 
@@ -24,6 +26,10 @@ pub fn start_fetcher(
     let (tx, rx) = mpsc::channel(MAX_CLAIM);
     let handle = tokio::spawn(async move {
         let mut backoff = ClaimBackoff::default();
+        let mut waiter = queue.waiter();
+        let idle_poll = queue.settings.idle_poll;
+        // Whether the worker waited since its last claim.
+        let mut woken = false;
         loop {
             let first = tokio::select! {
                 p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
@@ -36,13 +42,16 @@ pub fn start_fetcher(
                     Err(_) => break,
                 }
             }
-            let claims = match queue.claim(&worker_id, permits.len()).await {
+            let claimed = queue
+                .claim_or_idle(&worker_id, permits.len(), woken, Some(idle_poll))
+                .await;
+            let (claims, wait_until) = match claimed {
                 Ok(c) => {
                     backoff.reset();
                     c
                 }
                 Err(e) => {
-                    // Not a settled stage nor a free slot makes it worth asking sooner.
+                    table.note_lost();
                     drop(permits);
                     let pause = backoff.failed(rand::random());
                     tracing::warn!(error = %e, failures = backoff.failures,
@@ -54,7 +63,7 @@ pub fn start_fetcher(
                     }
                 }
             };
-            let idle = claims.is_empty();
+            woken = claims.is_empty();
             for claim in claims {
                 let lease = Lease::new(&claim, table.clone(), permits.pop());
                 if tx.send(Task::new(Claimed { claim, lease })).await.is_err() {
@@ -62,10 +71,21 @@ pub fn start_fetcher(
                 }
             }
             drop(permits);
-            if idle {
+            if woken {
+                let timeout = wait_until.map_or(idle_poll, |t| {
+                    Duration::from_millis(t.saturating_sub(queue.now_ms()))
+                });
                 tokio::select! {
-                    _ = tokio::time::sleep(queue.settings.idle_poll) => {}
-                    _ = table.settled.notified() => {}
+                    r = waiter.wait(timeout.min(idle_poll)) => if let Err(e) = r {
+                        table.note_lost();
+                        // The claim that follows meets the same trouble and backs off.
+                        tracing::debug!(error = %e, "Waiting for work failed.");
+                        let pause = timeout.min(FIRST_PAUSE);
+                        tokio::select! {
+                            _ = tokio::time::sleep(pause) => {}
+                            _ = shutdown.cancelled() => break,
+                        }
+                    },
                     _ = shutdown.cancelled() => break,
                 }
             }

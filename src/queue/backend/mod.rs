@@ -28,9 +28,13 @@ pub struct LeaseTable {
     held: Mutex<HashMap<String, String>>,
     abandoned: Mutex<Vec<(String, String)>>,
     nonce: AtomicU64,
-    /// Signalled when a stage settles: its transition may have freed a slot or made work
-    /// ready, so an idle fetcher looks again at once instead of after `idle_poll`.
-    settled: tokio::sync::Notify,
+    /// Signalled when the table gains a lease while it held none, or a stage is abandoned:
+    /// the lease timer, which looks rarely while nothing is held, starts its rounds.
+    busy: tokio::sync::Notify,
+    /// When the fetcher last lost contact with Redis (a failed claim or wait), not yet
+    /// seen by the lease timer: an idle worker's timer, which looks rarely, must still
+    /// know of an outage before it sweeps (see `upkeep::SweepGate`).
+    lost: Mutex<Option<std::time::Instant>>,
 }
 
 impl LeaseTable {
@@ -55,6 +59,22 @@ impl LeaseTable {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The fetcher could not reach Redis.
+    pub fn note_lost(&self) {
+        self.lost
+            .lock()
+            .expect("lease table")
+            .get_or_insert_with(std::time::Instant::now);
+    }
+
+    fn take_lost(&self) -> Option<std::time::Instant> {
+        self.lost.lock().expect("lease table").take()
+    }
+
+    fn has_abandoned(&self) -> bool {
+        !self.abandoned.lock().expect("lease table").is_empty()
     }
 
     fn take_abandoned(&self) -> Vec<(String, String)> {
@@ -89,11 +109,15 @@ pub struct Lease {
 
 impl Lease {
     pub fn new(claim: &Claim, table: Arc<LeaseTable>, slot: Option<OwnedSemaphorePermit>) -> Self {
-        table
-            .held
-            .lock()
-            .expect("lease table")
-            .insert(claim.job_id.clone(), claim.token.clone());
+        let was_empty = {
+            let mut held = table.held.lock().expect("lease table");
+            let was_empty = held.is_empty();
+            held.insert(claim.job_id.clone(), claim.token.clone());
+            was_empty
+        };
+        if was_empty {
+            table.busy.notify_one();
+        }
         Lease {
             job_id: claim.job_id.clone(),
             token: claim.token.clone(),
@@ -107,7 +131,6 @@ impl Lease {
     pub fn settle(&mut self) {
         self.settled = true;
         self.table.forget(&self.job_id, &self.token);
-        self.table.settled.notify_one();
     }
 }
 
@@ -120,6 +143,7 @@ impl Drop for Lease {
                 .lock()
                 .expect("lease table")
                 .push((self.job_id.clone(), self.token.clone()));
+            self.table.busy.notify_one();
         }
     }
 }

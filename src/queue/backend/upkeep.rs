@@ -9,7 +9,14 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken as CancelToken;
 
 /// The one timer per worker process: renews every held lease, releases abandoned
-/// stages and sweeps expired leases (of dead workers) back to the ready list.
+/// stages and sweeps expired leases (of dead workers) back to the ready list; each round
+/// also keeps this process's view of the server clock.
+///
+/// While the process holds leases a round runs every `queue.renew_every`. While it holds
+/// none (an idle worker) there is nothing to renew: it looks again when the earliest lease
+/// anyone holds can expire (the sweep says when), at least `renew_every` and at most
+/// `queue.lease` later, so an idle fleet costs Redis a few commands per lease period. A
+/// claim (or a stage abandoned) starts the `renew_every` rounds again at once.
 ///
 /// It talks to Redis fail-fast: a failing call surfaces here instead of retrying inside
 /// the queue, and renewals resume at the next tick once Redis answers. A lease also
@@ -23,32 +30,63 @@ pub async fn maintain_leases(queue: Queue, table: Arc<LeaseTable>, stop: CancelT
         ..queue
     };
     let every = upkeep.settings.renew_every;
-    let mut gate = SweepGate::new(upkeep.settings.lease, Instant::now());
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let lease = upkeep.settings.lease;
+    let mut gate = SweepGate::new(lease, Instant::now());
+    let mut next_round = tokio::time::Instant::now();
     loop {
+        let idle = table.is_empty() && !table.has_abandoned();
         tokio::select! {
-            _ = tick.tick() => {}
+            _ = tokio::time::sleep_until(next_round) => {}
+            _ = table.busy.notified(), if idle => {
+                next_round = next_round.min(tokio::time::Instant::now() + every);
+                continue;
+            }
             _ = stop.cancelled() => break,
         }
         let started = Instant::now();
+        // Contact first (renewals, hand-backs, a look at the leases that keeps the clock);
+        // only a round whose contact went through in time may sweep.
         let contact = async {
             renew_held(&upkeep, &table).await?;
             release_abandoned(&upkeep, &table).await?;
-            // The lease timer keeps this process's view of the server clock.
-            upkeep.sync_clock().await
+            Ok::<_, QueueError>(upkeep.sweep_round(false).await?.1)
         };
-        let res = match contact.await {
-            Ok(()) if gate.contact(started, every, Instant::now()) => sweep(&upkeep).await,
+        next_round = tokio::time::Instant::now() + every;
+        let looked = contact.await;
+        if let Some(at) = table.take_lost() {
+            gate.lost(at);
+        }
+        let res = match looked {
+            Ok(next) if gate.contact(started, every, Instant::now()) => match next {
+                Some(t) if t <= upkeep.now_ms() => sweep(&upkeep).await,
+                _ => Ok(next),
+            },
             other => other,
         };
-        if let Err(e) = res {
-            if gate.lost(Instant::now()) {
-                tracing::warn!(error = %e,
-                    "Redis unreachable for lease upkeep; expired leases are not swept until \
-                     it has answered for a full lease period.");
-            } else {
-                tracing::debug!(error = %e, "Lease upkeep failed again.");
+        match res {
+            Ok(next_expiry) => {
+                if table.is_empty() && !table.has_abandoned() {
+                    // Nothing to renew: look again when a lease can expire and the gate
+                    // lets this process sweep it.
+                    let now = Instant::now();
+                    let expiry = next_expiry.map_or(now + lease, |t| {
+                        now + Duration::from_millis(t.saturating_sub(upkeep.now_ms()))
+                    });
+                    let target = expiry.max(gate.from) + Duration::from_millis(10);
+                    let wait = target
+                        .saturating_duration_since(now)
+                        .clamp(every, lease.max(every));
+                    next_round = tokio::time::Instant::now() + wait;
+                }
+            }
+            Err(e) => {
+                if gate.lost(Instant::now()) {
+                    tracing::warn!(error = %e,
+                        "Redis unreachable for lease upkeep; expired leases are not swept until \
+                         it has answered for a full lease period.");
+                } else {
+                    tracing::debug!(error = %e, "Lease upkeep failed again.");
+                }
             }
         }
     }
@@ -126,13 +164,14 @@ async fn renew_held(queue: &Queue, table: &LeaseTable) -> Result<(), QueueError>
     Ok(())
 }
 
-async fn sweep(queue: &Queue) -> Result<(), QueueError> {
-    let recovered = queue.sweep().await?;
+/// Sweeps expired leases back; returns the earliest lease expiry left.
+async fn sweep(queue: &Queue) -> Result<Option<u64>, QueueError> {
+    let (recovered, next) = queue.sweep_round(true).await?;
     if recovered > 0 {
         crate::metrics::lease_recoveries(recovered);
         tracing::info!(recovered, "Expired leases returned to the queue.");
     }
-    Ok(())
+    Ok(next)
 }
 
 /// One round of lease upkeep without the sweep gate (for tests that drive the worker step
@@ -140,7 +179,7 @@ async fn sweep(queue: &Queue) -> Result<(), QueueError> {
 pub async fn maintain_once(queue: &Queue, table: &LeaseTable) -> Result<(), QueueError> {
     renew_held(queue, table).await?;
     release_abandoned(queue, table).await?;
-    sweep(queue).await
+    sweep(queue).await.map(|_| ())
 }
 
 /// Hands every abandoned stage back to the ready list (state unchanged). On an error the

@@ -8,10 +8,14 @@
 /// whose end is not a time) is treated as absent and overwritten, and noted in `REPAIRED`.
 pub(super) const ADMISSION_LUA: &str = r#"
 -- The fleet-wide cool-down, then GCRA: 0 to go now, else the milliseconds to wait.
--- T = emission interval (0: no rate limit), tau = tolerance.
-local function admit(p, prov, T, tau)
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- T = emission interval (0: no rate limit), tau = tolerance. GCRA reads the server's
+-- TIME; without a rate the caller's `now` (the server clock as the worker carries it, a
+-- round trip off at most) is close enough for the cool-down and the per-second count.
+local function admit(p, prov, T, tau, now)
+  if T > 0 then
+    local t = redis.call('TIME')
+    now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
   local cd = num_at(p, p .. 'cooldown:' .. prov) or 0
   if cd > now then return cd - now end
   if T > 0 then
@@ -23,11 +27,13 @@ local function admit(p, prov, T, tau)
     redis.call('SET', key, string.format('%.3f', nxt), 'PX', math.ceil(nxt - now + tau) + 1000)
   end
   local ck = p .. 'rate:' .. prov .. ':' .. math.floor(now / 1000)
-  if failed(redis.pcall('INCR', ck)) then
-    redis.call('SET', ck, 1)
+  local n = redis.pcall('INCR', ck)
+  if failed(n) then
+    redis.call('SET', ck, 1, 'PX', 5000)
     repaired(p, ck, 'not a counter; reset to 1')
+  elseif n == 1 then
+    redis.call('PEXPIRE', ck, 5000)
   end
-  redis.call('PEXPIRE', ck, 5000)
   return 0
 end
 -- Takes (or refreshes) the job's slot: 1 held, 0 full. Expired slots are reclaimed
@@ -121,7 +127,7 @@ if cap > 0 and take_slot(p, prov, ARGV[5], cap, tonumber(ARGV[8]), now) == 0 the
   return {4, 0, REPAIRED}
 end
 if ARGV[9] == '1' then
-  local wait = admit(p, prov, tonumber(ARGV[10]), tonumber(ARGV[11]))
+  local wait = admit(p, prov, tonumber(ARGV[10]), tonumber(ARGV[11]), now)
   if wait > 0 then return {5, wait, REPAIRED} end
 end
 return {0, 0, REPAIRED}
@@ -136,7 +142,7 @@ local p, prov, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local untl = paused_until(p, prov, now)
 if untl > 0 then return {1, untl, REPAIRED} end
 if ARGV[4] == '1' then
-  local wait = admit(p, prov, tonumber(ARGV[5]), tonumber(ARGV[6]))
+  local wait = admit(p, prov, tonumber(ARGV[5]), tonumber(ARGV[6]), now)
   if wait > 0 then return {5, wait, REPAIRED} end
 end
 return {0, 0, REPAIRED}
@@ -159,6 +165,7 @@ if not id then return 0 end
 local due = redis.call('ZSCORE', p .. 'parked', id)
 if not due or tonumber(due) <= tonumber(ARGV[4]) then return 0 end
 redis.call('ZADD', p .. 'parked', ARGV[4], id)
+signal(p)
 return 1
 "#;
 

@@ -29,180 +29,216 @@ for i = 10, #ARGV, 2 do
     added = added + 1
   end
 end
-if added > 0 then incr(p, bkey, 'n:' .. S.queued, added) end
+if added > 0 then
+  incr(p, bkey, 'n:' .. S.queued, added)
+  signal(p)
+end
 return added
 "#;
 
-/// Promotes due parked jobs (bounded), then claims up to N ready jobs with fresh lease tokens.
-/// ARGV: prefix, now_ms, lease_expiry_ms, worker_id, max_claims, promote_chunk, salt
-/// (random per call: a token stays unique even when a Redis rollback repeats `claims`).
-/// Returns { {job_id, token, field, value, ...}, ... }.
-/// Nothing about one job can fail the call (the jobs popped before it would be lost): an id
-/// without a record, or whose key is not a hash, goes to the dead set here with the reason
-/// in `orphans`; any other record is claimed as it is (a `claims` count that is no number
-/// included), and the worker sends a record it cannot read to the dead set alone.
-pub(super) const CLAIM: &str = r#"
-local p, now = ARGV[1], tonumber(ARGV[2])
-local due = redis.call('ZRANGEBYSCORE', p .. 'parked', '-inf', now, 'LIMIT', 0, tonumber(ARGV[6]))
-if #due > 0 then
-  redis.call('ZREM', p .. 'parked', unpack(due))
-  redis.call('RPUSH', p .. 'ready', unpack(due))
-end
-local function bury(id, why)
-  redis.call('ZADD', p .. 'dead', now, id)
-  fix(p, 'HSET', p .. 'orphans', id, why)
-end
-local out, want, pops = {}, tonumber(ARGV[5]), 0
-while #out < want and pops < want * 4 do
-  pops = pops + 1
-  local id = redis.call('LPOP', p .. 'ready')
-  if not id then break end
-  local jkey = p .. 'job:' .. id
-  local st = redis.pcall('HGET', jkey, 'state')
-  local held = redis.call('ZSCORE', p .. 'leases', id)
-  if failed(st) then
-    bury(id, 'job record is a ' .. redis.call('TYPE', jkey)['ok'] .. ', not a hash')
-  elseif not st and redis.call('EXISTS', jkey) == 0 then
-    bury(id, 'no job record for a queued id')
-  elseif not (st and TERMINAL[st]) and not (held and tonumber(held) > now) then
-    local seq = redis.pcall('HINCRBY', jkey, 'claims', 1)
-    if failed(seq) then seq = 'x' end
-    local token = ARGV[4] .. '#' .. seq .. '.' .. ARGV[7]
-    redis.call('HSET', jkey, 'token', token, 'worker', ARGV[4])
-    redis.call('HDEL', jkey, 'waiting_on')
-    redis.call('ZADD', p .. 'leases', ARGV[3], id)
-    local rec = redis.call('HGETALL', jkey)
-    table.insert(rec, 1, token)
-    table.insert(rec, 1, id)
-    out[#out + 1] = rec
-  end
-end
-return out
-"#;
-
-/// Extends the leases this worker still holds. ARGV: prefix, expiry_ms, [job_id, token]...
-/// Returns the ids whose lease was lost (token changed: swept and claimed elsewhere).
-pub(super) const RENEW: &str = r#"
-local p, lost = ARGV[1], {}
-for i = 3, #ARGV, 2 do
-  if redis.call('HGET', p .. 'job:' .. ARGV[i], 'token') == ARGV[i + 1] then
-    redis.call('ZADD', p .. 'leases', ARGV[2], ARGV[i])
-  else
-    lost[#lost + 1] = ARGV[i]
-  end
-end
-return lost
-"#;
-
-/// Moves a job to a new state under its lease token, with the record fields, the batch
-/// counters, the queue structures and the provider's in-flight slot in one step.
-/// ARGV: prefix, job_id, token, nonce, new_state, mode, at_ms, now_ms, provider, cap,
-/// slot_ttl_ms, wait_list, [field, value]...
-/// mode: keep (hold the lease until at_ms) | park (parked until at_ms) | release (back to
+/// Moves jobs to new states, each under its lease token, with the record fields, the batch
+/// counters, the queue structures and the provider's in-flight slot in one step. Several
+/// transitions (a worker's group commit) share the call, the lease removal and one read
+/// and one write of each batch's counters; each job gets its own reply.
+/// ARGV: prefix, now_ms, then per job: job_id, token, nonce, new_state, mode, at_ms,
+/// provider, cap, slot_ttl_ms, wait_list, n, [field, value] × n.
+/// mode: keep (hold the lease; at_ms unused) | park (parked until at_ms) | release (back to
 /// ready) | done (terminal) | wait (onto `wait_list`, with a parked safety net at at_ms).
 /// An empty new_state keeps the current state; an empty value deletes the field.
 /// A job holds a slot of its provider while submitting or polling; any other state frees
 /// it and wakes one job waiting for a slot.
 /// A terminal step numbers the job's outcome: the `outcome` field it sets (a stage took
 /// the number before writing its result line), else one more than the last; `finished_at`
-/// is the one it sets, else now.
-/// Returns {'ok', batch_finished, rerouted, repaired} or {'lost', current_state}. A replay
-/// of the same nonce (a retried call whose reply was lost) returns 'ok' again. `repaired`
-/// lists damaged counters and keys the step repaired (see `REPAIR_LUA`). `rerouted` = 1:
-/// asked for `submit_unknown` but the generation's id is known, so the job was parked
-/// in `polling` instead.
+/// is the one it sets, else now. A job that lets go of its lease has its `token` and
+/// `worker` set empty (what every reader takes as none).
+/// Returns, per job, {'ok', batch_finished, rerouted, repaired}, {'lost', current_state} or
+/// {'err', why} (the job's key is not a hash; nothing written for it).
+/// A replay of the same nonce (a retried call whose reply was lost) returns 'ok' again.
+/// `repaired` lists damaged counters and keys the call repaired (see `REPAIR_LUA`).
+/// `rerouted` = 1: asked for `submit_unknown` but the generation's id is known, so the job
+/// was parked in `polling` instead.
 pub(super) const TRANSITION: &str = r#"
-local p, id, new, mode, at = ARGV[1], ARGV[2], ARGV[5], ARGV[6], ARGV[7]
-local now, prov = tonumber(ARGV[8]), ARGV[9]
-local jkey = p .. 'job:' .. id
-local cur = redis.call('HMGET', jkey, 'token', 'state', 'batch', 'last_tx', 'upstream_id')
-if cur[1] ~= ARGV[3] then
-  -- A replay of an applied call (its reply was lost) is ok — unless it kept the lease
-  -- and the lease has changed hands since: then this worker no longer owns the job.
-  if cur[4] == ARGV[4] and mode ~= 'keep' then return {'ok', 0, 0, REPAIRED} end
-  return {'lost', cur[2] or ''}
-end
--- A job whose generation is known (its id recorded, fenced, by a worker that lost the
--- lease mid-POST) is never given up as unknown: it is polled instead.
-local rerouted = 0
-if new == S.submit_unknown and cur[5] then
-  new, mode, at, rerouted = S.polling, 'park', now, 1
-end
-local bkey = cur[3] and (p .. 'batch:' .. cur[3])
-if new ~= '' and cur[2] ~= new then
-  redis.call('HSET', jkey, 'state', new)
-  if bkey then
-    if cur[2] then incr(p, bkey, 'n:' .. cur[2], -1) end
-    incr(p, bkey, 'n:' .. new, 1)
+local p, now = ARGV[1], tonumber(ARGV[2])
+local out, released, batches, order = {}, {}, {}, {}
+local function bump(bkey, bid, field, n)
+  local b = batches[bkey]
+  if not b then
+    b = {bid = bid, fields = {}, d = {}, done = {}}
+    batches[bkey] = b
+    order[#order + 1] = bkey
   end
-  incr(p, p .. 'stats', 'to:' .. new, 1)
+  if not b.d[field] then
+    b.fields[#b.fields + 1] = field
+    b.d[field] = 0
+  end
+  b.d[field] = b.d[field] + n
 end
-local numbered = false
-for i = 13, #ARGV, 2 do
-  if ARGV[i] == 'outcome' then numbered = true end
-  if ARGV[i + 1] == '' then redis.call('HDEL', jkey, ARGV[i])
-  else
-    redis.call('HSET', jkey, ARGV[i], ARGV[i + 1])
-    if ARGV[i] == 'upstream_id' and prov ~= '' then
-      fix(p, 'HSET', p .. 'upstreams:' .. prov, ARGV[i + 1], id)
+local function step(i)
+  local id, token, nonce, new, mode, at = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3],
+    ARGV[i + 4], ARGV[i + 5]
+  local prov, list = ARGV[i + 6], ARGV[i + 9]
+  local nf = tonumber(ARGV[i + 10])
+  local jkey = p .. 'job:' .. id
+  -- Fields to delete are read too, so only those present cost an HDEL.
+  local ask = {'token', 'state', 'batch', 'last_tx', 'upstream_id', 'outcome', 'finished_at'}
+  for f = i + 11, i + 10 + 2 * nf, 2 do
+    if ARGV[f + 1] == '' then ask[#ask + 1] = ARGV[f] end
+  end
+  local cur = redis.pcall('HMGET', jkey, unpack(ask))
+  -- Not a hash: this job's error alone, before anything is written (the others go on).
+  if failed(cur) then return {'err', cur.err} end
+  if cur[1] ~= token or token == '' then
+    -- A replay of an applied call (its reply was lost) is ok — unless it kept the lease
+    -- and the lease has changed hands since: then this worker no longer owns the job.
+    if cur[4] == nonce and mode ~= 'keep' then return {'ok', 0, 0} end
+    return {'lost', cur[2] or ''}
+  end
+  -- A job whose generation is known (its id recorded, fenced, by a worker that lost the
+  -- lease mid-POST) is never given up as unknown: it is polled instead.
+  local rerouted = 0
+  if new == S.submit_unknown and cur[5] then
+    new, mode, at, rerouted = S.polling, 'park', now, 1
+  end
+  local bkey = cur[3] and (p .. 'batch:' .. cur[3])
+  local hs, del = {}, {}
+  local function set(k, v)
+    hs[#hs + 1] = k
+    hs[#hs + 1] = v
+  end
+  if new ~= '' and cur[2] ~= new then
+    set('state', new)
+    if bkey then
+      if cur[2] then bump(bkey, cur[3], 'n:' .. cur[2], -1) end
+      bump(bkey, cur[3], 'n:' .. new, 1)
     end
   end
-end
-redis.call('HSET', jkey, 'last_tx', ARGV[4], 'updated_at', now)
-local final = (new ~= '' and new) or cur[2]
-if prov ~= '' then
-  local skey = p .. 'slots:' .. prov
-  if HOLD[final] and mode ~= 'done' then
-    local base = math.max(tonumber(at), now)
-    fix(p, 'ZADD', skey, base + tonumber(ARGV[11]), id)
-  elseif fix(p, 'ZREM', skey, id) == 1 then
-    wake(p, prov, 1)
+  local numbered, finished, asked = false, cur[7], 7
+  for f = i + 11, i + 10 + 2 * nf, 2 do
+    local k, v = ARGV[f], ARGV[f + 1]
+    if k == 'outcome' then numbered = true end
+    if k == 'finished_at' then finished = (v ~= '') and v or nil end
+    if v == '' then
+      asked = asked + 1
+      if cur[asked] then del[#del + 1] = k end
+    else
+      set(k, v)
+      if k == 'upstream_id' and prov ~= '' then
+        fix(p, 'HSET', p .. 'upstreams:' .. prov, v, id)
+      end
+    end
   end
-end
-if mode == 'keep' then
-  redis.call('ZADD', p .. 'leases', at, id)
-  return {'ok', 0, rerouted, REPAIRED}
-end
-redis.call('HDEL', jkey, 'token', 'worker')
-redis.call('ZREM', p .. 'leases', id)
-if mode == 'park' then
-  redis.call('ZADD', p .. 'parked', at, id)
-elseif mode == 'release' then
-  redis.call('RPUSH', p .. 'ready', id)
-elseif mode == 'wait' then
-  redis.call('ZADD', p .. 'parked', at, id)
-  redis.call('HSET', jkey, 'waiting_on', ARGV[12])
-  if redis.call('HGET', jkey, 'listed_on') ~= ARGV[12] then
-    fix(p, 'RPUSH', p .. ARGV[12], id)
-    redis.call('HSET', jkey, 'listed_on', ARGV[12])
+  set('last_tx', nonce)
+  set('updated_at', now)
+  if mode ~= 'keep' then
+    set('token', '')
+    set('worker', '')
   end
-  local cap = tonumber(ARGV[10])
-  if ARGV[12] == 'waiting:' .. prov and
-     (cap == 0 or fix(p, 'ZCARD', p .. 'slots:' .. prov) < cap) then
-    wake(p, prov, 1)   -- a slot freed meanwhile: no missed wake-up
+  if mode == 'done' then
+    if not finished then set('finished_at', now) end
+    if not numbered then
+      local o = tonumber(cur[6])
+      if cur[6] and not o then repaired(p, jkey, 'outcome was not a number; reset to 1') end
+      set('outcome', (o or 0) + 1)
+    end
   end
-elseif mode == 'done' then
-  redis.call('HSETNX', jkey, 'finished_at', now)
-  if not numbered then incr(p, jkey, 'outcome', 1) end
-  if new == S.dead then redis.call('ZADD', p .. 'dead', now, id) end
-  if RELEASE[new] then release_budget(p, jkey, cur[3]) end
-  if bkey then
-    local done = incr(p, bkey, 'done', 1)
-    if done == tonumber(redis.call('HGET', bkey, 'total')) then
+  if #del > 0 then redis.call('HDEL', jkey, unpack(del)) end
+  redis.call('HSET', jkey, unpack(hs))
+  local final = (new ~= '' and new) or cur[2]
+  if prov ~= '' then
+    local skey = p .. 'slots:' .. prov
+    if HOLD[final] and mode ~= 'done' then
+      local base = math.max(tonumber(at), now)
+      fix(p, 'ZADD', skey, base + tonumber(ARGV[i + 8]), id)
+    elseif fix(p, 'ZREM', skey, id) == 1 and tonumber(ARGV[i + 7]) > 0 then
+      wake(p, prov, 1)   -- jobs wait for a slot only under a cap
+    end
+  end
+  -- The lease itself is the lease timer's to extend (a stage's lease is renewed while it
+  -- runs): keeping it writes nothing more.
+  if mode == 'keep' then return {'ok', 0, rerouted} end
+  released[#released + 1] = id
+  if mode == 'park' then
+    redis.call('ZADD', p .. 'parked', at, id)
+    signal_due(p, at, now)
+  elseif mode == 'release' then
+    redis.call('RPUSH', p .. 'ready', id)
+    signal(p)
+  elseif mode == 'wait' then
+    redis.call('ZADD', p .. 'parked', at, id)
+    signal_due(p, at, now)
+    redis.call('HSET', jkey, 'waiting_on', list)
+    if redis.call('HGET', jkey, 'listed_on') ~= list then
+      fix(p, 'RPUSH', p .. list, id)
+      redis.call('HSET', jkey, 'listed_on', list)
+    end
+    local cap = tonumber(ARGV[i + 7])
+    if list == 'waiting:' .. prov and
+       (cap == 0 or fix(p, 'ZCARD', p .. 'slots:' .. prov) < cap) then
+      wake(p, prov, 1)   -- a slot freed meanwhile: no missed wake-up
+    end
+  elseif mode == 'done' then
+    if new == S.dead then redis.call('ZADD', p .. 'dead', now, id) end
+    if RELEASE[new] then release_budget(p, jkey, cur[3]) end
+    if bkey then
+      bump(bkey, cur[3], 'done', 1)
+      local b = batches[bkey]
+      b.done[#b.done + 1] = #out + 1
+    end
+  end
+  return {'ok', 0, rerouted}
+end
+local i = 3
+while i <= #ARGV do
+  out[#out + 1] = step(i)
+  i = i + 11 + 2 * tonumber(ARGV[i + 10])
+end
+if #released > 0 then redis.call('ZREM', p .. 'leases', unpack(released)) end
+-- The batches' counters: one read and one write per batch. A counter that is not a number
+-- is reset to this call's change; a batch key that is not a hash is left alone.
+for _, bkey in ipairs(order) do
+  local b = batches[bkey]
+  local names = {unpack(b.fields)}
+  names[#names + 1] = 'total'
+  names[#names + 1] = 'on_done'
+  local vals = redis.pcall('HMGET', bkey, unpack(names))
+  if failed(vals) then
+    repaired(p, bkey, 'not a hash; counters not counted')
+  else
+    local hs, before, after = {}, nil, nil
+    for k, f in ipairs(b.fields) do
+      local v = vals[k]
+      local n = tonumber(v)
+      if v and not (n and n == math.floor(n)) then
+        repaired(p, bkey, f .. ' was not a number; reset to ' .. b.d[f])
+        n = nil
+      end
+      local nv = (n or 0) + b.d[f]
+      if f == 'done' then before, after = n or 0, nv end
+      hs[#hs + 1] = f
+      hs[#hs + 1] = nv
+    end
+    redis.call('HSET', bkey, unpack(hs))
+    local total = tonumber(vals[#b.fields + 1])
+    if before and total and before < total and after >= total then
+      -- The job whose step made `done` reach `total` finished the batch.
+      out[b.done[total - before]][2] = 1
       redis.call('HSET', bkey, 'finished_at', now)
-      if redis.call('HGET', bkey, 'on_done') == '1' then
+      if vals[#b.fields + 2] == '1' then
         -- Announce this completion exactly once: a job of its own, delivered durably.
         local n = incr(p, bkey, 'completions', 1)
-        local hid = 'done:' .. cur[3] .. ':' .. n
+        local hid = 'done:' .. b.bid .. ':' .. n
         redis.call('HSET', p .. 'job:' .. hid, 'state', S.queued, 'kind', 'batch_done',
-                   'of_batch', cur[3], 'completion', n, 'attempts', 0, 'created_at', now)
+                   'of_batch', b.bid, 'completion', n, 'attempts', 0, 'created_at', now)
         redis.call('RPUSH', p .. 'ready', hid)
+        signal(p)
       end
-      return {'ok', 1, rerouted, REPAIRED}
     end
   end
 end
-return {'ok', 0, rerouted, REPAIRED}
+for _, r in ipairs(out) do
+  if r[1] == 'ok' then r[4] = REPAIRED end
+end
+return out
 "#;
 
 /// Records an upstream id learned by a worker that lost its lease mid-POST, fenced by the
@@ -234,6 +270,7 @@ redis.call('HDEL', jkey, 'token', 'worker', 'waiting_on', 'finished_at')
 redis.call('ZREM', p .. 'leases', id)
 redis.call('ZREM', p .. 'dead', id)
 redis.call('ZADD', p .. 'parked', ARGV[7], id)
+signal_due(p, ARGV[7], now)
 fix(p, 'ZADD', p .. 'slots:' .. prov, tonumber(ARGV[7]) + tonumber(ARGV[8]), id)
 incr(p, p .. 'stats', 'to:' .. S.polling, 1)
 if f[4] then
@@ -246,22 +283,6 @@ if f[4] then
   end
 end
 return 'revived'
-"#;
-
-/// Returns expired leases to the ready list (bounded). ARGV: prefix, now_ms, chunk.
-/// Returns the number of jobs recovered.
-pub(super) const SWEEP: &str = r#"
-local p = ARGV[1]
-local ids = redis.call('ZRANGEBYSCORE', p .. 'leases', '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
-for _, id in ipairs(ids) do
-  local jkey = p .. 'job:' .. id
-  redis.call('ZREM', p .. 'leases', id)
-  redis.pcall('HDEL', jkey, 'token', 'worker')
-  incr(p, jkey, 'redeliveries', 1)
-  redis.call('RPUSH', p .. 'ready', id)
-end
-if #ids > 0 then incr(p, p .. 'stats', 'lease_recoveries', #ids) end
-return #ids
 "#;
 
 /// Operator moves (cancel, retry, reconcile): jobs whose state is allowed go to `to`, with
@@ -326,6 +347,7 @@ for i = 6, #ARGV do
         redis.call('HDEL', jkey, 'upstream_id', 'submitted_at')
         redis.call('RPUSH', p .. 'ready', id)
       end
+      signal(p)
       if bkey and TERMINAL[st] then
         incr(p, bkey, 'done', -1)
         redis.call('HDEL', bkey, 'finished_at')

@@ -5,11 +5,13 @@
 //! money helpers, slot wake-ups and the admission functions.
 
 mod admission;
+mod claim;
 mod lifecycle;
 mod media;
 
 use crate::job::{JobState, JOB_ID_LUA_FORMAT};
 use admission::*;
+use claim::*;
 use lifecycle::*;
 use media::*;
 use redis::Script;
@@ -85,6 +87,35 @@ local function num_at(p, key)
 end
 "#;
 
+/// Shared Lua: waking idle workers (see `queue::wake`). A worker that claims nothing is
+/// listed in `idle`, scored by when it looks again on its own, and blocks on the `wake`
+/// list. Whatever makes work ready pushes one token there — at most one per script call,
+/// and the list is trimmed to the number of idle workers, so it stays bounded; work parked
+/// until later wakes a worker only when no idle worker looks again by then anyway. Entries
+/// of `idle` older than `IDLE_STALE` ms past their time are workers that died idle (the
+/// sweep removes them).
+const WAKE_LUA: &str = r#"
+local IDLE_STALE = 2000
+local SIGNALLED = false
+local function signal(p)
+  if SIGNALLED then return end
+  SIGNALLED = true
+  local n = fix(p, 'ZCARD', p .. 'idle')
+  if n > 0 then
+    fix(p, 'RPUSH', p .. 'wake', '1')
+    redis.call('LTRIM', p .. 'wake', -n, -1)
+  end
+end
+local function signal_due(p, at, now)
+  if SIGNALLED then return end
+  at, now = tonumber(at), tonumber(now)
+  if at <= now then return signal(p) end
+  local first = fix(p, 'ZRANGE', p .. 'idle', now - IDLE_STALE, '+inf', 'BYSCORE',
+                    'LIMIT', 0, 1, 'WITHSCORES')
+  if first[2] and tonumber(first[2]) > at then signal(p) end
+end
+"#;
+
 /// Shared Lua: states that hold a provider slot, and waking jobs that wait for one.
 const SLOTS_LUA: &str = r#"
 -- Moves up to n jobs that still wait on `list` to the ready list (n = 0: all of them).
@@ -106,6 +137,7 @@ local function wake_list(p, list, n)
       redis.call('HDEL', wkey, 'waiting_on')
       redis.call('ZREM', p .. 'parked', w)
       redis.call('RPUSH', p .. 'ready', w)
+      signal(p)
       woken = woken + 1
     end
   end
@@ -155,7 +187,7 @@ pub struct Scripts {
 fn prelude() -> String {
     let states = JobState::lua_prelude();
     let ids = format!("local JOB_ID_FORMAT = '{JOB_ID_LUA_FORMAT}'\n");
-    format!("{states}{ids}{REPAIR_LUA}\n{MONEY_LUA}\n{SLOTS_LUA}\n{ADMISSION_LUA}")
+    format!("{states}{ids}{REPAIR_LUA}\n{MONEY_LUA}\n{WAKE_LUA}\n{SLOTS_LUA}\n{ADMISSION_LUA}")
 }
 
 impl Scripts {
