@@ -1,0 +1,227 @@
+//! The `/api/v1` handlers. Creating a batch runs exactly what `restyle enqueue` runs on a
+//! batch given by flags (`batch::from_flags`, the probe, `producer::enqueue_with`), after
+//! refusing what a request may not name: local paths (the video and images must be https
+//! URLs) and prompt files. Reads return the data `restyle status --json` and `restyle
+//! results` print; cancel, retry and budget call the operator functions in `ops` and
+//! `queue`.
+
+use super::error::ApiError;
+use super::AppState;
+use crate::batch::{self, BatchFlags};
+use crate::job::JobState;
+use crate::money::Usd;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+type Shared = State<Arc<AppState>>;
+
+/// `POST /api/v1/batches`: the fields of `restyle enqueue`'s flags, as JSON.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBatch {
+    pub video: Option<String>,
+    #[serde(default)]
+    pub prompts: Vec<String>,
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    #[serde(default)]
+    pub images: Vec<String>,
+    pub keep_audio: Option<bool>,
+    pub aspect_ratio: Option<String>,
+    pub duration: Option<u32>,
+    pub batch_id: Option<String>,
+    pub max_cost: Option<f64>,
+    pub clip_seconds: Option<f64>,
+    pub on_done: Option<String>,
+    pub tier: Option<String>,
+    #[serde(default)]
+    pub skip_probe: bool,
+}
+
+/// A JSON body, or a 400 naming `body` and what serde found wrong.
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::invalid("body", e.to_string()))
+}
+
+/// A request names media only by https URL: no local path reaches the filesystem.
+fn https_only(field: &str, value: &str) -> Result<(), ApiError> {
+    match url::Url::parse(value) {
+        Ok(u) if u.scheme() == "https" => Ok(()),
+        _ => Err(ApiError::invalid(
+            field,
+            "must be an https URL (local paths and data URIs are not accepted over the API)",
+        )),
+    }
+}
+
+pub async fn create(State(st): Shared, body: Bytes) -> Result<impl IntoResponse, ApiError> {
+    let req: CreateBatch = parse(&body)?;
+    if let Some(v) = &req.video {
+        https_only("video", v)?;
+    }
+    for (i, img) in req.images.iter().enumerate() {
+        https_only(&format!("images[{i}]"), img)?;
+    }
+    let flags = BatchFlags {
+        batch_id: req.batch_id,
+        video: req.video,
+        prompts: req.prompts,
+        prompts_file: None,
+        provider: req.provider,
+        model: req.model,
+        images: req.images,
+        keep_audio: req.keep_audio,
+        aspect_ratio: req.aspect_ratio,
+        duration: req.duration,
+        max_cost: req.max_cost,
+        clip_seconds: req.clip_seconds,
+        on_done: req.on_done,
+        tier: req.tier,
+    };
+    let mut b = batch::from_flags(&flags, &st.settings.limits)?;
+    let notes = batch::probe::preflight(&mut b, &st.settings, "request", req.skip_probe).await?;
+    let done = crate::producer::enqueue_with(&st.queue, &b, st.store.as_deref()).await?;
+    let status = if done.added == 0 {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    tracing::info!(batch_id = %done.batch_id, added = done.added, "Batch enqueued over the API.");
+    Ok((
+        status,
+        Json(json!({
+            "batch_id": done.batch_id,
+            "total": done.total,
+            "added": done.added,
+            "notes": notes,
+        })),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Page {
+    #[serde(default)]
+    pub offset: usize,
+    pub limit: Option<usize>,
+}
+
+pub async fn list(State(st): Shared, Query(p): Query<Page>) -> Result<Json<Value>, ApiError> {
+    let limit = p.limit.unwrap_or(50).clamp(1, 200);
+    let mut out = Vec::new();
+    for (id, created_at) in st.queue.list_batches(p.offset, limit).await? {
+        // Listed but gone (purged, expired): skipped.
+        let Some(info) = st.queue.batch(&id).await? else {
+            continue;
+        };
+        out.push(json!({
+            "batch_id": id,
+            "created_at_ms": created_at,
+            "total": info.total,
+            "done": info.done,
+            "finished": info.is_finished(),
+            "counts": info.counts,
+        }));
+    }
+    Ok(Json(
+        json!({ "batches": out, "offset": p.offset, "limit": limit }),
+    ))
+}
+
+async fn info(st: &AppState, id: &str) -> Result<crate::queue::BatchInfo, ApiError> {
+    batch::validate_batch_id(id).map_err(|m| ApiError::invalid("batch_id", m))?;
+    st.queue
+        .batch(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(id.to_owned()))
+}
+
+pub async fn status(State(st): Shared, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let info = info(&st, &id).await?;
+    let s = crate::status::gather(&st.queue, &st.settings, info).await?;
+    Ok(Json(
+        serde_json::to_value(&s).map_err(|e| ApiError::Internal(e.to_string()))?,
+    ))
+}
+
+pub async fn results(State(st): Shared, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    info(&st, &id).await?;
+    let mut buf: Vec<u8> = Vec::new();
+    crate::export::write(&st.queue, &id, crate::export::Format::Jsonl, &[], &mut buf).await?;
+    let lines: Result<Vec<Value>, _> = buf
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(serde_json::from_slice)
+        .collect();
+    let lines = lines.map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Json(json!({ "batch_id": id, "results": lines })))
+}
+
+pub async fn cancel(State(st): Shared, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let info = info(&st, &id).await?;
+    let r = crate::ops::cancel(&st.queue, &st.upstreams, &info).await?;
+    crate::cli::store::schedule_retention(&st.queue, &st.settings, &id).await;
+    Ok(Json(json!({ "batch_id": id, "cancel": r })))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBody {
+    #[serde(default)]
+    pub states: Vec<JobState>,
+}
+
+pub async fn retry(
+    State(st): Shared,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: RetryBody = if body.is_empty() {
+        RetryBody::default()
+    } else {
+        parse(&body)?
+    };
+    if let Some(s) = req.states.iter().find(|s| !JobState::RETRYABLE.contains(s)) {
+        return Err(ApiError::invalid(
+            "states",
+            format!("{} cannot be retried", s.as_str()),
+        ));
+    }
+    let states = if req.states.is_empty() {
+        JobState::RETRY_DEFAULT.to_vec()
+    } else {
+        req.states
+    };
+    let info = info(&st, &id).await?;
+    let n = crate::ops::retry(&st.queue, &info, &states).await?;
+    Ok(Json(
+        json!({ "batch_id": id, "requeued": n, "states": states }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetBody {
+    pub max_cost: Usd,
+}
+
+pub async fn budget(
+    State(st): Shared,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: BudgetBody = parse(&body)?;
+    let info = info(&st, &id).await?;
+    let n = st.queue.set_budget(&id, req.max_cost).await?;
+    Ok(Json(json!({
+        "batch_id": id,
+        "max_cost": req.max_cost,
+        "cost_committed": info.cost_committed,
+        "requeued": n,
+    })))
+}

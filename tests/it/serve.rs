@@ -1,0 +1,315 @@
+//! `restyle serve`: the HTTP API over real Redis and the simulator, reached with real HTTP
+//! (reqwest). Most tests run the app in this process on a loopback port with known
+//! tokens; the generated-token test runs the built binary.
+
+use crate::helpers::*;
+use restyle::config::{ApiToken, Role};
+use restyle::serve::{auth, router, AppState};
+use serde_json::{json, Value};
+use std::io::BufRead;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const OPERATOR: &str = "op-token-4d1f9a2c7e";
+const READER: &str = "read-token-8b3e6f0a1d";
+
+fn entry(name: &str, token: &str, role: Role) -> ApiToken {
+    let mut sha256 = [0u8; 32];
+    hex::decode_to_slice(auth::hash_token(token), &mut sha256).unwrap();
+    ApiToken {
+        name: name.into(),
+        role,
+        sha256,
+    }
+}
+
+/// The app in this process, on a free loopback port; returns its base URL.
+async fn start(app: &TestApp) -> String {
+    let state = Arc::new(AppState {
+        settings: app.settings.clone(),
+        queue: app.queue.clone(),
+        upstreams: restyle::upstream::build_all(&app.settings).expect("providers"),
+        store: None,
+        tokens: vec![
+            entry("ops", OPERATOR, Role::Operator),
+            entry("viewer", READER, Role::Read),
+        ],
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    format!("http://{addr}")
+}
+
+fn batch_body(prompts: &[String]) -> Value {
+    json!({
+        "video": "https://media.example.com/clip.mp4",
+        "prompts": prompts,
+        "skip_probe": true,
+    })
+}
+
+async fn call(
+    method: reqwest::Method,
+    url: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    let mut req = reqwest::Client::new().request(method, url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(b);
+    }
+    let res = req.send().await.expect("request");
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn get(url: &str, token: Option<&str>) -> (u16, Value) {
+    call(reqwest::Method::GET, url, token, None).await
+}
+
+async fn post(url: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
+    call(reqwest::Method::POST, url, token, Some(body)).await
+}
+
+#[tokio::test]
+async fn api_calls_without_a_valid_token_get_401_and_health_is_open() {
+    let app = TestApp::new(fast_knobs()).await;
+    let base = start(&app).await;
+    let batches = format!("{base}/api/v1/batches");
+    for token in [None, Some("not-a-token"), Some("")] {
+        let (status, body) = get(&batches, token).await;
+        assert_eq!(status, 401, "{token:?}: {body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("token"));
+    }
+    let (status, _) = post(&batches, Some("wrong"), &batch_body(&prompts(1))).await;
+    assert_eq!(status, 401);
+    let (status, _) = get(&format!("{base}/api/v1/openapi.json"), None).await;
+    assert_eq!(status, 401);
+    let (status, _) = get(&format!("{base}/healthz"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(app.queue.list_batches(0, 10).await.unwrap(), vec![]);
+}
+
+#[tokio::test]
+async fn a_read_only_token_reads_but_gets_403_on_every_mutating_call() {
+    let app = TestApp::new(fast_knobs()).await;
+    let base = start(&app).await;
+    app.enqueue("existing", &prompts(1)).await;
+    let batches = format!("{base}/api/v1/batches");
+    let (status, body) = post(&batches, Some(READER), &batch_body(&prompts(2))).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("read-only"));
+    for action in ["cancel", "retry", "budget"] {
+        let url = format!("{batches}/existing/{action}");
+        let (status, _) = post(&url, Some(READER), &json!({ "max_cost": 1 })).await;
+        assert_eq!(status, 403, "{action}");
+    }
+    let (status, body) = get(&batches, Some(READER)).await;
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = body["batches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["batch_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["existing"], "the refused create added nothing");
+    let info = app.info("existing").await;
+    assert_eq!(info.count(restyle::job::JobState::Cancelled), 0);
+}
+
+#[tokio::test]
+async fn create_status_results_round_trip_against_the_simulator() {
+    let app = TestApp::new(fast_knobs()).await;
+    let base = start(&app).await;
+    let batches = format!("{base}/api/v1/batches");
+    let body = batch_body(&prompts(3));
+    let (status, created) = post(&batches, Some(OPERATOR), &body).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["added"], 3);
+    let id = created["batch_id"].as_str().unwrap().to_owned();
+    // The same batch again: the same derived id, nothing added.
+    let (status, again) = post(&batches, Some(OPERATOR), &body).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["batch_id"], id.as_str());
+    assert_eq!(again["added"], 0);
+    assert_eq!(app.info(&id).await.total, 3);
+
+    app.drive(&app.runtime(), &id, Duration::from_secs(30))
+        .await;
+    let (status, st) = get(&format!("{batches}/{id}"), Some(READER)).await;
+    assert_eq!(status, 200, "{st}");
+    assert_eq!(st["finished"], true);
+    assert_eq!(st["counts"]["succeeded"], 3, "{st}");
+    // The same data as `restyle status --json`.
+    let out = app.cmd().args(["status", &id, "--json"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for k in [
+        "batch_id", "total", "done", "finished", "counts", "failures",
+    ] {
+        assert_eq!(st[k], cli[k], "{k}");
+    }
+    let (status, res) = get(&format!("{batches}/{id}/results"), Some(READER)).await;
+    assert_eq!(status, 200);
+    let lines = res["results"].as_array().unwrap();
+    assert_eq!(lines.len(), 3);
+    assert!(lines.iter().all(|l| l["state"] == "succeeded"), "{res}");
+    assert_eq!(lines[1]["prompt"], prompts(3)[1].as_str());
+}
+
+#[tokio::test]
+async fn an_invalid_batch_gets_400_naming_field_and_limit_and_enqueues_nothing() {
+    let app = TestApp::new(fast_knobs()).await;
+    let base = start(&app).await;
+    let batches = format!("{base}/api/v1/batches");
+    let long = vec!["x".repeat(2501)];
+    let cases = [
+        (batch_body(&long), "prompt", "2500"),
+        (
+            json!({ "video": "./clip.mp4", "prompts": ["a"], "skip_probe": true }),
+            "video",
+            "https",
+        ),
+        (
+            json!({ "video": "file:///etc/passwd", "prompts": ["a"] }),
+            "video",
+            "https",
+        ),
+        (
+            json!({ "video": "https://media.example.com/c.mp4", "prompts": ["a"],
+                    "images": ["/etc/hosts"] }),
+            "images[0]",
+            "https",
+        ),
+        (
+            json!({ "video": "https://media.example.com/c.mp4", "prompts": ["a"], "colour": 1 }),
+            "body",
+            "colour",
+        ),
+    ];
+    for (body, field, says) in cases {
+        let (status, err) = post(&batches, Some(OPERATOR), &body).await;
+        assert_eq!(status, 400, "{body}: {err}");
+        assert_eq!(err["error"]["field"], field, "{err}");
+        let message = err["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{field}: {message}");
+    }
+    assert_eq!(app.queue.list_batches(0, 10).await.unwrap(), vec![]);
+}
+
+#[tokio::test]
+async fn every_documented_path_is_routed_and_operator_actions_work() {
+    let app = TestApp::new(fast_knobs()).await;
+    let base = start(&app).await;
+    app.enqueue("docs", &prompts(2)).await;
+    let (status, doc) = get(&format!("{base}/api/v1/openapi.json"), Some(READER)).await;
+    assert_eq!(status, 200);
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.len() >= 7, "{paths:?}");
+    let mut seen = Vec::new();
+    for (path, ops) in paths {
+        for method in ops.as_object().unwrap().keys() {
+            let url = format!("{base}{}", path.replace("{batch_id}", "docs"));
+            let m: reqwest::Method = method.to_uppercase().parse().unwrap();
+            let body = json!({ "max_cost": 5 });
+            let body = (m == reqwest::Method::POST && path.ends_with("budget")).then_some(&body);
+            let (status, answer) = call(m.clone(), &url, Some(OPERATOR), body).await;
+            assert!(
+                status != 404 && status != 405,
+                "{method} {path}: {status} {answer}"
+            );
+            seen.push(format!("{method} {path} {status}"));
+        }
+    }
+    let info = app.info("docs").await;
+    assert_eq!(info.count(restyle::job::JobState::Cancelled), 2, "{seen:?}");
+    assert_eq!(info.max_cost.map(|u| u.to_string()), Some("$5.00".into()));
+}
+
+#[tokio::test]
+async fn serve_prints_a_generated_token_once_and_never_logs_it() {
+    let app = TestApp::new(fast_knobs()).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = app
+        .cmd()
+        .args(["--log-format", "json", "serve", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "debug")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let end = Instant::now() + Duration::from_secs(30);
+    let mut lines = Vec::new();
+    let token = loop {
+        let line = rx
+            .recv_timeout(end.saturating_duration_since(Instant::now()))
+            .expect("serve prints its token");
+        lines.push(line.clone());
+        if let Some((_, t)) = line.split_once("(shown once): ") {
+            break t.trim().to_owned();
+        }
+    };
+    let base = format!("http://127.0.0.1:{port}");
+    loop {
+        if let Ok(r) = reqwest::get(format!("{base}/healthz")).await {
+            if r.status() == 200 {
+                break;
+            }
+        }
+        assert!(Instant::now() < end, "serve did not answer");
+        poll_interval().await;
+    }
+    let batches = format!("{base}/api/v1/batches");
+    assert_eq!(get(&batches, None).await.0, 401);
+    let (status, created) = post(&batches, Some(&token), &batch_body(&prompts(1))).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(get(&batches, Some(&token)).await.0, 200);
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+    reader.join().unwrap();
+    lines.extend(rx.try_iter());
+    let with_token: Vec<&String> = lines.iter().filter(|l| l.contains(&token)).collect();
+    assert_eq!(with_token.len(), 1, "{with_token:?}");
+    assert!(
+        !with_token[0].starts_with('{'),
+        "the token went through the logs"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("Batch enqueued over the API.")),
+        "logs were captured: {lines:?}"
+    );
+}
