@@ -313,3 +313,82 @@ async fn serve_prints_a_generated_token_once_and_never_logs_it() {
         "logs were captured: {lines:?}"
     );
 }
+
+#[tokio::test]
+async fn hash_token_gives_the_digest_that_serve_accepts_from_settings() {
+    let app = TestApp::new(fast_knobs()).await;
+    let token = "team-token-5e7a1c9b3f";
+    let mut child = app
+        .cmd()
+        .args(["serve", "--hash-token"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{token}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let digest = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(digest, auth::hash_token(token));
+    assert_eq!(digest.len(), 64);
+
+    let cfg = app.out.path().join("config");
+    std::fs::create_dir_all(&cfg).unwrap();
+    std::fs::write(
+        cfg.join("default.toml"),
+        format!("[[serve.tokens]]\nname = \"team\"\nrole = \"read\"\nsha256 = \"{digest}\"\n"),
+    )
+    .unwrap();
+    let shown = app.cmd().arg("check-config").output().unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+    assert!(shown.contains("\"name\":\"team\""), "{shown}");
+    assert!(!shown.contains(&digest), "{shown}");
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let serve = app
+        .cmd()
+        .args(["serve", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let end = Instant::now() + Duration::from_secs(30);
+    while !matches!(reqwest::get(format!("{base}/healthz")).await, Ok(r) if r.status() == 200) {
+        assert!(Instant::now() < end, "serve did not answer");
+        poll_interval().await;
+    }
+    let batches = format!("{base}/api/v1/batches");
+    assert_eq!(get(&batches, Some(token)).await.0, 200);
+    assert_eq!(
+        get(&batches, Some(&digest)).await.0,
+        401,
+        "the digest is no token"
+    );
+    assert_eq!(
+        post(&batches, Some(token), &batch_body(&prompts(1)))
+            .await
+            .0,
+        403
+    );
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &serve.id().to_string()])
+        .status();
+    let out = serve.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("shown once"),
+        "configured tokens: none generated: {err}"
+    );
+}
