@@ -1,7 +1,7 @@
 //! The `/api/v1` handlers. Creating a batch runs exactly what `restyle enqueue` runs on a
 //! batch given by flags (`batch::from_flags`, the probe, `producer::enqueue_with`), after
 //! refusing what a request may not name: local paths (the video and images must be https
-//! URLs) and prompt files. Reads return the data `restyle status --json` and `restyle
+//! URLs or uploads, see `upload`) and prompt files. Reads return the data `restyle status --json` and `restyle
 //! results` print; cancel, retry and budget call the operator functions in `ops` and
 //! `queue`.
 
@@ -55,18 +55,26 @@ fn https_only(field: &str, value: &str) -> Result<(), ApiError> {
         Ok(u) if u.scheme() == "https" => Ok(()),
         _ => Err(ApiError::invalid(
             field,
-            "must be an https URL (local paths and data URIs are not accepted over the API)",
+            "must be an https URL or upload:<sha256>.<ext> (local paths and data URIs are \
+             not accepted over the API)",
         )),
     }
 }
 
 pub async fn create(State(st): Shared, body: Bytes) -> Result<impl IntoResponse, ApiError> {
-    let req: CreateBatch = parse(&body)?;
-    if let Some(v) = &req.video {
-        https_only("video", v)?;
+    let mut req: CreateBatch = parse(&body)?;
+    if let Some(v) = req.video.as_mut() {
+        match super::upload::resolve(&st, "video", v)? {
+            Some(path) => *v = path,
+            None => https_only("video", v)?,
+        }
     }
-    for (i, img) in req.images.iter().enumerate() {
-        https_only(&format!("images[{i}]"), img)?;
+    for (i, img) in req.images.iter_mut().enumerate() {
+        let field = format!("images[{i}]");
+        match super::upload::resolve(&st, &field, img)? {
+            Some(path) => *img = path,
+            None => https_only(&field, img)?,
+        }
     }
     let flags = BatchFlags {
         batch_id: req.batch_id,

@@ -1,6 +1,6 @@
 //! The API's one error type and its JSON form: `{"error": {"field", "message"}}` with a
 //! status saying whose fault it is (400 bad request, 401/403 access, 404 no such batch,
-//! 409 an id taken by another batch, 503 Redis unavailable, 500 anything else). Internal
+//! 413 too large, 409 an id taken by another batch, 503 Redis unavailable, 500 anything else). Internal
 //! errors are logged and answered with a generic message.
 
 use crate::batch::BatchError;
@@ -22,6 +22,8 @@ pub enum ApiError {
         variant: Option<usize>,
         message: String,
     },
+    #[error("{field}: {message}")]
+    TooLarge { field: String, message: String },
     #[error("no batch {0}")]
     NotFound(String),
     #[error("batch id {0} is taken by a different batch")]
@@ -70,6 +72,9 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, None),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, None),
             ApiError::Invalid { field, .. } => (StatusCode::BAD_REQUEST, Some(field.clone())),
+            ApiError::TooLarge { field, .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, Some(field.clone()))
+            }
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, Some("batch_id".to_owned())),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, Some("batch_id".to_owned())),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, None),
@@ -79,7 +84,9 @@ impl IntoResponse for ApiError {
             }
         };
         let message = match &self {
-            ApiError::Invalid { message, .. } => message.clone(),
+            ApiError::Invalid { message, .. } | ApiError::TooLarge { message, .. } => {
+                message.clone()
+            }
             other => other.to_string(),
         };
         let mut err = json!({ "field": field, "message": message });

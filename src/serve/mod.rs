@@ -1,7 +1,7 @@
 //! `restyle serve`: the HTTP API (JSON under `/api/v1`, its OpenAPI document at
 //! `/api/v1/openapi.json`) over the same functions the CLI calls. `api` holds the
 //! handlers, `auth` the bearer tokens and roles, `error` the JSON errors, `openapi` the
-//! document. `/healthz` is open; everything under `/api/v1` needs a token. Requests are
+//! document, `upload` the streamed uploads a batch can name. `/healthz` is open; everything under `/api/v1` needs a token. Requests are
 //! bounded: body size ([`MAX_BODY_BYTES`]), connections and time per request (the
 //! push receiver's server loop, `push::serve`).
 
@@ -9,6 +9,7 @@ mod api;
 pub mod auth;
 mod error;
 mod openapi;
+mod upload;
 
 pub use error::ApiError;
 
@@ -56,6 +57,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/batches/{batch_id}/cancel", post(api::cancel))
         .route("/batches/{batch_id}/retry", post(api::retry))
         .route("/batches/{batch_id}/budget", post(api::budget))
+        .route("/uploads", post(upload::upload))
         .fallback(|| async { ApiError::NotFound("route".into()) })
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -38,7 +38,7 @@ pub fn document() -> Value {
     let create_schema = json!({
         "type": "object", "additionalProperties": false, "required": ["video", "prompts"],
         "properties": {
-            "video": { "type": "string", "format": "uri", "description": "https URL of the source clip" },
+            "video": { "type": "string", "format": "uri", "description": "https URL of the source clip, or upload:<sha256>.<ext>" },
             "prompts": { "type": "array", "items": { "type": "string" }, "description": "one variant per prompt" },
             "provider": { "type": "string", "description": "aimlapi (default), fal, kling, …" },
             "model": { "type": "string", "enum": ["edit", "reference"] },
@@ -81,6 +81,9 @@ pub fn document() -> Value {
                     "responses": { "201": ok("Enqueued"), "200": ok("Already enqueued"),
                         "400": error_ref(), "401": error_ref(), "403": error_ref(), "409": error_ref() } }
             },
+            "/api/v1/uploads": { "post": { "summary": "Upload a clip or image (raw body; Content-Type video/mp4, video/quicktime, video/webm, image/png, image/jpeg, image/webp, image/gif); a batch names it by the returned upload:<sha256>.<ext>",
+                "requestBody": { "required": true, "content": { "video/mp4": { "schema": { "type": "string", "format": "binary" } } } },
+                "responses": { "201": ok("Stored"), "400": error_ref(), "401": error_ref(), "403": error_ref(), "413": error_ref() } } },
             "/api/v1/batches/{batch_id}": batch_op("get", "A batch's status (as restyle status --json)", None),
             "/api/v1/batches/{batch_id}/results": batch_op("get", "A batch's result lines (as restyle results)", None),
             "/api/v1/batches/{batch_id}/cancel": batch_op("post", "Cancel every job not yet terminal", None),

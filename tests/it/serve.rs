@@ -25,8 +25,12 @@ fn entry(name: &str, token: &str, role: Role) -> ApiToken {
 
 /// The app in this process, on a free loopback port; returns its base URL.
 async fn start(app: &TestApp) -> String {
+    start_with(app, app.settings.clone()).await
+}
+
+async fn start_with(app: &TestApp, settings: restyle::config::Settings) -> String {
     let state = Arc::new(AppState {
-        settings: app.settings.clone(),
+        settings,
         queue: app.queue.clone(),
         upstreams: restyle::upstream::build_all(&app.settings).expect("providers"),
         store: None,
@@ -391,4 +395,103 @@ async fn hash_token_gives_the_digest_that_serve_accepts_from_settings() {
         !err.contains("shown once"),
         "configured tokens: none generated: {err}"
     );
+}
+
+async fn upload(base: &str, token: &str, mime: &str, bytes: Vec<u8>) -> (u16, Value) {
+    let res = reqwest::Client::new()
+        .post(format!("{base}/api/v1/uploads"))
+        .bearer_auth(token)
+        .header("content-type", mime)
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn an_uploaded_clip_makes_a_batch_that_runs_and_is_the_same_batch_again() {
+    let app = TestApp::new(fast_knobs()).await;
+    let base = start(&app).await;
+    let clip = crate::clips::Clip::OK.bytes();
+    let (status, up) = upload(&base, READER, "video/mp4", clip.clone()).await;
+    assert_eq!(status, 403, "{up}");
+    let (status, up) = upload(&base, OPERATOR, "video/mp4", clip.clone()).await;
+    assert_eq!(status, 201, "{up}");
+    let reference = up["upload"].as_str().unwrap().to_owned();
+    assert_eq!(up["bytes"], clip.len());
+    let stored = app
+        .out
+        .path()
+        .join("uploads")
+        .join(reference.trim_start_matches("upload:"));
+    assert_eq!(
+        std::fs::read(&stored).unwrap(),
+        clip,
+        "streamed to the output dir whole"
+    );
+
+    let batches = format!("{base}/api/v1/batches");
+    let body = json!({ "video": reference, "prompts": prompts(2) });
+    let (status, created) = post(&batches, Some(OPERATOR), &body).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["batch_id"].as_str().unwrap().to_owned();
+    let (status, again) = post(&batches, Some(OPERATOR), &body).await;
+    assert_eq!(
+        (status, again["batch_id"].as_str()),
+        (200, Some(id.as_str()))
+    );
+    let info = app
+        .drive(&app.runtime(), &id, Duration::from_secs(30))
+        .await;
+    assert_eq!(info.count(restyle::job::JobState::Succeeded), 2);
+    let (_, st) = get(&format!("{batches}/{id}"), Some(READER)).await;
+    assert_eq!(
+        st["source"]["width"], 1280,
+        "the probe read the uploaded clip: {st}"
+    );
+}
+
+#[tokio::test]
+async fn oversized_or_mistyped_uploads_and_bad_references_are_refused() {
+    let app = TestApp::new(fast_knobs()).await;
+    let mut settings = app.settings.clone();
+    settings.limits.max_video_bytes = 4096;
+    let base = start_with(&app, settings).await;
+    let (status, err) = upload(&base, OPERATOR, "video/mp4", vec![0u8; 64 * 1024]).await;
+    assert_eq!(status, 413, "{err}");
+    assert!(
+        err["error"]["message"].as_str().unwrap().contains("4096"),
+        "{err}"
+    );
+    assert!(err["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("limits.max_video_bytes"));
+    let left: Vec<_> = std::fs::read_dir(app.out.path().join("uploads"))
+        .unwrap()
+        .collect();
+    assert!(
+        left.is_empty(),
+        "nothing kept of a refused upload: {left:?}"
+    );
+    let (status, err) = upload(&base, OPERATOR, "text/html", b"<html>".to_vec()).await;
+    assert_eq!(status, 400);
+    assert_eq!(err["error"]["field"], "content-type");
+    let batches = format!("{base}/api/v1/batches");
+    for (video, says) in [
+        ("upload:../../etc/passwd", "upload:<sha256>"),
+        (&*format!("upload:{}.mp4", "a".repeat(64)), "no such upload"),
+    ] {
+        let body = json!({ "video": video, "prompts": ["a"] });
+        let (status, err) = post(&batches, Some(OPERATOR), &body).await;
+        assert_eq!(status, 400, "{video}: {err}");
+        assert_eq!(err["error"]["field"], "video");
+        assert!(
+            err["error"]["message"].as_str().unwrap().contains(says),
+            "{err}"
+        );
+    }
+    assert_eq!(app.queue.list_batches(0, 10).await.unwrap(), vec![]);
 }
