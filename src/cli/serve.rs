@@ -32,6 +32,7 @@ pub async fn run(settings: Settings, listen: SocketAddr) -> Result<(), CliError>
         upstreams,
         store,
         tokens,
+        sessions: Default::default(),
     });
     let stop = tokio_util::sync::CancellationToken::new();
     let s2 = stop.clone();

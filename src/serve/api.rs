@@ -141,7 +141,7 @@ pub async fn list(State(st): Shared, Query(p): Query<Page>) -> Result<Json<Value
     ))
 }
 
-async fn info(st: &AppState, id: &str) -> Result<crate::queue::BatchInfo, ApiError> {
+pub(super) async fn info(st: &AppState, id: &str) -> Result<crate::queue::BatchInfo, ApiError> {
     batch::validate_batch_id(id).map_err(|m| ApiError::invalid("batch_id", m))?;
     st.queue
         .batch(id)
@@ -157,16 +157,21 @@ pub async fn status(State(st): Shared, Path(id): Path<String>) -> Result<Json<Va
     ))
 }
 
-pub async fn results(State(st): Shared, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    info(&st, &id).await?;
+/// A batch's result lines (those of `restyle results`), as JSON values.
+pub(super) async fn result_lines(st: &AppState, id: &str) -> Result<Vec<Value>, ApiError> {
+    info(st, id).await?;
     let mut buf: Vec<u8> = Vec::new();
-    crate::export::write(&st.queue, &id, crate::export::Format::Jsonl, &[], &mut buf).await?;
+    crate::export::write(&st.queue, id, crate::export::Format::Jsonl, &[], &mut buf).await?;
     let lines: Result<Vec<Value>, _> = buf
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
         .map(serde_json::from_slice)
         .collect();
-    let lines = lines.map_err(|e| ApiError::Internal(e.to_string()))?;
+    lines.map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+pub async fn results(State(st): Shared, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let lines = result_lines(&st, &id).await?;
     Ok(Json(json!({ "batch_id": id, "results": lines })))
 }
 

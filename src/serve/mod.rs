@@ -1,5 +1,6 @@
 //! `restyle serve`: the HTTP API (JSON under `/api/v1`, its OpenAPI document at
-//! `/api/v1/openapi.json`) over the same functions the CLI calls. `api` holds the
+//! `/api/v1/openapi.json`) and the web console (`/console`, `console` and `session`)
+//! over the same functions the CLI calls. `api` holds the
 //! handlers, `auth` the bearer tokens and roles, `error` the JSON errors, `openapi` the
 //! document, `upload` the streamed uploads a batch can name. `/healthz` is open; everything under `/api/v1` needs a token. Requests are
 //! bounded: body size ([`MAX_BODY_BYTES`]), connections and time per request (the
@@ -7,6 +8,8 @@
 
 mod api;
 pub mod auth;
+mod console;
+pub mod session;
 mod error;
 mod openapi;
 mod upload;
@@ -37,6 +40,8 @@ pub struct AppState {
     pub store: Option<Arc<ObjectSink>>,
     /// Accepted tokens: `[serve] tokens`, or the one made at start.
     pub tokens: Vec<ApiToken>,
+    /// The console's signed-in sessions.
+    pub sessions: session::Sessions,
 }
 
 impl std::fmt::Debug for AppState {
@@ -63,10 +68,23 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             auth::require_token,
         ))
-        .with_state(state);
+        .with_state(state.clone());
+    let console = Router::new()
+        .route("/", get(console::index))
+        .route("/signin", get(console::signin_form).post(console::signin))
+        .route("/signout", post(console::signout))
+        .route("/batches", get(console::batches))
+        .route("/batches/{batch_id}", get(console::batch))
+        .route("/batches/{batch_id}/{action}", post(console::act))
+        .with_state(state.clone());
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/",
+            get(|| async { axum::response::Redirect::to("/console/batches") }),
+        )
         .nest("/api/v1", api)
+        .nest("/console", console)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
 

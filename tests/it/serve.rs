@@ -38,6 +38,7 @@ async fn start_with(app: &TestApp, settings: restyle::config::Settings) -> Strin
             entry("ops", OPERATOR, Role::Operator),
             entry("viewer", READER, Role::Read),
         ],
+        sessions: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -494,4 +495,153 @@ async fn oversized_or_mistyped_uploads_and_bad_references_are_refused() {
         );
     }
     assert_eq!(app.queue.list_batches(0, 10).await.unwrap(), vec![]);
+}
+
+/// A client that shows redirects instead of following them.
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Signs in to the console; returns the session cookie (`name=value`).
+async fn sign_in(base: &str, token: &str) -> String {
+    let res = browser()
+        .post(format!("{base}/console/signin"))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let cookie = res.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    cookie.split(';').next().unwrap().to_owned()
+}
+
+async fn page(base: &str, path: &str, cookie: &str) -> (u16, String) {
+    let res = browser()
+        .get(format!("{base}{path}"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    (res.status().as_u16(), res.text().await.unwrap())
+}
+
+async fn submit(base: &str, path: &str, cookie: &str, csrf: &str) -> u16 {
+    browser()
+        .post(format!("{base}{path}"))
+        .header("cookie", cookie)
+        .form(&[("csrf", csrf)])
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+fn csrf_of(html: &str) -> String {
+    let at = html
+        .find("name=\"csrf\" value=\"")
+        .expect("a form with a CSRF token")
+        + 19;
+    html[at..at + 64].to_owned()
+}
+
+#[tokio::test]
+async fn console_signs_in_with_a_token_lists_batches_and_cancels_with_csrf() {
+    let app = TestApp::new(fast_knobs()).await;
+    let base = start(&app).await;
+    let ps = prompts(2);
+    app.enqueue("console-batch", &ps).await;
+
+    let res = browser()
+        .get(format!("{base}/console/batches"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303, "signed out: sent to sign in");
+    assert_eq!(res.headers()["location"], "/console/signin");
+    let res = browser()
+        .get(format!("{base}/console/signin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("default-src 'none'"));
+    let res = browser()
+        .post(format!("{base}/console/signin"))
+        .form(&[("token", "not-a-token")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    assert!(res.headers().get("set-cookie").is_none());
+
+    let reader = sign_in(&base, READER).await;
+    let (status, list) = page(&base, "/console/batches", &reader).await;
+    assert_eq!(status, 200);
+    assert!(list.contains("/console/batches/console-batch"), "{list}");
+    let (status, html) = page(&base, "/console/batches/console-batch", &reader).await;
+    assert_eq!(status, 200);
+    assert!(html.contains(&ps[1]), "the variants are listed: {html}");
+    assert!(
+        !html.contains("Cancel batch"),
+        "no operator buttons for a read token"
+    );
+    let csrf = csrf_of(&html);
+    assert_eq!(
+        submit(
+            &base,
+            "/console/batches/console-batch/cancel",
+            &reader,
+            &csrf
+        )
+        .await,
+        403
+    );
+
+    let op = sign_in(&base, OPERATOR).await;
+    let (_, html) = page(&base, "/console/batches/console-batch", &op).await;
+    assert!(html.contains("Cancel batch"));
+    let csrf = csrf_of(&html);
+    let cancel = "/console/batches/console-batch/cancel";
+    assert_eq!(submit(&base, cancel, &op, "").await, 403, "no CSRF token");
+    assert_eq!(
+        submit(&base, cancel, &op, &"0".repeat(64)).await,
+        403,
+        "a wrong one"
+    );
+    assert_eq!(
+        app.info("console-batch")
+            .await
+            .count(restyle::job::JobState::Cancelled),
+        0
+    );
+    assert_eq!(submit(&base, cancel, &op, &csrf).await, 303);
+    assert_eq!(
+        app.info("console-batch")
+            .await
+            .count(restyle::job::JobState::Cancelled),
+        2
+    );
+
+    assert_eq!(submit(&base, "/console/signout", &op, &csrf).await, 303);
+    assert_eq!(
+        page(&base, "/console/batches", &op).await.0,
+        303,
+        "the session ended"
+    );
+    assert_eq!(
+        page(&base, "/console/batches", &reader).await.0,
+        200,
+        "others stay"
+    );
 }
