@@ -22,7 +22,7 @@ use std::sync::Arc;
 type Shared = State<Arc<AppState>>;
 
 /// `POST /api/v1/batches`: the fields of `restyle enqueue`'s flags, as JSON.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBatch {
     pub video: Option<String>,
@@ -61,17 +61,21 @@ fn https_only(field: &str, value: &str) -> Result<(), ApiError> {
     }
 }
 
-pub async fn create(State(st): Shared, body: Bytes) -> Result<impl IntoResponse, ApiError> {
-    let mut req: CreateBatch = parse(&body)?;
+/// Validates and enqueues a batch as `restyle enqueue` does one given by flags; returns
+/// what was enqueued and the probe's notes.
+pub(super) async fn enqueue(
+    st: &AppState,
+    mut req: CreateBatch,
+) -> Result<(crate::producer::Enqueued, Vec<String>), ApiError> {
     if let Some(v) = req.video.as_mut() {
-        match super::upload::resolve(&st, "video", v)? {
+        match super::upload::resolve(st, "video", v)? {
             Some(path) => *v = path,
             None => https_only("video", v)?,
         }
     }
     for (i, img) in req.images.iter_mut().enumerate() {
         let field = format!("images[{i}]");
-        match super::upload::resolve(&st, &field, img)? {
+        match super::upload::resolve(st, &field, img)? {
             Some(path) => *img = path,
             None => https_only(&field, img)?,
         }
@@ -95,12 +99,18 @@ pub async fn create(State(st): Shared, body: Bytes) -> Result<impl IntoResponse,
     let mut b = batch::from_flags(&flags, &st.settings.limits)?;
     let notes = batch::probe::preflight(&mut b, &st.settings, "request", req.skip_probe).await?;
     let done = crate::producer::enqueue_with(&st.queue, &b, st.store.as_deref()).await?;
+    tracing::info!(batch_id = %done.batch_id, added = done.added, "Batch enqueued over the API.");
+    Ok((done, notes))
+}
+
+pub async fn create(State(st): Shared, body: Bytes) -> Result<impl IntoResponse, ApiError> {
+    let req: CreateBatch = parse(&body)?;
+    let (done, notes) = enqueue(&st, req).await?;
     let status = if done.added == 0 {
         StatusCode::OK
     } else {
         StatusCode::CREATED
     };
-    tracing::info!(batch_id = %done.batch_id, added = done.added, "Batch enqueued over the API.");
     Ok((
         status,
         Json(json!({

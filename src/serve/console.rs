@@ -25,7 +25,12 @@ td,th{padding:.25em .8em;border-bottom:1px solid #ddd;text-align:left}\
 .err{color:#b00020}form.inline{display:inline}button{margin-right:.5em}";
 
 /// A page with the console's frame, headers that forbid scripts and framing.
-fn page(status: StatusCode, title: &str, who: Option<&Session>, body: Markup) -> Response {
+pub(super) fn page(
+    status: StatusCode,
+    title: &str,
+    who: Option<&Session>,
+    body: Markup,
+) -> Response {
     let markup = html! {
         (DOCTYPE)
         html lang="en" {
@@ -40,6 +45,7 @@ fn page(status: StatusCode, title: &str, who: Option<&Session>, body: Markup) ->
                     strong { "restyle" }
                     @if let Some(s) = who {
                         a href="/console/batches" { "Batches" }
+                        @if s.role == Role::Operator { a href="/console/new" { "New batch" } }
                         span { "signed in as " (s.name) " (" (role_name(s.role)) ")" }
                         form class="inline" method="post" action="/console/signout" {
                             input type="hidden" name="csrf" value=(s.csrf);
@@ -70,13 +76,13 @@ fn role_name(r: Role) -> &'static str {
 }
 
 /// The session, or the redirect to the sign-in page.
-fn signed_in(st: &AppState, headers: &HeaderMap) -> Result<Session, Redirect> {
+pub(super) fn signed_in(st: &AppState, headers: &HeaderMap) -> Result<Session, Redirect> {
     st.sessions
         .get(headers)
         .ok_or_else(|| Redirect::to("/console/signin"))
 }
 
-fn problem(who: Option<&Session>, status: StatusCode, message: &str) -> Response {
+pub(super) fn problem(who: Option<&Session>, status: StatusCode, message: &str) -> Response {
     page(status, "Error", who, html! { p class="err" { (message) } })
 }
 

@@ -66,9 +66,14 @@ impl From<QueueError> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, field) = match &self {
+impl ApiError {
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        self.status_and_field().0
+    }
+
+    fn status_and_field(&self) -> (StatusCode, Option<String>) {
+        match self {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, None),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, None),
             ApiError::Invalid { field, .. } => (StatusCode::BAD_REQUEST, Some(field.clone())),
@@ -78,11 +83,17 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, Some("batch_id".to_owned())),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, Some("batch_id".to_owned())),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, None),
-            ApiError::Internal(why) => {
-                tracing::warn!(error = %why, "API request failed.");
-                (StatusCode::INTERNAL_SERVER_ERROR, None)
-            }
-        };
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, None),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(why) = &self {
+            tracing::warn!(error = %why, "API request failed.");
+        }
+        let (status, field) = self.status_and_field();
         let message = match &self {
             ApiError::Invalid { message, .. } | ApiError::TooLarge { message, .. } => {
                 message.clone()

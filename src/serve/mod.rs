@@ -1,5 +1,5 @@
 //! `restyle serve`: the HTTP API (JSON under `/api/v1`, its OpenAPI document at
-//! `/api/v1/openapi.json`) and the web console (`/console`, `console` and `session`)
+//! `/api/v1/openapi.json`) and the web console (`/console`: `console`, `compose` and `session`)
 //! over the same functions the CLI calls. `api` holds the
 //! handlers, `auth` the bearer tokens and roles, `error` the JSON errors, `openapi` the
 //! document, `upload` the streamed uploads a batch can name. `/healthz` is open; everything under `/api/v1` needs a token. Requests are
@@ -8,6 +8,7 @@
 
 mod api;
 pub mod auth;
+mod compose;
 mod console;
 pub mod session;
 mod error;
@@ -73,6 +74,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/", get(console::index))
         .route("/signin", get(console::signin_form).post(console::signin))
         .route("/signout", post(console::signout))
+        .route("/new", get(compose::show).post(compose::submit))
         .route("/batches", get(console::batches))
         .route("/batches/{batch_id}", get(console::batch))
         .route("/batches/{batch_id}/{action}", post(console::act))

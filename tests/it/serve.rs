@@ -645,3 +645,69 @@ async fn console_signs_in_with_a_token_lists_batches_and_cancels_with_csrf() {
         "others stay"
     );
 }
+
+#[tokio::test]
+async fn console_form_starts_a_batch_and_an_invalid_one_names_the_field() {
+    let app = TestApp::new(fast_knobs()).await;
+    let base = start(&app).await;
+    let reader = sign_in(&base, READER).await;
+    assert_eq!(page(&base, "/console/new", &reader).await.0, 403);
+    let op = sign_in(&base, OPERATOR).await;
+    let (status, html) = page(&base, "/console/new", &op).await;
+    assert_eq!(status, 200);
+    let csrf = csrf_of(&html);
+    let post_form = |fields: Vec<(&'static str, String)>| {
+        let (base, op) = (base.clone(), op.clone());
+        async move {
+            let res = browser()
+                .post(format!("{base}/console/new"))
+                .header("cookie", op)
+                .form(&fields)
+                .send()
+                .await
+                .unwrap();
+            let status = res.status().as_u16();
+            let location = res
+                .headers()
+                .get("location")
+                .map(|l| l.to_str().unwrap().to_owned());
+            (status, location, res.text().await.unwrap())
+        }
+    };
+    let too_long = "x".repeat(2501);
+    let (status, _, html) = post_form(vec![
+        ("csrf", csrf.clone()),
+        ("video", "https://media.example.com/clip.mp4".into()),
+        ("prompts", format!("fine\n{too_long}\n")),
+        ("skip_probe", "on".into()),
+    ])
+    .await;
+    assert_eq!(status, 400);
+    assert!(html.contains("prompt") && html.contains("2500"), "{html}");
+    assert!(html.contains("media.example.com/clip.mp4"), "values kept");
+    assert_eq!(app.queue.list_batches(0, 10).await.unwrap(), vec![]);
+    let (status, _, _) = post_form(vec![
+        ("video", "https://media.example.com/clip.mp4".into()),
+        ("prompts", "a\nb".into()),
+    ])
+    .await;
+    assert_eq!(status, 403, "no CSRF token");
+
+    let (status, location, _) = post_form(vec![
+        ("csrf", csrf),
+        ("video", "https://media.example.com/clip.mp4".into()),
+        ("prompts", "neon night\n\n  autumn  \n".into()),
+        ("provider", "aimlapi".into()),
+        ("model", "edit".into()),
+        ("skip_probe", "on".into()),
+    ])
+    .await;
+    assert_eq!(status, 303);
+    let location = location.unwrap();
+    let id = location.trim_start_matches("/console/batches/");
+    let info = app.info(id).await;
+    assert_eq!(info.total, 2, "one variant per non-empty line");
+    let (status, html) = page(&base, &location, &op).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("neon night") && html.contains("autumn"));
+}
