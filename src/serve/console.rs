@@ -46,6 +46,7 @@ pub(super) fn page(
                     @if let Some(s) = who {
                         a href="/console/batches" { "Batches" }
                         @if s.role == Role::Operator { a href="/console/new" { "New batch" } }
+                        a href="/console/operator" { "Operations" }
                         span { "signed in as " (s.name) " (" (role_name(s.role)) ")" }
                         form class="inline" method="post" action="/console/signout" {
                             input type="hidden" name="csrf" value=(s.csrf);
@@ -130,7 +131,7 @@ pub async fn signin(State(st): Shared, Form(f): Form<SignIn>) -> Response {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct CsrfForm {
+pub(super) struct CsrfForm {
     #[serde(default)]
     pub csrf: String,
 }

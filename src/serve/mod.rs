@@ -1,5 +1,6 @@
 //! `restyle serve`: the HTTP API (JSON under `/api/v1`, its OpenAPI document at
-//! `/api/v1/openapi.json`) and the web console (`/console`: `console`, `compose` and `session`)
+//! `/api/v1/openapi.json`) and the web console (`/console`: `console`, `compose`, `operator` and
+//! `session`)
 //! over the same functions the CLI calls. `api` holds the
 //! handlers, `auth` the bearer tokens and roles, `error` the JSON errors, `openapi` the
 //! document, `upload` the streamed uploads a batch can name. `/healthz` is open; everything under `/api/v1` needs a token. Requests are
@@ -13,6 +14,7 @@ mod console;
 pub mod session;
 mod error;
 mod openapi;
+mod operator;
 mod upload;
 
 pub use error::ApiError;
@@ -75,6 +77,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/signin", get(console::signin_form).post(console::signin))
         .route("/signout", post(console::signout))
         .route("/new", get(compose::show).post(compose::submit))
+        .route("/operator", get(operator::show))
+        .route("/providers/{provider}/resume", post(operator::resume))
         .route("/batches", get(console::batches))
         .route("/batches/{batch_id}", get(console::batch))
         .route("/batches/{batch_id}/{action}", post(console::act))

@@ -711,3 +711,37 @@ async fn console_form_starts_a_batch_and_an_invalid_one_names_the_field() {
     assert_eq!(status, 200);
     assert!(html.contains("neon night") && html.contains("autumn"));
 }
+
+#[tokio::test]
+async fn operator_page_shows_a_provider_pause_and_resumes_it() {
+    let app = TestApp::new(fast_knobs()).await;
+    let base = start(&app).await;
+    let until = app.queue.now_ms() + 3_600_000;
+    app.queue
+        .set_provider_pause("aimlapi", "insufficient credits on the account", until)
+        .await
+        .unwrap();
+    let reader = sign_in(&base, READER).await;
+    let (status, html) = page(&base, "/console/operator", &reader).await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("insufficient credits on the account"),
+        "{html}"
+    );
+    assert!(html.contains("Ready") && html.contains("Dead jobs"));
+    assert!(!html.contains(">Resume<"), "no resume for a read token");
+    let csrf = csrf_of(&html);
+    let resume = "/console/providers/aimlapi/resume";
+    assert_eq!(submit(&base, resume, &reader, &csrf).await, 403);
+
+    let op = sign_in(&base, OPERATOR).await;
+    let (_, html) = page(&base, "/console/operator", &op).await;
+    assert!(html.contains(">Resume<"), "{html}");
+    let csrf = csrf_of(&html);
+    assert_eq!(submit(&base, resume, &op, "").await, 403);
+    assert!(app.queue.provider_pause("aimlapi").await.unwrap().is_some());
+    assert_eq!(submit(&base, resume, &op, &csrf).await, 303);
+    assert!(app.queue.provider_pause("aimlapi").await.unwrap().is_none());
+    let (_, html) = page(&base, "/console/operator", &op).await;
+    assert!(!html.contains("insufficient credits"));
+}
