@@ -248,3 +248,35 @@ pub async fn budget(
         "requeued": n,
     })))
 }
+
+/// `GET /api/v1/providers`: every provider's admission state (as `restyle status` shows
+/// it) and the queue's depth.
+pub async fn providers(State(st): Shared) -> Result<Json<Value>, ApiError> {
+    let (paused, providers) = crate::status::provider_statuses(&st.queue, &st.settings).await?;
+    let (ready, parked, leased) = st.queue.depth().await?;
+    Ok(Json(json!({
+        "providers": providers,
+        "paused_providers": paused,
+        "queue": { "ready": ready, "parked": parked, "leased": leased },
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DeadQuery {
+    pub limit: Option<usize>,
+}
+
+/// `GET /api/v1/dead`: the newest dead jobs with their reasons (as `restyle dead --json`).
+pub async fn dead(State(st): Shared, Query(q): Query<DeadQuery>) -> Result<Json<Value>, ApiError> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let dead = crate::ops::dead(&st.queue, limit).await?;
+    Ok(Json(json!({ "jobs": dead })))
+}
+
+/// `POST /api/v1/providers/<name>/resume`: lifts an account pause (as `restyle resume`).
+pub async fn resume(State(st): Shared, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    let p = crate::model::ProviderName::parse(&name)
+        .ok_or_else(|| ApiError::invalid("provider", "no such provider"))?;
+    let n = st.queue.resume_provider(p.as_str()).await?;
+    Ok(Json(json!({ "provider": p.as_str(), "requeued": n })))
+}

@@ -31,6 +31,18 @@ pub(super) fn page(
     who: Option<&Session>,
     body: Markup,
 ) -> Response {
+    page_with(status, title, who, body, None)
+}
+
+/// [`page`], with an inline script allowed by a fresh nonce.
+pub(super) fn page_with(
+    status: StatusCode,
+    title: &str,
+    who: Option<&Session>,
+    body: Markup,
+    script: Option<&str>,
+) -> Response {
+    let nonce = hex::encode(rand::random::<[u8; 16]>());
     let markup = html! {
         (DOCTYPE)
         html lang="en" {
@@ -55,15 +67,21 @@ pub(super) fn page(
                     }
                 }
                 main { h1 { (title) } (body) }
+                @if let Some(js) = script {
+                    script nonce=(nonce) { (PreEscaped(js)) }
+                }
             }
         }
     };
     let mut res = (status, axum::response::Html(markup.into_string())).into_response();
     let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'"),
+    let csp = format!(
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; connect-src 'self'; \
+         script-src 'nonce-{nonce}'; form-action 'self'; frame-ancestors 'none'"
     );
+    if let Ok(v) = HeaderValue::from_str(&csp) {
+        h.insert(header::CONTENT_SECURITY_POLICY, v);
+    }
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
@@ -205,11 +223,13 @@ pub async fn batch(State(st): Shared, headers: HeaderMap, Path(id): Path<String>
     let lines = super::api::result_lines(&st, &id).await.unwrap_or_default();
     let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_owned();
     let body = html! {
-        p { (status.done) " of " (status.total) " done"
-            @if status.finished { " · finished" } }
+        p { span id="done" { (status.done) } " of " span id="total" { (status.total) } " done"
+            span id="finished" { @if status.finished { " · finished" } } }
         table class="counts" {
-            tr { @for (state, _) in &status.counts { th { (state.as_str()) } } }
-            tr { @for (_, n) in &status.counts { td { (n) } } }
+            tr { @for state in JobState::ALL { th { (state.as_str()) } } }
+            tr { @for state in JobState::ALL {
+                td id={ "count-" (state.as_str()) } { (status.counts.get(&state).copied().unwrap_or(0)) }
+            } }
         }
         @if s.role == Role::Operator {
             p {
@@ -237,7 +257,8 @@ pub async fn batch(State(st): Shared, headers: HeaderMap, Path(id): Path<String>
             }
         }
     };
-    page(StatusCode::OK, &id, Some(&s), body)
+    let live = (!status.finished).then_some(super::live::SCRIPT);
+    page_with(StatusCode::OK, &id, Some(&s), body, live)
 }
 
 /// Cancel or retry from the batch page: operator sessions with the form's CSRF token.

@@ -1,6 +1,6 @@
 //! `restyle serve`: the HTTP API (JSON under `/api/v1`, its OpenAPI document at
-//! `/api/v1/openapi.json`) and the web console (`/console`: `console`, `compose`, `operator` and
-//! `session`)
+//! `/api/v1/openapi.json`) and the web console (`/console`: `console`, `compose`, `operator`, `live`
+//! and `session`)
 //! over the same functions the CLI calls. `api` holds the
 //! handlers, `auth` the bearer tokens and roles, `error` the JSON errors, `openapi` the
 //! document, `upload` the streamed uploads a batch can name. `/healthz` is open; everything under `/api/v1` needs a token. Requests are
@@ -11,6 +11,7 @@ mod api;
 pub mod auth;
 mod compose;
 mod console;
+mod live;
 pub mod session;
 mod error;
 mod openapi;
@@ -66,6 +67,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/batches/{batch_id}/retry", post(api::retry))
         .route("/batches/{batch_id}/budget", post(api::budget))
         .route("/uploads", post(upload::upload))
+        .route("/providers", get(api::providers))
+        .route("/providers/{provider}/resume", post(api::resume))
+        .route("/dead", get(api::dead))
         .fallback(|| async { ApiError::NotFound("route".into()) })
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -81,6 +85,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/providers/{provider}/resume", post(operator::resume))
         .route("/batches", get(console::batches))
         .route("/batches/{batch_id}", get(console::batch))
+        .route("/batches/{batch_id}/events", get(live::events))
         .route("/batches/{batch_id}/{action}", post(console::act))
         .with_state(state.clone());
     Router::new()

@@ -131,6 +131,17 @@ async fn a_read_only_token_reads_but_gets_403_on_every_mutating_call() {
     assert_eq!(ids, vec!["existing"], "the refused create added nothing");
     let info = app.info("existing").await;
     assert_eq!(info.count(restyle::job::JobState::Cancelled), 0);
+    let resume = format!("{base}/api/v1/providers/aimlapi/resume");
+    assert_eq!(post(&resume, Some(READER), &json!({})).await.0, 403);
+    let (status, view) = get(&format!("{base}/api/v1/providers"), Some(READER)).await;
+    assert_eq!(status, 200);
+    assert!(view["providers"]["aimlapi"]["in_flight"].is_u64(), "{view}");
+    assert!(view["queue"]["ready"].is_u64(), "{view}");
+    let (status, dead) = get(&format!("{base}/api/v1/dead"), Some(READER)).await;
+    assert_eq!(
+        (status, dead["jobs"].as_array().map(Vec::len)),
+        (200, Some(0))
+    );
 }
 
 #[tokio::test]
@@ -225,11 +236,14 @@ async fn every_documented_path_is_routed_and_operator_actions_work() {
     let (status, doc) = get(&format!("{base}/api/v1/openapi.json"), Some(READER)).await;
     assert_eq!(status, 200);
     let paths = doc["paths"].as_object().unwrap();
-    assert!(paths.len() >= 7, "{paths:?}");
+    assert!(paths.len() >= 11, "{paths:?}");
     let mut seen = Vec::new();
     for (path, ops) in paths {
         for method in ops.as_object().unwrap().keys() {
-            let url = format!("{base}{}", path.replace("{batch_id}", "docs"));
+            let path_here = path
+                .replace("{batch_id}", "docs")
+                .replace("{provider}", "aimlapi");
+            let url = format!("{base}{path_here}");
             let m: reqwest::Method = method.to_uppercase().parse().unwrap();
             let body = json!({ "max_cost": 5 });
             let body = (m == reqwest::Method::POST && path.ends_with("budget")).then_some(&body);
@@ -744,4 +758,75 @@ async fn operator_page_shows_a_provider_pause_and_resumes_it() {
     assert!(app.queue.provider_pause("aimlapi").await.unwrap().is_none());
     let (_, html) = page(&base, "/console/operator", &op).await;
     assert!(!html.contains("insufficient credits"));
+}
+
+#[tokio::test]
+async fn the_batch_page_follows_progress_by_server_sent_events_until_finished() {
+    use eventsource_stream::Eventsource;
+    use futures::StreamExt;
+    let app = TestApp::new(fast_knobs()).await;
+    let base = start(&app).await;
+    app.enqueue("live", &prompts(2)).await;
+    let op = sign_in(&base, OPERATOR).await;
+    let res = browser()
+        .get(format!("{base}/console/batches/live"))
+        .header("cookie", &op)
+        .send()
+        .await
+        .unwrap();
+    let csp = res.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let html = res.text().await.unwrap();
+    let at = html.find("<script nonce=\"").expect("the live script") + 15;
+    let nonce = &html[at..at + 32];
+    assert!(
+        csp.contains(&format!("script-src 'nonce-{nonce}'")),
+        "{csp}"
+    );
+    assert!(html.contains("id=\"count-succeeded\""), "{html}");
+    let signed_out = browser()
+        .get(format!("{base}/console/batches/live/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_out.status(), 401);
+
+    let res = browser()
+        .get(format!("{base}/console/batches/live/events"))
+        .header("cookie", &op)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let mut events = res.bytes_stream().eventsource();
+    let first = events.next().await.unwrap().unwrap();
+    assert_eq!(first.event, "progress");
+    let first: Value = serde_json::from_str(&first.data).unwrap();
+    assert_eq!(
+        (first["finished"].as_bool(), first["total"].as_u64()),
+        (Some(false), Some(2))
+    );
+    let rt = app.runtime();
+    let follow = async {
+        let mut seen = vec![first];
+        while let Some(e) = events.next().await {
+            let e = e.unwrap();
+            if e.event == "progress" {
+                seen.push(serde_json::from_str::<Value>(&e.data).unwrap());
+            }
+        }
+        seen
+    };
+    let (seen, _) = tokio::time::timeout(
+        Duration::from_secs(60),
+        futures::future::join(follow, app.drive(&rt, "live", Duration::from_secs(30))),
+    )
+    .await
+    .expect("the stream ends once the batch is finished");
+    let last = seen.last().unwrap();
+    assert_eq!(last["finished"], true, "{seen:?}");
+    assert_eq!(last["counts"]["succeeded"], 2);
+    assert!(seen.len() >= 2, "updates arrived while it ran");
 }
