@@ -44,6 +44,16 @@ pub struct CreateBatch {
     pub skip_probe: bool,
 }
 
+/// The whole request body, at most [`super::MAX_BODY_BYTES`] (413 naming the limit).
+async fn read_body(body: axum::body::Body) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, super::MAX_BODY_BYTES)
+        .await
+        .map_err(|_| ApiError::TooLarge {
+            field: "body".into(),
+            message: format!("at most {} bytes", super::MAX_BODY_BYTES),
+        })
+}
+
 /// A JSON body, or a 400 naming `body` and what serde found wrong.
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::invalid("body", e.to_string()))
@@ -103,8 +113,11 @@ pub(super) async fn enqueue(
     Ok((done, notes))
 }
 
-pub async fn create(State(st): Shared, body: Bytes) -> Result<impl IntoResponse, ApiError> {
-    let req: CreateBatch = parse(&body)?;
+pub async fn create(
+    State(st): Shared,
+    body: axum::body::Body,
+) -> Result<impl IntoResponse, ApiError> {
+    let req: CreateBatch = parse(&read_body(body).await?)?;
     let (done, notes) = enqueue(&st, req).await?;
     let status = if done.added == 0 {
         StatusCode::OK

@@ -830,3 +830,26 @@ async fn the_batch_page_follows_progress_by_server_sent_events_until_finished() 
     assert_eq!(last["counts"]["succeeded"], 2);
     assert!(seen.len() >= 2, "updates arrived while it ran");
 }
+
+#[tokio::test]
+async fn an_oversized_create_body_gets_413_in_json_and_enqueues_nothing() {
+    let app = TestApp::new(fast_knobs()).await;
+    let base = start(&app).await;
+    let many: Vec<String> = (0..2500)
+        .map(|i| format!("{i} {}", "y".repeat(2000)))
+        .collect();
+    let (status, err) = post(
+        &format!("{base}/api/v1/batches"),
+        Some(OPERATOR),
+        &batch_body(&many),
+    )
+    .await;
+    assert_eq!(status, 413, "{err}");
+    assert_eq!(err["error"]["field"], "body");
+    let limit = restyle::serve::MAX_BODY_BYTES.to_string();
+    assert!(
+        err["error"]["message"].as_str().unwrap().contains(&limit),
+        "{err}"
+    );
+    assert_eq!(app.queue.list_batches(0, 10).await.unwrap(), vec![]);
+}
