@@ -33,6 +33,8 @@
 //!   link-local or metadata addresses unless allowed), after DNS and on every redirect.
 //! - [`status`]: the one place that renders tables and progress; [`report`] the HTML
 //!   contact sheet; [`export`] results as JSONL or CSV; [`ops`] operator commands.
+//! - [`serve`]: `restyle serve`, the HTTP API (`/api/v1`, bearer tokens, roles) over
+//!   the same functions as the CLI.
 //! - [`config`], [`telemetry`], [`metrics`], [`cli`], [`demo`], [`localredis`],
 //!   [`shutdown`]: settings, logs, metrics and health, the command line, the demo and its
 //!   private Redis, signals.
@@ -62,6 +64,7 @@ pub mod ops;
 pub mod config;
 pub mod telemetry;
 pub mod metrics;
+pub mod serve;
 pub mod cli;
 pub mod demo;
 pub mod localredis;

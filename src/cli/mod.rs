@@ -4,7 +4,8 @@
 //! [`run`]'s (in `run.rs`).
 
 mod run;
-mod store;
+mod serve;
+pub(crate) mod store;
 mod values;
 
 pub use run::run;
@@ -99,6 +100,31 @@ pub enum Command {
         /// Serve Prometheus /metrics, /healthz and /readyz on this (private) address.
         #[arg(long)]
         metrics_listen: Option<SocketAddr>,
+    },
+    /// Serve the HTTP API: create, list, follow, cancel and retry batches over JSON.
+    ///
+    /// Routes are under /api/v1 (the OpenAPI document at /api/v1/openapi.json); GET
+    /// /healthz is open. Every API call needs `Authorization: Bearer <token>`: tokens are
+    /// `[[serve.tokens]]` entries in settings (name, role read or operator, and the
+    /// token's SHA-256, never the token). With none configured, serve makes an operator
+    /// token at start and prints it once on stderr. A batch is validated exactly as
+    /// `restyle enqueue` validates one given by flags; media must be https URLs.
+    ///
+    /// Examples:
+    ///   restyle serve                                  # 127.0.0.1:8080, a token printed once
+    ///   printf %s "$TOKEN" | restyle serve --hash-token  # the sha256 for [[serve.tokens]]
+    ///   curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8080/api/v1/batches
+    ///
+    /// Listen on loopback (the default) or behind TLS termination: tokens are bearer
+    /// secrets.
+    #[command(verbatim_doc_comment)]
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Read a token on stdin, print its SHA-256 (for `[[serve.tokens]]`) and exit.
+        #[arg(long)]
+        hash_token: bool,
     },
     /// Show a batch: counts per state, done/total, failures with reasons.
     Status {

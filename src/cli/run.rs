@@ -42,6 +42,13 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let settings = load_settings(&cli)?;
             run_receiver(settings, *listen, *metrics_listen).await
         }
+        Command::Serve { listen, hash_token } => {
+            if *hash_token {
+                return print_token_hash();
+            }
+            let settings = load_settings(&cli)?;
+            super::serve::run(settings, *listen).await
+        }
         Command::Status { batch_id, json } => {
             let settings = load_settings(&cli)?;
             let queue =
@@ -373,6 +380,20 @@ async fn run_worker(settings: Settings, metrics: Option<SocketAddr>) -> Result<(
         s2.cancel();
     });
     worker::run(rt, stop).await?;
+    Ok(())
+}
+
+/// `serve --hash-token`: the SHA-256 of the token on stdin (one line; its newline is not
+/// part of the token).
+fn print_token_hash() -> Result<(), CliError> {
+    let mut token = String::new();
+    std::io::Read::read_to_string(&mut std::io::Read::take(std::io::stdin(), 4096), &mut token)
+        .map_err(|e| CliError::Usage(format!("reading the token on stdin: {e}")))?;
+    let token = token.trim_end_matches(['\n', '\r']);
+    if token.is_empty() {
+        return Err(CliError::Usage("give the token on stdin".into()));
+    }
+    println!("{}", crate::serve::auth::hash_token(token));
     Ok(())
 }
 

@@ -8,6 +8,7 @@
 //! - `settings`: the validated types every command reads.
 //! - `load`: the layers, env overrides included ([`LoadOptions`], [`Settings::load`]).
 //! - `validate`, `providers` and `hooks`: raw into validated, one function per section.
+//! - `serve`: `[serve]`, the API tokens of `restyle serve` (hashes, roles).
 //! - `scrub`: loading errors translated to name the key and never quote a value.
 //! - `effective`: the redacted `key = value` view of `check-config`, derived from the
 //!   settings types' `Serialize`.
@@ -21,6 +22,7 @@ mod providers;
 mod raw;
 mod redact;
 mod scrub;
+mod serve;
 mod settings;
 pub mod store;
 pub mod testing;
@@ -28,6 +30,7 @@ mod validate;
 
 pub use load::LoadOptions;
 pub use redact::redact_url;
+pub use serve::{ApiToken, Role, ServeSettings};
 pub use settings::{
     EgressSettings, HookAction, HookSettings, KlingMode, LearnedPoll, OutputSettings, PollSettings,
     Prices, ProviderLimits, ProviderSettings, PushSettings, QueueSettings, RedisSettings,

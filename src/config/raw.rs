@@ -29,6 +29,8 @@ pub(super) struct Raw {
     pub(super) hooks: BTreeMap<String, RawHook>,
     #[serde(default)]
     pub(super) push: RawPush,
+    #[serde(default)]
+    pub(super) serve: super::serve::RawServe,
 }
 
 /// `[push]`: push completion (fal webhooks, Kling callbacks) and its receiver's bounds.

@@ -32,6 +32,8 @@ pub struct Settings {
     pub egress: EgressSettings,
     /// `[push]`: push completion and the receiver (`restyle receive`).
     pub push: PushSettings,
+    /// `[serve]`: the API tokens of `restyle serve`.
+    pub serve: super::serve::ServeSettings,
 }
 
 /// `[push]`: where providers are told to report completion (fal's `fal_webhook`, Kling's

@@ -46,6 +46,7 @@ impl Raw {
             providers,
             egress: egress(self.egress)?,
             push: push(self.push)?,
+            serve: super::serve::validate(self.serve)?,
             hooks,
         })
     }

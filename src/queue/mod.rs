@@ -12,6 +12,7 @@ macro_rules! args {
 }
 
 mod admission;
+mod catalog;
 pub mod backend;
 mod clock;
 mod commit;
@@ -32,6 +33,7 @@ pub use crate::job::{After, Transition, WaitList};
 pub use records::BatchInfo;
 
 pub use admission::GateReply;
+pub use catalog::MAX_LISTED;
 pub use durability::Durability;
 pub use push::PushTarget;
 pub use read::Purged;

@@ -37,6 +37,7 @@ mod report;
 mod results_file;
 mod retention;
 mod secrets;
+mod serve;
 mod store;
 mod validation;
 mod waiting;

@@ -6,6 +6,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 mod push;
 mod secrets;
+mod serve;
 
 #[test]
 fn builtin_settings_are_valid() {
@@ -101,6 +102,7 @@ fn effective_keys_are_the_documented_ones() {
         "push.request_timeout",
         "push.timestamp_tolerance",
         "push.jwks_ttl",
+        "serve.tokens",
     ]
     .map(String::from)
     .to_vec();

@@ -1,0 +1,54 @@
+//! `restyle serve`: opens Redis, the provider clients and the store, settles the tokens
+//! (printing a generated one once, on stderr, never through the logs) and serves
+//! [`crate::serve::router`] until SIGTERM/SIGINT.
+
+use super::CliError;
+use crate::config::Settings;
+use crate::queue::{Queue, RetryMode};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub async fn run(settings: Settings, listen: SocketAddr) -> Result<(), CliError> {
+    let queue = Queue::connect(&settings.redis, &settings.queue, RetryMode::FailFast).await?;
+    let upstreams = crate::upstream::build_all(&settings).map_err(|e| CliError::Other(e.into()))?;
+    let store = super::store::open(&settings)?;
+    let (tokens, generated) = crate::serve::tokens_or_generate(&settings);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| CliError::Other(anyhow::anyhow!("API listener on {listen}: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| CliError::Other(e.into()))?;
+    if let Some(token) = generated {
+        // Once, on stderr, outside tracing: no log pipeline ever holds it.
+        eprintln!(
+            "restyle serve: no [serve] tokens configured; operator token for this run (shown once): {token}"
+        );
+    }
+    tracing::info!(%addr, tokens = tokens.len(), "API listening.");
+    let state = Arc::new(crate::serve::AppState {
+        settings,
+        queue,
+        upstreams,
+        store,
+        tokens,
+        sessions: Default::default(),
+    });
+    let stop = tokio_util::sync::CancellationToken::new();
+    let s2 = stop.clone();
+    tokio::spawn(async move {
+        crate::shutdown::signal().await;
+        tracing::info!("Signal received; stopping.");
+        s2.cancel();
+    });
+    crate::push::serve(
+        listener,
+        crate::serve::router(state),
+        crate::serve::MAX_CONNECTIONS,
+        crate::serve::REQUEST_TIMEOUT,
+        stop,
+    )
+    .await;
+    tracing::info!("API stopped.");
+    Ok(())
+}

@@ -1,0 +1,117 @@
+//! `restyle serve`: the HTTP API (JSON under `/api/v1`, its OpenAPI document at
+//! `/api/v1/openapi.json`) and the web console (`/console`: `console`, `compose`, `operator`, `live`
+//! and `session`)
+//! over the same functions the CLI calls. `api` holds the
+//! handlers, `auth` the bearer tokens and roles, `error` the JSON errors, `openapi` the
+//! document, `upload` the streamed uploads a batch can name. `/healthz` is open; everything under `/api/v1` needs a token. Requests are
+//! bounded: body size ([`MAX_BODY_BYTES`]), connections and time per request (the
+//! push receiver's server loop, `push::serve`).
+
+mod api;
+pub mod auth;
+mod compose;
+mod console;
+mod live;
+pub mod session;
+mod error;
+mod openapi;
+mod operator;
+mod upload;
+
+pub use error::ApiError;
+
+use crate::config::{ApiToken, Settings};
+use crate::queue::Queue;
+use crate::sink::store::ObjectSink;
+use crate::upstream::Upstreams;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use std::sync::Arc;
+
+/// Largest request body accepted (a batch of many long prompts fits).
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 256;
+/// A request (headers and body) taking longer is cut off.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What every handler shares.
+pub struct AppState {
+    pub settings: Settings,
+    pub queue: Queue,
+    pub upstreams: Upstreams,
+    pub store: Option<Arc<ObjectSink>>,
+    /// Accepted tokens: `[serve] tokens`, or the one made at start.
+    pub tokens: Vec<ApiToken>,
+    /// The console's signed-in sessions.
+    pub sessions: session::Sessions,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("tokens", &self.tokens.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The whole app: `/healthz` and the authenticated `/api/v1`.
+pub fn router(state: Arc<AppState>) -> Router {
+    let api = Router::new()
+        .route("/openapi.json", get(|| async { Json(openapi::document()) }))
+        .route("/batches", get(api::list).post(api::create))
+        .route("/batches/{batch_id}", get(api::status))
+        .route("/batches/{batch_id}/results", get(api::results))
+        .route("/batches/{batch_id}/cancel", post(api::cancel))
+        .route("/batches/{batch_id}/retry", post(api::retry))
+        .route("/batches/{batch_id}/budget", post(api::budget))
+        .route("/uploads", post(upload::upload))
+        .route("/providers", get(api::providers))
+        .route("/providers/{provider}/resume", post(api::resume))
+        .route("/dead", get(api::dead))
+        .fallback(|| async { ApiError::NotFound("route".into()) })
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
+        .with_state(state.clone());
+    let console = Router::new()
+        .route("/", get(console::index))
+        .route("/signin", get(console::signin_form).post(console::signin))
+        .route("/signout", post(console::signout))
+        .route("/new", get(compose::show).post(compose::submit))
+        .route("/operator", get(operator::show))
+        .route("/providers/{provider}/resume", post(operator::resume))
+        .route("/batches", get(console::batches))
+        .route("/batches/{batch_id}", get(console::batch))
+        .route("/batches/{batch_id}/events", get(live::events))
+        .route("/batches/{batch_id}/{action}", post(console::act))
+        .with_state(state.clone());
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/",
+            get(|| async { axum::response::Redirect::to("/console/batches") }),
+        )
+        .nest("/api/v1", api)
+        .nest("/console", console)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+/// The tokens `serve` accepts: `[serve] tokens`, or else one operator token made now,
+/// returned so the caller can show it once (never logged).
+pub fn tokens_or_generate(settings: &Settings) -> (Vec<ApiToken>, Option<String>) {
+    if !settings.serve.tokens.is_empty() {
+        return (settings.serve.tokens.clone(), None);
+    }
+    let token = auth::generate_token();
+    let mut sha256 = [0u8; 32];
+    hex::decode_to_slice(auth::hash_token(&token), &mut sha256).expect("64 hex digits");
+    let entry = ApiToken {
+        name: "generated".into(),
+        role: crate::config::Role::Operator,
+        sha256,
+    };
+    (vec![entry], Some(token))
+}
