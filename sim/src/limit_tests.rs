@@ -19,6 +19,10 @@ async fn rate_limit_is_a_token_bucket_per_key() {
         ..fast_knobs()
     });
     let (mut accepted, mut limited) = (0u64, 0u64);
+    // The bucket refills with wall time, so what it may accept depends on how long the 12
+    // polls took (a loaded machine is slow): the burst, plus 5 per second elapsed, plus
+    // two for tokens refilled at the edges (as before: 5..=7 when quick).
+    let started = std::time::Instant::now();
     for _ in 0..12 {
         let resp = poll(&sim, &id).await;
         match resp.status() {
@@ -31,8 +35,15 @@ async fn rate_limit_is_a_token_bucket_per_key() {
             other => panic!("unexpected {other}"),
         }
     }
-    assert!((5..=7).contains(&accepted), "{accepted} accepted");
-    assert!(limited >= 1);
+    let elapsed = started.elapsed().as_secs_f64();
+    let most = 5 + (elapsed * 5.0).floor() as u64 + 2;
+    assert!(
+        (5..=most).contains(&accepted),
+        "{accepted} accepted in {elapsed:.2} s (at most {most})"
+    );
+    if most < 12 {
+        assert!(limited >= 1, "nothing limited in {elapsed:.2} s");
+    }
     let stats = sim.stats();
     assert_eq!(stats.rate_limited_total, limited);
     assert_eq!(stats.concurrency_limited_total, 0);
