@@ -36,37 +36,17 @@ pub async fn write(
         .batch(batch_id)
         .await?
         .ok_or_else(|| QueueError::NoBatch(batch_id.to_string()))?;
-    let mut sink = match format {
-        Format::Csv => {
-            let mut w = csv::WriterBuilder::new()
-                .has_headers(false)
-                .from_writer(out);
-            match w.write_record(&csv_header()) {
-                Ok(()) => Sink::Csv(Box::new(w)),
-                Err(e) if gone(&e) => return Ok(0),
-                Err(e) => return Err(write_error(e)),
-            }
-        }
-        Format::Jsonl => Sink::Jsonl(out),
+    let Some(mut lines) = Lines::open(format, states, out)? else {
+        return Ok(0);
     };
-    let mut n = 0;
     for chunk in crate::ops::job_id_chunks(&info, CHUNK) {
         for rec in &queue.jobs(&chunk).await? {
-            let line = loaded_line(rec, batch_id);
-            if !states.is_empty() && !states.contains(&line.state) {
-                continue;
-            }
-            match sink.line(&line) {
-                Ok(()) => n += 1,
-                Err(e) if gone(&e) => return Ok(n),
-                Err(e) => return Err(write_error(e)),
+            if !lines.put(&loaded_line(rec, batch_id))? {
+                return Ok(lines.n);
             }
         }
     }
-    match sink.flush() {
-        Err(e) if !gone(&e) => Err(write_error(e)),
-        _ => Ok(n),
-    }
+    lines.finish()
 }
 
 /// Writes result lines read elsewhere (the object store's result objects) to `out`, as
@@ -77,33 +57,69 @@ pub fn write_lines(
     states: &[JobState],
     out: &mut (dyn Write + Send),
 ) -> Result<usize, QueueError> {
-    let mut sink = match format {
-        Format::Csv => {
-            let mut w = csv::WriterBuilder::new()
-                .has_headers(false)
-                .from_writer(out);
-            match w.write_record(&csv_header()) {
-                Ok(()) => Sink::Csv(Box::new(w)),
-                Err(e) if gone(&e) => return Ok(0),
-                Err(e) => return Err(write_error(e)),
-            }
-        }
-        Format::Jsonl => Sink::Jsonl(out),
+    let Some(mut out) = Lines::open(format, states, out)? else {
+        return Ok(0);
     };
-    let mut n = 0;
     for line in lines {
-        if !states.is_empty() && !states.contains(&line.state) {
-            continue;
-        }
-        match sink.line(line) {
-            Ok(()) => n += 1,
-            Err(e) if gone(&e) => return Ok(n),
-            Err(e) => return Err(write_error(e)),
+        if !out.put(line)? {
+            return Ok(out.n);
         }
     }
-    match sink.flush() {
-        Err(e) if !gone(&e) => Err(write_error(e)),
-        _ => Ok(n),
+    out.finish()
+}
+
+/// An export under way: lines in `states` (all when empty) go to the sink, counted. A
+/// reader that went away (a closed pipe) ends it quietly.
+struct Lines<'a, 's> {
+    sink: Sink<'a>,
+    states: &'s [JobState],
+    n: usize,
+}
+
+impl<'a, 's> Lines<'a, 's> {
+    /// Writes the header where the format has one; `None` when the reader is gone.
+    fn open(
+        format: Format,
+        states: &'s [JobState],
+        out: &'a mut (dyn Write + Send),
+    ) -> Result<Option<Self>, QueueError> {
+        let sink = match format {
+            Format::Csv => {
+                let mut w = csv::WriterBuilder::new()
+                    .has_headers(false)
+                    .from_writer(out);
+                match w.write_record(&csv_header()) {
+                    Ok(()) => Sink::Csv(Box::new(w)),
+                    Err(e) if gone(&e) => return Ok(None),
+                    Err(e) => return Err(write_error(e)),
+                }
+            }
+            Format::Jsonl => Sink::Jsonl(out),
+        };
+        Ok(Some(Lines { sink, states, n: 0 }))
+    }
+
+    /// Writes `line` unless its state is filtered out; false when the reader is gone.
+    fn put(&mut self, line: &ResultLine) -> Result<bool, QueueError> {
+        if !self.states.is_empty() && !self.states.contains(&line.state) {
+            return Ok(true);
+        }
+        match self.sink.line(line) {
+            Ok(()) => {
+                self.n += 1;
+                Ok(true)
+            }
+            Err(e) if gone(&e) => Ok(false),
+            Err(e) => Err(write_error(e)),
+        }
+    }
+
+    /// Flushes; returns how many lines were written.
+    fn finish(mut self) -> Result<usize, QueueError> {
+        match self.sink.flush() {
+            Err(e) if !gone(&e) => Err(write_error(e)),
+            _ => Ok(self.n),
+        }
     }
 }
 
