@@ -52,6 +52,7 @@ const PICKUP_DEADLINE: Duration = Duration::from_secs(30);
 const PICKUP_GAP_MS: std::ops::Range<u64> = 10..110;
 
 mod common;
+use common::Line;
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -173,30 +174,6 @@ fn emit(line: &Line) -> anyhow::Result<()> {
     writeln!(out, "{line}")?;
     out.flush()?;
     Ok(())
-}
-
-/// Ordered JSON object (serde_json's map would sort the keys and bury `case`).
-#[derive(Default)]
-struct Line(Vec<(&'static str, Value)>);
-
-impl Line {
-    fn add(&mut self, k: &'static str, v: impl Into<Value>) -> &mut Self {
-        self.0.push((k, v.into()));
-        self
-    }
-}
-
-impl std::fmt::Display for Line {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("{")?;
-        for (i, (k, v)) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(",")?;
-            }
-            write!(f, "{}:{v}", Value::from(*k))?;
-        }
-        f.write_str("}")
-    }
 }
 
 fn round(x: f64, places: i32) -> f64 {

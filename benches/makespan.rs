@@ -42,6 +42,7 @@ const TIME_SCALE: f64 = 0.005;
 const WATCH_EVERY: Duration = Duration::from_millis(20);
 
 mod common;
+use common::Line;
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -304,30 +305,6 @@ fn summary(mut xs: Vec<i64>) -> Value {
     let at = |q: f64| xs[((xs.len() - 1) as f64 * q).round() as usize];
     let mean = xs.iter().sum::<i64>() as f64 / xs.len() as f64;
     json!({"mean": r3(mean), "p50": at(0.5), "p99": at(0.99), "max": xs[xs.len() - 1]})
-}
-
-/// Ordered JSON object (serde_json's map would sort the keys and bury `case`).
-#[derive(Default)]
-struct Line(Vec<(&'static str, Value)>);
-
-impl Line {
-    fn add(&mut self, k: &'static str, v: impl Into<Value>) -> &mut Self {
-        self.0.push((k, v.into()));
-        self
-    }
-}
-
-impl std::fmt::Display for Line {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("{")?;
-        for (i, (k, v)) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(",")?;
-            }
-            write!(f, "{}:{v}", Value::from(*k))?;
-        }
-        f.write_str("}")
-    }
 }
 
 // ---------------------------------------------------------------------------------------

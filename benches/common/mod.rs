@@ -109,3 +109,27 @@ pub fn batch(
         prompts: (0..n).map(prompt).collect(),
     }
 }
+
+/// Ordered JSON object (serde_json's map would sort the keys and bury `case`).
+#[derive(Default)]
+pub struct Line(Vec<(&'static str, serde_json::Value)>);
+
+impl Line {
+    pub fn add(&mut self, k: &'static str, v: impl Into<serde_json::Value>) -> &mut Self {
+        self.0.push((k, v.into()));
+        self
+    }
+}
+
+impl std::fmt::Display for Line {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("{")?;
+        for (i, (k, v)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{}:{v}", serde_json::Value::from(*k))?;
+        }
+        f.write_str("}")
+    }
+}
