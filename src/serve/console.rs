@@ -101,6 +101,31 @@ pub(super) fn signed_in(st: &AppState, headers: &HeaderMap) -> Result<Session, R
         .ok_or_else(|| Redirect::to("/console/signin"))
 }
 
+/// The session behind an operator's form post: signed in, the form's CSRF token right,
+/// an operator token; else the answer to send instead.
+pub(super) fn operator_form(
+    st: &AppState,
+    headers: &HeaderMap,
+    f: &CsrfForm,
+) -> Result<Session, Box<Response>> {
+    let s = signed_in(st, headers).map_err(|r| Box::new(r.into_response()))?;
+    if !s.csrf_ok(&f.csrf) {
+        return Err(Box::new(problem(
+            Some(&s),
+            StatusCode::FORBIDDEN,
+            "The form's CSRF token is missing or wrong.",
+        )));
+    }
+    if s.role != Role::Operator {
+        return Err(Box::new(problem(
+            Some(&s),
+            StatusCode::FORBIDDEN,
+            "This needs an operator token.",
+        )));
+    }
+    Ok(s)
+}
+
 pub(super) fn problem(who: Option<&Session>, status: StatusCode, message: &str) -> Response {
     page(status, "Error", who, html! { p class="err" { (message) } })
 }
@@ -268,24 +293,10 @@ pub async fn act(
     Path((id, action)): Path<(String, String)>,
     Form(f): Form<CsrfForm>,
 ) -> Response {
-    let s = match signed_in(&st, &headers) {
+    let s = match operator_form(&st, &headers, &f) {
         Ok(s) => s,
-        Err(r) => return r.into_response(),
+        Err(r) => return *r,
     };
-    if !s.csrf_ok(&f.csrf) {
-        return problem(
-            Some(&s),
-            StatusCode::FORBIDDEN,
-            "The form's CSRF token is missing or wrong.",
-        );
-    }
-    if s.role != Role::Operator {
-        return problem(
-            Some(&s),
-            StatusCode::FORBIDDEN,
-            "This needs an operator token.",
-        );
-    }
     let info = match super::api::info(&st, &id).await {
         Ok(i) => i,
         Err(e) => return problem(Some(&s), StatusCode::NOT_FOUND, &e.to_string()),

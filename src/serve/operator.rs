@@ -3,7 +3,7 @@
 //! the newest dead jobs with their reasons. The same data as `restyle status`'s provider
 //! table, `restyle dead` and the depth gauges; resume is `restyle resume`.
 
-use super::console::{page, problem, signed_in, CsrfForm};
+use super::console::{operator_form, page, problem, signed_in, CsrfForm};
 use super::AppState;
 use crate::config::Role;
 use crate::model::ProviderName;
@@ -77,24 +77,10 @@ pub async fn resume(
     Path(provider): Path<String>,
     Form(f): Form<CsrfForm>,
 ) -> Response {
-    let s = match signed_in(&st, &headers) {
+    let s = match operator_form(&st, &headers, &f) {
         Ok(s) => s,
-        Err(r) => return r.into_response(),
+        Err(r) => return *r,
     };
-    if !s.csrf_ok(&f.csrf) {
-        return problem(
-            Some(&s),
-            StatusCode::FORBIDDEN,
-            "The form's CSRF token is missing or wrong.",
-        );
-    }
-    if s.role != Role::Operator {
-        return problem(
-            Some(&s),
-            StatusCode::FORBIDDEN,
-            "This needs an operator token.",
-        );
-    }
     let Some(p) = ProviderName::parse(&provider) else {
         return problem(Some(&s), StatusCode::NOT_FOUND, "No such provider.");
     };
