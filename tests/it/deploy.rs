@@ -19,16 +19,16 @@ use std::time::Duration;
 /// Time the fleet gets past `worker.shutdown_grace` before a SIGKILL, at least.
 const MIN_STOP_MARGIN: Duration = Duration::from_secs(10);
 
-fn root() -> PathBuf {
+pub(super) fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn read(rel: &str) -> String {
+pub(super) fn read(rel: &str) -> String {
     std::fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
 }
 
 /// Every file under `dir`, recursively, as paths relative to the repository root.
-fn files_under(rel_dir: &str) -> Vec<String> {
+pub(super) fn files_under(rel_dir: &str) -> Vec<String> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         for e in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
             let p = e.expect("dir entry").path();
@@ -54,12 +54,12 @@ fn files_under(rel_dir: &str) -> Vec<String> {
     rel
 }
 
-fn is_yaml(rel: &str) -> bool {
+pub(super) fn is_yaml(rel: &str) -> bool {
     rel.ends_with(".yaml") || rel.ends_with(".yml")
 }
 
 /// Every non-empty YAML document of a file.
-fn yaml_docs(rel: &str) -> Vec<Value> {
+pub(super) fn yaml_docs(rel: &str) -> Vec<Value> {
     let text = read(rel);
     serde_norway::Deserializer::from_str(&text)
         .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{rel}: {e}")))
@@ -67,14 +67,14 @@ fn yaml_docs(rel: &str) -> Vec<Value> {
         .collect()
 }
 
-fn yaml_doc(rel: &str) -> Value {
+pub(super) fn yaml_doc(rel: &str) -> Value {
     let mut docs = yaml_docs(rel);
     assert_eq!(docs.len(), 1, "{rel}: expected one YAML document");
     docs.remove(0)
 }
 
 /// A YAML scalar as text (strings, numbers and booleans alike).
-fn scalar(v: &Value) -> Option<String> {
+pub(super) fn scalar(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -83,7 +83,7 @@ fn scalar(v: &Value) -> Option<String> {
     }
 }
 
-fn strings(v: &Value, what: &str) -> Vec<String> {
+pub(super) fn strings(v: &Value, what: &str) -> Vec<String> {
     v.as_sequence()
         .unwrap_or_else(|| panic!("{what}: expected a list, got {v:?}"))
         .iter()
@@ -91,7 +91,7 @@ fn strings(v: &Value, what: &str) -> Vec<String> {
         .collect()
 }
 
-fn str_at<'a>(v: &'a Value, what: &str) -> &'a str {
+pub(super) fn str_at<'a>(v: &'a Value, what: &str) -> &'a str {
     v.as_str()
         .unwrap_or_else(|| panic!("{what}: expected a string, got {v:?}"))
 }
@@ -105,7 +105,7 @@ fn duration(text: &str, what: &str) -> Duration {
     humantime::parse_duration(t).unwrap_or_else(|e| panic!("{what}: {t:?}: {e}"))
 }
 
-fn port_of(addr: &str) -> u16 {
+pub(super) fn port_of(addr: &str) -> u16 {
     addr.rsplit(':')
         .next()
         .and_then(|p| p.parse().ok())
@@ -113,7 +113,7 @@ fn port_of(addr: &str) -> u16 {
 }
 
 /// The value following `flag` in an argument list.
-fn flag_value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+pub(super) fn flag_value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
     args.iter()
         .position(|a| a == flag)
         .and_then(|i| args.get(i + 1))
@@ -125,7 +125,7 @@ fn flag_value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
 // ---------------------------------------------------------------------------------------
 
 /// `production.toml` as the ConfigMap carries it.
-fn production_toml() -> String {
+pub(super) fn production_toml() -> String {
     let cm = yaml_doc("deploy/k8s/configmap.yaml");
     str_at(
         &cm["data"]["production.toml"],
@@ -155,11 +155,40 @@ fn production_namespace() -> String {
         .unwrap_or_else(|| Settings::builtin().redis.namespace)
 }
 
-fn deployment() -> Value {
-    yaml_doc("deploy/k8s/deployment.yaml")
+/// Every Deployment under deploy/k8s, with the file it is in.
+pub(super) fn deployments() -> Vec<(String, Value)> {
+    files_under("deploy/k8s")
+        .into_iter()
+        .filter(|f| is_yaml(f))
+        .flat_map(|f| {
+            yaml_docs(&f)
+                .into_iter()
+                .filter(|d| d["kind"].as_str() == Some("Deployment"))
+                .map(move |d| (f.clone(), d))
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
-fn worker_container(dep: &Value) -> &Value {
+/// Every systemd unit under deploy/systemd, parsed, with its file name.
+pub(super) fn units() -> Vec<(String, BTreeMap<String, Vec<(String, String)>>)> {
+    let units: Vec<(String, BTreeMap<String, Vec<(String, String)>>)> =
+        files_under("deploy/systemd")
+            .into_iter()
+            .filter(|f| f.ends_with(".service"))
+            .map(|f| {
+                let u = parse_unit(&read(&f), &f);
+                (f, u)
+            })
+            .collect();
+    assert!(
+        units.len() >= 3,
+        "worker, console and receiver units: {units:?}"
+    );
+    units
+}
+
+pub(super) fn worker_container(dep: &Value) -> &Value {
     let containers = dep["spec"]["template"]["spec"]["containers"]
         .as_sequence()
         .expect("containers");
@@ -168,7 +197,7 @@ fn worker_container(dep: &Value) -> &Value {
 }
 
 /// The Deployment's literal env values (those from Secrets are left out).
-fn deployment_env(dep: &Value) -> BTreeMap<String, String> {
+pub(super) fn deployment_env(dep: &Value) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     if let Some(env) = worker_container(dep)["env"].as_sequence() {
         for e in env {
@@ -180,11 +209,11 @@ fn deployment_env(dep: &Value) -> BTreeMap<String, String> {
     out
 }
 
-fn compose() -> Value {
+pub(super) fn compose() -> Value {
     yaml_doc("deploy/compose.yaml")
 }
 
-fn compose_services(c: &Value) -> Vec<(String, &Value)> {
+pub(super) fn compose_services(c: &Value) -> Vec<(String, &Value)> {
     c["services"]
         .as_mapping()
         .expect("compose services")
@@ -194,7 +223,7 @@ fn compose_services(c: &Value) -> Vec<(String, &Value)> {
 }
 
 /// A compose service's command as a list (the image's ENTRYPOINT is `restyle`).
-fn compose_command(svc: &Value, name: &str) -> Vec<String> {
+pub(super) fn compose_command(svc: &Value, name: &str) -> Vec<String> {
     match &svc["command"] {
         Value::String(s) => s.split_whitespace().map(str::to_string).collect(),
         Value::Null => Vec::new(),
@@ -209,7 +238,7 @@ fn runs_restyle(svc: &Value) -> bool {
             .is_some_and(|i| i.starts_with("restyle") || i.contains("/restyle"))
 }
 
-fn compose_env(svc: &Value, name: &str) -> BTreeMap<String, String> {
+pub(super) fn compose_env(svc: &Value, name: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     match &svc["environment"] {
         Value::Mapping(m) => {
@@ -233,7 +262,7 @@ fn compose_env(svc: &Value, name: &str) -> BTreeMap<String, String> {
 
 /// A systemd unit: section → (key, value) in file order. Comments (`#`, `;`), blank lines
 /// and backslash continuations are handled; anything else malformed is a panic.
-fn parse_unit(text: &str, what: &str) -> BTreeMap<String, Vec<(String, String)>> {
+pub(super) fn parse_unit(text: &str, what: &str) -> BTreeMap<String, Vec<(String, String)>> {
     let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
     let mut section: Option<String> = None;
     let mut pending = String::new();
@@ -283,7 +312,7 @@ fn unit() -> BTreeMap<String, Vec<(String, String)>> {
 }
 
 /// The last value of a key in a unit section (systemd: later assignments win).
-fn unit_value<'a>(
+pub(super) fn unit_value<'a>(
     u: &'a BTreeMap<String, Vec<(String, String)>>,
     section: &str,
     key: &str,
@@ -320,7 +349,7 @@ fn parse_env_file(text: &str, what: &str) -> BTreeMap<String, String> {
 }
 
 /// Dockerfile instructions: (INSTRUCTION, arguments), continuations joined, comments out.
-fn dockerfile() -> Vec<(String, String)> {
+pub(super) fn dockerfile() -> Vec<(String, String)> {
     let text = read("deploy/Dockerfile");
     let mut out = Vec::new();
     let mut pending = String::new();
@@ -472,6 +501,13 @@ fn kubernetes_manifests_are_consistent() {
         &v[0]
     };
     let name = |v: &Value| str_at(&v["metadata"]["name"], "name").to_string();
+    // Several Deployments and budgets (worker, console, receiver): the worker's by name.
+    let named = |kind: &str, n: &str| -> &Value {
+        by_kind
+            .get(kind)
+            .and_then(|v| v.iter().find(|d| d["metadata"]["name"].as_str() == Some(n)))
+            .unwrap_or_else(|| panic!("no {kind} {n}"))
+    };
 
     // Kustomization: lists every manifest but the Secret template.
     let kus = yaml_doc("deploy/k8s/kustomization.yaml");
@@ -503,7 +539,7 @@ fn kubernetes_manifests_are_consistent() {
     let secret_keys: BTreeSet<String> = data.keys().map(|k| str_at(k, "key").to_string()).collect();
 
     // The Deployment: image args, probes, security, volumes, secrets, grace.
-    let dep = one("Deployment");
+    let dep = named("Deployment", "restyle-worker");
     let dep_name = name(dep);
     let pod = &dep["spec"]["template"];
     let labels = pod["metadata"]["labels"].clone();
@@ -611,7 +647,7 @@ fn kubernetes_manifests_are_consistent() {
     );
 
     // The PodDisruptionBudget and the ScaledObject point at the Deployment.
-    let pdb = one("PodDisruptionBudget");
+    let pdb = named("PodDisruptionBudget", "restyle-worker");
     assert_eq!(
         pdb["spec"]["selector"]["matchLabels"], labels,
         "PDB selector"
@@ -919,20 +955,22 @@ fn commands_in_deploy_files_are_real_subcommands_and_flags() {
         seen += 1;
     }
 
-    let dep = deployment();
-    let args = strings(&worker_container(&dep)["args"], "deployment args");
-    assert_real_command(&args, "k8s deployment");
-    seen += 1;
+    for (file, dep) in deployments() {
+        let args = strings(&worker_container(&dep)["args"], "deployment args");
+        assert_real_command(&args, &format!("k8s deployment in {file}"));
+        seen += 1;
+    }
 
-    let u = unit();
-    for key in ["ExecStartPre", "ExecStart"] {
-        for (_, line) in u["Service"].iter().filter(|(k, _)| k == key) {
-            let mut words = line.split_whitespace().map(str::to_string);
-            let exe = words.next().expect("executable");
-            let exe = exe.trim_start_matches(['-', '@', ':', '+', '!']);
-            assert!(exe.ends_with("/restyle"), "{key}={line}");
-            assert_real_command(&words.collect::<Vec<_>>(), &format!("systemd {key}"));
-            seen += 1;
+    for (file, u) in units() {
+        for key in ["ExecStartPre", "ExecStart"] {
+            for (_, line) in u["Service"].iter().filter(|(k, _)| k == key) {
+                let mut words = line.split_whitespace().map(str::to_string);
+                let exe = words.next().expect("executable");
+                let exe = exe.trim_start_matches(['-', '@', ':', '+', '!']);
+                assert!(exe.ends_with("/restyle"), "{file}: {key}={line}");
+                assert_real_command(&words.collect::<Vec<_>>(), &format!("{file} {key}"));
+                seen += 1;
+            }
         }
     }
 
@@ -947,7 +985,7 @@ fn commands_in_deploy_files_are_real_subcommands_and_flags() {
     let cmd: Vec<String> = serde_json::from_str(&cmd).expect("CMD in JSON (exec) form");
     assert_real_command(&cmd, "Dockerfile CMD");
     seen += 1;
-    assert!(seen >= 9, "only {seen} commands checked");
+    assert!(seen >= 15, "only {seen} commands checked");
 }
 
 #[test]
@@ -1030,8 +1068,9 @@ fn dockerfile_builds_in_stages_and_runs_unprivileged() {
 #[test]
 fn settings_in_deploy_files_load() {
     // Kubernetes: the ConfigMap layer, selected by the Deployment's RESTYLE_ENV.
-    let dep = deployment();
-    assert_settings_load(&deployment_env(&dep), "k8s deployment");
+    for (file, dep) in deployments() {
+        assert_settings_load(&deployment_env(&dep), &format!("k8s deployment in {file}"));
+    }
 
     // Compose: each restyle service's environment over the built-in settings.
     let c = compose();
@@ -1041,21 +1080,23 @@ fn settings_in_deploy_files_load() {
         }
     }
 
-    // systemd: the unit's Environment= lines and the example EnvironmentFile.
-    let mut env = parse_env_file(
-        &read("deploy/systemd/restyle.env.example"),
-        "restyle.env.example",
-    );
-    for (_, v) in unit()["Service"].iter().filter(|(k, _)| k == "Environment") {
-        for assignment in v.split_whitespace() {
-            let (name, value) = assignment
-                .trim_matches('"')
-                .split_once('=')
-                .unwrap_or_else(|| panic!("Environment={v}"));
-            env.insert(name.to_string(), value.to_string());
+    // systemd: each unit's Environment= lines and the example EnvironmentFile.
+    for (file, u) in units() {
+        let mut env = parse_env_file(
+            &read("deploy/systemd/restyle.env.example"),
+            "restyle.env.example",
+        );
+        for (_, v) in u["Service"].iter().filter(|(k, _)| k == "Environment") {
+            for assignment in v.split_whitespace() {
+                let (name, value) = assignment
+                    .trim_matches('"')
+                    .split_once('=')
+                    .unwrap_or_else(|| panic!("{file}: Environment={v}"));
+                env.insert(name.to_string(), value.to_string());
+            }
         }
+        assert_settings_load(&env, &file);
     }
-    assert_settings_load(&env, "systemd");
 
     // The image's own ENV.
     let mut image_env = BTreeMap::new();

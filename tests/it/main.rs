@@ -10,6 +10,7 @@ mod clips;
 mod compat;
 mod crash;
 mod deploy;
+mod deploy_services;
 mod durability;
 mod durable_writes;
 mod egress;
