@@ -38,6 +38,7 @@ mod report;
 mod results_file;
 mod retention;
 mod secrets;
+mod secrets_serve;
 mod serve;
 mod store;
 mod validation;

@@ -54,7 +54,7 @@ const SECRETS: [(&str, &str); 13] = [
 /// (standard and URL-safe) at each of the three byte alignments it can have inside a
 /// longer encoded text (a JWT payload, a basic-auth header), keeping only the characters
 /// that do not depend on the neighbouring bytes.
-fn encodings(secret: &str) -> Vec<String> {
+pub(super) fn encodings(secret: &str) -> Vec<String> {
     let mut out = vec![secret.to_string(), hex::encode(secret)];
     let pct: String = secret
         .bytes()
@@ -83,7 +83,7 @@ fn encodings(secret: &str) -> Vec<String> {
 }
 
 /// Every key of the test's namespace with its values, whatever the type.
-async fn dump_namespace(app: &TestApp) -> String {
+pub(super) async fn dump_namespace(app: &TestApp) -> String {
     let mut c = app.queue.connection();
     let pattern = format!(
         "{}*",
@@ -119,7 +119,7 @@ async fn dump_namespace(app: &TestApp) -> String {
 }
 
 /// Every file under `dir`, as text (lossy: videos too), by path.
-fn files_under(dir: &Path, out: &mut Vec<(String, String)>) {
+pub(super) fn files_under(dir: &Path, out: &mut Vec<(String, String)>) {
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
         if p.is_dir() {
