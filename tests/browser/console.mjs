@@ -22,7 +22,7 @@
 import { createRequire } from "node:module";
 import { createHash } from "node:crypto";
 import { readFileSync, mkdirSync } from "node:fs";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 
 const env = (name, fallback) => {
   const v = process.env[name] ?? fallback;
@@ -47,9 +47,9 @@ const deps = env("RESTYLE_BROWSER_DEPS");
 const executablePath = env("CHROMIUM", "/usr/bin/chromium");
 const finishMs = Number(env("RESTYLE_FINISH_MS", "60000"));
 // Every other wait (a page to load, an element to appear) is bounded by this.
-const STEP_MS = 15000;
+const STEP_MS = 30000;
 
-const require = createRequire(join(deps, "node_modules") + "/");
+const require = createRequire(resolve(deps, "node_modules") + "/");
 const { chromium } = require("playwright-core");
 const yauzl = require("yauzl");
 
@@ -111,7 +111,7 @@ async function outputUrl(figure) {
 }
 
 async function run() {
-  const browser = await chromium.launch({ executablePath, headless: true, timeout: STEP_MS });
+  const browser = await chromium.launch({ executablePath, headless: true, timeout: 2 * STEP_MS });
   report("launch", true, `chromium ${browser.version()}`);
   const context = await browser.newContext({
     viewport: { width: 1280, height: 800 },
@@ -333,7 +333,7 @@ async function steps(page) {
     if (!(await has(page, sel))) opAbsent.push(sel);
   }
   await shot(page, "operator");
-  const aimlapi = (await page.locator("main").innerText()).includes("aimlapi");
+  const aimlapi = (await page.locator("body").innerText()).includes("aimlapi");
   if (opAbsent.length === 0) {
     const inTable = (await page.locator("#providers").innerText()).includes("aimlapi");
     report("operator_page", inTable, `#providers, #queue, #dead shown; aimlapi ${inTable ? "listed" : "NOT listed"} in #providers`);
