@@ -66,6 +66,17 @@ const shot = async (page, name) => {
   await page.screenshot({ path: join(shots, `${name}.png`) });
 };
 const has = async (page, selector) => (await page.locator(selector).count()) > 0;
+/// Clicks a form's submit button and waits for the page it leads to (a redirect or the
+/// form again with its errors).
+async function submitted(page, button) {
+  await Promise.all([
+    page.waitForEvent("framenavigated", { predicate: (fr) => fr === page.mainFrame() }),
+    button.click(),
+  ]);
+  await page.waitForLoadState("load");
+}
+/// The `.err` texts a page shows.
+const errors = async (page) => (await page.locator(".err").allInnerTexts()).join(" | ") || "no .err shown";
 const sha256 = (buf) => createHash("sha256").update(buf).digest("hex");
 
 /// The zip's file entries: name and bytes.
@@ -156,10 +167,11 @@ async function steps(page) {
   }
   await shot(page, "signin");
   await page.locator(`${signin} input[name=token]`).fill(token);
-  await Promise.all([
-    page.waitForURL(`${base}/console/batches`),
-    page.locator(`${signin} button[type=submit]`).click(),
-  ]);
+  await submitted(page, page.locator(`${signin} button[type=submit]`));
+  if (page.url() !== `${base}/console/batches`) {
+    report("signin", false, `stayed at ${page.url()}: ${await errors(page)}`);
+    return;
+  }
   report("signin", true, "signed in with the operator token, landed on /console/batches");
 
   // --- new batch -------------------------------------------------------------------
@@ -227,10 +239,11 @@ async function steps(page) {
 
   let start = `${form} button#start[type=submit]`;
   if (!(await has(page, start))) start = `${form} button[type=submit]`;
-  await Promise.all([
-    page.waitForURL(/\/console\/batches\/[^/?#]+$/),
-    page.locator(start).click(),
-  ]);
+  await submitted(page, page.locator(start));
+  if (!/^\/console\/batches\/[^/]+$/.test(new URL(page.url()).pathname)) {
+    report("submit", false, `stayed at ${page.url()}: ${await errors(page)}`);
+    return;
+  }
   const batchId = decodeURIComponent(new URL(page.url()).pathname.split("/").pop());
   report("submit", true, `form submitted, landed on /console/batches/${batchId}`, { batch_id: batchId });
 
