@@ -4,6 +4,7 @@ mod admission;
 mod architecture;
 mod bad_input;
 mod blocking;
+mod browser;
 mod budget;
 mod check_config;
 mod clips;
