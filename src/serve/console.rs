@@ -141,7 +141,7 @@ pub async fn signin_form() -> Response {
 fn signin_body(error: Option<&str>) -> Markup {
     html! {
         @if let Some(e) = error { p class="err" { (e) } }
-        form method="post" action="/console/signin" {
+        form #signin method="post" action="/console/signin" {
             label { "API token " input type="password" name="token" autocomplete="off" required; }
             " "
             button type="submit" { "Sign in" }

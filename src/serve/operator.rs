@@ -34,12 +34,12 @@ pub async fn show(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Respon
     };
     let body = html! {
         h2 { "Queue" }
-        table {
+        table #queue {
             tr { th { "Ready" } th { "Waiting (parked)" } th { "Running (leased)" } }
             tr { td { (ready) } td { (parked) } td { (leased) } }
         }
         h2 { "Providers" }
-        table {
+        table #providers {
             tr { th { "Provider" } th { "In flight" } th { "Cap" } th { "Rate (last s)" }
                  th { "Limit /s" } th { "Cool-down ms" } th { "Paused" } th {} }
             @for (name, p) in &providers {
@@ -60,9 +60,9 @@ pub async fn show(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Respon
             }
         }
         h2 { "Dead jobs" }
-        @if dead.is_empty() { p { "None." } }
+        @if dead.is_empty() { p #dead { "None." } }
         @else {
-            table {
+            table #dead {
                 tr { th { "Job" } th { "Reason" } }
                 @for d in &dead { tr { td { (d.job_id) } td class="err" { (d.reason) } } }
             }

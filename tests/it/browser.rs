@@ -43,12 +43,11 @@ const STEPS: &[&str] = &[
     "end",
 ];
 
-/// Steps whose contract elements (`/work/notes/contract.md`: ids and fields the console
+/// Steps whose contract elements (`tests/browser/CONTRACT.md`: ids and fields the console
 /// promises) are built on other branches: until those land they may report
 /// `"missing": true` (printed loudly). Once a step passes it must leave this list, so the
 /// test stays strict: a pending step that passes fails the test until it is removed.
 const PENDING: &[&str] = &[
-    "signin_page",
     "new_batch_form",
     "upload_clip",
     "live_page",
@@ -57,7 +56,6 @@ const PENDING: &[&str] = &[
     "mark_kept",
     "download_kept",
     "kept_zip",
-    "operator_page",
 ];
 
 /// Screenshots `console.mjs` writes (PNG, 1280×800).

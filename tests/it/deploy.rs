@@ -16,6 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+/// A parsed systemd unit: section → (key, value) in file order.
+pub(super) type Unit = BTreeMap<String, Vec<(String, String)>>;
+
 /// Time the fleet gets past `worker.shutdown_grace` before a SIGKILL, at least.
 const MIN_STOP_MARGIN: Duration = Duration::from_secs(10);
 
@@ -171,16 +174,15 @@ pub(super) fn deployments() -> Vec<(String, Value)> {
 }
 
 /// Every systemd unit under deploy/systemd, parsed, with its file name.
-pub(super) fn units() -> Vec<(String, BTreeMap<String, Vec<(String, String)>>)> {
-    let units: Vec<(String, BTreeMap<String, Vec<(String, String)>>)> =
-        files_under("deploy/systemd")
-            .into_iter()
-            .filter(|f| f.ends_with(".service"))
-            .map(|f| {
-                let u = parse_unit(&read(&f), &f);
-                (f, u)
-            })
-            .collect();
+pub(super) fn units() -> Vec<(String, Unit)> {
+    let units: Vec<(String, Unit)> = files_under("deploy/systemd")
+        .into_iter()
+        .filter(|f| f.ends_with(".service"))
+        .map(|f| {
+            let u = parse_unit(&read(&f), &f);
+            (f, u)
+        })
+        .collect();
     assert!(
         units.len() >= 3,
         "worker, console and receiver units: {units:?}"
@@ -262,8 +264,8 @@ pub(super) fn compose_env(svc: &Value, name: &str) -> BTreeMap<String, String> {
 
 /// A systemd unit: section → (key, value) in file order. Comments (`#`, `;`), blank lines
 /// and backslash continuations are handled; anything else malformed is a panic.
-pub(super) fn parse_unit(text: &str, what: &str) -> BTreeMap<String, Vec<(String, String)>> {
-    let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+pub(super) fn parse_unit(text: &str, what: &str) -> Unit {
+    let mut out: Unit = BTreeMap::new();
     let mut section: Option<String> = None;
     let mut pending = String::new();
     for (n, raw) in text.lines().enumerate() {
@@ -304,7 +306,7 @@ pub(super) fn parse_unit(text: &str, what: &str) -> BTreeMap<String, Vec<(String
     out
 }
 
-fn unit() -> BTreeMap<String, Vec<(String, String)>> {
+fn unit() -> Unit {
     parse_unit(
         &read("deploy/systemd/restyle-worker.service"),
         "restyle-worker.service",
@@ -312,11 +314,7 @@ fn unit() -> BTreeMap<String, Vec<(String, String)>> {
 }
 
 /// The last value of a key in a unit section (systemd: later assignments win).
-pub(super) fn unit_value<'a>(
-    u: &'a BTreeMap<String, Vec<(String, String)>>,
-    section: &str,
-    key: &str,
-) -> Option<&'a str> {
+pub(super) fn unit_value<'a>(u: &'a Unit, section: &str, key: &str) -> Option<&'a str> {
     u.get(section)?
         .iter()
         .rev()
