@@ -53,16 +53,35 @@ fn runtime(app: &TestApp, poll: PollSettings, min_samples: u32) -> Runtime {
     Runtime::new(app.queue.clone(), s, ups)
 }
 
-/// Runs one stage (the submit of the only queued job) and returns how long after now
-/// the job is parked until.
+/// Runs one stage (the submit of the only queued job) and returns the wait it was parked
+/// for: its due time minus the transition's own time (`updated_at`, the Redis clock), so
+/// a slow step on a loaded machine does not count. The job stays parked (the caller
+/// drives it on, or uses [`probe_wait`]).
 async fn first_wait(app: &TestApp, rt: &Runtime, batch: &str) -> Duration {
     app.enqueue(batch, &prompts(1)).await;
-    let before = app.queue.now_ms();
     assert_eq!(worker::step(rt).await.unwrap(), Stepped::Processed);
     let job = restyle::job::job_id(batch, 0);
     let mut c = app.queue.connection();
-    let due: f64 = c.zscore(app.queue.keys().parked(), &job).await.unwrap();
-    Duration::from_millis((due as u64).saturating_sub(before))
+    let due: Option<f64> = c.zscore(app.queue.keys().parked(), &job).await.unwrap();
+    let at: Option<u64> = c
+        .hget(app.queue.keys().job(&job), "updated_at")
+        .await
+        .unwrap();
+    let (Some(due), Some(at)) = (due, at) else {
+        panic!("{batch}: the step did not park its job (due {due:?}, updated_at {at:?})");
+    };
+    Duration::from_millis((due as u64).saturating_sub(at))
+}
+
+/// [`first_wait`], then the batch cancelled: its parked job cannot fall due and be what
+/// the next step claims instead of the next batch's.
+async fn probe_wait(app: &TestApp, rt: &Runtime, batch: &str) -> Duration {
+    let w = first_wait(app, rt, batch).await;
+    let ups = restyle::upstream::build_all(&app.settings).expect("providers");
+    restyle::ops::cancel(&app.queue, &ups, &app.info(batch).await)
+        .await
+        .unwrap();
+    w
 }
 
 async fn plant(app: &TestApp, samples: &[Sample]) {
@@ -125,7 +144,7 @@ async fn the_configured_schedule_holds_until_there_is_enough_history() {
     let rt = runtime(&app, scaled_poll(Duration::from_secs(10)), 32);
     // 31 completions around 2 s: one short of min_samples.
     plant(&app, &around(2000, 31)).await;
-    let w = first_wait(&app, &rt, "few").await;
+    let w = probe_wait(&app, &rt, "few").await;
     assert!(
         w <= Duration::from_millis(200),
         "the configured 150 ms, got {w:?}"
@@ -133,7 +152,7 @@ async fn the_configured_schedule_holds_until_there_is_enough_history() {
     // A fresh process (no cached distribution) with the 32nd: placed by the distribution.
     plant(&app, &around(2400, 1)).await;
     let rt = runtime(&app, scaled_poll(Duration::from_secs(10)), 32);
-    let w = first_wait(&app, &rt, "enough").await;
+    let w = probe_wait(&app, &rt, "enough").await;
     assert!(
         w >= Duration::from_millis(1900),
         "learned, near 2 s: got {w:?}"
@@ -143,7 +162,7 @@ async fn the_configured_schedule_holds_until_there_is_enough_history() {
     for p in rt.settings.providers.values_mut() {
         p.learned_poll.enabled = false;
     }
-    let w = first_wait(&app, &rt, "off").await;
+    let w = probe_wait(&app, &rt, "off").await;
     assert!(w <= Duration::from_millis(200), "off: got {w:?}");
 }
 
