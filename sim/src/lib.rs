@@ -31,7 +31,7 @@ mod economy_tests;
 mod tests;
 
 pub use limits::{RequestKind, RequestLogEntry};
-pub use media::output_bytes;
+pub use media::{clip_for, output_bytes};
 pub use push::PushStats;
 pub use state::{Knobs, LatencyDist, ProviderCounters, SimState, SimStats, Spread};
 
@@ -182,6 +182,20 @@ impl SimHandle {
     /// The current knobs.
     pub fn knobs(&self) -> Knobs {
         self.state.knobs()
+    }
+
+    /// The exact bytes `/sim/files` serves as the output of a completed generation (its
+    /// prompt's sample clip and its id, see [`output_bytes`]); `None` for an id that is not
+    /// a completed generation.
+    pub fn output_of(&self, generation_id: &str) -> Option<Vec<u8>> {
+        let view = self
+            .state
+            .lock()
+            .view(generation_id, std::time::Instant::now());
+        match view {
+            Some(state::View::Completed { clip, .. }) => Some(output_bytes(clip, generation_id)),
+            _ => None,
+        }
     }
 
     /// Stops accepting connections and lets open requests finish.

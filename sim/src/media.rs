@@ -11,20 +11,42 @@ use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use futures::StreamExt;
+use sha2::{Digest, Sha256};
 use std::time::Instant;
 
 use crate::state::{SimState, View};
 
-/// A real, playable 1 s 160x90 H.264 MP4 (made once with ffmpeg's test source).
-const SAMPLE_MP4: &[u8] = include_bytes!("../assets/sample.mp4");
+/// Real, playable 4 s 320x180 H.264 MP4s, each visibly different (colour, pattern and a
+/// numbered caption), made once with ffmpeg (the commands are in `assets/README.md`).
+/// A generation's output is one of them, chosen by its prompt.
+const CLIPS: [&[u8]; 6] = [
+    include_bytes!("../assets/variant-1.mp4"),
+    include_bytes!("../assets/variant-2.mp4"),
+    include_bytes!("../assets/variant-3.mp4"),
+    include_bytes!("../assets/variant-4.mp4"),
+    include_bytes!("../assets/variant-5.mp4"),
+    include_bytes!("../assets/variant-6.mp4"),
+];
 
-/// The exact bytes served as the output of `generation_id`: the sample MP4 followed by a
-/// `free` box holding the id, so every output differs and still plays.
-pub fn output_bytes(generation_id: &str) -> Vec<u8> {
+/// Which sample clip a prompt's output is: the first eight bytes of the prompt's SHA-256,
+/// modulo the number of clips, so the same prompt always looks the same and different
+/// prompts mostly look different.
+pub fn clip_for(prompt: &str) -> usize {
+    let digest = Sha256::digest(prompt.as_bytes());
+    let mut head = [0u8; 8];
+    head.copy_from_slice(&digest[..8]);
+    (u64::from_be_bytes(head) % CLIPS.len() as u64) as usize
+}
+
+/// The exact bytes served as the output of `generation_id` whose prompt chose `clip`
+/// ([`clip_for`]): that sample MP4 followed by a `free` box holding the id, so every
+/// output differs and still plays.
+pub fn output_bytes(clip: usize, generation_id: &str) -> Vec<u8> {
+    let sample = CLIPS[clip % CLIPS.len()];
     let id = generation_id.as_bytes();
     let size = u32::try_from(8 + id.len()).expect("generation id fits an MP4 box");
-    let mut out = Vec::with_capacity(SAMPLE_MP4.len() + 8 + id.len());
-    out.extend_from_slice(SAMPLE_MP4);
+    let mut out = Vec::with_capacity(sample.len() + 8 + id.len());
+    out.extend_from_slice(sample);
     out.extend_from_slice(&size.to_be_bytes());
     out.extend_from_slice(b"free");
     out.extend_from_slice(id);
@@ -79,7 +101,7 @@ pub(crate) async fn download(
         return plain(StatusCode::NOT_FOUND, "Not Found");
     };
     let now = Instant::now();
-    let (expired, redirect, stall) = {
+    let (expired, redirect, stall, clip) = {
         let mut inner = state.lock();
         if headers.contains_key(header::AUTHORIZATION) {
             inner.stats.downloads_with_authorization += 1;
@@ -91,12 +113,12 @@ pub(crate) async fn download(
         let redirect = inner.knobs.output_redirect.clone();
         let stall = inner.knobs.output_stall_after;
         match inner.view(&id, now) {
-            Some(View::Completed { at, .. }) => {
+            Some(View::Completed { at, clip, .. }) => {
                 let expired = ttl.is_some_and(|ttl| now >= at + ttl);
                 if expired {
                     inner.stats.forbidden_total += 1;
                 }
-                (expired, redirect, stall)
+                (expired, redirect, stall, clip)
             }
             _ => return plain(StatusCode::NOT_FOUND, "Not Found"),
         }
@@ -108,7 +130,7 @@ pub(crate) async fn download(
         return (StatusCode::FOUND, [(header::LOCATION, to)]).into_response();
     }
 
-    let body = output_bytes(&id);
+    let body = output_bytes(clip, &id);
     if let Some(sent) = stall {
         return stalled(body, sent);
     }
@@ -230,16 +252,31 @@ mod range_tests {
 
     #[test]
     fn outputs_are_unique_mp4s() {
-        let a = output_bytes("a:klingai/video-o1-video-to-video-edit");
-        let b = output_bytes("b:klingai/video-o1-video-to-video-edit");
+        let a = output_bytes(2, "a:klingai/video-o1-video-to-video-edit");
+        let b = output_bytes(2, "b:klingai/video-o1-video-to-video-edit");
         assert_ne!(a, b);
         assert_eq!(&a[4..8], b"ftyp");
-        let tail = &a[SAMPLE_MP4.len()..];
+        let tail = &a[CLIPS[2].len()..];
         assert_eq!(
             u32::from_be_bytes([tail[0], tail[1], tail[2], tail[3]]) as usize,
             tail.len()
         );
         assert_eq!(&tail[4..8], b"free");
         assert_eq!(id_from_token(&token_for("x:y/z")).as_deref(), Some("x:y/z"));
+    }
+
+    #[test]
+    fn the_clips_are_distinct_small_mp4s_and_prompts_spread_over_them() {
+        for (i, c) in CLIPS.iter().enumerate() {
+            assert_eq!(&c[4..8], b"ftyp", "clip {i}");
+            assert!(c.len() <= 60 * 1024, "clip {i}: {} bytes", c.len());
+            for d in &CLIPS[i + 1..] {
+                assert_ne!(c, d);
+            }
+        }
+        assert_eq!(clip_for("neon night"), clip_for("neon night"));
+        let used: std::collections::HashSet<usize> =
+            (0..64).map(|i| clip_for(&format!("prompt {i}"))).collect();
+        assert_eq!(used.len(), CLIPS.len(), "64 prompts reach every clip");
     }
 }

@@ -148,7 +148,10 @@ async fn lifecycle_poll_and_download() {
     assert_eq!(dl.status(), StatusCode::OK);
     assert_eq!(dl.headers()["content-type"], "video/mp4");
     let bytes = dl.bytes().await.unwrap();
-    assert_eq!(Sha256::digest(&bytes), Sha256::digest(output_bytes(&id)));
+    assert_eq!(
+        Sha256::digest(&bytes),
+        Sha256::digest(sim.output_of(&id).unwrap())
+    );
 
     let ranged = Client::new()
         .get(url)
@@ -520,4 +523,46 @@ async fn request_bytes_are_counted_per_protocol_as_they_arrive() {
     let c = &sim.stats().by_provider["aimlapi"];
     assert_eq!(c.request_bytes_total, len + 7);
     assert!(!sim.stats().by_provider.contains_key("fal"));
+}
+
+/// Downloads the output of a completed generation of `prompt`; returns it and its id.
+async fn output_of_prompt(sim: &SimHandle, prompt: &str) -> (Vec<u8>, String) {
+    let id = submit_ok(sim, &edit_body(prompt)).await;
+    let (_, last) = poll_until_terminal(sim, &id).await;
+    assert_eq!(last["status"], "completed", "{last}");
+    let url = last["video"]["url"].as_str().unwrap();
+    let bytes = reqwest::get(url).await.unwrap().bytes().await.unwrap();
+    (bytes.to_vec(), id)
+}
+
+#[tokio::test]
+async fn outputs_differ_by_prompt_and_the_same_prompt_gets_the_same_clip() {
+    let sim = start(fast_knobs()).await;
+    let (a, b) = ("a neon city at night", "snow falling");
+    assert_ne!(clip_for(a), clip_for(b), "two prompts of different clips");
+    let (first, id1) = output_of_prompt(&sim, a).await;
+    let (again, id2) = output_of_prompt(&sim, a).await;
+    let (other, id3) = output_of_prompt(&sim, b).await;
+    // Each output is its clip followed by a `free` box of 8 bytes and the id.
+    let clip = |bytes: &[u8], id: &str| bytes[..bytes.len() - 8 - id.len()].to_vec();
+    assert_eq!(
+        clip(&first, &id1),
+        clip(&again, &id2),
+        "same prompt, same clip"
+    );
+    assert_ne!(
+        clip(&first, &id1),
+        clip(&other, &id3),
+        "other prompt, other clip"
+    );
+    assert_ne!(first, again, "still a distinct file per generation");
+    for (bytes, id) in [(&first, &id1), (&other, &id3)] {
+        let probed = crate::probe::read(bytes).expect("a playable MP4");
+        assert!(
+            (3.0..=5.0).contains(&probed.seconds),
+            "{id}: {} s",
+            probed.seconds
+        );
+        assert_eq!((probed.width, probed.height), (320, 180));
+    }
 }

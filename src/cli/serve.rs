@@ -26,14 +26,11 @@ pub async fn run(settings: Settings, listen: SocketAddr) -> Result<(), CliError>
         );
     }
     tracing::info!(%addr, tokens = tokens.len(), "API listening.");
-    let state = Arc::new(crate::serve::AppState {
-        settings,
-        queue,
-        upstreams,
-        store,
-        tokens,
-        sessions: Default::default(),
-    });
+    let state = Arc::new(crate::serve::AppState::new(
+        settings, queue, upstreams, store, tokens,
+    ));
+    // Removes uploads no batch used within `[serve] upload_ttl`; ends with the process.
+    let _sweeper = crate::serve::upload::spawn_sweeper(state.clone());
     let stop = tokio_util::sync::CancellationToken::new();
     let s2 = stop.clone();
     tokio::spawn(async move {

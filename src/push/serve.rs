@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
 
 /// Header bytes a request may carry (hyper's smallest buffer is 8 KiB).
 const MAX_HEADER_BUF: usize = 16 * 1024;
@@ -33,7 +34,7 @@ pub async fn serve(
             p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
             _ = stop.cancelled() => return,
         };
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             a = listener.accept() => match a {
                 Ok(a) => a,
                 Err(e) => {
@@ -44,7 +45,14 @@ pub async fn serve(
             },
             _ = stop.cancelled() => return,
         };
-        let service = TowerToHyperService::new(app.clone());
+        // The peer's address, as `ConnectInfo` (what `serve`'s per-address limits key on).
+        let service = TowerToHyperService::new(app.clone().map_request(
+            move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                req
+            },
+        ));
         tokio::spawn(async move {
             let _permit = permit;
             let mut b = hyper::server::conn::http1::Builder::new();

@@ -77,6 +77,7 @@ pub(super) async fn enqueue(
     st: &AppState,
     mut req: CreateBatch,
 ) -> Result<(crate::producer::Enqueued, Vec<String>), ApiError> {
+    let uploads: Vec<String> = req.video.iter().chain(&req.images).cloned().collect();
     if let Some(v) = req.video.as_mut() {
         match super::upload::resolve(st, "video", v)? {
             Some(path) => *v = path,
@@ -109,6 +110,8 @@ pub(super) async fn enqueue(
     let mut b = batch::from_flags(&flags, &st.settings.limits)?;
     let notes = batch::probe::preflight(&mut b, &st.settings, "request", req.skip_probe).await?;
     let done = crate::producer::enqueue_with(&st.queue, &b, st.store.as_deref()).await?;
+    let used: Vec<&str> = uploads.iter().map(String::as_str).collect();
+    super::upload::touch(st, &used);
     tracing::info!(batch_id = %done.batch_id, added = done.added, "Batch enqueued over the API.");
     Ok((done, notes))
 }

@@ -1,7 +1,10 @@
 //! Access to the API: bearer tokens checked against the SHA-256 digests in `[serve]`, in
 //! constant time, and the role each grants. A request without a valid token is refused
-//! 401; a read-only token is refused 403 on anything that changes state. The token is
-//! never logged: only the name of the entry it matched.
+//! 401; a read-only token is refused 403 on anything that changes state. Bad tokens count
+//! against the client address (`throttle`): past `[serve] auth_failures_per_minute` the
+//! address gets 429 with `Retry-After`, whatever token it sends, until its lock-out ends.
+//! A request with no `Authorization` header at all is not counted. The token is never
+//! logged: only the name of the entry it matched.
 
 use super::error::ApiError;
 use super::AppState;
@@ -65,7 +68,17 @@ pub async fn require_token(
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
+    let ip = super::peer(req.extensions());
+    if let Some(wait) = state.throttle.locked_out(ip) {
+        return Err(ApiError::Throttled(super::throttle::retry_after_secs(wait)));
+    }
     let Some(token) = bearer(&req).and_then(|t| find(&state.tokens, t)) else {
+        if req.headers().contains_key(header::AUTHORIZATION) {
+            if let Some(wait) = state.throttle.failed(ip) {
+                tracing::warn!(%ip, "Too many bad API tokens from one address; locked out.");
+                return Err(ApiError::Throttled(super::throttle::retry_after_secs(wait)));
+            }
+        }
         return Err(ApiError::Unauthorized);
     };
     if mutating(req.method()) && token.role != Role::Operator {

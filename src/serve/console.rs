@@ -155,8 +155,35 @@ pub struct SignIn {
     pub token: String,
 }
 
-pub async fn signin(State(st): Shared, Form(f): Form<SignIn>) -> Response {
+/// A sign-in refused for too many failed ones from this address (429, `Retry-After`).
+fn throttled(wait: std::time::Duration) -> Response {
+    let secs = super::throttle::retry_after_secs(wait);
+    let message = format!("Too many failed sign-ins from this address; try again in {secs} s.");
+    let mut res = page(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Sign in",
+        None,
+        signin_body(Some(&message)),
+    );
+    res.headers_mut().insert(header::RETRY_AFTER, secs.into());
+    res
+}
+
+/// Signing in: failures count against the client address (`throttle`); a locked-out
+/// address is refused before its token is looked at.
+pub async fn signin(
+    State(st): Shared,
+    super::throttle::ClientIp(ip): super::throttle::ClientIp,
+    Form(f): Form<SignIn>,
+) -> Response {
+    if let Some(wait) = st.throttle.locked_out(ip) {
+        return throttled(wait);
+    }
     let Some(t) = super::auth::find(&st.tokens, f.token.trim()) else {
+        if let Some(wait) = st.throttle.failed(ip) {
+            tracing::warn!(%ip, "Too many failed console sign-ins from one address; locked out.");
+            return throttled(wait);
+        }
         return page(
             StatusCode::UNAUTHORIZED,
             "Sign in",

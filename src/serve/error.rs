@@ -1,6 +1,8 @@
 //! The API's one error type and its JSON form: `{"error": {"field", "message"}}` with a
 //! status saying whose fault it is (400 bad request, 401/403 access, 404 no such batch,
-//! 413 too large, 409 an id taken by another batch, 503 Redis unavailable, 500 anything else). Internal
+//! 413 too large, 409 an id taken by another batch, 429 too many failed tokens from one
+//! address (with `Retry-After`), 503 Redis unavailable, 507 the uploads directory full,
+//! 500 anything else). Internal
 //! errors are logged and answered with a generic message.
 
 use crate::batch::BatchError;
@@ -24,6 +26,10 @@ pub enum ApiError {
     },
     #[error("{field}: {message}")]
     TooLarge { field: String, message: String },
+    #[error("{field}: {message}")]
+    Full { field: String, message: String },
+    #[error("too many failed tokens from this address; try again in {0} s")]
+    Throttled(u64),
     #[error("no batch {0}")]
     NotFound(String),
     #[error("batch id {0} is taken by a different batch")]
@@ -80,6 +86,8 @@ impl ApiError {
             ApiError::TooLarge { field, .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, Some(field.clone()))
             }
+            ApiError::Full { field, .. } => (StatusCode::INSUFFICIENT_STORAGE, Some(field.clone())),
+            ApiError::Throttled(_) => (StatusCode::TOO_MANY_REQUESTS, None),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, Some("batch_id".to_owned())),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, Some("batch_id".to_owned())),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, None),
@@ -95,9 +103,9 @@ impl IntoResponse for ApiError {
         }
         let (status, field) = self.status_and_field();
         let message = match &self {
-            ApiError::Invalid { message, .. } | ApiError::TooLarge { message, .. } => {
-                message.clone()
-            }
+            ApiError::Invalid { message, .. }
+            | ApiError::TooLarge { message, .. }
+            | ApiError::Full { message, .. } => message.clone(),
             other => other.to_string(),
         };
         let mut err = json!({ "field": field, "message": message });
@@ -108,6 +116,10 @@ impl IntoResponse for ApiError {
             err["variant"] = json!(v);
         }
         let mut res = (status, Json(json!({ "error": err }))).into_response();
+        if let ApiError::Throttled(secs) = &self {
+            res.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, (*secs).into());
+        }
         if status == StatusCode::UNAUTHORIZED {
             res.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

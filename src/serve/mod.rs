@@ -3,9 +3,11 @@
 //! and `session`)
 //! over the same functions the CLI calls. `api` holds the
 //! handlers, `auth` the bearer tokens and roles, `error` the JSON errors, `openapi` the
-//! document, `upload` the streamed uploads a batch can name. `/healthz` is open; everything under `/api/v1` needs a token. Requests are
-//! bounded: body size ([`MAX_BODY_BYTES`]), connections and time per request (the
-//! push receiver's server loop, `push::serve`).
+//! document, `upload` the streamed uploads a batch can name (and their expiry),
+//! `parts` the new-batch form's multipart body, `throttle` the limit on failed tokens per
+//! client address. `/healthz` is open; everything under `/api/v1` needs a token. Requests are
+//! bounded: body size ([`MAX_BODY_BYTES`]; the new-batch form: [`form_body_limit`]),
+//! connections and time per request (the push receiver's server loop, `push::serve`).
 
 mod api;
 pub mod auth;
@@ -16,7 +18,9 @@ pub mod session;
 mod error;
 mod openapi;
 mod operator;
-mod upload;
+mod parts;
+pub mod throttle;
+pub mod upload;
 
 pub use error::ApiError;
 
@@ -46,6 +50,48 @@ pub struct AppState {
     pub tokens: Vec<ApiToken>,
     /// The console's signed-in sessions.
     pub sessions: session::Sessions,
+    /// Failed sign-ins and bad bearer tokens per client address.
+    pub throttle: throttle::Throttle,
+}
+
+impl AppState {
+    /// The state of a `serve` with these parts (no sessions yet).
+    pub fn new(
+        settings: Settings,
+        queue: Queue,
+        upstreams: Upstreams,
+        store: Option<Arc<ObjectSink>>,
+        tokens: Vec<ApiToken>,
+    ) -> Self {
+        let throttle = throttle::Throttle::new(settings.serve.auth_failures_per_minute);
+        AppState {
+            settings,
+            queue,
+            upstreams,
+            store,
+            tokens,
+            sessions: Default::default(),
+            throttle,
+        }
+    }
+}
+
+/// The largest new-batch form body: a clip, the images, a prompts CSV and the text
+/// fields each at their own cap (each part is also held to its cap as it is read).
+pub fn form_body_limit(settings: &Settings) -> usize {
+    let video = settings.limits.max_video_bytes;
+    let images = parts::MAX_IMAGES as u64 * video.min(upload::MAX_IMAGE_BYTES);
+    let total = video + images + parts::MAX_CSV_BYTES + 2 * MAX_BODY_BYTES as u64;
+    usize::try_from(total).unwrap_or(usize::MAX)
+}
+
+/// The client address of a request (the TCP peer; unspecified when the server was not
+/// started with connection info).
+pub(crate) fn peer(extensions: &axum::http::Extensions) -> std::net::IpAddr {
+    extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
 }
 
 impl std::fmt::Debug for AppState {
@@ -80,7 +126,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/", get(console::index))
         .route("/signin", get(console::signin_form).post(console::signin))
         .route("/signout", post(console::signout))
-        .route("/new", get(compose::show).post(compose::submit))
+        .route(
+            "/new",
+            get(compose::show)
+                .post(compose::submit)
+                .layer(DefaultBodyLimit::max(form_body_limit(&state.settings))),
+        )
         .route("/operator", get(operator::show))
         .route("/providers/{provider}/resume", post(operator::resume))
         .route("/batches", get(console::batches))

@@ -24,7 +24,10 @@ async fn assert_nothing_lost(
     assert_eq!(ids.len(), lines.len(), "exactly one result line per job");
     assert_eq!(lines.len(), n, "a result line for every job");
     for l in lines.iter().filter(|l| l.state == "succeeded") {
-        let served = restyle::sim::output_bytes(l.upstream_id.as_ref().unwrap());
+        let served = app
+            .sim
+            .output_of(l.upstream_id.as_ref().unwrap())
+            .expect("a completed generation");
         let want = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&served));
         assert_eq!(l.sha256.as_deref(), Some(want.as_str()));
         let f = app.out.path().join(l.file.as_ref().unwrap());

@@ -243,7 +243,10 @@ async fn egress_the_same_name_is_allowed_once_on_egress_allow_in_a_worker_proces
             .as_deref()
             .unwrap()
             .starts_with("http://localhost:"));
-        let served = restyle::sim::output_bytes(l.upstream_id.as_deref().unwrap());
+        let served = app
+            .sim
+            .output_of(l.upstream_id.as_deref().unwrap())
+            .expect("a completed generation");
         let file = app.out.path().join(l.file.as_deref().unwrap());
         assert_eq!(std::fs::read(file).unwrap(), served);
     }

@@ -41,6 +41,7 @@ mod retention;
 mod secrets;
 mod secrets_serve;
 mod serve;
+mod serve_form;
 mod store;
 mod validation;
 mod waiting;

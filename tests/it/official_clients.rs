@@ -103,7 +103,13 @@ async fn assert_output(sim: &SimHandle, url: &str, id: &str) {
     let prefix = format!("{}/sim/files/", sim.base_url());
     assert!(url.starts_with(&prefix) && url.ends_with(".mp4"), "{url}");
     let got = reqwest::get(url).await.unwrap().bytes().await.unwrap();
-    assert_eq!(got.as_ref(), sim::output_bytes(id).as_slice(), "{url}");
+    assert_eq!(
+        got.as_ref(),
+        sim.output_of(id)
+            .expect("a completed generation")
+            .as_slice(),
+        "{url}"
+    );
 }
 
 #[tokio::test]
@@ -213,7 +219,9 @@ async fn aimlapi_sdk_generates_with_polling_edit_and_reference() {
         assert_output(&sim, l["url"].as_str().unwrap(), id).await;
     }
     let b = checks(&lines, "bytes")[0];
-    let want = sim::output_bytes(b["id"].as_str().unwrap());
+    let want = sim
+        .output_of(b["id"].as_str().unwrap())
+        .expect("a completed generation");
     let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&want));
     assert_eq!(b["sha256"], sha.as_str());
     let a = &sim.stats().by_provider["aimlapi"];

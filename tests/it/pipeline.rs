@@ -53,7 +53,10 @@ async fn twenty_prompts_through_two_worker_processes() {
     for l in &lines {
         assert_eq!(l.state, "succeeded");
         let file = dir.join(l.file.as_ref().expect("file"));
-        let served = restyle::sim::output_bytes(l.upstream_id.as_ref().expect("upstream id"));
+        let served = app
+            .sim
+            .output_of(l.upstream_id.as_ref().expect("upstream id"))
+            .expect("a completed generation");
         assert_eq!(
             l.sha256.as_deref().unwrap(),
             hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&served))

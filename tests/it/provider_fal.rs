@@ -62,7 +62,11 @@ fn assert_all_served(app: &TestApp, batch_id: &str, n: usize) -> Vec<ResultLine>
     assert_eq!(lines.len(), n);
     for l in &lines {
         assert_eq!(l.state, "succeeded", "{l:?}");
-        let want = sha256_hex(&restyle::sim::output_bytes(&request_id(l)));
+        let want = sha256_hex(
+            &app.sim
+                .output_of(&request_id(l))
+                .expect("a completed generation"),
+        );
         assert_eq!(l.sha256.as_deref(), Some(want.as_str()));
         let file = app.out.path().join(l.file.as_deref().unwrap());
         assert_eq!(sha256_file(&file).unwrap(), want);
@@ -350,7 +354,10 @@ async fn wire_quirks_key_auth_string_duration_status_codes_and_cancel() {
         .await
         .unwrap();
     let video = get(out["video"]["url"].as_str().unwrap()).await.unwrap();
-    assert_eq!(video.bytes().await.unwrap(), restyle::sim::output_bytes(id));
+    assert_eq!(
+        video.bytes().await.unwrap(),
+        app.sim.output_of(id).expect("a completed generation")
+    );
     let put = |u: String| http.put(u).header("Authorization", &key).send();
     let r = put(q["cancel_url"].as_str().unwrap().to_string())
         .await

@@ -82,7 +82,9 @@ fn assert_outputs(app: &TestApp, batch: &str, n: usize) {
     for l in lines.iter().filter(|l| l.state == "succeeded") {
         let id = l.upstream_id.as_deref().unwrap();
         assert!(id.bytes().all(|b| b.is_ascii_digit()), "task id {id}");
-        let want = hex::encode(Sha256::digest(restyle::sim::output_bytes(id)));
+        let want = hex::encode(Sha256::digest(
+            app.sim.output_of(id).expect("a completed generation"),
+        ));
         assert_eq!(l.sha256.as_deref(), Some(want.as_str()));
     }
 }

@@ -91,7 +91,7 @@ async fn the_batch_file_succeeds_with_the_served_bytes_and_audio_sent_explicitly
     for l in &lines {
         let up = l.upstream_id.as_deref().expect("upstream id");
         assert!(uuid::Uuid::parse_str(up).is_ok(), "a bare uuid: {up}");
-        let want = sha256_hex(&restyle::sim::output_bytes(up));
+        let want = sha256_hex(&app.sim.output_of(up).expect("a completed generation"));
         assert_eq!(l.sha256.as_deref(), Some(want.as_str()));
         let file = app.out.path().join(l.file.as_deref().unwrap());
         assert_eq!(sha256_file(&file).unwrap(), want);
@@ -350,7 +350,7 @@ async fn the_key_goes_with_a_download_from_oxens_own_origin() {
     assert_eq!(info.count(JobState::Succeeded), 2, "{:?}", info.counts);
     for l in read_all(&app.results_path("ox-keyed")).unwrap() {
         let up = l.upstream_id.as_deref().unwrap();
-        let want = sha256_hex(&restyle::sim::output_bytes(up));
+        let want = sha256_hex(&app.sim.output_of(up).expect("a completed generation"));
         assert_eq!(l.sha256.as_deref(), Some(want.as_str()));
     }
     let s = app.sim.stats();

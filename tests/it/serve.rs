@@ -10,8 +10,8 @@ use std::io::BufRead;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const OPERATOR: &str = "op-token-4d1f9a2c7e";
-const READER: &str = "read-token-8b3e6f0a1d";
+pub(crate) const OPERATOR: &str = "op-token-4d1f9a2c7e";
+pub(crate) const READER: &str = "read-token-8b3e6f0a1d";
 
 fn entry(name: &str, token: &str, role: Role) -> ApiToken {
     let mut sha256 = [0u8; 32];
@@ -24,29 +24,42 @@ fn entry(name: &str, token: &str, role: Role) -> ApiToken {
 }
 
 /// The app in this process, on a free loopback port; returns its base URL.
-async fn start(app: &TestApp) -> String {
+pub(crate) async fn start(app: &TestApp) -> String {
     start_with(app, app.settings.clone()).await
 }
 
-async fn start_with(app: &TestApp, settings: restyle::config::Settings) -> String {
-    let state = Arc::new(AppState {
+pub(crate) async fn start_with(app: &TestApp, settings: restyle::config::Settings) -> String {
+    start_state(app, settings).await.0
+}
+
+/// [`start_with`], also returning the state (and running the uploads sweeper, as
+/// `restyle serve` does). The server knows each client's address, as `serve`'s does.
+pub(crate) async fn start_state(
+    app: &TestApp,
+    settings: restyle::config::Settings,
+) -> (String, Arc<AppState>) {
+    let state = Arc::new(AppState::new(
         settings,
-        queue: app.queue.clone(),
-        upstreams: restyle::upstream::build_all(&app.settings).expect("providers"),
-        store: None,
-        tokens: vec![
+        app.queue.clone(),
+        restyle::upstream::build_all(&app.settings).expect("providers"),
+        None,
+        vec![
             entry("ops", OPERATOR, Role::Operator),
             entry("viewer", READER, Role::Read),
         ],
-        sessions: Default::default(),
-    });
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router(state)).await });
-    format!("http://{addr}")
+    let app = router(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let sweeper = restyle::serve::upload::spawn_sweeper(state.clone());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+        sweeper.abort();
+    });
+    (format!("http://{addr}"), state)
 }
 
-fn batch_body(prompts: &[String]) -> Value {
+pub(crate) fn batch_body(prompts: &[String]) -> Value {
     json!({
         "video": "https://media.example.com/clip.mp4",
         "prompts": prompts,
@@ -54,7 +67,7 @@ fn batch_body(prompts: &[String]) -> Value {
     })
 }
 
-async fn call(
+pub(crate) async fn call(
     method: reqwest::Method,
     url: &str,
     token: Option<&str>,
@@ -76,11 +89,11 @@ async fn call(
     )
 }
 
-async fn get(url: &str, token: Option<&str>) -> (u16, Value) {
+pub(crate) async fn get(url: &str, token: Option<&str>) -> (u16, Value) {
     call(reqwest::Method::GET, url, token, None).await
 }
 
-async fn post(url: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
+pub(crate) async fn post(url: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
     call(reqwest::Method::POST, url, token, Some(body)).await
 }
 
@@ -412,7 +425,7 @@ async fn hash_token_gives_the_digest_that_serve_accepts_from_settings() {
     );
 }
 
-async fn upload(base: &str, token: &str, mime: &str, bytes: Vec<u8>) -> (u16, Value) {
+pub(crate) async fn upload(base: &str, token: &str, mime: &str, bytes: Vec<u8>) -> (u16, Value) {
     let res = reqwest::Client::new()
         .post(format!("{base}/api/v1/uploads"))
         .bearer_auth(token)
@@ -512,7 +525,7 @@ async fn oversized_or_mistyped_uploads_and_bad_references_are_refused() {
 }
 
 /// A client that shows redirects instead of following them.
-fn browser() -> reqwest::Client {
+pub(crate) fn browser() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -520,7 +533,7 @@ fn browser() -> reqwest::Client {
 }
 
 /// Signs in to the console; returns the session cookie (`name=value`).
-async fn sign_in(base: &str, token: &str) -> String {
+pub(crate) async fn sign_in(base: &str, token: &str) -> String {
     let res = browser()
         .post(format!("{base}/console/signin"))
         .form(&[("token", token)])
@@ -536,7 +549,7 @@ async fn sign_in(base: &str, token: &str) -> String {
     cookie.split(';').next().unwrap().to_owned()
 }
 
-async fn page(base: &str, path: &str, cookie: &str) -> (u16, String) {
+pub(crate) async fn page(base: &str, path: &str, cookie: &str) -> (u16, String) {
     let res = browser()
         .get(format!("{base}{path}"))
         .header("cookie", cookie)
@@ -546,7 +559,7 @@ async fn page(base: &str, path: &str, cookie: &str) -> (u16, String) {
     (res.status().as_u16(), res.text().await.unwrap())
 }
 
-async fn submit(base: &str, path: &str, cookie: &str, csrf: &str) -> u16 {
+pub(crate) async fn submit(base: &str, path: &str, cookie: &str, csrf: &str) -> u16 {
     browser()
         .post(format!("{base}{path}"))
         .header("cookie", cookie)
@@ -558,7 +571,7 @@ async fn submit(base: &str, path: &str, cookie: &str, csrf: &str) -> u16 {
         .as_u16()
 }
 
-fn csrf_of(html: &str) -> String {
+pub(crate) fn csrf_of(html: &str) -> String {
     let at = html
         .find("name=\"csrf\" value=\"")
         .expect("a form with a CSRF token")
@@ -658,72 +671,6 @@ async fn console_signs_in_with_a_token_lists_batches_and_cancels_with_csrf() {
         200,
         "others stay"
     );
-}
-
-#[tokio::test]
-async fn console_form_starts_a_batch_and_an_invalid_one_names_the_field() {
-    let app = TestApp::new(fast_knobs()).await;
-    let base = start(&app).await;
-    let reader = sign_in(&base, READER).await;
-    assert_eq!(page(&base, "/console/new", &reader).await.0, 403);
-    let op = sign_in(&base, OPERATOR).await;
-    let (status, html) = page(&base, "/console/new", &op).await;
-    assert_eq!(status, 200);
-    let csrf = csrf_of(&html);
-    let post_form = |fields: Vec<(&'static str, String)>| {
-        let (base, op) = (base.clone(), op.clone());
-        async move {
-            let res = browser()
-                .post(format!("{base}/console/new"))
-                .header("cookie", op)
-                .form(&fields)
-                .send()
-                .await
-                .unwrap();
-            let status = res.status().as_u16();
-            let location = res
-                .headers()
-                .get("location")
-                .map(|l| l.to_str().unwrap().to_owned());
-            (status, location, res.text().await.unwrap())
-        }
-    };
-    let too_long = "x".repeat(2501);
-    let (status, _, html) = post_form(vec![
-        ("csrf", csrf.clone()),
-        ("video", "https://media.example.com/clip.mp4".into()),
-        ("prompts", format!("fine\n{too_long}\n")),
-        ("skip_probe", "on".into()),
-    ])
-    .await;
-    assert_eq!(status, 400);
-    assert!(html.contains("prompt") && html.contains("2500"), "{html}");
-    assert!(html.contains("media.example.com/clip.mp4"), "values kept");
-    assert_eq!(app.queue.list_batches(0, 10).await.unwrap(), vec![]);
-    let (status, _, _) = post_form(vec![
-        ("video", "https://media.example.com/clip.mp4".into()),
-        ("prompts", "a\nb".into()),
-    ])
-    .await;
-    assert_eq!(status, 403, "no CSRF token");
-
-    let (status, location, _) = post_form(vec![
-        ("csrf", csrf),
-        ("video", "https://media.example.com/clip.mp4".into()),
-        ("prompts", "neon night\n\n  autumn  \n".into()),
-        ("provider", "aimlapi".into()),
-        ("model", "edit".into()),
-        ("skip_probe", "on".into()),
-    ])
-    .await;
-    assert_eq!(status, 303);
-    let location = location.unwrap();
-    let id = location.trim_start_matches("/console/batches/");
-    let info = app.info(id).await;
-    assert_eq!(info.total, 2, "one variant per non-empty line");
-    let (status, html) = page(&base, &location, &op).await;
-    assert_eq!(status, 200);
-    assert!(html.contains("neon night") && html.contains("autumn"));
 }
 
 #[tokio::test]

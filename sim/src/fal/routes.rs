@@ -240,7 +240,7 @@ fn result_body(inner: &mut Inner, id: &str, base: &str) -> Response {
         return detail(StatusCode::NOT_FOUND, json!("Request not found"));
     }
     match view {
-        Some(View::Completed { .. }) => {
+        Some(View::Completed { clip, .. }) => {
             let rate = inner.knobs.result_504_rate;
             if inner.chance(rate) {
                 return server_error(inner, StatusCode::GATEWAY_TIMEOUT);
@@ -249,7 +249,7 @@ fn result_body(inner: &mut Inner, id: &str, base: &str) -> Response {
                 "url": output_url(base, id),
                 "content_type": "video/mp4",
                 "file_name": "output.mp4",
-                "file_size": output_bytes(id).len(),
+                "file_size": output_bytes(clip, id).len(),
             });
             Json(json!({ "video": video })).into_response()
         }

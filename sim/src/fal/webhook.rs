@@ -61,13 +61,13 @@ pub(super) async fn watch(state: SimState, id: String, url: String, base: String
 fn body(id: &str, base: &str, view: Option<View>) -> Option<Value> {
     let mut b = json!({"request_id": id, "gateway_request_id": id});
     match view? {
-        View::Completed { .. } => {
+        View::Completed { clip, .. } => {
             b["status"] = json!("OK");
             b["payload"] = json!({"video": {
                 "url": output_url(base, id),
                 "content_type": "video/mp4",
                 "file_name": "output.mp4",
-                "file_size": output_bytes(id).len(),
+                "file_size": output_bytes(clip, id).len(),
             }});
         }
         View::Failed(failure) => {

@@ -1,6 +1,6 @@
 //! Tests of the simulated Oxen queue and SSE stream over real HTTP.
 
-use crate::{output_bytes, spawn, Knobs, SimHandle};
+use crate::{spawn, Knobs, SimHandle};
 use futures::StreamExt;
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
@@ -103,7 +103,7 @@ async fn enqueue_poll_and_download_follow_the_documented_shapes() {
     assert!(done["started_at"].as_u64().is_some());
     let url = done["result_url"].as_str().unwrap();
     let bytes = reqwest::get(url).await.unwrap().bytes().await.unwrap();
-    assert_eq!(bytes.as_ref(), output_bytes(&id).as_slice());
+    assert_eq!(bytes.as_ref(), sim.output_of(&id).unwrap().as_slice());
     let list = |q: &'static str| {
         Client::new()
             .get(format!("{}/api/ai/queue{q}", sim.base_url()))
@@ -322,7 +322,7 @@ async fn with_oxen_result_auth_the_result_url_needs_the_owners_key() {
     );
     let ok = get(Some(KEY)).await.unwrap();
     assert_eq!(ok.status(), StatusCode::OK);
-    assert_eq!(ok.bytes().await.unwrap(), output_bytes(&id));
+    assert_eq!(ok.bytes().await.unwrap(), sim.output_of(&id).unwrap());
     let s = sim.stats();
     assert_eq!(s.downloads_with_authorization, 2, "{s:?}");
     assert_eq!(s.by_provider["oxen"].unauthorized_total, 2);

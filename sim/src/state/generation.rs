@@ -11,7 +11,11 @@ use crate::model::Model;
 /// What a generation will do when its time is up.
 #[derive(Debug, Clone)]
 pub(super) enum Fate {
-    Complete { credits: u64 },
+    /// `clip`: which sample clip its output is (see `media::clip_for`).
+    Complete {
+        credits: u64,
+        clip: usize,
+    },
     Fail(Value),
 }
 
@@ -58,6 +62,8 @@ pub(crate) enum View {
     Completed {
         at: Instant,
         credits: u64,
+        /// Which sample clip the output is (chosen by the prompt).
+        clip: usize,
     },
     Failed(Value),
 }
@@ -135,6 +141,7 @@ impl Inner {
             };
             Fate::Complete {
                 credits: seconds * 21_000,
+                clip: crate::media::clip_for(&g.prompt),
             }
         };
         (stuck, fate)
@@ -321,9 +328,10 @@ impl Inner {
             None => View::Generating,
             Some(end) if now < end => View::Generating,
             Some(end) => match &g.fate {
-                Fate::Complete { credits } => View::Completed {
+                Fate::Complete { credits, clip } => View::Completed {
                     at: end,
                     credits: *credits,
+                    clip: *clip,
                 },
                 Fate::Fail(body) => View::Failed(body.clone()),
             },

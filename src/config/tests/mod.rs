@@ -103,6 +103,10 @@ fn effective_keys_are_the_documented_ones() {
         "push.timestamp_tolerance",
         "push.jwks_ttl",
         "serve.tokens",
+        "serve.upload_ttl",
+        "serve.max_uploads",
+        "serve.max_upload_bytes",
+        "serve.auth_failures_per_minute",
     ]
     .map(String::from)
     .to_vec();

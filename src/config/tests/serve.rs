@@ -75,3 +75,33 @@ fn bad_token_entries_are_refused_naming_the_key() {
     let unknown = "[[serve.tokens]]\nname = \"a\"\nrole = \"read\"\ntoken = \"x\"\n";
     assert!(load_toml(unknown).is_err());
 }
+
+#[test]
+fn upload_and_sign_in_bounds_load_and_out_of_range_ones_name_the_key() {
+    let d = Settings::builtin().serve;
+    assert_eq!(d.upload_ttl, std::time::Duration::from_secs(24 * 3600));
+    assert_eq!((d.max_uploads, d.auth_failures_per_minute), (1000, 10));
+    assert_eq!(d.max_upload_bytes, 20 * 1024 * 1024 * 1024);
+    let s = load_toml(
+        "[serve]\nupload_ttl = \"90s\"\nmax_uploads = 5\nmax_upload_bytes = 2097152\n\
+         auth_failures_per_minute = 3\n",
+    )
+    .unwrap();
+    assert_eq!(s.serve.upload_ttl, std::time::Duration::from_secs(90));
+    assert_eq!(
+        (s.serve.max_uploads, s.serve.auth_failures_per_minute),
+        (5, 3)
+    );
+    for (line, key) in [
+        ("upload_ttl = \"0s\"", "serve.upload_ttl"),
+        ("max_uploads = 0", "serve.max_uploads"),
+        ("max_upload_bytes = 10", "serve.max_upload_bytes"),
+        (
+            "auth_failures_per_minute = 0",
+            "serve.auth_failures_per_minute",
+        ),
+    ] {
+        let e = load_toml(&format!("[serve]\n{line}\n")).unwrap_err();
+        assert!(e.to_string().contains(key), "{line}: {e}");
+    }
+}
