@@ -1,5 +1,5 @@
 //! The API's one error type and its JSON form: `{"error": {"field", "message"}}` with a
-//! status saying whose fault it is (400 bad request, 401/403 access, 404 no such batch,
+//! status saying whose fault it is (400 bad request, 401/403 access, 404 no such batch (or job, or output),
 //! 413 too large, 409 an id taken by another batch, 503 Redis unavailable, 500 anything else). Internal
 //! errors are logged and answered with a generic message.
 
@@ -26,6 +26,9 @@ pub enum ApiError {
     TooLarge { field: String, message: String },
     #[error("no batch {0}")]
     NotFound(String),
+    /// Something else named by the request is not there (a job of the batch, its output).
+    #[error("{field}: {message}")]
+    Missing { field: String, message: String },
     #[error("batch id {0} is taken by a different batch")]
     Conflict(String),
     #[error("Redis is unavailable")]
@@ -35,6 +38,13 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    pub fn missing(field: &str, message: impl Into<String>) -> Self {
+        ApiError::Missing {
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
         ApiError::Invalid {
             field: field.to_owned(),
@@ -81,6 +91,7 @@ impl ApiError {
                 (StatusCode::PAYLOAD_TOO_LARGE, Some(field.clone()))
             }
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, Some("batch_id".to_owned())),
+            ApiError::Missing { field, .. } => (StatusCode::NOT_FOUND, Some(field.clone())),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, Some("batch_id".to_owned())),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, None),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, None),
@@ -95,9 +106,9 @@ impl IntoResponse for ApiError {
         }
         let (status, field) = self.status_and_field();
         let message = match &self {
-            ApiError::Invalid { message, .. } | ApiError::TooLarge { message, .. } => {
-                message.clone()
-            }
+            ApiError::Invalid { message, .. }
+            | ApiError::TooLarge { message, .. }
+            | ApiError::Missing { message, .. } => message.clone(),
             other => other.to_string(),
         };
         let mut err = json!({ "field": field, "message": message });

@@ -10,10 +10,10 @@ use std::io::BufRead;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const OPERATOR: &str = "op-token-4d1f9a2c7e";
-const READER: &str = "read-token-8b3e6f0a1d";
+pub(crate) const OPERATOR: &str = "op-token-4d1f9a2c7e";
+pub(crate) const READER: &str = "read-token-8b3e6f0a1d";
 
-fn entry(name: &str, token: &str, role: Role) -> ApiToken {
+pub(crate) fn entry(name: &str, token: &str, role: Role) -> ApiToken {
     let mut sha256 = [0u8; 32];
     hex::decode_to_slice(auth::hash_token(token), &mut sha256).unwrap();
     ApiToken {
@@ -24,16 +24,25 @@ fn entry(name: &str, token: &str, role: Role) -> ApiToken {
 }
 
 /// The app in this process, on a free loopback port; returns its base URL.
-async fn start(app: &TestApp) -> String {
+pub(crate) async fn start(app: &TestApp) -> String {
     start_with(app, app.settings.clone()).await
 }
 
 async fn start_with(app: &TestApp, settings: restyle::config::Settings) -> String {
+    start_full(app, settings, None).await
+}
+
+/// [`start_with`], with results in `store` (an object store) instead of the directory.
+pub(crate) async fn start_full(
+    app: &TestApp,
+    settings: restyle::config::Settings,
+    store: Option<Arc<restyle::sink::store::ObjectSink>>,
+) -> String {
     let state = Arc::new(AppState {
         settings,
         queue: app.queue.clone(),
         upstreams: restyle::upstream::build_all(&app.settings).expect("providers"),
-        store: None,
+        store,
         tokens: vec![
             entry("ops", OPERATOR, Role::Operator),
             entry("viewer", READER, Role::Read),
@@ -54,7 +63,7 @@ fn batch_body(prompts: &[String]) -> Value {
     })
 }
 
-async fn call(
+pub(crate) async fn call(
     method: reqwest::Method,
     url: &str,
     token: Option<&str>,
@@ -76,11 +85,11 @@ async fn call(
     )
 }
 
-async fn get(url: &str, token: Option<&str>) -> (u16, Value) {
+pub(crate) async fn get(url: &str, token: Option<&str>) -> (u16, Value) {
     call(reqwest::Method::GET, url, token, None).await
 }
 
-async fn post(url: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
+pub(crate) async fn post(url: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
     call(reqwest::Method::POST, url, token, Some(body)).await
 }
 
@@ -242,11 +251,18 @@ async fn every_documented_path_is_routed_and_operator_actions_work() {
         for method in ops.as_object().unwrap().keys() {
             let path_here = path
                 .replace("{batch_id}", "docs")
+                .replace("{job_id}", "docs.00000")
                 .replace("{provider}", "aimlapi");
             let url = format!("{base}{path_here}");
             let m: reqwest::Method = method.to_uppercase().parse().unwrap();
-            let body = json!({ "max_cost": 5 });
-            let body = (m == reqwest::Method::POST && path.ends_with("budget")).then_some(&body);
+            let body = if path.ends_with("budget") {
+                json!({ "max_cost": 5 })
+            } else {
+                json!({ "mark": "keep" })
+            };
+            let with_body = (m == reqwest::Method::POST && path.ends_with("budget"))
+                || m == reqwest::Method::PUT;
+            let body = with_body.then_some(&body);
             let (status, answer) = call(m.clone(), &url, Some(OPERATOR), body).await;
             assert!(
                 status != 404 && status != 405,
@@ -512,7 +528,7 @@ async fn oversized_or_mistyped_uploads_and_bad_references_are_refused() {
 }
 
 /// A client that shows redirects instead of following them.
-fn browser() -> reqwest::Client {
+pub(crate) fn browser() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -520,7 +536,7 @@ fn browser() -> reqwest::Client {
 }
 
 /// Signs in to the console; returns the session cookie (`name=value`).
-async fn sign_in(base: &str, token: &str) -> String {
+pub(crate) async fn sign_in(base: &str, token: &str) -> String {
     let res = browser()
         .post(format!("{base}/console/signin"))
         .form(&[("token", token)])
@@ -536,7 +552,7 @@ async fn sign_in(base: &str, token: &str) -> String {
     cookie.split(';').next().unwrap().to_owned()
 }
 
-async fn page(base: &str, path: &str, cookie: &str) -> (u16, String) {
+pub(crate) async fn page(base: &str, path: &str, cookie: &str) -> (u16, String) {
     let res = browser()
         .get(format!("{base}{path}"))
         .header("cookie", cookie)
@@ -546,7 +562,7 @@ async fn page(base: &str, path: &str, cookie: &str) -> (u16, String) {
     (res.status().as_u16(), res.text().await.unwrap())
 }
 
-async fn submit(base: &str, path: &str, cookie: &str, csrf: &str) -> u16 {
+pub(crate) async fn submit(base: &str, path: &str, cookie: &str, csrf: &str) -> u16 {
     browser()
         .post(format!("{base}{path}"))
         .header("cookie", cookie)
@@ -558,7 +574,7 @@ async fn submit(base: &str, path: &str, cookie: &str, csrf: &str) -> u16 {
         .as_u16()
 }
 
-fn csrf_of(html: &str) -> String {
+pub(crate) fn csrf_of(html: &str) -> String {
     let at = html
         .find("name=\"csrf\" value=\"")
         .expect("a form with a CSRF token")
