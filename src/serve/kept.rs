@@ -45,6 +45,9 @@ pub struct KeptFile {
     pub sha256: Option<String>,
     #[serde(skip)]
     output: Output,
+    /// When the job finished (epoch ms): the entry's date.
+    #[serde(skip)]
+    finished_at: u64,
 }
 
 /// What the archive holds, worked out (and bounded) before it is sent.
@@ -89,6 +92,7 @@ async fn plan(st: &AppState, id: &str) -> Result<Vec<KeptFile>, ApiError> {
             prompt: line.prompt,
             bytes: rec.bytes,
             sha256: rec.sha256.clone(),
+            finished_at: rec.finished_at.unwrap_or(0),
             output,
         });
     }
@@ -96,6 +100,33 @@ async fn plan(st: &AppState, id: &str) -> Result<Vec<KeptFile>, ApiError> {
 }
 
 type ZipError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A zip entry's date (UTC) from epoch milliseconds; zip's 1980 floor when out of range.
+fn zip_date(ms: u64) -> async_zip::ZipDateTime {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    // `YYYY-MM-DDTHH:MM:SSZ`
+    let text = humantime::format_rfc3339_seconds(t).to_string();
+    let num = |r: std::ops::Range<usize>| text.get(r).and_then(|x| x.parse::<u32>().ok());
+    let b = async_zip::ZipDateTimeBuilder::new();
+    match (
+        num(0..4),
+        num(5..7),
+        num(8..10),
+        num(11..13),
+        num(14..16),
+        num(17..19),
+    ) {
+        (Some(y), Some(mo), Some(d), Some(h), Some(mi), Some(s)) if (1980..2108).contains(&y) => b
+            .year(y as i32)
+            .month(mo)
+            .day(d)
+            .hour(h)
+            .minute(mi)
+            .second(s)
+            .build(),
+        _ => b.year(1980).month(1).day(1).build(),
+    }
+}
 
 /// Writes the archive into `w`.
 async fn write_zip(
@@ -109,10 +140,13 @@ async fn write_zip(
         "batch_id": id,
         "files": files,
     }))?;
-    let entry = ZipEntryBuilder::new("manifest.json".to_string().into(), Compression::Stored);
+    let now = crate::queue::now_ms();
+    let entry = ZipEntryBuilder::new("manifest.json".to_string().into(), Compression::Stored)
+        .last_modification_date(zip_date(now));
     zip.write_entry_whole(entry, &manifest).await?;
     for f in &files {
-        let entry = ZipEntryBuilder::new(f.file.clone().into(), Compression::Stored);
+        let entry = ZipEntryBuilder::new(f.file.clone().into(), Compression::Stored)
+            .last_modification_date(zip_date(f.finished_at));
         let mut ew = zip.write_entry_stream(entry).await?;
         match &f.output {
             Output::Local(path) => {
@@ -195,4 +229,25 @@ pub async fn console(
     respond(st, id)
         .await
         .unwrap_or_else(IntoResponse::into_response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_dates_follow_the_finish_time() {
+        // 2026-12-01T17:45:48Z
+        let d = zip_date(1_796_147_148_000);
+        let got = (
+            d.year(),
+            d.month(),
+            d.day(),
+            d.hour(),
+            d.minute(),
+            d.second(),
+        );
+        assert_eq!(got, (2026, 12, 1, 17, 45, 48));
+        assert_eq!(zip_date(0).year(), 1980, "before zip's epoch");
+    }
 }
