@@ -7,7 +7,7 @@
 mod watch;
 
 pub use crate::cost::CostTally;
-pub use watch::{watch, WatchEnd, WatchOptions};
+pub use watch::{short_duration, watch, WatchEnd, WatchOptions};
 
 use crate::config::Settings;
 use crate::job::{JobRecord, JobState};

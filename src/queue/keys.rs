@@ -62,6 +62,10 @@ impl Keys {
     pub fn upload_field(provider: &str, sha256: &str) -> String {
         format!("upload:{provider}:{sha256}")
     }
+    /// A batch's review marks (`queue::marks`); the PURGE script deletes the same name.
+    pub fn marks(&self, batch_id: &str) -> String {
+        format!("{}marks:{batch_id}", self.prefix)
+    }
     /// Finished batches by the server time their records expire (`queue::retention`).
     pub fn retention(&self) -> String {
         format!("{}retention", self.prefix)

@@ -1,6 +1,6 @@
-//! The web console, server-rendered with maud (no JavaScript): sign in with an API token
-//! (a cookie session, see `session`), the batch list, a batch's page (counts per state,
-//! failures, variants) with cancel and retry buttons for operators. Every form carries
+//! The web console, server-rendered with maud (no JavaScript needed): sign in with an API
+//! token (a cookie session, see `session`), the batch list, and the batch page's cancel
+//! and retry actions for operators (the page itself is `sheet`). Every form carries
 //! the session's CSRF token; pages are sent with a strict Content-Security-Policy and
 //! may not be framed. Only `/console/signin` is open.
 
@@ -42,6 +42,20 @@ pub(super) fn page_with(
     body: Markup,
     script: Option<&str>,
 ) -> Response {
+    page_full(status, title, who, body, script, None, None)
+}
+
+/// [`page_with`], with media also allowed from `media_origin` (the results store's, whose
+/// presigned links the batch page's videos are redirected to) and extra styles.
+pub(super) fn page_full(
+    status: StatusCode,
+    title: &str,
+    who: Option<&Session>,
+    body: Markup,
+    script: Option<&str>,
+    media_origin: Option<&str>,
+    style: Option<&str>,
+) -> Response {
     let nonce = hex::encode(rand::random::<[u8; 16]>());
     let markup = html! {
         (DOCTYPE)
@@ -50,7 +64,7 @@ pub(super) fn page_with(
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · restyle" }
-                style { (PreEscaped(STYLE)) }
+                style { (PreEscaped(STYLE)) @if let Some(extra) = style { (PreEscaped(extra)) } }
             }
             body {
                 header {
@@ -75,9 +89,14 @@ pub(super) fn page_with(
     };
     let mut res = (status, axum::response::Html(markup.into_string())).into_response();
     let h = res.headers_mut();
+    let media = match media_origin {
+        Some(o) => format!("'self' {o}"),
+        None => "'self'".to_owned(),
+    };
     let csp = format!(
-        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; connect-src 'self'; \
-         script-src 'nonce-{nonce}'; form-action 'self'; frame-ancestors 'none'"
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; media-src {media}; \
+         connect-src 'self'; script-src 'nonce-{nonce}'; form-action 'self'; \
+         frame-ancestors 'none'"
     );
     if let Ok(v) = HeaderValue::from_str(&csp) {
         h.insert(header::CONTENT_SECURITY_POLICY, v);
@@ -257,60 +276,6 @@ pub async fn batches(State(st): Shared, headers: HeaderMap) -> Response {
         }
     };
     page(StatusCode::OK, "Batches", Some(&s), body)
-}
-
-pub async fn batch(State(st): Shared, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let s = match signed_in(&st, &headers) {
-        Ok(s) => s,
-        Err(r) => return r.into_response(),
-    };
-    let info = match super::api::info(&st, &id).await {
-        Ok(i) => i,
-        Err(e) => return problem(Some(&s), StatusCode::NOT_FOUND, &e.to_string()),
-    };
-    let status = match crate::status::gather(&st.queue, &st.settings, info).await {
-        Ok(x) => x,
-        Err(e) => return problem(Some(&s), StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
-    };
-    let lines = super::api::result_lines(&st, &id).await.unwrap_or_default();
-    let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_owned();
-    let body = html! {
-        p { span id="done" { (status.done) } " of " span id="total" { (status.total) } " done"
-            span id="finished" { @if status.finished { " · finished" } } }
-        table class="counts" {
-            tr { @for state in JobState::ALL { th { (state.as_str()) } } }
-            tr { @for state in JobState::ALL {
-                td id={ "count-" (state.as_str()) } { (status.counts.get(&state).copied().unwrap_or(0)) }
-            } }
-        }
-        @if s.role == Role::Operator {
-            p {
-                form class="inline" method="post" action={ "/console/batches/" (id) "/cancel" } {
-                    input type="hidden" name="csrf" value=(s.csrf);
-                    button type="submit" { "Cancel batch" }
-                }
-                form class="inline" method="post" action={ "/console/batches/" (id) "/retry" } {
-                    input type="hidden" name="csrf" value=(s.csrf);
-                    button type="submit" { "Retry failed" }
-                }
-            }
-        }
-        h2 { "Variants" }
-        table {
-            tr { th { "#" } th { "Prompt" } th { "State" } th { "Output" } th { "Error" } }
-            @for l in &lines {
-                tr {
-                    td { (l["index"]) }
-                    td { (text(&l["prompt"])) }
-                    td { (text(&l["state"])) }
-                    td { (text(&l["file"])) }
-                    td class="err" { (text(&l["error"])) }
-                }
-            }
-        }
-    };
-    let live = (!status.finished).then_some(super::live::SCRIPT);
-    page_with(StatusCode::OK, &id, Some(&s), body, live)
 }
 
 /// Cancel or retry from the batch page: operator sessions with the form's CSRF token.

@@ -1,8 +1,8 @@
 //! The API's one error type and its JSON form: `{"error": {"field", "message"}}` with a
-//! status saying whose fault it is (400 bad request, 401/403 access, 404 no such batch,
-//! 413 too large, 409 an id taken by another batch, 429 too many failed tokens from one
-//! address (with `Retry-After`), 503 Redis unavailable, 507 the uploads directory full,
-//! 500 anything else). Internal
+//! status saying whose fault it is (400 bad request, 401/403 access, 404 no such batch (or
+//! job, or output), 413 too large, 409 an id taken by another batch, 429 too many failed
+//! tokens from one address (with `Retry-After`), 503 Redis unavailable, 507 the uploads
+//! directory full, 500 anything else). Internal
 //! errors are logged and answered with a generic message.
 
 use crate::batch::BatchError;
@@ -32,6 +32,9 @@ pub enum ApiError {
     Throttled(u64),
     #[error("no batch {0}")]
     NotFound(String),
+    /// Something else named by the request is not there (a job of the batch, its output).
+    #[error("{field}: {message}")]
+    Missing { field: String, message: String },
     #[error("batch id {0} is taken by a different batch")]
     Conflict(String),
     #[error("Redis is unavailable")]
@@ -41,6 +44,13 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    pub fn missing(field: &str, message: impl Into<String>) -> Self {
+        ApiError::Missing {
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
         ApiError::Invalid {
             field: field.to_owned(),
@@ -89,6 +99,7 @@ impl ApiError {
             ApiError::Full { field, .. } => (StatusCode::INSUFFICIENT_STORAGE, Some(field.clone())),
             ApiError::Throttled(_) => (StatusCode::TOO_MANY_REQUESTS, None),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, Some("batch_id".to_owned())),
+            ApiError::Missing { field, .. } => (StatusCode::NOT_FOUND, Some(field.clone())),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, Some("batch_id".to_owned())),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, None),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, None),
@@ -105,7 +116,8 @@ impl IntoResponse for ApiError {
         let message = match &self {
             ApiError::Invalid { message, .. }
             | ApiError::TooLarge { message, .. }
-            | ApiError::Full { message, .. } => message.clone(),
+            | ApiError::Full { message, .. }
+            | ApiError::Missing { message, .. } => message.clone(),
             other => other.to_string(),
         };
         let mut err = json!({ "field": field, "message": message });

@@ -1,33 +1,70 @@
-//! The batch page's live updates: `GET /console/batches/<id>/events`, server-sent events
-//! with the batch's progress (`done`, `total`, `finished`, counts per state) every
-//! [`EVERY`], ending once the batch is finished or after [`MAX_STREAM`] (the browser
-//! reconnects). The page's small inline script (allowed by its CSP nonce) applies them;
-//! no build step.
+//! The batch page's live updates: `GET /console/batches/<id>/events`, server-sent
+//! `progress` events with what `progress` gathers (counts per state, ETA, cost spent and
+//! reserved against the budget, provider pauses and cool-downs) and the variants that
+//! changed since the previous event (all of them in the first), at most every [`EVERY`]
+//! and at least every [`REFRESH`] while the batch runs, ending once it is finished or
+//! after [`MAX_STREAM`] (the browser reconnects). The page's small inline script (allowed
+//! by its CSP nonce) applies them and sends the keep/reject forms without a reload; no
+//! build step.
 
+use super::progress::{self, Variant};
 use super::AppState;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::stream::{self, Stream};
-use serde_json::json;
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Between two progress events.
+/// Between two looks at the batch.
 pub const EVERY: Duration = Duration::from_millis(500);
+/// The records are read again at least this often while nothing counted changes (for the
+/// providers' pauses, the reserved cost).
+pub const REFRESH: Duration = Duration::from_secs(3);
 /// Longest one event stream runs.
 pub const MAX_STREAM: Duration = Duration::from_secs(3600);
 
-/// The script of the batch page: follows the events and updates the figures in place.
+/// The script of the batch page: follows the events and updates the figures in place,
+/// and sends the mark forms with fetch.
 pub const SCRIPT: &str = r#"(function(){
+function $(id){return document.getElementById(id);}
+function text(id,t){var e=$(id);if(e)e.textContent=t;}
+function fig(job){return document.querySelector('figure.variant[data-job="'+job+'"]');}
+function apply(f,v){
+ f.setAttribute("data-state",v.state);
+ var s=f.querySelector(".state-name");if(s)s.textContent=v.state;
+ var er=f.querySelector(".err");if(er)er.textContent=v.error||"";
+ if(v.mark)f.setAttribute("data-mark",v.mark);else f.removeAttribute("data-mark");
+ if(v.output&&!f.querySelector("video")){var n=f.querySelector(".none");
+  var vid=document.createElement("video");vid.controls=true;vid.preload="metadata";vid.src=v.output;
+  if(n)n.replaceWith(vid);else f.insertBefore(vid,f.firstChild);}
+}
+function kept(){text("kept-count",document.querySelectorAll('figure.variant[data-mark="keep"]').length);}
 var es=new EventSource(location.pathname+"/events");
 es.addEventListener("progress",function(e){var d=JSON.parse(e.data);
-document.getElementById("done").textContent=d.done;
-document.getElementById("total").textContent=d.total;
-for(var k in d.counts){var c=document.getElementById("count-"+k);if(c)c.textContent=d.counts[k];}
-if(d.finished){document.getElementById("finished").textContent=" · finished";es.close();}});
+ text("done",d.done);text("total",d.total);text("eta",d.eta);text("cost",d.cost.text);
+ for(var k in d.counts)text("count-"+k,d.counts[k]);
+ var ul=$("pauses");if(ul){ul.textContent="";d.provider_lines.forEach(function(l){
+  var li=document.createElement("li");li.textContent=l;ul.appendChild(li);});}
+ var vs=$("variants"),filter=vs?vs.getAttribute("data-filter"):"all";
+ d.variants.forEach(function(v){var f=fig(v.job);
+  if(f&&filter!=="all"&&filter!==v.state){f.remove();return;}
+  if(f)apply(f,v);});
+ kept();
+ var bs=$("batch-state");if(bs)bs.setAttribute("data-finished",d.finished?"true":"false");
+ if(d.finished){text("finished"," · finished");es.close();}});
+document.addEventListener("submit",function(e){var form=e.target;
+ if(!form.classList||!form.classList.contains("mark"))return;
+ e.preventDefault();var body=new URLSearchParams(new FormData(form));
+ if(e.submitter&&e.submitter.name)body.set(e.submitter.name,e.submitter.value);
+ fetch(form.action,{method:"POST",body:body,headers:{"Accept":"application/json"},credentials:"same-origin"})
+ .then(function(r){if(!r.ok)throw r;return r.json();})
+ .then(function(d){var f=form.closest("figure");
+  if(d.mark==="none")f.removeAttribute("data-mark");else f.setAttribute("data-mark",d.mark);kept();})
+ .catch(function(){location.reload();});});
 })();"#;
 
 struct Follow {
@@ -36,38 +73,51 @@ struct Follow {
     started: Instant,
     first: bool,
     over: bool,
+    /// What each variant looked like when last sent.
+    seen: BTreeMap<String, Variant>,
+    /// The counters last read, and when the records were.
+    last: Option<(u64, Vec<u64>, crate::money::Usd)>,
+    read_at: Option<Instant>,
 }
 
 async fn progress(f: Follow) -> Option<(Result<Event, Infallible>, Follow)> {
     let mut f = f;
-    if f.over || f.started.elapsed() > MAX_STREAM {
-        return None;
-    }
-    if !f.first {
-        tokio::time::sleep(EVERY).await;
-    }
-    f.first = false;
-    let event = match f.st.queue.batch(&f.id).await {
-        Ok(Some(info)) => {
-            f.over = info.is_finished();
-            Event::default().event("progress").data(
-                json!({
-                    "done": info.done,
-                    "total": info.total,
-                    "finished": info.is_finished(),
-                    "counts": info.counts,
-                })
-                .to_string(),
-            )
+    loop {
+        if f.over || f.started.elapsed() > MAX_STREAM {
+            return None;
         }
-        Ok(None) => {
-            f.over = true;
-            Event::default().event("gone").data("{}")
+        if !f.first {
+            tokio::time::sleep(EVERY).await;
         }
-        // Redis is away: say so and try again next time.
-        Err(_) => Event::default().event("unavailable").data("{}"),
-    };
-    Some((Ok(event), f))
+        f.first = false;
+        let info = match f.st.queue.batch(&f.id).await {
+            Ok(Some(info)) => info,
+            Ok(None) => {
+                f.over = true;
+                return Some((Ok(Event::default().event("gone").data("{}")), f));
+            }
+            // Redis is away: say so and try again next time.
+            Err(_) => return Some((Ok(Event::default().event("unavailable").data("{}")), f)),
+        };
+        let now = (
+            info.done,
+            info.counts.values().copied().collect::<Vec<_>>(),
+            info.cost_committed,
+        );
+        let fresh = f.read_at.is_some_and(|t| t.elapsed() < REFRESH);
+        if fresh && f.last.as_ref() == Some(&now) && !info.is_finished() {
+            continue;
+        }
+        let Ok(p) = progress::gather(&f.st, info).await else {
+            return Some((Ok(Event::default().event("unavailable").data("{}")), f));
+        };
+        f.last = Some(now);
+        f.read_at = Some(Instant::now());
+        f.over = p.finished();
+        let changed = progress::changed(&p, &mut f.seen);
+        let data = p.to_json(&changed).to_string();
+        return Some((Ok(Event::default().event("progress").data(data)), f));
+    }
 }
 
 pub async fn events(
@@ -87,6 +137,9 @@ pub async fn events(
         started: Instant::now(),
         first: true,
         over: false,
+        seen: BTreeMap::new(),
+        last: None,
+        read_at: None,
     };
     let s: std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>> =
         Box::pin(stream::unfold(follow, progress));

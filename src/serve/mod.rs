@@ -1,6 +1,7 @@
 //! `restyle serve`: the HTTP API (JSON under `/api/v1`, its OpenAPI document at
-//! `/api/v1/openapi.json`) and the web console (`/console`: `console`, `compose`, `operator`, `live`
-//! and `session`)
+//! `/api/v1/openapi.json`) and the web console (`/console`: `console`, `compose`, `operator`,
+//! `sheet` the batch's contact sheet with `progress` and `live`, `outputs` its media,
+//! `marks` the review marks, `kept` the download of the kept ones, and `session`)
 //! over the same functions the CLI calls. `api` holds the
 //! handlers, `auth` the bearer tokens and roles, `error` the JSON errors, `openapi` the
 //! document, `upload` the streamed uploads a batch can name (and their expiry),
@@ -16,9 +17,14 @@ mod console;
 mod live;
 pub mod session;
 mod error;
+mod kept;
+mod marks;
 mod openapi;
 mod operator;
+mod outputs;
 mod parts;
+mod progress;
+mod sheet;
 pub mod throttle;
 pub mod upload;
 
@@ -29,7 +35,7 @@ use crate::queue::Queue;
 use crate::sink::store::ObjectSink;
 use crate::upstream::Upstreams;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use std::sync::Arc;
 
@@ -112,6 +118,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/batches/{batch_id}/cancel", post(api::cancel))
         .route("/batches/{batch_id}/retry", post(api::retry))
         .route("/batches/{batch_id}/budget", post(api::budget))
+        .route("/batches/{batch_id}/marks", get(marks::list))
+        .route("/batches/{batch_id}/marks/{job_id}", put(marks::put))
+        .route("/batches/{batch_id}/kept.zip", get(kept::api))
         .route("/uploads", post(upload::upload))
         .route("/providers", get(api::providers))
         .route("/providers/{provider}/resume", post(api::resume))
@@ -135,8 +144,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/operator", get(operator::show))
         .route("/providers/{provider}/resume", post(operator::resume))
         .route("/batches", get(console::batches))
-        .route("/batches/{batch_id}", get(console::batch))
+        .route("/batches/{batch_id}", get(sheet::show))
         .route("/batches/{batch_id}/events", get(live::events))
+        .route("/batches/{batch_id}/source", get(outputs::source))
+        .route("/batches/{batch_id}/kept.zip", get(kept::console))
+        .route(
+            "/batches/{batch_id}/jobs/{job_id}/output",
+            get(outputs::output),
+        )
+        .route("/batches/{batch_id}/marks/{job_id}", post(marks::post_form))
         .route("/batches/{batch_id}/{action}", post(console::act))
         .with_state(state.clone());
     Router::new()

@@ -98,7 +98,25 @@ pub fn document() -> Value {
             "/api/v1/batches/{batch_id}/retry": batch_op("post", "Requeue failed, dead or timed-out jobs",
                 Some(json!({ "type": "object", "properties": { "states": { "type": "array", "items": { "type": "string" } } } }))),
             "/api/v1/batches/{batch_id}/budget": batch_op("post", "Set the batch's budget (USD)",
-                Some(json!({ "type": "object", "required": ["max_cost"], "properties": { "max_cost": { "type": "number" } } })))
+                Some(json!({ "type": "object", "required": ["max_cost"], "properties": { "max_cost": { "type": "number" } } }))),
+            "/api/v1/batches/{batch_id}/marks": batch_op("get", "The batch's review marks: job id to keep or reject", None),
+            "/api/v1/batches/{batch_id}/marks/{job_id}": { "put": {
+                "summary": "Mark a variant keep or reject, or clear its mark (none); operator role",
+                "parameters": [
+                    { "name": "batch_id", "in": "path", "required": true, "schema": { "type": "string" } },
+                    { "name": "job_id", "in": "path", "required": true, "schema": { "type": "string" } }],
+                "requestBody": { "required": true, "content": { "application/json": { "schema": {
+                    "type": "object", "additionalProperties": false, "required": ["mark"],
+                    "properties": { "mark": { "type": "string", "enum": ["keep", "reject", "none"] } } } } } },
+                "responses": { "200": ok("Marked"), "400": error_ref(), "401": error_ref(),
+                               "403": error_ref(), "404": error_ref() } } },
+            "/api/v1/batches/{batch_id}/kept.zip": { "get": {
+                "summary": "One zip of the outputs marked keep (stored, not recompressed) and manifest.json",
+                "parameters": batch_param(),
+                "responses": {
+                    "200": { "description": "The archive", "content": { "application/zip": {
+                        "schema": { "type": "string", "format": "binary" } } } },
+                    "401": error_ref(), "404": error_ref(), "413": error_ref() } } }
         }
     })
 }

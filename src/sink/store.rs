@@ -221,6 +221,32 @@ impl ObjectSink {
             .map_err(|e| store_error(&format!("reading {rel}"), e))
     }
 
+    /// Opens `rel` for streaming: its length and its bytes as they arrive; `None` when
+    /// there is no such object.
+    pub async fn get_stream(
+        &self,
+        rel: &str,
+    ) -> Result<
+        Option<(
+            u64,
+            futures::stream::BoxStream<'static, Result<Bytes, SinkError>>,
+        )>,
+        SinkError,
+    > {
+        let res = match self.store.get(&self.path(rel)).await {
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(store_error(&format!("reading {rel}"), e)),
+            Ok(r) => r,
+        };
+        let size = res.meta.size;
+        let what = format!("reading {rel}");
+        let body = res
+            .into_stream()
+            .map_err(move |e| store_error(&what, e))
+            .boxed();
+        Ok(Some((size, body)))
+    }
+
     /// The objects under `rel_dir` (names relative to the prefix), at most [`MAX_LISTED`].
     pub async fn list(&self, rel_dir: &str) -> Result<Vec<(String, u64)>, SinkError> {
         let dir = self.path(rel_dir);

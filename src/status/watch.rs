@@ -255,7 +255,7 @@ fn busy(p: &ProviderStatus) -> bool {
 }
 
 /// `6s`, `2m05s`, `1h02m`.
-fn short_duration(d: Duration) -> String {
+pub fn short_duration(d: Duration) -> String {
     let s = d.as_secs();
     match s {
         0..=59 => format!("{s}s"),

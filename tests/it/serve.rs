@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 pub(crate) const OPERATOR: &str = "op-token-4d1f9a2c7e";
 pub(crate) const READER: &str = "read-token-8b3e6f0a1d";
 
-fn entry(name: &str, token: &str, role: Role) -> ApiToken {
+pub(crate) fn entry(name: &str, token: &str, role: Role) -> ApiToken {
     let mut sha256 = [0u8; 32];
     hex::decode_to_slice(auth::hash_token(token), &mut sha256).unwrap();
     ApiToken {
@@ -29,20 +29,30 @@ pub(crate) async fn start(app: &TestApp) -> String {
 }
 
 pub(crate) async fn start_with(app: &TestApp, settings: restyle::config::Settings) -> String {
-    start_state(app, settings).await.0
+    start_state(app, settings, None).await.0
 }
 
-/// [`start_with`], also returning the state (and running the uploads sweeper, as
+/// [`start_with`], with results in `store` (an object store) instead of the directory.
+pub(crate) async fn start_full(
+    app: &TestApp,
+    settings: restyle::config::Settings,
+    store: Option<Arc<restyle::sink::store::ObjectSink>>,
+) -> String {
+    start_state(app, settings, store).await.0
+}
+
+/// [`start_full`], also returning the state (and running the uploads sweeper, as
 /// `restyle serve` does). The server knows each client's address, as `serve`'s does.
 pub(crate) async fn start_state(
     app: &TestApp,
     settings: restyle::config::Settings,
+    store: Option<Arc<restyle::sink::store::ObjectSink>>,
 ) -> (String, Arc<AppState>) {
     let state = Arc::new(AppState::new(
         settings,
         app.queue.clone(),
         restyle::upstream::build_all(&app.settings).expect("providers"),
-        None,
+        store,
         vec![
             entry("ops", OPERATOR, Role::Operator),
             entry("viewer", READER, Role::Read),
@@ -255,11 +265,18 @@ async fn every_documented_path_is_routed_and_operator_actions_work() {
         for method in ops.as_object().unwrap().keys() {
             let path_here = path
                 .replace("{batch_id}", "docs")
+                .replace("{job_id}", "docs.00000")
                 .replace("{provider}", "aimlapi");
             let url = format!("{base}{path_here}");
             let m: reqwest::Method = method.to_uppercase().parse().unwrap();
-            let body = json!({ "max_cost": 5 });
-            let body = (m == reqwest::Method::POST && path.ends_with("budget")).then_some(&body);
+            let body = if path.ends_with("budget") {
+                json!({ "max_cost": 5 })
+            } else {
+                json!({ "mark": "keep" })
+            };
+            let with_body = (m == reqwest::Method::POST && path.ends_with("budget"))
+                || m == reqwest::Method::PUT;
+            let body = with_body.then_some(&body);
             let (status, answer) = call(m.clone(), &url, Some(OPERATOR), body).await;
             assert!(
                 status != 404 && status != 405,

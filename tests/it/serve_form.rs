@@ -507,7 +507,7 @@ async fn unused_uploads_expire_after_the_setting() {
     let app = TestApp::new(fast_knobs()).await;
     let mut settings = app.settings.clone();
     settings.serve.upload_ttl = Duration::from_millis(400);
-    let (base, _state) = start_state(&app, settings).await;
+    let (base, _state) = start_state(&app, settings, None).await;
     let dir = app.out.path().join("uploads");
     let (status, up) = upload(&base, OPERATOR, "video/mp4", vec![1u8; 2048]).await;
     assert_eq!(status, 201, "{up}");

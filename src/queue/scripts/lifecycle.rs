@@ -384,7 +384,7 @@ return 1
 "#;
 
 /// Forgets a finished batch: its job records, their dead-set and upstream-index entries,
-/// its announcement jobs, its stored media and the batch hash (with the upload URLs
+/// its announcement jobs, its stored media, its review marks (`queue::marks`) and the batch hash (with the upload URLs
 /// recorded in it). ARGV: prefix, batch_id, jobs (how many job records the batch has, as
 /// its reader confirmed them: never the stored `total` alone, which may be damaged, and is
 /// looped over here).
@@ -419,7 +419,7 @@ local media = redis.call('HGET', bkey, 'media') or ''
 for sha in string.gmatch(media, '%S+') do
   redis.call('DEL', p .. 'media:' .. bid .. ':' .. sha)
 end
-redis.call('DEL', bkey, p .. 'budget:' .. bid)
+redis.call('DEL', bkey, p .. 'budget:' .. bid, p .. 'marks:' .. bid)
 redis.call('ZREM', p .. 'batches', bid)
 return n
 "#;
