@@ -38,6 +38,7 @@ mod results_file;
 mod retention;
 mod secrets;
 mod serve;
+mod serve_media;
 mod serve_review;
 mod store;
 mod validation;
