@@ -167,10 +167,13 @@ pub async fn gather(st: &AppState, info: BatchInfo) -> Result<Progress, QueueErr
     let mut variants = Vec::new();
     let mut spent = CostTally::default();
     let mut finished = Vec::new();
+    let mut index = 0u32;
     for ids in crate::ops::job_id_chunks(&info, CHUNK) {
-        for (i, loaded) in st.queue.jobs(&ids).await?.into_iter().enumerate() {
+        for loaded in st.queue.jobs(&ids).await? {
+            let i = index;
+            index = index.saturating_add(1);
             let Ok(rec) = loaded else { continue };
-            let line = crate::sink::ResultLine::from_stored(&rec, &info.batch_id, i as u32);
+            let line = crate::sink::ResultLine::from_stored(&rec, &info.batch_id, i);
             spent.add_if_succeeded(&rec);
             if rec.state.is_terminal() {
                 if let Some(end) = rec.finished_at {

@@ -42,6 +42,7 @@ mod secrets;
 mod secrets_serve;
 mod serve;
 mod serve_form;
+mod serve_media;
 mod serve_review;
 mod store;
 mod validation;

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-fn put_mark(base: &str, batch: &str, job: &str) -> String {
+pub(crate) fn put_mark(base: &str, batch: &str, job: &str) -> String {
     format!("{base}/api/v1/batches/{batch}/marks/{job}")
 }
 
@@ -63,7 +63,7 @@ fn figures(html: &str) -> BTreeMap<String, (String, String)> {
 /// The entries of a zip (name → bytes), read with async_zip through its central directory
 /// (the `read` reader, deprecated for the newer `read1`, which 0.0.19 leaves half-done).
 #[allow(deprecated)]
-async fn unzip(bytes: Vec<u8>) -> BTreeMap<String, Vec<u8>> {
+pub(crate) async fn unzip(bytes: Vec<u8>) -> BTreeMap<String, Vec<u8>> {
     use futures::AsyncReadExt;
     let mut zip = async_zip::base::read::seek::ZipFileReader::new(futures::io::Cursor::new(bytes))
         .await
@@ -83,7 +83,7 @@ async fn unzip(bytes: Vec<u8>) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
-fn sha(b: &[u8]) -> String {
+pub(crate) fn sha(b: &[u8]) -> String {
     hex::encode(Sha256::digest(b))
 }
 
@@ -536,136 +536,4 @@ async fn live_events_carry_eta_cost_pauses_and_variants_and_filters_show_one_sta
         !changed.iter().any(|v| v["job"] == "live.00000"),
         "unchanged ones are not sent again"
     );
-}
-
-#[tokio::test]
-async fn the_source_clip_stored_with_the_batch_is_shown_beside_the_variants() {
-    use base64::Engine;
-    let app = TestApp::new(fast_knobs()).await;
-    let base = start(&app).await;
-    let clip: Vec<u8> = (0..=255u8).cycle().take(50_000).collect();
-    let mut b = app.batch("withsource", &prompts(1));
-    b.shared.video = format!(
-        "data:video/mp4;base64,{}",
-        base64::engine::general_purpose::STANDARD.encode(&clip)
-    );
-    restyle::producer::enqueue(&app.queue, &b).await.unwrap();
-    app.enqueue("byurl", &prompts(1)).await;
-    let reader = sign_in(&base, READER).await;
-    let (_, html) = page(&base, "/console/batches/withsource", &reader).await;
-    assert!(
-        html.contains("src=\"/console/batches/withsource/source\""),
-        "{html}"
-    );
-    let res = browser()
-        .get(format!("{base}/console/batches/withsource/source"))
-        .header("cookie", &reader)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    assert_eq!(res.headers()["content-type"], "video/mp4");
-    assert_eq!(
-        sha(&res.bytes().await.unwrap()),
-        sha(&clip),
-        "the stored clip"
-    );
-    let signed_out = browser()
-        .get(format!("{base}/console/batches/withsource/source"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(signed_out.status(), 401);
-    // A clip named by URL is linked, not fetched.
-    let (_, html) = page(&base, "/console/batches/byurl", &reader).await;
-    assert!(
-        html.contains("href=\"https://media.example.com/clip.mp4\""),
-        "{html}"
-    );
-    let (status, _) = page(&base, "/console/batches/byurl/source", &reader).await;
-    assert_eq!(status, 404);
-}
-
-#[tokio::test]
-async fn with_an_object_store_outputs_redirect_to_presigned_links_and_kept_zip_streams_them() {
-    let (app, _bucket) = crate::store::store_app(fast_knobs()).await;
-    let store = crate::store::store_of(&app);
-    let base = crate::serve::start_full(&app, app.settings.clone(), Some(store.clone())).await;
-    app.enqueue("instore", &prompts(3)).await;
-    let rt = app.runtime();
-    app.drive(&rt, "instore", Duration::from_secs(60)).await;
-    let job = |i: u32| restyle::job::job_id("instore", i);
-    for i in [0, 2] {
-        let (status, _) = call(
-            reqwest::Method::PUT,
-            &put_mark(&base, "instore", &job(i)),
-            Some(OPERATOR),
-            Some(&json!({ "mark": "keep" })),
-        )
-        .await;
-        assert_eq!(status, 200);
-    }
-    let op = sign_in(&base, OPERATOR).await;
-    let res = browser()
-        .get(format!("{base}/console/batches/instore"))
-        .header("cookie", &op)
-        .send()
-        .await
-        .unwrap();
-    let csp = res.headers()["content-security-policy"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let moto = crate::store::Moto::shared().endpoint();
-    assert!(
-        csp.contains(&format!("media-src 'self' {moto};")),
-        "the store's origin may serve media: {csp}"
-    );
-    let res = browser()
-        .get(format!(
-            "{base}/console/batches/instore/jobs/{}/output",
-            job(0)
-        ))
-        .header("cookie", &op)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 307);
-    let link = res.headers()["location"].to_str().unwrap().to_owned();
-    assert!(link.starts_with(&moto), "{link}");
-    let Some(Ok(rec)) = app.queue.job(&job(0)).await.unwrap() else {
-        panic!("record");
-    };
-    let fetched = crate::store::Moto::shared()
-        .client()
-        .get(&link)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(fetched.status(), 200, "the presigned link works");
-    assert_eq!(Some(sha(&fetched.bytes().await.unwrap())), rec.sha256);
-
-    let res = reqwest::Client::new()
-        .get(format!("{base}/api/v1/batches/instore/kept.zip"))
-        .bearer_auth(READER)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let entries = unzip(res.bytes().await.unwrap().to_vec()).await;
-    let names: Vec<&str> = entries.keys().map(String::as_str).collect();
-    let want = [format!("{}.mp4", job(0)), format!("{}.mp4", job(2))];
-    assert_eq!(names, [want[0].as_str(), want[1].as_str(), "manifest.json"]);
-    for (i, name) in [(0, &want[0]), (2, &want[1])] {
-        let Some(Ok(rec)) = app.queue.job(&job(i)).await.unwrap() else {
-            panic!("record");
-        };
-        let in_bucket = store
-            .get(&rec.file.unwrap(), 1 << 30)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(sha(&entries[name]), sha(&in_bucket), "{name}");
-        assert_eq!(Some(sha(&entries[name])), rec.sha256);
-    }
 }
