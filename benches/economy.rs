@@ -14,16 +14,19 @@
 //! done minus its completion, in simulated seconds).
 //!
 //! Prints one JSON line per case on stdout (progress on stderr). `ECONOMY_CASES` (a
-//! comma list of case names, e.g. `uniform/learned,lognormal/default`) picks cases. A case
-//! is a latency distribution × a configuration ([`Config`]); a configuration is a name and
-//! what it changes in the worker's settings and the simulator's knobs, so a new one (push
-//! completion) is one more entry in [`configs`]. BENCHMARKS.md ("Upstream economy") has
-//! the figures and the command.
+//! comma list of case names, e.g. `uniform/learned,lognormal/push`) picks cases. A case
+//! is a latency distribution × a configuration ([`Config`]): a name, the provider its
+//! jobs use, whether push completion is on, and what it changes in the worker's settings
+//! and the simulator's knobs. `push` runs the jobs on fal with webhooks: the simulator
+//! signs and sends them to a `restyle receive` process of the built binary on loopback,
+//! which moves the job's next poll to now; the detection is still the poll that saw the
+//! generation done. BENCHMARKS.md ("Upstream economy") has the figures and the command.
 
 use anyhow::{bail, Context as _};
 use restyle::config::testing::TestSettings;
 use restyle::config::PollSettings;
 use restyle::localredis::LocalRedis;
+use restyle::model::ProviderName;
 use restyle::queue::{Queue, RetryMode};
 use restyle::sim::{Knobs, LatencyDist, SimHandle, Spread};
 use serde_json::{json, Value};
@@ -35,6 +38,8 @@ use std::time::{Duration, Instant};
 mod common;
 
 const SIM_KEY: &str = "sk-economy-5d1f08a2c7e4";
+/// `push.secret` of the push case (the Kling callbacks' HMAC key; fal's are signed).
+const PUSH_SECRET: &str = "push-economy-3b9e27c4d1a6f580";
 /// How often the bench looks at the batch and the simulator.
 const WATCH_EVERY: Duration = Duration::from_millis(20);
 
@@ -123,10 +128,13 @@ impl Latency {
     }
 }
 
-/// A configuration under test: its name, and what it changes in the worker's settings
-/// and in the simulator's knobs.
+/// A configuration under test: its name, the provider its jobs use, whether push
+/// completion is on (a `restyle receive` on loopback, `[push]` pointing at it), and what
+/// it changes in the worker's settings and in the simulator's knobs.
 struct Config {
     name: &'static str,
+    provider: ProviderName,
+    push: bool,
     settings: fn(TestSettings) -> TestSettings,
     knobs: fn(Knobs) -> Knobs,
 }
@@ -136,13 +144,31 @@ fn configs() -> Vec<Config> {
     vec![
         Config {
             name: "default",
+            provider: ProviderName::Aimlapi,
+            push: false,
             settings: |s| s.set("learned_poll.enabled", false),
             knobs: |k| k,
         },
         Config {
             name: "learned",
+            provider: ProviderName::Aimlapi,
+            push: false,
             settings: |s| s.set("learned_poll.enabled", true),
             knobs: |k| k,
+        },
+        // fal with webhooks, every one delivered at once; polling on the default schedule
+        // stays the source of truth (a push only moves the next poll to now).
+        Config {
+            name: "push",
+            provider: ProviderName::Fal,
+            push: true,
+            settings: |s| s.set("learned_poll.enabled", false),
+            knobs: |k| Knobs {
+                push_drop_rate: 0.0,
+                push_duplicate_rate: 0.0,
+                push_delay: Duration::ZERO,
+                ..k
+            },
         },
     ]
 }
@@ -204,20 +230,65 @@ async fn case(
     let namespace = format!("economy-{}", uuid::Uuid::new_v4().simple());
     let dir = root.join(name.replace('/', "-"));
     std::fs::create_dir_all(&dir)?;
-    let settings = (config.settings)(
-        common::sim_settings(url, &namespace, &sim.base_url(), SIM_KEY, &dir)
-            .poll(p.poll())
-            .set("queue.idle_poll", p.idle_poll)
-            .set("providers.aimlapi.rate_limit", 0.0)
-            .set("providers.aimlapi.max_in_flight", p.cap),
-    );
+    let sim_url = sim.base_url();
+    let mut settings = common::sim_settings(url, &namespace, &sim_url, SIM_KEY, &dir)
+        .provider_at(config.provider, &sim_url, SIM_KEY)
+        .poll(p.poll())
+        .set("queue.idle_poll", p.idle_poll)
+        .every_provider("rate_limit", 0.0)
+        .every_provider("max_in_flight", p.cap);
+    let receiver_port = if config.push {
+        let port = free_port()?;
+        settings = settings
+            .set(
+                "push.public_url",
+                format!("http://127.0.0.1:{port}").as_str(),
+            )
+            .set("push.secret", PUSH_SECRET)
+            .set(
+                "providers.fal.webhook_jwks_url",
+                format!("{sim_url}/.well-known/jwks.json").as_str(),
+            );
+        Some(port)
+    } else {
+        None
+    };
+    let settings = (config.settings)(settings);
     let s = settings.settings();
     let queue = Queue::connect(&s.redis, &s.queue, RetryMode::Persistent).await?;
-    let mut worker = Worker::spawn(&settings, &dir)?;
-    worker.wait_started(Instant::now() + Duration::from_secs(30))?;
+    let until = Instant::now() + Duration::from_secs(30);
+    let receiver = match receiver_port {
+        Some(port) => {
+            let listen = format!("127.0.0.1:{port}");
+            let mut r = Proc::spawn(
+                &settings,
+                &dir,
+                "receive",
+                &["receive", "--listen", &listen],
+            )?;
+            r.wait_healthy(&format!("http://{listen}/healthz"), until)
+                .await?;
+            Some(r)
+        }
+        None => None,
+    };
+    let mut worker = Proc::spawn(
+        &settings,
+        &dir,
+        "worker",
+        &["worker", "--concurrency", "64"],
+    )?;
+    worker.wait_logged("Worker started.", until)?;
     eprintln!("{name}: warm-up ({} jobs)", p.warm);
     let deadline = Duration::from_secs_f64(4000.0 * p.scale + 60.0);
-    run_batch(&queue, &sim, "warm", p.warm, deadline, None).await?;
+    let batch = |id: &str, n: usize| {
+        let mut b = common::batch(id, n, "https://media.example.com/clip.mp4", |i| {
+            format!("Variant {i}: the same shot in palette {i}")
+        });
+        b.shared.provider = config.provider;
+        b
+    };
+    run_batch(&queue, &sim, &batch("warm", p.warm), deadline, None).await?;
     sim.reset_stats();
     let started = Instant::now();
     eprintln!("{name}: measured batch ({} jobs)", p.jobs);
@@ -229,16 +300,28 @@ async fn case(
         k.latency_max *= 2;
         (p.jobs as u64 / 2, k)
     });
-    run_batch(&queue, &sim, "measured", p.jobs, deadline * 4, shift).await?;
+    run_batch(
+        &queue,
+        &sim,
+        &batch("measured", p.jobs),
+        deadline * 4,
+        shift,
+    )
+    .await?;
     let wall = started.elapsed().as_secs_f64();
     let st = sim.stats();
+    let pushes = sim.push_stats();
     worker.stop();
+    if let Some(r) = receiver {
+        r.stop();
+    }
     common::drop_namespace(&mut queue.connection(), queue.keys().prefix()).await?;
     sim.shutdown();
     Ok(json!({
         "case": name,
         "latency": latency.name(),
         "config": config.name,
+        "provider": config.provider.as_str(),
         "jobs": p.jobs,
         "time_scale": p.scale,
         "polls_per_job": spread(&st.polls_per_generation),
@@ -247,24 +330,28 @@ async fn case(
         "polls_total": st.polls_total,
         "rate_limited": st.rate_limited_total,
         "duplicates": st.duplicate_submissions,
+        "pushes_delivered": pushes.delivered,
         "wall_s": r2(wall),
     }))
 }
 
-/// Enqueues `n` jobs and waits until the batch is finished; with `shift`, replaces the
+/// A port free on loopback now (for the receiver, which binds it itself).
+fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("bind a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Enqueues the batch and waits until it is finished; with `shift`, replaces the
 /// simulator's knobs once that many generations of it were submitted.
 async fn run_batch(
     queue: &Queue,
     sim: &SimHandle,
-    batch_id: &str,
-    n: usize,
+    b: &restyle::model::ValidatedBatch,
     deadline: Duration,
     mut shift: Option<(u64, Knobs)>,
 ) -> anyhow::Result<()> {
-    let b = common::batch(batch_id, n, "https://media.example.com/clip.mp4", |i| {
-        format!("Variant {i}: the same shot in palette {i}")
-    });
-    restyle::producer::enqueue(queue, &b).await?;
+    let batch_id = b.shared.batch_id.as_str();
+    restyle::producer::enqueue(queue, b).await?;
     let end = Instant::now() + deadline;
     loop {
         if let Some((at, _)) = &shift {
@@ -287,43 +374,72 @@ async fn run_batch(
     }
 }
 
-/// A `restyle worker` child; SIGKILLed if still running when dropped.
-struct Worker {
+/// A `restyle` child (`worker`, `receive`); SIGKILLed if still running when dropped.
+struct Proc {
     child: Child,
     log: PathBuf,
 }
 
-impl Worker {
-    fn spawn(settings: &TestSettings, dir: &Path) -> anyhow::Result<Worker> {
-        let log = dir.join("worker.log");
+impl Proc {
+    fn spawn(
+        settings: &TestSettings,
+        dir: &Path,
+        name: &str,
+        args: &[&str],
+    ) -> anyhow::Result<Proc> {
+        let log = dir.join(format!("{name}.log"));
         let f = std::fs::File::create(&log)?;
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_restyle"));
         settings.apply(&mut cmd);
         cmd.current_dir(dir)
             .env_remove("RUST_LOG")
-            .args(["worker", "--concurrency", "64"])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(f);
-        Ok(Worker {
-            child: cmd.spawn().context("spawn restyle worker")?,
+        Ok(Proc {
+            child: cmd
+                .spawn()
+                .with_context(|| format!("spawn restyle {name}"))?,
             log,
         })
     }
 
-    fn wait_started(&mut self, until: Instant) -> anyhow::Result<()> {
+    /// Fails when the child exited or `until` passed.
+    fn check_alive(&mut self, until: Instant, what: &str) -> anyhow::Result<()> {
+        let text = || std::fs::read_to_string(&self.log).unwrap_or_default();
+        if let Some(status) = self.child.try_wait()? {
+            bail!("{what}: exited early ({status}); log:\n{}", text());
+        }
+        if Instant::now() > until {
+            bail!("{what}: not in time; log:\n{}", text());
+        }
+        Ok(())
+    }
+
+    /// Waits until the child's log contains `line`.
+    fn wait_logged(&mut self, line: &str, until: Instant) -> anyhow::Result<()> {
         loop {
             let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-            if text.contains("Worker started.") {
+            if text.contains(line) {
                 return Ok(());
             }
-            if let Some(status) = self.child.try_wait()? {
-                bail!("worker exited early ({status}); log:\n{text}");
-            }
-            if Instant::now() > until {
-                bail!("worker did not start in time; log:\n{text}");
-            }
+            self.check_alive(until, line)?;
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until `url` answers 200.
+    async fn wait_healthy(&mut self, url: &str, until: Instant) -> anyhow::Result<()> {
+        let http = reqwest::Client::new();
+        loop {
+            if let Ok(r) = http.get(url).send().await {
+                if r.status().is_success() {
+                    return Ok(());
+                }
+            }
+            self.check_alive(until, url)?;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -341,7 +457,7 @@ impl Worker {
     }
 }
 
-impl Drop for Worker {
+impl Drop for Proc {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();

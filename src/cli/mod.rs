@@ -315,7 +315,11 @@ impl CliError {
         ExitCode::from(match self {
             CliError::Batch(_) | CliError::Config(_) | CliError::Usage(_) => 2,
             CliError::Queue(QueueError::Unavailable { .. }) => 3,
-            CliError::Queue(QueueError::BatchConflict(_) | QueueError::BadId(_)) => 2,
+            CliError::Queue(
+                QueueError::BatchConflict(_)
+                | QueueError::BadId(_)
+                | QueueError::RedisTooOld { .. },
+            ) => 2,
             CliError::Queue(QueueError::NoBatch(_)) => 4,
             CliError::NotFound(_) => 4,
             CliError::Failures(_) => 5,

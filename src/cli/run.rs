@@ -7,7 +7,7 @@ use super::{Cli, CliError, Command, EnqueueArgs};
 use crate::batch::{self, BatchFlags};
 use crate::config::{LoadOptions, Settings};
 use crate::job::JobState;
-use crate::queue::{Purged, Queue, RetryMode};
+use crate::queue::{Purged, Queue, QueueError, RetryMode};
 use crate::{ops, producer, sim, status, upstream, worker};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -459,11 +459,26 @@ fn require_durable(settings: &Settings, d: &crate::queue::Durability) -> Result<
     Ok(())
 }
 
-/// `check-config`: which durability guarantee the configured Redis gives. Unreachable
-/// Redis is said, not failed (the settings can be checked before Redis exists).
+/// `check-config`: the configured Redis's version and which durability guarantee it
+/// gives. Unreachable Redis is said, not failed (the settings can be checked before Redis
+/// exists); a Redis too old for the queue fails the check.
 async fn check_durability(settings: &Settings) -> Result<(), CliError> {
     let found = match Queue::connect(&settings.redis, &settings.queue, RetryMode::FailFast).await {
-        Ok(q) => q.durability().await,
+        Ok(q) => {
+            match q.server_version().await {
+                Ok(Some(v)) => eprintln!(
+                    "redis version: {v} (restyle needs {} or newer)",
+                    crate::queue::REQUIRED_REDIS
+                ),
+                Ok(None) => eprintln!("redis version: unknown (INFO server says none)"),
+                Err(e) => eprintln!("redis version: unknown ({e})"),
+            }
+            q.durability().await
+        }
+        Err(e @ QueueError::RedisTooOld { .. }) => {
+            eprintln!("redis version: {e}");
+            return Err(e.into());
+        }
         Err(e) => Err(e),
     };
     match found {

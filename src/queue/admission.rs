@@ -145,7 +145,7 @@ impl Queue {
                         .zcount(format!("{p}slots:{provider}"), self.now_ms(), "+inf")
                         .llen(format!("{p}waiting:{provider}"))
                         .llen(format!("{p}paused:{provider}"))
-                        .get(format!("{p}cooldown:{provider}"))
+                        .hget(format!("{p}pause:{provider}"), "cooldown")
                         .cmd("TIME")
                         .query_async(&mut c)
                         .await
@@ -232,12 +232,12 @@ impl Queue {
         .await
     }
 
-    /// Lifts a provider pause.
+    /// Lifts a provider pause (a 429 cool-down in the same hash stays).
     pub async fn clear_provider_pause(&self, provider: &str) -> Result<(), QueueError> {
         let key = self.keys.pause(provider);
         self.retry(|mut c| {
             let key = key.clone();
-            async move { c.del::<_, ()>(key).await }
+            async move { lenient(c.hdel::<_, _, ()>(key, &["message", "until"]).await) }
         })
         .await
     }

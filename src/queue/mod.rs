@@ -28,6 +28,7 @@ mod read;
 mod records;
 pub mod retention;
 mod scripts;
+mod version;
 mod wake;
 
 pub use crate::job::{After, Transition, WaitList};
@@ -40,6 +41,7 @@ pub use marks::{Mark, MarkSet};
 pub use push::PushTarget;
 pub use read::Purged;
 pub use scripts::Scripts;
+pub use version::{RedisVersion, REQUIRED as REQUIRED_REDIS};
 pub use wake::Waiter;
 
 use crate::config::{QueueSettings, RedisSettings};
@@ -75,6 +77,16 @@ pub enum QueueError {
     /// A durable transition (rule 7) was not confirmed in time and was withdrawn.
     #[error("{0}")]
     NotDurable(String),
+    /// The server is older than the queue needs (see [`version`]).
+    #[error(
+        "Redis at {url} is version {found}; restyle needs Redis {required} or newer \
+         (the claim uses LMPOP)"
+    )]
+    RedisTooOld {
+        url: String,
+        found: RedisVersion,
+        required: RedisVersion,
+    },
 }
 
 impl QueueError {
@@ -317,7 +329,32 @@ impl Queue {
             settings: settings.clone(),
         };
         q.sync_clock().await?;
+        match q.server_version().await? {
+            Some(found) if !found.supported() => {
+                return Err(QueueError::RedisTooOld {
+                    url: q.url.clone(),
+                    found,
+                    required: version::REQUIRED,
+                })
+            }
+            Some(_) => {}
+            None => tracing::warn!(redis = %q.url,
+                "Redis did not say its version (INFO server); restyle needs 7.0 or newer."),
+        }
         Ok(q)
+    }
+
+    /// The server's version from `INFO server` (on the namespace's shard); `None` when
+    /// it does not say one that parses, or may not be asked (an ACL without `INFO`).
+    pub async fn server_version(&self) -> Result<Option<RedisVersion>, QueueError> {
+        match self.eval::<String>(&self.scripts.info, &[]).await {
+            Ok(info) => Ok(RedisVersion::from_info(&info)),
+            Err(QueueError::Redis(why)) => {
+                tracing::debug!(error = %why, "INFO server refused.");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Epoch milliseconds on the Redis server's clock (see [`clock`]): the one time base

@@ -116,3 +116,30 @@ async fn settings_errors_never_quote_the_value() {
         assert!(err.contains(&named), "{var}: the key is not named: {err}");
     }
 }
+
+/// `check-config` says which Redis version it found, the one `INFO server` gives, and
+/// the oldest the queue runs on (the claim uses `LMPOP`, Redis 7.0).
+#[tokio::test]
+async fn the_redis_version_is_shown() {
+    let app = TestApp::new(fast_knobs()).await;
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut app.queue.connection())
+        .await
+        .unwrap();
+    let found = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .expect("INFO server has redis_version")
+        .trim()
+        .to_string();
+    let out = app.cmd().arg("check-config").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains(&format!(
+            "redis version: {found} (restyle needs 7.0.0 or newer)"
+        )),
+        "{err}"
+    );
+}

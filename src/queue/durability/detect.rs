@@ -4,7 +4,7 @@
 
 use super::Durability;
 use crate::queue::conn::Conn;
-use crate::queue::{Queue, QueueError};
+use crate::queue::{Queue, QueueError, RedisVersion};
 use std::collections::HashMap;
 
 /// What detection read from Redis.
@@ -29,10 +29,7 @@ impl Facts {
                 .map(str::to_string)
         };
         let version_text = field("redis_version").unwrap_or_default();
-        let mut parts = version_text
-            .split('.')
-            .map(|p| p.parse::<u32>().unwrap_or(0));
-        let version = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        let version = RedisVersion::from_info(info).map_or((0, 0), |v| (v.major, v.minor));
         let replicas = info
             .lines()
             .filter(|l| {

@@ -8,15 +8,16 @@
 /// whose end is not a time) is treated as absent and overwritten, and noted in `REPAIRED`.
 pub(super) const ADMISSION_LUA: &str = r#"
 -- The fleet-wide cool-down, then GCRA: 0 to go now, else the milliseconds to wait.
--- T = emission interval (0: no rate limit), tau = tolerance. GCRA reads the server's
--- TIME; without a rate the caller's `now` (the server clock as the worker carries it, a
--- round trip off at most) is close enough for the cool-down and the per-second count.
-local function admit(p, prov, T, tau, now)
+-- `cd` is the cool-down's end (Redis clock, ms; 0 = none), read with the account pause
+-- (see `holds`). T = emission interval (0: no rate limit), tau = tolerance. GCRA reads
+-- the server's TIME; without a rate the caller's `now` (the server clock as the worker
+-- carries it, a round trip off at most) is close enough for the cool-down and the
+-- per-second count.
+local function admit(p, prov, T, tau, now, cd)
   if T > 0 then
     local t = redis.call('TIME')
     now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   end
-  local cd = num_at(p, p .. 'cooldown:' .. prov) or 0
   if cd > now then return cd - now end
   if T > 0 then
     local key = p .. 'gcra:' .. prov
@@ -79,31 +80,43 @@ local function reserve(p, bid, id, cost)
   redis.call('HSET', jkey, 'cost_reserved', cost)
   return 1
 end
--- The end (ms, the pausing worker's clock) of a provider's account pause, 0 if none.
-local function paused_until(p, prov, now)
+-- A provider's holds, both in one hash `pause:<prov>` (one read per gate): the account
+-- pause (`message`, `until`: ms on the pausing worker's clock) and the fleet-wide 429
+-- cool-down (`cooldown`: ms on the Redis clock). Returns the pause's end if it is still
+-- on (else 0) and the cool-down's end (0 if none). A key of the wrong type is deleted; a
+-- pause end or cool-down that is not a number is removed; each treated as absent.
+local function holds(p, prov, now)
   local key = p .. 'pause:' .. prov
-  local v = redis.pcall('HGET', key, 'until')
-  local untl = (not failed(v)) and v and tonumber(v)
-  if v and not untl then
+  local v = redis.pcall('HMGET', key, 'until', 'cooldown')
+  if failed(v) then
     redis.call('DEL', key)
-    repaired(p, key, 'no time to pause until; treated as absent')
-    return 0
+    repaired(p, key, 'of the wrong type; treated as absent')
+    return 0, 0
   end
-  if untl and untl > now then return untl end
-  return 0
+  local untl, cd = tonumber(v[1]), tonumber(v[2])
+  if v[1] and not untl then
+    redis.call('HDEL', key, 'message', 'until')
+    repaired(p, key, 'no time to pause until; treated as absent')
+  end
+  if v[2] and not cd then
+    redis.call('HDEL', key, 'cooldown')
+    repaired(p, key, 'cool-down not a number; treated as absent')
+  end
+  if not untl or untl <= now then untl = 0 end
+  return untl, cd or 0
 end
 "#;
 
-/// Sets the fleet-wide cool-down (only ever extended). ARGV: prefix, provider, ms.
+/// Sets the fleet-wide cool-down (only ever extended), the `cooldown` field of the
+/// provider's `pause:` hash (see `holds`). ARGV: prefix, provider, ms.
 /// Returns {the cool-down's end (Redis clock, ms), repaired}.
 pub(super) const COOLDOWN: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local key = ARGV[1] .. 'cooldown:' .. ARGV[2]
+local _, cur = holds(ARGV[1], ARGV[2], now)
 local untl = now + tonumber(ARGV[3])
-local cur = num_at(ARGV[1], key) or 0
 if cur < untl then
-  redis.call('SET', key, untl, 'PX', tonumber(ARGV[3]) + 1000)
+  fix(ARGV[1], 'HSET', ARGV[1] .. 'pause:' .. ARGV[2], 'cooldown', untl)
   return {untl, REPAIRED}
 end
 return {cur, REPAIRED}
@@ -117,7 +130,7 @@ return {cur, REPAIRED}
 /// cost · {4, 0} at the cap · {5, ms} rate: wait; each with the repaired keys third.
 pub(super) const GATE_SUBMIT: &str = r#"
 local p, prov, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local untl = paused_until(p, prov, now)
+local untl, cd = holds(p, prov, now)
 if untl > 0 then return {1, untl, REPAIRED} end
 local r = reserve(p, ARGV[4], ARGV[5], ARGV[6])
 if r == 0 then return {2, 0, REPAIRED} end
@@ -127,7 +140,7 @@ if cap > 0 and take_slot(p, prov, ARGV[5], cap, tonumber(ARGV[8]), now) == 0 the
   return {4, 0, REPAIRED}
 end
 if ARGV[9] == '1' then
-  local wait = admit(p, prov, tonumber(ARGV[10]), tonumber(ARGV[11]), now)
+  local wait = admit(p, prov, tonumber(ARGV[10]), tonumber(ARGV[11]), now, cd)
   if wait > 0 then return {5, wait, REPAIRED} end
 end
 return {0, 0, REPAIRED}
@@ -139,20 +152,20 @@ return {0, 0, REPAIRED}
 /// the repaired keys third.
 pub(super) const GATE_POLL: &str = r#"
 local p, prov, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local untl = paused_until(p, prov, now)
+local untl, cd = holds(p, prov, now)
 if untl > 0 then return {1, untl, REPAIRED} end
 if ARGV[4] == '1' then
-  local wait = admit(p, prov, tonumber(ARGV[5]), tonumber(ARGV[6]), now)
+  local wait = admit(p, prov, tonumber(ARGV[5]), tonumber(ARGV[6]), now, cd)
   if wait > 0 then return {5, wait, REPAIRED} end
 end
 return {0, 0, REPAIRED}
 "#;
 
-/// Lifts a provider's account pause and sends the jobs that waited for it back to the
-/// ready list. ARGV: prefix, provider. Returns the number of jobs woken.
+/// Lifts a provider's account pause (a cool-down stays) and sends the jobs that waited
+/// for it back to the ready list. ARGV: prefix, provider. Returns the number of jobs woken.
 pub(super) const RESUME: &str = r#"
 local p, prov = ARGV[1], ARGV[2]
-redis.call('DEL', p .. 'pause:' .. prov)
+fix(p, 'HDEL', p .. 'pause:' .. prov, 'message', 'until')
 return wake_list(p, 'paused:' .. prov, 0)
 "#;
 

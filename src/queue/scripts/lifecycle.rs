@@ -46,7 +46,7 @@ return added
 /// ready) | done (terminal) | wait (onto `wait_list`, with a parked safety net at at_ms).
 /// An empty new_state keeps the current state; an empty value deletes the field.
 /// A job holds a slot of its provider while submitting or polling; any other state frees
-/// it and wakes one job waiting for a slot.
+/// it and wakes one job waiting for a slot (a step from finishing has none to free).
 /// A terminal step numbers the job's outcome: the `outcome` field it sets (a stage took
 /// the number before writing its result line), else one more than the last; `finished_at`
 /// is the one it sets, else now. A job that lets go of its lease has its `token` and
@@ -149,7 +149,11 @@ local function step(i)
     if HOLD[final] and mode ~= 'done' then
       local base = math.max(tonumber(at), now)
       fix(p, 'ZADD', skey, base + tonumber(ARGV[i + 8]), id)
-    elseif fix(p, 'ZREM', skey, id) == 1 and tonumber(ARGV[i + 7]) > 0 then
+    elseif cur[2] ~= S.finishing and fix(p, 'ZREM', skey, id) == 1
+        and tonumber(ARGV[i + 7]) > 0 then
+      -- (A job in finishing holds no slot: the step into it freed it, and nothing takes
+      -- one for it there — no gate runs in finishing, reclaims and revivals add only jobs
+      -- that submit or poll.)
       wake(p, prov, 1)   -- jobs wait for a slot only under a cap
     end
   end

@@ -181,6 +181,8 @@ pub struct Scripts {
     pub record_upload: Script,
     /// The server's `TIME` as {seconds, microseconds}.
     pub clock: Script,
+    /// The server's `INFO server` text (for its version).
+    pub info: Script,
 }
 
 /// The prelude every script starts with.
@@ -215,6 +217,7 @@ impl Scripts {
             clock: Script::new(
                 "local t = redis.call('TIME') return {tonumber(t[1]), tonumber(t[2])}",
             ),
+            info: Script::new("return redis.call('INFO', 'server')"),
         }
     }
 }

@@ -36,7 +36,7 @@ pub const MAX_SAMPLES: usize = 256;
 pub const MAX_SAMPLE_MS: u64 = 7 * 24 * 3600 * 1000;
 
 /// The exchange rate per second of spread: `c = K_COST · (q90 − q10)`.
-const K_COST: f64 = 0.025;
+const K_COST: f64 = 0.02;
 
 /// The most a poll is worth, per second of the median: a wide distribution (a long-tailed
 /// lognormal) is still polled densely enough to beat the default schedule's delay. Both

@@ -33,9 +33,17 @@ async fn garbage_in_the_cool_down_key_is_repaired_and_submissions_go_on() {
     let w = World::new().await;
     let ids = w.healthy().await;
     let mut c = w.conn();
-    let _: () = c.set(w.key("cooldown:aimlapi"), "soon").await.unwrap();
-    repaired(&w, &ids, &["cooldown:aimlapi"], async |w: &World| {
-        let v: Option<String> = w.conn().get(w.key("cooldown:aimlapi")).await.unwrap();
+    // The cool-down is the `cooldown` field of the provider's `pause:` hash.
+    let _: () = c
+        .hset(w.key("pause:aimlapi"), "cooldown", "soon")
+        .await
+        .unwrap();
+    repaired(&w, &ids, &["pause:aimlapi"], async |w: &World| {
+        let v: Option<String> = w
+            .conn()
+            .hget(w.key("pause:aimlapi"), "cooldown")
+            .await
+            .unwrap();
         v.is_none_or(|v| v.parse::<f64>().is_ok())
     })
     .await;
