@@ -101,7 +101,8 @@ pub async fn read(
             while let Some(chunk) = field.chunk().await.map_err(bad_body)? {
                 dropped += chunk.len() as u64;
                 if dropped > MAX_DRAIN_BYTES {
-                    return Err(Stop::Field(refused.expect("set")));
+                    let first = refused.take();
+                    return Err(Stop::Field(first.unwrap_or(ApiError::Unavailable)));
                 }
             }
             continue;
@@ -241,7 +242,7 @@ pub fn csv_prompts(bytes: &[u8]) -> Result<Vec<String>, ApiError> {
                 continue;
             }
         }
-        if i >= MAX_CSV_ROWS + 1 {
+        if i > MAX_CSV_ROWS {
             return Err(ApiError::invalid(
                 field,
                 format!("at most {MAX_CSV_ROWS} rows"),
