@@ -405,9 +405,19 @@ async function markAndDownload(page, batchId, seen) {
     return;
   }
   try {
-    const entries = await zipEntries(file);
+    const all = await zipEntries(file);
     const problems = [];
-    if (entries.length !== keep.length) problems.push(`${entries.length} entries for ${keep.length} kept`);
+    // Beside the outputs, one manifest.json listing each kept job (and nothing else).
+    const manifest = all.filter((e) => e.name === "manifest.json");
+    const entries = all.filter((e) => e.name !== "manifest.json");
+    if (manifest.length !== 1) {
+      problems.push(`${manifest.length} manifest.json entries`);
+    } else {
+      const listed = JSON.stringify(JSON.parse(manifest[0].bytes.toString("utf8")));
+      for (const s of keep) if (!listed.includes(s.job)) problems.push(`manifest.json lacks ${s.job}`);
+      for (const s of seen.slice(keep.length)) if (listed.includes(s.job)) problems.push(`manifest.json lists rejected ${s.job}`);
+    }
+    if (entries.length !== keep.length) problems.push(`${entries.length} outputs for ${keep.length} kept`);
     // The zip holds the kept variants' outputs, as the page serves them, byte for byte:
     // the multiset of the entries' digests is the kept outputs' one.
     const left = entries.map((e) => sha256(e.bytes));
@@ -432,7 +442,7 @@ async function markAndDownload(page, batchId, seen) {
         problems.push(`${s.job} was rejected but is in the zip`);
       }
     }
-    const names = entries.map((e) => e.name);
+    const names = all.map((e) => e.name);
     if (new Set(names).size !== names.length) problems.push(`duplicate names ${names}`);
     report(
       "kept_zip",

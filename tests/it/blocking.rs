@@ -125,9 +125,16 @@ async fn an_idle_worker_sends_no_claims() {
     let scripts =
         sent.get("evalsha").copied().unwrap_or(0) + sent.get("eval").copied().unwrap_or(0);
     eprintln!("idle worker, 2 s: {total} commands {sent:?}");
-    assert!(scripts <= 1, "an idle worker claimed or swept: {sent:?}");
+    // A claim pops with LMPOP (counted inside the script); the lease timer (every 3 s)
+    // and the Redis clock sync may each run once in the window, a script call apiece.
+    assert_eq!(
+        sent.get("lmpop").copied().unwrap_or(0),
+        0,
+        "an idle worker claimed: {sent:?}"
+    );
+    assert!(scripts <= 2, "an idle worker claimed or swept: {sent:?}");
     assert!(
-        total <= 6,
+        total <= 10,
         "an idle worker sent {total} commands in 2 s: {sent:?}"
     );
     stop.cancel();
