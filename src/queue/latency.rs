@@ -2,8 +2,9 @@
 //! per provider × model (× output duration where the batch sets one),
 //! `latency:<provider>:<model>[:<n>s]`, newest first, each entry `lo:hi` milliseconds
 //! from the submit ([`Sample`]). Every worker appends on every completion it detects
-//! (LPUSH + LTRIM to [`MAX_SAMPLES`] in one small script, so the ring follows a shift in
-//! the provider's latency by forgetting), and reads at most [`MAX_SAMPLES`] entries of at
+//! (LPUSH in one small script, trimmed back to [`MAX_SAMPLES`] whenever it runs 32 past
+//! it, so the ring follows a shift in the provider's latency by forgetting and costs
+//! about two commands per completion), and reads the newest [`MAX_SAMPLES`] entries of at
 //! most 40 bytes each: a planted huge list or huge entry never reaches the worker, and an
 //! entry that does not parse is dropped (Redis contents are untrusted). A key of the wrong
 //! type reads as empty and is replaced by the next write.
@@ -17,18 +18,29 @@ use std::sync::LazyLock;
 /// A ring nobody writes to for this long (a provider or model no longer used) expires.
 const RING_TTL_MS: u64 = 30 * 24 * 3600 * 1000;
 
-/// ARGV: prefix, key suffix, entry, cap, ttl.
+/// A ring may run this many entries past its cap before a write trims it: the trim (and
+/// the expiry's renewal) run once per this many completions instead of on each.
+const RING_SLACK: u64 = 32;
+
+/// ARGV: prefix, key suffix, entry, cap, ttl, slack. The list is trimmed back to the cap
+/// once it passes cap + slack, and its expiry renewed on its first entry and on every
+/// slack-th length; readers take only the newest `cap`.
 static RECORD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local key = ARGV[1] .. 'latency:' .. ARGV[2]
-local r = redis.pcall('LPUSH', key, ARGV[3])
-if type(r) == 'table' and r.err then
+local n = redis.pcall('LPUSH', key, ARGV[3])
+if type(n) == 'table' and n.err then
   redis.call('DEL', key)
-  redis.call('LPUSH', key, ARGV[3])
+  n = redis.call('LPUSH', key, ARGV[3])
 end
-redis.call('LTRIM', key, 0, tonumber(ARGV[4]) - 1)
-redis.call('PEXPIRE', key, ARGV[5])
+local cap, slack = tonumber(ARGV[4]), tonumber(ARGV[6])
+if n > cap + slack then
+  redis.call('LTRIM', key, 0, cap - 1)
+end
+if n == 1 or n % slack == 0 then
+  redis.call('PEXPIRE', key, ARGV[5])
+end
 return 1
 ",
     )
@@ -74,7 +86,13 @@ impl LatencyKey {
 impl Queue {
     /// Adds one completion to its ring (newest first, capped at [`MAX_SAMPLES`]).
     pub async fn record_latency(&self, key: &LatencyKey, s: Sample) -> Result<(), QueueError> {
-        let a = args![key.0.as_str(), s.encode(), MAX_SAMPLES as u64, RING_TTL_MS];
+        let a = args![
+            key.0.as_str(),
+            s.encode(),
+            MAX_SAMPLES as u64,
+            RING_TTL_MS,
+            RING_SLACK
+        ];
         self.eval::<i64>(&RECORD, &a).await.map(|_| ())
     }
 

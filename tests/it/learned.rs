@@ -248,3 +248,37 @@ async fn a_garbage_distribution_is_bounded_and_ignored() {
     let info = app.drive(&rt, "zero", Duration::from_secs(30)).await;
     assert_eq!(info.count(JobState::Succeeded), 1);
 }
+
+#[tokio::test]
+async fn the_ring_stays_bounded_and_reads_the_newest_samples() {
+    let app = TestApp::new(fast_knobs()).await;
+    let name = format!("{}{}", app.queue.keys().prefix(), key().name());
+    let mut c = app.queue.connection();
+    // Oldest first: sample i completed at 1000 + i ms.
+    let n = 3 * MAX_SAMPLES;
+    let mut longest = 0;
+    for i in 0..n as u64 {
+        let s = Sample {
+            lo_ms: 1000 + i,
+            hi_ms: 1000 + i,
+        };
+        app.queue.record_latency(&key(), s).await.unwrap();
+        let len: usize = c.llen(&name).await.unwrap();
+        longest = longest.max(len);
+    }
+    // Trimmed back to the cap whenever it runs 32 past it; never longer.
+    assert!(
+        longest > MAX_SAMPLES,
+        "it never ran past the cap: {longest}"
+    );
+    assert!(longest <= MAX_SAMPLES + 32, "it grew to {longest}");
+    let ttl: i64 = c.pttl(&name).await.unwrap();
+    assert!(ttl > 0, "the ring has an expiry: {ttl}");
+    // Readers get exactly the newest MAX_SAMPLES.
+    let got = app.queue.latency_samples(&key()).await.unwrap();
+    assert_eq!(got.len(), MAX_SAMPLES);
+    let newest = (n - MAX_SAMPLES) as u64;
+    let mut seen: Vec<u64> = got.iter().map(|s| s.lo_ms - 1000).collect();
+    seen.sort_unstable();
+    assert_eq!(seen, (newest..n as u64).collect::<Vec<_>>());
+}
