@@ -46,7 +46,8 @@ function kept(){text("kept-count",document.querySelectorAll('figure.variant[data
 var es=new EventSource(location.pathname+"/events");
 es.addEventListener("progress",function(e){var d=JSON.parse(e.data);
  text("done",d.done);text("total",d.total);text("eta",d.eta);text("cost",d.cost.text);
- for(var k in d.counts)text("count-"+k,d.counts[k]);
+ for(var k in d.counts){text("count-"+k,d.counts[k]);text("fcount-"+k,d.counts[k]);}
+ text("fcount-all",d.total);
  var ul=$("pauses");if(ul){ul.textContent="";d.provider_lines.forEach(function(l){
   var li=document.createElement("li");li.textContent=l;ul.appendChild(li);});}
  var vs=$("variants"),filter=vs?vs.getAttribute("data-filter"):"all";

@@ -129,11 +129,11 @@ fn render(p: &Progress, s: &Session, filter: Option<JobState>, source: &SourceVi
         p class="filters" {
             "Show: "
             a class=(if filter.is_none() { "filter on" } else { "filter" }) data-state="all"
-                href={ "/console/batches/" (id) } { "all (" (p.info.total) ")" }
+                href={ "/console/batches/" (id) } { "all (" span id="fcount-all" { (p.info.total) } ")" }
             @for state in JobState::ALL {
                 a class=(if filter == Some(state) { "filter on" } else { "filter" }) data-state=(state.as_str())
                     href={ "/console/batches/" (id) "?state=" (state.as_str()) } {
-                    (state.as_str()) " (" (p.info.count(state)) ")"
+                    (state.as_str()) " (" span id={ "fcount-" (state.as_str()) } { (p.info.count(state)) } ")"
                 }
             }
         }

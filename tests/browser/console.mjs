@@ -330,6 +330,11 @@ async function steps(page) {
       if (!s.output) problems.push(`${s.job}: no video, image or link of its output`);
     }
     if (!seen[0].source) problems.push("#source has no video or link of the source clip");
+    // The filter bar's counts follow the live events too (the page loaded mid-run).
+    const succeededFilter = await page.locator('a.filter[data-state="succeeded"]').innerText();
+    if (!succeededFilter.includes(`(${PROMPTS.length})`)) {
+      problems.push(`the succeeded filter says "${succeededFilter}" for ${PROMPTS.length} succeeded`);
+    }
     await shot(page, "contact-sheet");
     report(
       "variants_shown",
