@@ -7,12 +7,11 @@
 //! form (422), values kept (an uploaded clip and images as their upload references),
 //! naming the field and the limit, with nothing enqueued. Operator sessions only.
 
-use super::console::{page, problem, signed_in};
+use super::console::{page, problem};
 use super::error::ApiError;
 use super::parts::{self, Stop};
 use super::session::Session;
 use super::AppState;
-use crate::config::Role;
 use crate::model::ProviderName;
 use axum::extract::{Multipart, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -129,20 +128,8 @@ fn error_field(e: &ApiError) -> String {
     }
 }
 
-fn operator(st: &AppState, headers: &HeaderMap) -> Result<Session, Box<Response>> {
-    let s = signed_in(st, headers).map_err(|r| Box::new(r.into_response()))?;
-    if s.role != Role::Operator {
-        return Err(Box::new(problem(
-            Some(&s),
-            StatusCode::FORBIDDEN,
-            "This needs an operator token.",
-        )));
-    }
-    Ok(s)
-}
-
 pub async fn show(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    match operator(&st, &headers) {
+    match super::console::operator_session(&st, &headers) {
         Ok(s) => page(
             StatusCode::OK,
             "New batch",
@@ -230,7 +217,7 @@ pub async fn submit(
     headers: HeaderMap,
     body: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Response {
-    let s = match operator(&st, &headers) {
+    let s = match super::console::operator_session(&st, &headers) {
         Ok(s) => s,
         Err(r) => return *r,
     };

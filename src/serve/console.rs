@@ -120,8 +120,34 @@ pub(super) fn signed_in(st: &AppState, headers: &HeaderMap) -> Result<Session, R
         .ok_or_else(|| Redirect::to("/console/signin"))
 }
 
-/// The session behind an operator's form post: signed in, the form's CSRF token right,
-/// an operator token; else the answer to send instead.
+/// The session, or 401 (for what a page fetches: media, archives, events).
+pub(super) fn session_or_401(
+    st: &AppState,
+    headers: &HeaderMap,
+) -> Result<Session, super::error::ApiError> {
+    st.sessions
+        .get(headers)
+        .ok_or(super::error::ApiError::Unauthorized)
+}
+
+/// An operator's session: signed in with an operator token; else the answer to send.
+pub(super) fn operator_session(
+    st: &AppState,
+    headers: &HeaderMap,
+) -> Result<Session, Box<Response>> {
+    let s = signed_in(st, headers).map_err(|r| Box::new(r.into_response()))?;
+    if s.role != Role::Operator {
+        return Err(Box::new(problem(
+            Some(&s),
+            StatusCode::FORBIDDEN,
+            "This needs an operator token.",
+        )));
+    }
+    Ok(s)
+}
+
+/// The session behind an operator's form post: [`operator_session`] with the form's
+/// CSRF token right; else the answer to send instead.
 pub(super) fn operator_form(
     st: &AppState,
     headers: &HeaderMap,
@@ -135,14 +161,7 @@ pub(super) fn operator_form(
             "The form's CSRF token is missing or wrong.",
         )));
     }
-    if s.role != Role::Operator {
-        return Err(Box::new(problem(
-            Some(&s),
-            StatusCode::FORBIDDEN,
-            "This needs an operator token.",
-        )));
-    }
-    Ok(s)
+    operator_session(st, headers)
 }
 
 pub(super) fn problem(who: Option<&Session>, status: StatusCode, message: &str) -> Response {

@@ -223,8 +223,8 @@ pub async fn console(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if st.sessions.get(&headers).is_none() {
-        return ApiError::Unauthorized.into_response();
+    if let Err(e) = super::console::session_or_401(&st, &headers) {
+        return e.into_response();
     }
     respond(st, id)
         .await

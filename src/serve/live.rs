@@ -126,8 +126,8 @@ pub async fn events(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if st.sessions.get(&headers).is_none() {
-        return StatusCode::UNAUTHORIZED.into_response();
+    if let Err(e) = super::console::session_or_401(&st, &headers) {
+        return e.into_response();
     }
     if crate::batch::validate_batch_id(&id).is_err() {
         return StatusCode::BAD_REQUEST.into_response();

@@ -140,8 +140,8 @@ pub async fn output(
     headers: HeaderMap,
     Path((id, job)): Path<(String, String)>,
 ) -> Response {
-    if st.sessions.get(&headers).is_none() {
-        return ApiError::Unauthorized.into_response();
+    if let Err(e) = super::console::session_or_401(&st, &headers) {
+        return e.into_response();
     }
     let found = async {
         let info = super::api::info(&st, &id).await?;
@@ -214,8 +214,8 @@ pub async fn source(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if st.sessions.get(&headers).is_none() {
-        return ApiError::Unauthorized.into_response();
+    if let Err(e) = super::console::session_or_401(&st, &headers) {
+        return e.into_response();
     }
     let found = async {
         let info = super::api::info(&st, &id).await?;
