@@ -117,7 +117,16 @@ async fn fal_webhooks_are_signed_by_the_published_key_and_sent_where_asked() {
     submit("two").await.unwrap();
     let got = wait_for(&seen, 2).await;
     assert!(!verifies(&key, &got[1].0, &got[1].1), "push_wrong_key");
-    let s = sim.push_stats();
+    // The sender counts a delivery once the receiver's answer is back, which can be just
+    // after the receiver recorded the body: poll the counters with a deadline.
+    let end = Instant::now() + Duration::from_secs(10);
+    let s = loop {
+        let s = sim.push_stats();
+        if s.delivered >= 2 || Instant::now() > end {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     assert_eq!((s.sent, s.delivered, s.wrong_key), (2, 2, 1), "{s:?}");
 }
 
