@@ -6,11 +6,18 @@
 //! that outcome or a newer one. The lock is awaited for a bounded time ([`LOCK_WAIT`] unless
 //! set) and then given up with [`SinkError::Locked`]: a holder that never lets go (a stuck
 //! NFS client, an operator's `flock`) costs a stage that long, never the stage itself.
+//! Within one process the stages of a batch take the lock together, a group at a time
+//! ([`group`]): one writer locks, lets each stage make its fence, appends the lines offered
+//! with one fsync and lets go.
 //!
 //! The file is read back as bytes, a line at a time and at most [`MAX_LINE`] of it held: a
 //! line that is not UTF-8, not a whole result line, or far too long (a damaged or foreign
 //! file) is skipped, never an error that stops every stage of the batch, and never counts
 //! as a job's outcome written.
+
+mod group;
+
+pub use group::{Turn, FENCE_WAIT};
 
 use super::{ResultLine, SinkError};
 use std::collections::HashMap;
@@ -44,6 +51,8 @@ pub struct JsonlSink {
     dir: PathBuf,
     lock_wait: Duration,
     seen: Mutex<HashMap<String, Seen>>,
+    /// The stages of each batch waiting for this process's writer ([`group`]).
+    backlogs: group::Backlogs,
 }
 
 /// A batch's results file, locked by this process until dropped.
@@ -61,6 +70,7 @@ impl JsonlSink {
             dir: dir.into(),
             lock_wait: LOCK_WAIT,
             seen: Mutex::new(HashMap::new()),
+            backlogs: group::Backlogs::default(),
         }
     }
 
@@ -127,17 +137,25 @@ impl Locked {
     /// Appends the lines (all of this batch) whose job has no line of that outcome or a
     /// newer one yet, with one fsync. Returns how many were written.
     pub fn append(&mut self, lines: &[ResultLine]) -> Result<usize, SinkError> {
+        Ok(self.append_each(lines)?.into_iter().filter(|w| *w).count())
+    }
+
+    /// [`Locked::append`], saying of each line whether it was written.
+    pub fn append_each(&mut self, lines: &[ResultLine]) -> Result<Vec<bool>, SinkError> {
         let sink = self.sink.clone();
         let mut seen_all = sink.seen.lock().expect("jsonl index");
         let seen = seen_all.entry(self.batch_id.clone()).or_default();
         self.catch_up(seen)?;
         let mut text = String::new();
         let mut added: HashMap<&str, u64> = HashMap::new();
+        let mut each = Vec::with_capacity(lines.len());
         for line in lines {
             debug_assert_eq!(line.batch_id, self.batch_id);
             let id = line.job_id.as_str();
             let have = seen.newest.get(id).copied().max(added.get(id).copied());
-            if have.is_some_and(|n| n >= line.outcome) {
+            let new = have.is_none_or(|n| n < line.outcome);
+            each.push(new);
+            if !new {
                 continue;
             }
             text.push_str(&serde_json::to_string(line).expect("result line serializes"));
@@ -145,7 +163,7 @@ impl Locked {
             added.insert(id, line.outcome);
         }
         if added.is_empty() {
-            return Ok(0);
+            return Ok(each);
         }
         if seen.torn {
             text.insert(0, '\n'); // end the torn line so ours stands alone
@@ -159,7 +177,7 @@ impl Locked {
         for (id, n) in &added {
             seen.newest.insert(id.to_string(), *n);
         }
-        Ok(added.len())
+        Ok(each)
     }
 
     /// Reads what was appended since this process last looked.

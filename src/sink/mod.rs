@@ -6,8 +6,9 @@
 //! ([`ResultLine::outcome`], the record's `outcome` field), and a retried job's new outcome
 //! is a new line with a higher number. Readers take each job's highest ([`jsonl::read_all`]).
 //!
-//! How a stage ends a job (`Step::terminal`): it takes the file's lock (a bounded wait),
-//! makes a transition under its lease that takes the job's next outcome number (the fence:
+//! How a stage ends a job (`Step::terminal`): in its process's turn at the file (the
+//! file's lock, a bounded wait, held by one writer for the stages finishing together:
+//! [`jsonl::Turn`]) it makes a transition under its lease that takes the job's next outcome number (the fence:
 //! a stage that lost its lease writes nothing), appends the line, and only then makes the
 //! terminal transition. So a job is never terminal in Redis without its line in the file,
 //! and `done == total` means every line is written. A crash after the line and before the

@@ -138,3 +138,64 @@ fn a_damaged_file_is_read_past_and_never_counts_as_a_written_outcome() {
         .append(&line("b.00001", 1, JobState::Succeeded))
         .unwrap());
 }
+
+/// Turns: stages that wait together share one lock and one fsync; a stage that passes (or
+/// drops its turn) holds nobody up; the same outcome offered twice in a group is written once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stages_waiting_together_share_a_turn_and_each_gets_its_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(JsonlSink::new(dir.path()).with_lock_wait(Duration::from_millis(20)));
+    let mut tasks = Vec::new();
+    for i in 0..200u64 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let turn = s.turn("b").await.expect("a turn");
+            match i % 4 {
+                0 => {
+                    turn.pass();
+                    None
+                }
+                1 => {
+                    drop(turn);
+                    None
+                }
+                // Jobs 2 and 3 of each four share an id and an outcome: one line of the two.
+                _ => {
+                    let id = format!("b.{:05}", i / 4);
+                    Some(turn.write(line(&id, 1, JobState::Succeeded)).await)
+                }
+            }
+        }));
+    }
+    let mut written = 0;
+    for t in tasks {
+        if let Some(answer) = t.await.unwrap() {
+            written += usize::from(answer.expect("an answer"));
+        }
+    }
+    assert_eq!(written, 50, "one line per job of the 50 offered twice");
+    assert_eq!(read_lines(&s.path("b")).unwrap().len(), 50);
+    // The writer ended with its backlog; the next turn starts a new one.
+    assert!(s
+        .append_in_turn(line("b.09999", 1, JobState::Failed))
+        .await
+        .unwrap());
+}
+
+/// A lock someone else holds past the wait: every stage of the group is told why, at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_lock_refuses_the_whole_group_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(JsonlSink::new(dir.path()).with_lock_wait(Duration::from_millis(50)));
+    let holder = sink(dir.path()).lock("b").unwrap();
+    let (a, b) = tokio::join!(s.turn("b"), s.turn("b"));
+    for r in [a, b] {
+        let why = r.expect_err("no turn while the lock is held");
+        assert!(why.contains("locked by another process"), "{why}");
+    }
+    drop(holder);
+    assert!(s
+        .append_in_turn(line("b.00000", 1, JobState::Failed))
+        .await
+        .unwrap());
+}

@@ -139,8 +139,8 @@ impl Step<'_> {
     }
 
     /// Ends the job in `state` with its result line (the order is the sink's, see
-    /// [`crate::sink`]): the results file's lock (a bounded wait), a transition under the
-    /// lease that takes the job's next outcome number (a stage that lost its lease stops
+    /// [`crate::sink`]): this process's turn at the results file (its lock, a bounded wait,
+    /// shared with the batch's other stages finishing now), a transition under the lease that takes the job's next outcome number (a stage that lost its lease stops
     /// here, writing nothing), the line, then the terminal transition. The job is never
     /// terminal without its line; a lock not had in time parks it to finish again later.
     pub async fn terminal(
@@ -152,21 +152,16 @@ impl Step<'_> {
         if self.rt.store.is_some() {
             return self.terminal_in_store(payload, state, fields).await;
         }
-        let sink = self.rt.jsonl.clone();
-        let batch_id = payload.batch_id.clone();
-        let locked = match tokio::task::spawn_blocking(move || sink.lock(&batch_id)).await {
-            Ok(Ok(locked)) => locked,
-            Ok(Err(e)) => return self.line_later(&e.to_string()).await,
-            Err(e) => {
-                return self
-                    .line_later(&format!("result writer panicked: {e}"))
-                    .await
-            }
+        // The fence and the append happen in this process's turn at the file, while its
+        // writer holds the file's lock (shared with the other stages finishing now).
+        let turn = match self.rt.jsonl.turn(&payload.batch_id).await {
+            Ok(turn) => turn,
+            Err(why) => return self.line_later(&why).await,
         };
         let outcome = (self.rec.outcome + 1).to_string();
         let fence = Transition::stay(After::Keep).set(Field::Outcome, outcome.clone());
         if !self.go(fence).await {
-            drop(locked);
+            turn.pass();
             return self.line_of_new_owner(payload).await;
         }
         let now = self.rt.queue.now_ms();
@@ -175,19 +170,8 @@ impl Step<'_> {
         fields.push((Field::FinishedAt, now.to_string()));
         let rec = self.rec.with(Some(state), &fields);
         let line = ResultLine::from_record(&rec, payload, now);
-        let written = tokio::task::spawn_blocking(move || {
-            let mut locked = locked;
-            locked.append(std::slice::from_ref(&line))
-        })
-        .await;
-        match written {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return self.line_later(&e.to_string()).await,
-            Err(e) => {
-                return self
-                    .line_later(&format!("result writer panicked: {e}"))
-                    .await
-            }
+        if let Err(why) = turn.write(line).await {
+            return self.line_later(&why).await;
         }
         let done = Transition::to(state, After::Done).set_all(&fields);
         let Went::Applied { finished, .. } = self.apply(done).await else {
@@ -233,13 +217,8 @@ impl Step<'_> {
             }
             return;
         }
-        let sink = self.rt.jsonl.clone();
-        match tokio::task::spawn_blocking(move || sink.append(&line)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                warn!(job_id = %self.job_id, error = %e, "Could not write the line of the job's new outcome; restyle report writes it.")
-            }
-            Err(e) => warn!(job_id = %self.job_id, error = %e, "Result writer panicked."),
+        if let Err(e) = self.rt.jsonl.append_in_turn(line).await {
+            warn!(job_id = %self.job_id, error = %e, "Could not write the line of the job's new outcome; restyle report writes it.");
         }
     }
 
