@@ -2,6 +2,10 @@
 //! with `governor` smoothing each process in front), a fleet-wide cool-down after 429s,
 //! and the in-flight cap (slots held from submit until terminal; scripts in `queue`).
 
+mod rates;
+
+pub use rates::FLUSH_EVERY;
+
 use crate::config::{ProviderLimits, Settings};
 use crate::model::ProviderName;
 use crate::money::Usd;
@@ -69,6 +73,8 @@ pub struct Admission {
     queue: Queue,
     limiters: HashMap<ProviderName, Limiter>,
     slot_ttl_ms: u64,
+    /// Requests let through, until [`Admission::report_rates`] adds them to the fleet's.
+    tally: rates::Tally,
 }
 
 impl Admission {
@@ -103,6 +109,7 @@ impl Admission {
             queue,
             limiters,
             slot_ttl_ms,
+            tally: rates::Tally::default(),
         }
     }
 
@@ -169,7 +176,7 @@ impl Admission {
                     rate,
                 )
                 .await?;
-            if let Some(gate) = self.settle(p, reply).await {
+            if let Some(gate) = self.settle(p, reply, rate.is_some()).await {
                 return Ok(gate);
             }
         }
@@ -186,16 +193,22 @@ impl Admission {
         };
         loop {
             let reply = self.queue.gate_poll(p.as_str(), rate).await?;
-            if let Some(gate) = self.settle(p, reply).await {
+            if let Some(gate) = self.settle(p, reply, rate.is_some()).await {
                 return Ok(gate);
             }
         }
     }
 
-    /// A gate's reply as a decision; `None` after a short rate wait (ask again).
-    async fn settle(&self, p: ProviderName, reply: GateReply) -> Option<Gate> {
+    /// A gate's reply as a decision; `None` after a short rate wait (ask again). A request
+    /// let through under the fleet limiter (`global`) is counted for the fleet's req/s.
+    async fn settle(&self, p: ProviderName, reply: GateReply, global: bool) -> Option<Gate> {
         Some(match reply {
-            GateReply::Go => Gate::Go,
+            GateReply::Go => {
+                if global {
+                    self.tally.count(p, self.queue.now_ms());
+                }
+                Gate::Go
+            }
             GateReply::Paused(until) => Gate::Paused(until),
             GateReply::Budget(b) => Gate::Budget(b),
             GateReply::SlotFull => Gate::SlotFull,

@@ -90,6 +90,20 @@ impl Queue {
         Ok(GateReply::from_code(code, n))
     }
 
+    /// Adds (provider, second, count) request counts to the fleet's per-second counters.
+    pub async fn add_rates(
+        &self,
+        counts: &[(crate::model::ProviderName, u64, u64)],
+    ) -> Result<(), QueueError> {
+        let mut a: Vec<Vec<u8>> = Vec::new();
+        for (p, s, n) in counts {
+            a.extend(args![p.as_str(), s, n]);
+        }
+        let repaired: redis::Value = self.eval(&self.scripts.add_rates, &a).await?;
+        super::warn_repaired("rates", &repaired);
+        Ok(())
+    }
+
     /// Pauses every request to the provider for `ms` (extends, never shortens).
     /// Returns the end of the cool-down (Redis clock, ms).
     pub async fn cooldown(&self, provider: &str, ms: u64) -> Result<u64, QueueError> {
@@ -158,7 +172,9 @@ impl Queue {
             .and_then(|t| redis::from_redis_value(t.clone()).ok())
             .unwrap_or_default();
         let now = time.0 * 1000 + time.1 / 1000;
-        let last_sec = now / 1000 - 1;
+        // The second before the last: every running worker has added its count of it
+        // (`admission::rates`).
+        let last_sec = (now / 1000).saturating_sub(2);
         let key = format!("{p}rate:{provider}:{last_sec}");
         let rate: Option<String> = self
             .retry(|mut c| {

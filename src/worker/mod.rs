@@ -200,6 +200,12 @@ pub async fn run(rt: Arc<Runtime>, stop: CancellationToken) -> Result<(), QueueE
         retention,
         stop.clone(),
     )));
+    // The fleet's req/s: this worker's counts, added once a second is over (and the rest
+    // on `stop`, while the stages drain).
+    let (counts, counting) = (rt.clone(), stop.clone());
+    listeners.push(tokio::spawn(async move {
+        counts.admission.report_rates(counting).await
+    }));
     rt.health.set_running(true);
     let res = run_with(
         rt.queue.clone(),

@@ -73,13 +73,34 @@ async fn four_workers_share_one_rate_and_one_cap() {
     let workers: Vec<_> = (0..4)
         .map(|i| spawn_limited(&app, &format!("g{i}"), true))
         .collect();
-    let info = app.wait_finished("fleet", Duration::from_secs(240)).await;
+    // What `status` shows as the fleet's req/s, watched while the batch runs.
+    let (mut shown, end) = (Vec::new(), Instant::now() + Duration::from_secs(240));
+    let info = loop {
+        let info = app.info("fleet").await;
+        if info.is_finished() {
+            break info;
+        }
+        assert!(Instant::now() < end, "not finished: {:?}", info.counts);
+        shown.push(
+            app.queue
+                .provider_view("aimlapi")
+                .await
+                .unwrap()
+                .rate_last_second,
+        );
+        poll_interval().await;
+    };
     drop(workers);
     assert_eq!(
         info.count(JobState::Succeeded),
         n as u64,
         "{:?}",
         info.counts
+    );
+    let most = shown.iter().copied().max().unwrap_or(0);
+    assert!(
+        most > 0 && most <= PROVIDER_RATE,
+        "the fleet's req/s as shown peaked at {most} (limit {RATE} + {BURST})"
     );
     let s = app.sim.stats();
     let worst = s.requests_per_second.values().copied().max().unwrap_or(0);
@@ -254,4 +275,65 @@ async fn out_of_credits_waits_for_resume_then_completes() {
     );
     assert_eq!(app.sim.stats().submissions_total, n as u64);
     drop(w);
+}
+
+/// The req/s `status` shows is the fleet's: each worker's admitted requests, added to one
+/// counter per second once the second is over (they were an `INCR` in every gate).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_workers_requests_count_in_the_fleets_rate() {
+    let app = TestApp::new(fast_knobs()).await;
+    let (a, b) = (app.runtime(), app.runtime());
+    for (rt, n) in [(&a, 7), (&b, 5)] {
+        for _ in 0..n {
+            let gate = rt
+                .admission
+                .poll_gate(restyle::model::ProviderName::Aimlapi)
+                .await
+                .unwrap();
+            assert_eq!(gate, restyle::admission::Gate::Go);
+        }
+    }
+    // Stopping flushes what is left, the current second included.
+    let stopped = tokio_util::sync::CancellationToken::new();
+    stopped.cancel();
+    a.admission.report_rates(stopped.clone()).await;
+    b.admission.report_rates(stopped).await;
+    let mut c = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let prefix = format!("{}rate:aimlapi:", app.queue.keys().prefix());
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let mut total = 0;
+    for k in &keys {
+        let n: u64 = redis::cmd("GET").arg(k).query_async(&mut c).await.unwrap();
+        let ttl: i64 = redis::cmd("PTTL").arg(k).query_async(&mut c).await.unwrap();
+        assert!((1..=5000).contains(&ttl), "{k} kept {ttl} ms");
+        total += n;
+    }
+    assert_eq!(total, 12, "every admitted request counted once: {keys:?}");
+    // The reader shows a finished second once every worker has added its count.
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let shown = app
+            .queue
+            .provider_view("aimlapi")
+            .await
+            .unwrap()
+            .rate_last_second;
+        if shown > 0 {
+            assert!(shown <= 12, "{shown}");
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "no second of the fleet's rate was shown"
+        );
+        poll_interval().await;
+    }
 }

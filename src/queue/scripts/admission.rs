@@ -11,8 +11,7 @@ pub(super) const ADMISSION_LUA: &str = r#"
 -- `cd` is the cool-down's end (Redis clock, ms; 0 = none), read with the account pause
 -- (see `holds`). T = emission interval (0: no rate limit), tau = tolerance. GCRA reads
 -- the server's TIME; without a rate the caller's `now` (the server clock as the worker
--- carries it, a round trip off at most) is close enough for the cool-down and the
--- per-second count.
+-- carries it, a round trip off at most) is close enough for the cool-down.
 local function admit(p, prov, T, tau, now, cd)
   if T > 0 then
     local t = redis.call('TIME')
@@ -26,14 +25,6 @@ local function admit(p, prov, T, tau, now, cd)
     if tat - tau > now then return math.ceil(tat - tau - now) end
     local nxt = tat + T
     redis.call('SET', key, string.format('%.3f', nxt), 'PX', math.ceil(nxt - now + tau) + 1000)
-  end
-  local ck = p .. 'rate:' .. prov .. ':' .. math.floor(now / 1000)
-  local n = redis.pcall('INCR', ck)
-  if failed(n) then
-    redis.call('SET', ck, 1, 'PX', 5000)
-    repaired(p, ck, 'not a counter; reset to 1')
-  elseif n == 1 then
-    redis.call('PEXPIRE', ck, 5000)
   end
   return 0
 end
@@ -188,4 +179,22 @@ pub(super) const SET_BUDGET: &str = r#"
 local p, bid = ARGV[1], ARGV[2]
 redis.call('HSET', p .. 'batch:' .. bid, 'max_cost', ARGV[3])
 return wake_list(p, 'budget:' .. bid, 0)
+"#;
+
+/// Adds workers' request counts to the fleet's per-second counters (`admission::rates`),
+/// each kept 5 s; a counter that is not a number is reset to the count. ARGV: prefix, then
+/// (provider, second, count) triples. Returns the repaired keys.
+pub(super) const ADD_RATES: &str = r#"
+local p = ARGV[1]
+for i = 2, #ARGV - 2, 3 do
+  local ck = p .. 'rate:' .. ARGV[i] .. ':' .. ARGV[i + 1]
+  local n = redis.pcall('INCRBY', ck, ARGV[i + 2])
+  if failed(n) then
+    redis.call('SET', ck, ARGV[i + 2], 'PX', 5000)
+    repaired(p, ck, 'not a counter; reset to the count')
+  else
+    redis.call('PEXPIRE', ck, 5000)
+  end
+end
+return REPAIRED
 "#;
