@@ -262,3 +262,60 @@ async fn cancel_racing_submit_keeps_ids_and_budget() {
     );
     assert!(info.cost_committed <= restyle::money::Usd::parse("5").unwrap());
 }
+
+/// Item 15: a replay was recognised by the record's `last_tx` alone, so a retried
+/// transition that keeps the lease (a `submitting` mark whose reply was lost) answered ok
+/// to a worker whose lease had lapsed and been taken since. It must say the lease is lost
+/// and change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_lease_keeping_transition_after_the_lease_changed_hands_is_lost() {
+    use restyle::job::{After, Transition};
+    use restyle::queue::{Queue, RetryMode, Transitioned};
+    let app = TestApp::new(fast_knobs()).await;
+    let settings = app
+        .test
+        .clone()
+        .set("queue.lease", Duration::from_millis(300))
+        .set("queue.renew_every", Duration::from_millis(100))
+        .settings();
+    let q = Queue::connect(&settings.redis, &settings.queue, RetryMode::Persistent)
+        .await
+        .unwrap();
+    app.enqueue("replay", &prompts(1)).await;
+    let claim = q.claim("w1", 1).await.unwrap().remove(0);
+    let nonce = format!("{}/1", claim.token);
+    let mark = Transition::to(JobState::Submitting, After::Keep);
+    let first = q.apply(claim.owner(), &nonce, &mark, None).await.unwrap();
+    assert!(matches!(first, Transitioned::Ok { .. }), "{first:?}");
+    // The lease lapses; a sweep takes the job from this worker.
+    let end = Instant::now() + Duration::from_secs(10);
+    while q.sweep().await.unwrap() == 0 {
+        assert!(Instant::now() < end, "the lease was never swept");
+        poll_interval().await;
+    }
+    let swept = app
+        .queue
+        .job(&claim.job_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let replay = q.apply(claim.owner(), &nonce, &mark, None).await.unwrap();
+    assert!(
+        matches!(replay, Transitioned::Lost { .. }),
+        "a replay after the lease changed hands: {replay:?}"
+    );
+    let after = app
+        .queue
+        .job(&claim.job_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.state, swept.state, "the replay changed nothing");
+    // The job is another worker's to take, not held by the old lease again.
+    let next = q.claim("w2", 1).await.unwrap();
+    assert_eq!(next.len(), 1, "the swept job is claimable");
+    assert_eq!(next[0].job_id, claim.job_id);
+    assert_ne!(next[0].token, claim.token);
+}
