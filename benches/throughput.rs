@@ -11,7 +11,8 @@
 //!
 //! `redis_cmds_per_job` is every command Redis executed (client-sent and script-internal)
 //! per job; with blocking claims and the group commit the no-op drain needs about 4–5 and
-//! the full path about 42 (BENCHMARKS.md, "Blocking claims and group commit").
+//! the full path about 28 (BENCHMARKS.md, "Full path after the results writer and the rate
+//! tally").
 //!
 //! Sizes: `BENCH_JOBS` (enqueue and no-op cases, default 100,000) and `BENCH_FULL_JOBS`
 //! (full path, default 5,000). Redis: `REDIS_URL`, else a private `redis-server`.
