@@ -212,6 +212,7 @@ fn throttled(wait: std::time::Duration) -> Response {
 pub async fn signin(
     State(st): Shared,
     super::throttle::ClientIp(ip): super::throttle::ClientIp,
+    headers: HeaderMap,
     Form(f): Form<SignIn>,
 ) -> Response {
     if let Some(wait) = st.throttle.locked_out(ip) {
@@ -232,7 +233,7 @@ pub async fn signin(
     let id = st.sessions.create(&t.name, t.role);
     tracing::info!(token = %t.name, "Console sign-in.");
     let mut res = Redirect::to("/console/batches").into_response();
-    if let Ok(v) = HeaderValue::from_str(&session::set_cookie(&id)) {
+    if let Ok(v) = HeaderValue::from_str(&session::set_cookie(&id, session::behind_tls(&headers))) {
         res.headers_mut().insert(header::SET_COOKIE, v);
     }
     res
@@ -258,7 +259,7 @@ pub async fn signout(State(st): Shared, headers: HeaderMap, Form(f): Form<CsrfFo
     }
     st.sessions.remove(&headers);
     let mut res = Redirect::to("/console/signin").into_response();
-    if let Ok(v) = HeaderValue::from_str(&session::clear_cookie()) {
+    if let Ok(v) = HeaderValue::from_str(&session::clear_cookie(session::behind_tls(&headers))) {
         res.headers_mut().insert(header::SET_COOKIE, v);
     }
     res

@@ -4,7 +4,8 @@
 //! batch and job ids are checked against the id rules and against each other (the job
 //! must be one of that batch's), and the file is the one the job's record names, accepted
 //! only when it is exactly the name the workers make for that job ([`relative_path`] in
-//! the output directory, [`store_name`] in the store). A local file is streamed; an
+//! the output directory, [`store_name`] in the store). A local file is streamed, byte
+//! ranges included (a player seeking); an
 //! object in the store is answered with a redirect to a presigned link (the batch page's
 //! CSP allows the store's origin for media). A source stored in Redis is sent from there;
 //! one named by an https URL is linked, not fetched.
@@ -21,6 +22,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tower::ServiceExt;
+use tower_http::services::ServeFile;
 
 /// How long a presigned link the console hands out is valid (`output.link_ttl` when set).
 pub const CONSOLE_LINK_TTL: Duration = Duration::from_secs(3600);
@@ -93,8 +96,14 @@ pub(super) async fn store_origin(st: &AppState) -> Option<String> {
     origin.is_tuple().then(|| origin.ascii_serialization())
 }
 
-/// Sends `out`: the file streamed, or a redirect to a presigned link to the object.
-async fn send(st: &AppState, out: Output, name: &str) -> Result<Response, ApiError> {
+/// Sends `out`: the file streamed (the byte ranges and conditions of `request` honoured),
+/// or a redirect to a presigned link to the object.
+async fn send(
+    st: &AppState,
+    out: Output,
+    name: &str,
+    request: &HeaderMap,
+) -> Result<Response, ApiError> {
     match out {
         Output::Store(rel) => {
             let store = st
@@ -116,12 +125,29 @@ async fn send(st: &AppState, out: Output, name: &str) -> Result<Response, ApiErr
             if !meta.is_file() {
                 return Err(gone());
             }
-            let file = tokio::fs::File::open(&path).await.map_err(|_| gone())?;
-            let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
-            let mut res = (StatusCode::OK, body).into_response();
+            // Ranges and conditional requests (a player seeking) by tower-http's file
+            // service; the path is ours, checked above.
+            let mut req = axum::http::Request::new(Body::empty());
+            for name in [
+                header::RANGE,
+                header::IF_RANGE,
+                header::IF_MODIFIED_SINCE,
+                header::IF_UNMODIFIED_SINCE,
+            ] {
+                if let Some(v) = request.get(&name) {
+                    req.headers_mut().insert(name, v.clone());
+                }
+            }
+            let res = match ServeFile::new(&path).oneshot(req).await {
+                Ok(res) => res.map(Body::new),
+                Err(never) => match never {},
+            };
+            if res.status() == StatusCode::NOT_FOUND {
+                return Err(gone());
+            }
+            let mut res = res;
             let h = res.headers_mut();
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp4"));
-            h.insert(header::CONTENT_LENGTH, HeaderValue::from(meta.len()));
             h.insert(
                 header::CACHE_CONTROL,
                 HeaderValue::from_static("private, max-age=300"),
@@ -148,7 +174,7 @@ pub async fn output(
         let rec = job_of(&st, &info, &job).await?;
         let out = output_of(&st, &rec)
             .ok_or_else(|| ApiError::missing("job_id", "this job has no output"))?;
-        send(&st, out, &rec.job_id).await
+        send(&st, out, &rec.job_id, &headers).await
     };
     found.await.unwrap_or_else(IntoResponse::into_response)
 }
@@ -222,7 +248,7 @@ pub async fn source(
         let none = || ApiError::missing("video", "the source clip cannot be shown here");
         match source_of(&info).ok_or_else(none)? {
             Source::Store(rel) if st.store.is_some() => {
-                send(&st, Output::Store(rel), "source").await
+                send(&st, Output::Store(rel), "source", &headers).await
             }
             Source::Redis { sha, bytes, mime } if bytes <= MAX_SOURCE_SERVED => {
                 let data = st

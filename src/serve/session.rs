@@ -103,15 +103,70 @@ fn cookie(headers: &HeaderMap) -> Option<String> {
         .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-/// The `Set-Cookie` value of a new session.
-pub fn set_cookie(id: &str) -> String {
+/// Whether the request reached the TLS-terminating proxy in front of the console over
+/// https (`X-Forwarded-Proto: https`, or `proto=https` in `Forwarded`). It only decides
+/// whether the cookie is also `Secure`, which can make it stricter, never looser, so a
+/// client claiming it does not weaken anything.
+pub fn behind_tls(headers: &HeaderMap) -> bool {
+    let says_https = |name: &str, matches: &dyn Fn(&str) -> bool| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| matches(&v.to_ascii_lowercase()))
+    };
+    says_https("x-forwarded-proto", &|v| {
+        v.split(',').next().map(str::trim) == Some("https")
+    }) || says_https("forwarded", &|v| {
+        v.split([';', ','])
+            .any(|kv| kv.trim().replace('"', "") == "proto=https")
+    })
+}
+
+fn attributes(secure: bool) -> &'static str {
+    if secure {
+        "HttpOnly; Secure; SameSite=Strict; Path=/console"
+    } else {
+        "HttpOnly; SameSite=Strict; Path=/console"
+    }
+}
+
+/// The `Set-Cookie` value of a new session (`Secure` when served over https).
+pub fn set_cookie(id: &str, secure: bool) -> String {
     format!(
-        "{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/console; Max-Age={}",
+        "{COOKIE}={id}; {}; Max-Age={}",
+        attributes(secure),
         SESSION_TTL.as_secs()
     )
 }
 
 /// The `Set-Cookie` value that ends one.
-pub fn clear_cookie() -> String {
-    format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/console; Max-Age=0")
+pub fn clear_cookie(secure: bool) -> String {
+    format!("{COOKIE}=; {}; Max-Age=0", attributes(secure))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(name: &'static str, value: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(name, value.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn the_cookie_is_secure_exactly_when_the_proxy_says_https() {
+        assert!(behind_tls(&with("x-forwarded-proto", "https")));
+        assert!(behind_tls(&with("x-forwarded-proto", "HTTPS, http")));
+        assert!(behind_tls(&with("forwarded", "for=1.2.3.4;proto=https")));
+        assert!(behind_tls(&with("forwarded", "proto=\"https\";by=x")));
+        assert!(!behind_tls(&HeaderMap::new()));
+        assert!(!behind_tls(&with("x-forwarded-proto", "http")));
+        assert!(!behind_tls(&with("x-forwarded-proto", "http, https")));
+        assert!(!behind_tls(&with("forwarded", "proto=http")));
+        assert!(set_cookie("a", true).contains("; Secure;"));
+        assert!(!set_cookie("a", false).contains("Secure"));
+        assert!(clear_cookie(true).contains("; Secure;"));
+    }
 }

@@ -550,6 +550,37 @@ pub(crate) fn browser() -> reqwest::Client {
 }
 
 /// Signs in to the console; returns the session cookie (`name=value`).
+/// Behind the TLS-terminating proxy the deployment files assume, the session cookie is
+/// `Secure` (it was never, so a browser would send it over plain http too); on plain http
+/// it is not, or no browser would keep it.
+#[tokio::test]
+async fn the_session_cookie_is_secure_when_the_proxy_says_https() {
+    let app = TestApp::new(fast_knobs()).await;
+    let base = start(&app).await;
+    let cookie = |proto: Option<&'static str>| {
+        let base = base.clone();
+        async move {
+            let mut req = browser()
+                .post(format!("{base}/console/signin"))
+                .form(&[("token", READER)]);
+            if let Some(p) = proto {
+                req = req.header("x-forwarded-proto", p);
+            }
+            let res = req.send().await.unwrap();
+            assert_eq!(res.status(), 303);
+            res.headers()["set-cookie"].to_str().unwrap().to_owned()
+        }
+    };
+    let tls = cookie(Some("https")).await;
+    assert!(
+        tls.contains("; Secure;") && tls.contains("HttpOnly"),
+        "{tls}"
+    );
+    for plain in [cookie(None).await, cookie(Some("http")).await] {
+        assert!(!plain.contains("Secure"), "{plain}");
+    }
+}
+
 pub(crate) async fn sign_in(base: &str, token: &str) -> String {
     let res = browser()
         .post(format!("{base}/console/signin"))

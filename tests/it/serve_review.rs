@@ -382,6 +382,71 @@ async fn the_output_route_needs_a_session_and_serves_only_the_batch_s_own_output
     assert_eq!(fetch(own, Some(reader)).await.0, 404);
 }
 
+/// A reviewer scrubbing through a variant: the browser asks for byte ranges, and the
+/// route sent the whole file with a 200 each time (no `Accept-Ranges`), so seeking in a
+/// local output did not work.
+#[tokio::test]
+async fn an_output_answers_range_requests_so_the_player_can_seek() {
+    let app = TestApp::new(fast_knobs()).await;
+    let base = start(&app).await;
+    app.enqueue("seek", &prompts(1)).await;
+    let rt = app.runtime();
+    app.drive(&rt, "seek", Duration::from_secs(60)).await;
+    let reader = sign_in(&base, READER).await;
+    let url = format!("{base}/console/batches/seek/jobs/seek.00000/output");
+    let whole = browser()
+        .get(&url)
+        .header("cookie", &reader)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(whole.status(), 200);
+    let h = whole.headers().clone();
+    assert_eq!(h["accept-ranges"], "bytes");
+    assert_eq!(h["content-type"], "video/mp4");
+    assert_eq!(h["cache-control"], "private, max-age=300");
+    assert!(h["content-disposition"]
+        .to_str()
+        .unwrap()
+        .starts_with("inline"));
+    let bytes = whole.bytes().await.unwrap().to_vec();
+    assert!(bytes.len() > 200, "a real clip");
+    let len = bytes.len();
+    let ranged = |range: String| {
+        let (url, reader) = (url.clone(), reader.clone());
+        async move {
+            let res = browser()
+                .get(&url)
+                .header("cookie", reader)
+                .header("range", range)
+                .send()
+                .await
+                .unwrap();
+            let status = res.status().as_u16();
+            let h = res.headers().clone();
+            (status, h, res.bytes().await.unwrap().to_vec())
+        }
+    };
+    let (status, h, part) = ranged("bytes=100-199".into()).await;
+    assert_eq!(status, 206);
+    assert_eq!(h["content-range"], format!("bytes 100-199/{len}").as_str());
+    assert_eq!(part, bytes[100..200]);
+    let (status, _, tail) = ranged("bytes=-50".into()).await;
+    assert_eq!(status, 206);
+    assert_eq!(tail, bytes[len - 50..]);
+    let (status, h, _) = ranged(format!("bytes={}-", len + 10)).await;
+    assert_eq!(status, 416, "a range past the end");
+    assert_eq!(h["content-range"], format!("bytes */{len}").as_str());
+    // Ranges do not loosen the checks: still only with a session.
+    let res = browser()
+        .get(&url)
+        .header("range", "bytes=0-9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+}
+
 /// Steps the worker until `done` jobs of the batch are terminal (with a deadline).
 async fn drive_until_done(app: &TestApp, rt: &restyle::worker::Runtime, batch: &str, done: u64) {
     let end = Instant::now() + Duration::from_secs(60);
