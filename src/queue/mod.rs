@@ -22,6 +22,7 @@ mod keys;
 mod latency;
 mod lifecycle;
 mod marks;
+mod sessions;
 mod media;
 mod push;
 mod read;
@@ -41,6 +42,7 @@ pub use marks::{Mark, MarkSet};
 pub use push::PushTarget;
 pub use read::Purged;
 pub use scripts::Scripts;
+pub use sessions::StoredSession;
 pub use version::{RedisVersion, REQUIRED as REQUIRED_REDIS};
 pub use wake::Waiter;
 

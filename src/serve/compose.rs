@@ -129,7 +129,7 @@ fn error_field(e: &ApiError) -> String {
 }
 
 pub async fn show(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    match super::console::operator_session(&st, &headers) {
+    match super::console::operator_session(&st, &headers).await {
         Ok(s) => page(
             StatusCode::OK,
             "New batch",
@@ -217,7 +217,7 @@ pub async fn submit(
     headers: HeaderMap,
     body: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Response {
-    let s = match super::console::operator_session(&st, &headers) {
+    let s = match super::console::operator_session(&st, &headers).await {
         Ok(s) => s,
         Err(r) => return *r,
     };

@@ -73,7 +73,7 @@ pub(super) fn page_full(
                         a href="/console/batches" { "Batches" }
                         @if s.role == Role::Operator { a href="/console/new" { "New batch" } }
                         a href="/console/operator" { "Operations" }
-                        span { "signed in as " (s.name) " (" (role_name(s.role)) ")" }
+                        span { "signed in as " (s.name) " (" (session::role_name(s.role)) ")" }
                         form class="inline" method="post" action="/console/signout" {
                             input type="hidden" name="csrf" value=(s.csrf);
                             button type="submit" { "Sign out" }
@@ -106,36 +106,46 @@ pub(super) fn page_full(
     res
 }
 
-fn role_name(r: Role) -> &'static str {
-    match r {
-        Role::Read => "read",
-        Role::Operator => "operator",
+/// The request's session, or `None`; Redis trouble as the answer to send (503).
+async fn lookup(
+    st: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<Session>, super::error::ApiError> {
+    Ok(session::get(&st.queue, &st.tokens, headers).await?)
+}
+
+/// The session, or the redirect to the sign-in page (or the error Redis gave).
+pub(super) async fn signed_in(
+    st: &AppState,
+    headers: &HeaderMap,
+) -> Result<Session, Box<Response>> {
+    match lookup(st, headers).await {
+        Ok(Some(s)) => Ok(s),
+        Ok(None) => Err(Box::new(Redirect::to("/console/signin").into_response())),
+        Err(e) => Err(Box::new(e.into_response())),
     }
 }
 
-/// The session, or the redirect to the sign-in page.
-pub(super) fn signed_in(st: &AppState, headers: &HeaderMap) -> Result<Session, Redirect> {
-    st.sessions
-        .get(headers)
-        .ok_or_else(|| Redirect::to("/console/signin"))
-}
-
 /// The session, or 401 (for what a page fetches: media, archives, events).
-pub(super) fn session_or_401(
+pub(super) async fn session_or_401(
     st: &AppState,
     headers: &HeaderMap,
 ) -> Result<Session, super::error::ApiError> {
-    st.sessions
-        .get(headers)
+    lookup(st, headers)
+        .await?
         .ok_or(super::error::ApiError::Unauthorized)
 }
 
 /// An operator's session: signed in with an operator token; else the answer to send.
-pub(super) fn operator_session(
+pub(super) async fn operator_session(
     st: &AppState,
     headers: &HeaderMap,
 ) -> Result<Session, Box<Response>> {
-    let s = signed_in(st, headers).map_err(|r| Box::new(r.into_response()))?;
+    let s = signed_in(st, headers).await?;
+    operator_only(s)
+}
+
+fn operator_only(s: Session) -> Result<Session, Box<Response>> {
     if s.role != Role::Operator {
         return Err(Box::new(problem(
             Some(&s),
@@ -148,12 +158,12 @@ pub(super) fn operator_session(
 
 /// The session behind an operator's form post: [`operator_session`] with the form's
 /// CSRF token right; else the answer to send instead.
-pub(super) fn operator_form(
+pub(super) async fn operator_form(
     st: &AppState,
     headers: &HeaderMap,
     f: &CsrfForm,
 ) -> Result<Session, Box<Response>> {
-    let s = signed_in(st, headers).map_err(|r| Box::new(r.into_response()))?;
+    let s = signed_in(st, headers).await?;
     if !s.csrf_ok(&f.csrf) {
         return Err(Box::new(problem(
             Some(&s),
@@ -161,7 +171,7 @@ pub(super) fn operator_form(
             "The form's CSRF token is missing or wrong.",
         )));
     }
-    operator_session(st, headers)
+    operator_only(s)
 }
 
 pub(super) fn problem(who: Option<&Session>, status: StatusCode, message: &str) -> Response {
@@ -230,7 +240,10 @@ pub async fn signin(
             signin_body(Some("That token is not valid.")),
         );
     };
-    let id = st.sessions.create(&t.name, t.role);
+    let id = match session::create(&st.queue, &t.name, t.role).await {
+        Ok(id) => id,
+        Err(e) => return super::error::ApiError::from(e).into_response(),
+    };
     tracing::info!(token = %t.name, "Console sign-in.");
     let mut res = Redirect::to("/console/batches").into_response();
     if let Ok(v) = HeaderValue::from_str(&session::set_cookie(&id, session::behind_tls(&headers))) {
@@ -246,9 +259,9 @@ pub(super) struct CsrfForm {
 }
 
 pub async fn signout(State(st): Shared, headers: HeaderMap, Form(f): Form<CsrfForm>) -> Response {
-    let s = match signed_in(&st, &headers) {
+    let s = match signed_in(&st, &headers).await {
         Ok(s) => s,
-        Err(r) => return r.into_response(),
+        Err(r) => return *r,
     };
     if !s.csrf_ok(&f.csrf) {
         return problem(
@@ -257,7 +270,9 @@ pub async fn signout(State(st): Shared, headers: HeaderMap, Form(f): Form<CsrfFo
             "The form's CSRF token is missing or wrong.",
         );
     }
-    st.sessions.remove(&headers);
+    if let Err(e) = session::remove(&st.queue, &headers).await {
+        return super::error::ApiError::from(e).into_response();
+    }
     let mut res = Redirect::to("/console/signin").into_response();
     if let Ok(v) = HeaderValue::from_str(&session::clear_cookie(session::behind_tls(&headers))) {
         res.headers_mut().insert(header::SET_COOKIE, v);
@@ -266,9 +281,9 @@ pub async fn signout(State(st): Shared, headers: HeaderMap, Form(f): Form<CsrfFo
 }
 
 pub async fn batches(State(st): Shared, headers: HeaderMap) -> Response {
-    let s = match signed_in(&st, &headers) {
+    let s = match signed_in(&st, &headers).await {
         Ok(s) => s,
-        Err(r) => return r.into_response(),
+        Err(r) => return *r,
     };
     let listed = match st.queue.list_batches(0, 100).await {
         Ok(l) => l,
@@ -305,7 +320,7 @@ pub async fn act(
     Path((id, action)): Path<(String, String)>,
     Form(f): Form<CsrfForm>,
 ) -> Response {
-    let s = match operator_form(&st, &headers, &f) {
+    let s = match operator_form(&st, &headers, &f).await {
         Ok(s) => s,
         Err(r) => return *r,
     };

@@ -223,7 +223,7 @@ pub async fn console(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(e) = super::console::session_or_401(&st, &headers) {
+    if let Err(e) = super::console::session_or_401(&st, &headers).await {
         return e.into_response();
     }
     respond(st, id)

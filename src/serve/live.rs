@@ -126,7 +126,7 @@ pub async fn events(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(e) = super::console::session_or_401(&st, &headers) {
+    if let Err(e) = super::console::session_or_401(&st, &headers).await {
         return e.into_response();
     }
     if crate::batch::validate_batch_id(&id).is_err() {

@@ -92,7 +92,7 @@ pub async fn post_form(
     let csrf = CsrfForm {
         csrf: f.csrf.clone(),
     };
-    let s = match operator_form(&st, &headers, &csrf) {
+    let s = match operator_form(&st, &headers, &csrf).await {
         Ok(s) => s,
         Err(r) => return *r,
     };

@@ -54,14 +54,12 @@ pub struct AppState {
     pub store: Option<Arc<ObjectSink>>,
     /// Accepted tokens: `[serve] tokens`, or the one made at start.
     pub tokens: Vec<ApiToken>,
-    /// The console's signed-in sessions.
-    pub sessions: session::Sessions,
     /// Failed sign-ins and bad bearer tokens per client address.
     pub throttle: throttle::Throttle,
 }
 
 impl AppState {
-    /// The state of a `serve` with these parts (no sessions yet).
+    /// The state of a `serve` with these parts (its console sessions are in Redis).
     pub fn new(
         settings: Settings,
         queue: Queue,
@@ -76,7 +74,6 @@ impl AppState {
             upstreams,
             store,
             tokens,
-            sessions: Default::default(),
             throttle,
         }
     }

@@ -18,9 +18,9 @@ use std::sync::Arc;
 const DEAD_SHOWN: usize = 50;
 
 pub async fn show(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let s = match signed_in(&st, &headers) {
+    let s = match signed_in(&st, &headers).await {
         Ok(s) => s,
-        Err(r) => return r.into_response(),
+        Err(r) => return *r,
     };
     let gathered = async {
         let (_, providers) = crate::status::provider_statuses(&st.queue, &st.settings).await?;
@@ -77,7 +77,7 @@ pub async fn resume(
     Path(provider): Path<String>,
     Form(f): Form<CsrfForm>,
 ) -> Response {
-    let s = match operator_form(&st, &headers, &f) {
+    let s = match operator_form(&st, &headers, &f).await {
         Ok(s) => s,
         Err(r) => return *r,
     };

@@ -166,7 +166,7 @@ pub async fn output(
     headers: HeaderMap,
     Path((id, job)): Path<(String, String)>,
 ) -> Response {
-    if let Err(e) = super::console::session_or_401(&st, &headers) {
+    if let Err(e) = super::console::session_or_401(&st, &headers).await {
         return e.into_response();
     }
     let found = async {
@@ -240,7 +240,7 @@ pub async fn source(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(e) = super::console::session_or_401(&st, &headers) {
+    if let Err(e) = super::console::session_or_401(&st, &headers).await {
         return e.into_response();
     }
     let found = async {

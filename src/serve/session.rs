@@ -1,14 +1,18 @@
 //! Console sessions: signing in with an API token makes a session (a random id in an
 //! `HttpOnly`, `SameSite=Strict` cookie) that carries the token's name and role and a
-//! CSRF token every form must send back. Sessions live in this process's memory, expire
-//! after [`SESSION_TTL`], and are bounded in number ([`MAX_SESSIONS`]); the token itself
-//! is not kept.
+//! CSRF token every form must send back. Sessions live in Redis under the id's SHA-256
+//! (`queue::sessions`), so every console process behind one address serves the same
+//! sign-ins and a restart signs nobody out. They expire [`SESSION_TTL`] after sign-in and
+//! are bounded in number ([`MAX_SESSIONS`]). A session holds only while its token does:
+//! each request looks the token's name up in this process's tokens and takes the role from
+//! there, so removing or demoting a token ends or demotes its sessions. The token itself is
+//! never kept.
 
-use crate::config::Role;
+use crate::config::{ApiToken, Role};
+use crate::queue::{Queue, QueueError, StoredSession};
 use axum::http::{header, HeaderMap};
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use sha2::{Digest, Sha256};
+use std::time::Duration;
 use subtle::ConstantTimeEq;
 
 /// The session cookie's name.
@@ -26,60 +30,68 @@ pub struct Session {
     pub role: Role,
     /// Sent back in every form's hidden `csrf` field.
     pub csrf: String,
-    created: Instant,
-}
-
-/// The sessions of this process.
-#[derive(Debug, Default)]
-pub struct Sessions {
-    map: Mutex<HashMap<String, Session>>,
 }
 
 fn random_hex() -> String {
     hex::encode(rand::random::<[u8; 32]>())
 }
 
-impl Sessions {
-    /// A new session; returns its id (the cookie's value).
-    pub fn create(&self, name: &str, role: Role) -> String {
-        let id = random_hex();
-        let mut map = self.map.lock().expect("sessions lock");
-        map.retain(|_, s| s.created.elapsed() < SESSION_TTL);
-        if map.len() >= MAX_SESSIONS {
-            if let Some(oldest) = map
-                .iter()
-                .min_by_key(|(_, s)| s.created)
-                .map(|(k, _)| k.clone())
-            {
-                map.remove(&oldest);
-            }
-        }
-        map.insert(
-            id.clone(),
-            Session {
-                name: name.to_owned(),
-                role,
-                csrf: random_hex(),
-                created: Instant::now(),
-            },
-        );
-        id
-    }
+/// Where a session id is stored: its SHA-256, never the id.
+fn digest(id: &str) -> String {
+    hex::encode(Sha256::digest(id.as_bytes()))
+}
 
-    /// The live session the request's cookie names.
-    pub fn get(&self, headers: &HeaderMap) -> Option<Session> {
-        let id = cookie(headers)?;
-        let map = self.map.lock().expect("sessions lock");
-        map.get(&id)
-            .filter(|s| s.created.elapsed() < SESSION_TTL)
-            .cloned()
+/// The role's name in sessions and on pages.
+pub(super) fn role_name(r: Role) -> &'static str {
+    match r {
+        Role::Read => "read",
+        Role::Operator => "operator",
     }
+}
 
-    /// Ends the request's session.
-    pub fn remove(&self, headers: &HeaderMap) {
-        if let Some(id) = cookie(headers) {
-            self.map.lock().expect("sessions lock").remove(&id);
-        }
+/// A new session for the token entry `name`; returns its id (the cookie's value).
+pub async fn create(queue: &Queue, name: &str, role: Role) -> Result<String, QueueError> {
+    let id = random_hex();
+    let stored = StoredSession {
+        name: name.to_owned(),
+        role: role_name(role).to_owned(),
+        csrf: random_hex(),
+    };
+    let ttl = SESSION_TTL.as_millis() as u64;
+    queue
+        .session_create(&digest(&id), &stored, ttl, MAX_SESSIONS)
+        .await?;
+    Ok(id)
+}
+
+/// The live session the request's cookie names, while its token is one of `tokens`
+/// (with that token's role now).
+pub async fn get(
+    queue: &Queue,
+    tokens: &[ApiToken],
+    headers: &HeaderMap,
+) -> Result<Option<Session>, QueueError> {
+    let Some(id) = cookie(headers) else {
+        return Ok(None);
+    };
+    let Some(stored) = queue.session(&digest(&id)).await? else {
+        return Ok(None);
+    };
+    let Some(token) = tokens.iter().find(|t| t.name == stored.name) else {
+        return Ok(None);
+    };
+    Ok(Some(Session {
+        name: stored.name,
+        role: token.role,
+        csrf: stored.csrf,
+    }))
+}
+
+/// Ends the request's session.
+pub async fn remove(queue: &Queue, headers: &HeaderMap) -> Result<(), QueueError> {
+    match cookie(headers) {
+        Some(id) => queue.session_remove(&digest(&id)).await,
+        None => Ok(()),
     }
 }
 

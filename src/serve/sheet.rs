@@ -17,7 +17,7 @@ use crate::job::JobState;
 use crate::queue::Mark;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use maud::{html, Markup};
 use serde::Deserialize;
 use std::sync::Arc;
@@ -44,9 +44,9 @@ pub async fn show(
     Path(id): Path<String>,
     Query(q): Query<SheetQuery>,
 ) -> Response {
-    let s = match signed_in(&st, &headers) {
+    let s = match signed_in(&st, &headers).await {
         Ok(s) => s,
-        Err(r) => return r.into_response(),
+        Err(r) => return *r,
     };
     let info = match super::api::info(&st, &id).await {
         Ok(i) => i,

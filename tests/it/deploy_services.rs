@@ -171,12 +171,21 @@ fn every_deployment_is_locked_down_and_its_probes_and_services_hit_real_ports() 
                         ("readinessProbe", "/healthz"),
                     ],
                 );
-                // Console sessions live in the process: never two consoles at once.
-                assert_eq!(dep["spec"]["replicas"].as_u64(), Some(1), "{at}: replicas");
+                // Sessions are in Redis: more than one console, rolled without a gap.
+                let replicas = dep["spec"]["replicas"].as_u64().expect("replicas");
+                assert!(replicas >= 2, "{at}: replicas {replicas}");
+                let strategy = &dep["spec"]["strategy"];
+                assert_eq!(strategy["type"].as_str(), Some("RollingUpdate"), "{at}");
                 assert_eq!(
-                    dep["spec"]["strategy"]["type"].as_str(),
-                    Some("Recreate"),
+                    strategy["rollingUpdate"]["maxUnavailable"].as_u64(),
+                    Some(0),
                     "{at}"
+                );
+                assert!(
+                    of_kind("PodDisruptionBudget").iter().any(|p| {
+                        p["spec"]["selector"]["matchLabels"] == pod["metadata"]["labels"]
+                    }),
+                    "{at}: a disruption budget"
                 );
             }
             "receive" => {

@@ -58,15 +58,21 @@ pub(crate) async fn start_state(
             entry("viewer", READER, Role::Read),
         ],
     ));
+    (serve_state(state.clone()).await, state)
+}
+
+/// Serves `state` on a free loopback port (another console process, in effect); returns
+/// its base URL.
+pub(crate) async fn serve_state(state: Arc<AppState>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = router(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let sweeper = restyle::serve::upload::spawn_sweeper(state.clone());
+    let sweeper = restyle::serve::upload::spawn_sweeper(state);
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
         sweeper.abort();
     });
-    (format!("http://{addr}"), state)
+    format!("http://{addr}")
 }
 
 pub(crate) fn batch_body(prompts: &[String]) -> Value {
@@ -550,6 +556,102 @@ pub(crate) fn browser() -> reqwest::Client {
 }
 
 /// Signs in to the console; returns the session cookie (`name=value`).
+/// Console sessions were in the serving process's memory: one console replica only, and
+/// a restart signed everyone out. Now they are in Redis, so a sign-in at one console is
+/// good at another on the same Redis; the id is stored only as its SHA-256; signing out
+/// anywhere ends it everywhere; and a console whose tokens no longer include the one
+/// signed in with (or demote it) refuses (or demotes) the session.
+#[tokio::test]
+async fn a_session_is_good_at_every_console_until_it_or_its_token_ends() {
+    let app = TestApp::new(fast_knobs()).await;
+    let (a, b) = (start(&app).await, start(&app).await);
+    let cookie = sign_in(&a, OPERATOR).await;
+    let (status, body) = page(&b, "/console/batches", &cookie).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("signed in as ops (operator)"), "{body}");
+
+    // Redis holds the id's digest, never the id.
+    let id = cookie.split_once('=').unwrap().1.to_owned();
+    let mut c = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let prefix = app.queue.keys().prefix().to_owned();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(keys.iter().all(|k| !k.contains(&id)), "{keys:?}");
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(id.as_bytes()));
+    let key = format!("{prefix}session:{digest}");
+    assert!(keys.contains(&key), "{keys:?}");
+    let fields: Vec<String> = redis::cmd("HVALS")
+        .arg(&key)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(fields
+        .iter()
+        .all(|f| !f.contains(&id) && !f.contains(OPERATOR)));
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&key)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(ttl > 0 && ttl <= 12 * 3600 * 1000, "{ttl}");
+
+    // A console with the token demoted shows a read-only session; one without it, none.
+    let tokens = |t: Vec<ApiToken>| {
+        Arc::new(AppState::new(
+            app.settings.clone(),
+            app.queue.clone(),
+            restyle::upstream::build_all(&app.settings).unwrap(),
+            None,
+            t,
+        ))
+    };
+    let demoted = serve_state(tokens(vec![entry("ops", OPERATOR, Role::Read)])).await;
+    let (status, body) = page(&demoted, "/console/batches", &cookie).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("signed in as ops (read)"), "{body}");
+    assert_eq!(page(&demoted, "/console/new", &cookie).await.0, 403);
+    let without = serve_state(tokens(vec![entry("viewer", READER, Role::Read)])).await;
+    let res = browser()
+        .get(format!("{without}/console/batches"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303, "to the sign-in page");
+
+    // Signing out at b ends the session at a too.
+    let (_, body) = page(&b, "/console/batches", &cookie).await;
+    let csrf = csrf_of(&body);
+    let out = browser()
+        .post(format!("{b}/console/signout"))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 303);
+    let res = browser()
+        .get(format!("{a}/console/batches"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303, "signed out everywhere");
+    let left: i64 = redis::cmd("EXISTS")
+        .arg(&key)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+}
+
 /// Behind the TLS-terminating proxy the deployment files assume, the session cookie is
 /// `Secure` (it was never, so a browser would send it over plain http too); on plain http
 /// it is not, or no browser would keep it.
