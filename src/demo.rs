@@ -18,12 +18,19 @@ use tokio_util::sync::CancellationToken;
 
 const DEMO_KEY: &str = "demo-key-not-secret";
 
-/// Runs the demo; returns once the batch is finished and its results are on disk.
+/// Runs the demo; returns once the batch is finished and its results are on disk (with
+/// `console`, once the console then served there is stopped).
 pub async fn run(
     mut settings: Settings,
     batch_file: &Path,
     time_scale: f64,
+    console: Option<std::net::SocketAddr>,
 ) -> Result<(), CliError> {
+    // Bound first, so a taken address fails before the batch runs.
+    let listener = match console {
+        Some(addr) => Some(crate::cli::serve::bind(addr).await?),
+        None => None,
+    };
     let out_dir = settings.output.dir.clone();
     let _redis = if std::env::var("REDIS_URL").is_ok() {
         None
@@ -87,13 +94,8 @@ pub async fn run(
         .batch(&batch_id)
         .await?
         .ok_or_else(|| CliError::NotFound(format!("batch {batch_id} vanished")))?;
-    stop.cancel();
-    for w in workers {
-        let _ = w.await;
-    }
     let st = status::gather(&queue, &settings, info).await?;
     let sims = simh.stats();
-    simh.shutdown();
     println!();
     status::print_table(&st);
     println!(
@@ -107,6 +109,21 @@ pub async fn run(
     println!("videos:  {}/", out_dir.join(&batch_id).display());
     let sheet = crate::report::write(&queue, &settings, &batch_id).await?;
     println!("contact sheet: {} (open it in a browser)", sheet.display());
+    if let Some(listener) = listener {
+        let addr = listener
+            .local_addr()
+            .map_err(|e| CliError::Other(e.into()))?;
+        println!(
+            "console: http://{addr}/console (sign in with the operator token printed on stderr; \
+             new batches run on this demo's simulator and workers; Ctrl-C stops)"
+        );
+        crate::cli::serve::serve_on(settings.clone(), listener).await?;
+    }
+    stop.cancel();
+    for w in workers {
+        let _ = w.await;
+    }
+    simh.shutdown();
     let ok = st
         .counts
         .get(&crate::job::JobState::Succeeded)

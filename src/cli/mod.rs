@@ -4,7 +4,7 @@
 //! [`run`]'s (in `run.rs`).
 
 mod run;
-mod serve;
+pub(crate) mod serve;
 pub(crate) mod store;
 mod values;
 
@@ -234,6 +234,11 @@ pub enum Command {
         /// Simulator time scale.
         #[arg(long, default_value_t = 0.01)]
         time_scale: f64,
+        /// After the batch, keep the simulator and workers running and serve the web
+        /// console on this address (e.g. 127.0.0.1:8080) until Ctrl-C: review the
+        /// variants, mark them, download the kept ones, start new batches from the form.
+        #[arg(long, value_name = "ADDR")]
+        console: Option<std::net::SocketAddr>,
     },
 }
 

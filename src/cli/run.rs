@@ -261,9 +261,13 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 .await
                 .map_err(|e| CliError::Other(anyhow::anyhow!("simulator on {listen}: {e}")))
         }
-        Command::Demo { batch, time_scale } => {
+        Command::Demo {
+            batch,
+            time_scale,
+            console,
+        } => {
             let settings = load_settings(&cli)?;
-            crate::demo::run(settings, batch, *time_scale).await
+            crate::demo::run(settings, batch, *time_scale, *console).await
         }
     }
 }

@@ -9,13 +9,25 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub async fn run(settings: Settings, listen: SocketAddr) -> Result<(), CliError> {
+    serve_on(settings, bind(listen).await?).await
+}
+
+/// The listener `serve` answers on.
+pub async fn bind(listen: SocketAddr) -> Result<tokio::net::TcpListener, CliError> {
+    tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| CliError::Other(anyhow::anyhow!("API listener on {listen}: {e}")))
+}
+
+/// `serve` on a listener already bound (`restyle demo --console` binds first to say where).
+pub async fn serve_on(
+    settings: Settings,
+    listener: tokio::net::TcpListener,
+) -> Result<(), CliError> {
     let queue = Queue::connect(&settings.redis, &settings.queue, RetryMode::FailFast).await?;
     let upstreams = crate::upstream::build_all(&settings).map_err(|e| CliError::Other(e.into()))?;
     let store = super::store::open(&settings)?;
     let (tokens, generated) = crate::serve::tokens_or_generate(&settings);
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| CliError::Other(anyhow::anyhow!("API listener on {listen}: {e}")))?;
     let addr = listener
         .local_addr()
         .map_err(|e| CliError::Other(e.into()))?;

@@ -262,7 +262,7 @@ pub async fn source(
                 } else {
                     "application/octet-stream".to_owned()
                 };
-                let mut res = (StatusCode::OK, data).into_response();
+                let mut res = ranged(&headers, data);
                 if let Ok(v) = HeaderValue::from_str(&mime) {
                     res.headers_mut().insert(header::CONTENT_TYPE, v);
                 }
@@ -276,4 +276,38 @@ pub async fn source(
         }
     };
     found.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// A clip held in memory, as the request's `Range` asks: one satisfiable range is a 206
+/// with that part; a range past the end a 416; no range, a malformed one (ignored, as RFC
+/// 9110 allows), several at once or an empty clip the whole clip.
+fn ranged(request: &HeaderMap, data: bytes::Bytes) -> Response {
+    let len = data.len() as u64;
+    let asked = request
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| http_range_header::parse_range_header(v).ok())
+        .filter(|_| len > 0);
+    let mut res = match asked.map(|r| r.validate(len)) {
+        Some(Ok(ranges)) if ranges.len() == 1 => {
+            let (from, to) = (*ranges[0].start(), *ranges[0].end());
+            let part = data.slice(from as usize..=to as usize);
+            let mut res = (StatusCode::PARTIAL_CONTENT, part).into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes {from}-{to}/{len}")) {
+                res.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            res
+        }
+        Some(Err(_)) => {
+            let mut res = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                res.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            res
+        }
+        _ => (StatusCode::OK, data).into_response(),
+    };
+    res.headers_mut()
+        .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    res
 }

@@ -12,6 +12,7 @@ mod compat;
 mod crash;
 mod deploy;
 mod deploy_services;
+mod demo;
 mod durability;
 mod durable_writes;
 mod egress;

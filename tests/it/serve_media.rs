@@ -36,11 +36,45 @@ async fn the_source_clip_stored_with_the_batch_is_shown_beside_the_variants() {
         .unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["content-type"], "video/mp4");
+    assert_eq!(res.headers()["accept-ranges"], "bytes");
     assert_eq!(
         sha(&res.bytes().await.unwrap()),
         sha(&clip),
         "the stored clip"
     );
+    // Byte ranges, so the player can seek in the source as in the variants.
+    let ranged = |range: &'static str| {
+        let (base, reader) = (base.clone(), reader.clone());
+        async move {
+            let res = browser()
+                .get(format!("{base}/console/batches/withsource/source"))
+                .header("cookie", reader)
+                .header("range", range)
+                .send()
+                .await
+                .unwrap();
+            let status = res.status().as_u16();
+            let range = res
+                .headers()
+                .get("content-range")
+                .map(|v| v.to_str().unwrap().to_owned());
+            (status, range, res.bytes().await.unwrap().to_vec())
+        }
+    };
+    let (status, range, part) = ranged("bytes=1000-1999").await;
+    assert_eq!(
+        (status, range.as_deref()),
+        (206, Some("bytes 1000-1999/50000"))
+    );
+    assert_eq!(part, clip[1000..2000]);
+    let (status, _, tail) = ranged("bytes=49990-").await;
+    assert_eq!(status, 206);
+    assert_eq!(tail, clip[49_990..]);
+    let (status, range, _) = ranged("bytes=60000-").await;
+    assert_eq!((status, range.as_deref()), (416, Some("bytes */50000")));
+    // Several ranges at once are answered with the whole clip (as RFC 9110 allows).
+    let (status, _, whole) = ranged("bytes=0-9,20-29").await;
+    assert_eq!((status, whole.len()), (200, clip.len()));
     let signed_out = browser()
         .get(format!("{base}/console/batches/withsource/source"))
         .send()
