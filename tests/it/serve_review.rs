@@ -382,6 +382,44 @@ async fn the_output_route_needs_a_session_and_serves_only_the_batch_s_own_output
     assert_eq!(fetch(own, Some(reader)).await.0, 404);
 }
 
+/// A mark is about one output: `retry` gives the job a new run, and its old mark (here a
+/// *keep* set while it had failed) went with it into `kept.zip`'s choice. Now the retried
+/// job's mark is dropped; the other jobs' marks stay.
+#[tokio::test]
+async fn a_retried_job_loses_the_mark_of_its_old_output() {
+    use restyle::queue::Mark;
+    let app = TestApp::new(Knobs {
+        fail_prompts_containing: Some("FAIL".into()),
+        ..fast_knobs()
+    })
+    .await;
+    let ps = vec!["a red fox".to_owned(), "a blue whale FAIL".to_owned()];
+    app.enqueue("remark", &ps).await;
+    let rt = app.runtime();
+    let info = app.drive(&rt, "remark", Duration::from_secs(60)).await;
+    assert_eq!(info.count(JobState::Failed), 1, "{:?}", info.counts);
+    let (ok, failed) = ("remark.00000", "remark.00001");
+    for job in [ok, failed] {
+        app.queue
+            .set_mark("remark", job, Some(Mark::Keep))
+            .await
+            .unwrap();
+    }
+    let out = app
+        .cmd()
+        .args(["retry", "remark", "--state", "failed"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let marks = app.queue.marks("remark").await.unwrap();
+    assert_eq!(marks.get(ok), Some(&Mark::Keep), "{marks:?}");
+    assert_eq!(marks.get(failed), None, "{marks:?}");
+}
+
 /// A reviewer scrubbing through a variant: the browser asks for byte ranges, and the
 /// route sent the whole file with a 200 each time (no `Accept-Ranges`), so seeking in a
 /// local output did not work.

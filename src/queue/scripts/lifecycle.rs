@@ -343,6 +343,8 @@ for i = 6, #ARGV do
                  'finished_at', 'error', 'cancel_requested')
       redis.call('HSET', jkey, 'attempts', 0)
       redis.call('ZREM', p .. 'dead', id)
+      -- A reviewer's mark was about the output this run replaces.
+      if cur[2] then fix(p, 'HDEL', p .. 'marks:' .. cur[2], id) end
       if dest == S.polling then
         redis.call('HSET', jkey, 'submitted_at', now, 'polls', 0)
         redis.call('ZADD', p .. 'parked', now, id)
