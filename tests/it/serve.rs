@@ -699,6 +699,27 @@ pub(crate) async fn sign_in(base: &str, token: &str) -> String {
     cookie.split(';').next().unwrap().to_owned()
 }
 
+/// A signed-in GET of `url` for the byte `range`: status, `Content-Range` and body.
+pub(crate) async fn get_range(
+    url: &str,
+    cookie: &str,
+    range: &str,
+) -> (u16, Option<String>, Vec<u8>) {
+    let res = browser()
+        .get(url)
+        .header("cookie", cookie)
+        .header("range", range)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let content_range = res
+        .headers()
+        .get("content-range")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (status, content_range, res.bytes().await.unwrap().to_vec())
+}
+
 pub(crate) async fn page(base: &str, path: &str, cookie: &str) -> (u16, String) {
     let res = browser()
         .get(format!("{base}{path}"))

@@ -43,24 +43,8 @@ async fn the_source_clip_stored_with_the_batch_is_shown_beside_the_variants() {
         "the stored clip"
     );
     // Byte ranges, so the player can seek in the source as in the variants.
-    let ranged = |range: &'static str| {
-        let (base, reader) = (base.clone(), reader.clone());
-        async move {
-            let res = browser()
-                .get(format!("{base}/console/batches/withsource/source"))
-                .header("cookie", reader)
-                .header("range", range)
-                .send()
-                .await
-                .unwrap();
-            let status = res.status().as_u16();
-            let range = res
-                .headers()
-                .get("content-range")
-                .map(|v| v.to_str().unwrap().to_owned());
-            (status, range, res.bytes().await.unwrap().to_vec())
-        }
-    };
+    let url = format!("{base}/console/batches/withsource/source");
+    let ranged = |range: &'static str| crate::serve::get_range(&url, &reader, range);
     let (status, range, part) = ranged("bytes=1000-1999").await;
     assert_eq!(
         (status, range.as_deref()),
