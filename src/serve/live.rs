@@ -27,8 +27,10 @@ pub const REFRESH: Duration = Duration::from_secs(3);
 /// Longest one event stream runs.
 pub const MAX_STREAM: Duration = Duration::from_secs(3600);
 
-/// The script of the batch page: follows the events and updates the figures in place,
-/// and sends the mark forms with fetch.
+/// The script of the batch page: follows the events and updates the figures in place
+/// (on a filtered page, a variant that enters the page's state is fetched with the page
+/// and inserted, forms and all, as the server renders it), and sends the mark forms with
+/// fetch.
 pub const SCRIPT: &str = r#"(function(){
 function $(id){return document.getElementById(id);}
 function text(id,t){var e=$(id);if(e)e.textContent=t;}
@@ -43,6 +45,14 @@ function apply(f,v){
   if(n)n.replaceWith(vid);else f.insertBefore(vid,f.firstChild);}
 }
 function kept(){text("kept-count",document.querySelectorAll('figure.variant[data-mark="keep"]').length);}
+var filling=false,again=false;
+function refill(){if(filling){again=true;return;}filling=true;
+ fetch(location.href,{credentials:"same-origin"}).then(function(r){if(!r.ok)throw r;return r.text();})
+ .then(function(t){var nv=new DOMParser().parseFromString(t,"text/html").getElementById("variants"),vs=$("variants");
+  if(nv&&vs)nv.querySelectorAll("figure.variant").forEach(function(n){var j=n.getAttribute("data-job");if(fig(j))return;
+   var next=null;vs.querySelectorAll("figure.variant").forEach(function(e){if(!next&&e.getAttribute("data-job")>j)next=e;});
+   vs.insertBefore(document.importNode(n,true),next);});kept();})
+ .catch(function(){}).then(function(){filling=false;if(again){again=false;refill();}});}
 var es=new EventSource(location.pathname+"/events");
 es.addEventListener("progress",function(e){var d=JSON.parse(e.data);
  text("done",d.done);text("total",d.total);text("eta",d.eta);text("cost",d.cost.text);
@@ -50,10 +60,11 @@ es.addEventListener("progress",function(e){var d=JSON.parse(e.data);
  text("fcount-all",d.total);
  var ul=$("pauses");if(ul){ul.textContent="";d.provider_lines.forEach(function(l){
   var li=document.createElement("li");li.textContent=l;ul.appendChild(li);});}
- var vs=$("variants"),filter=vs?vs.getAttribute("data-filter"):"all";
+ var vs=$("variants"),filter=vs?vs.getAttribute("data-filter"):"all",entered=false;
  d.variants.forEach(function(v){var f=fig(v.job);
   if(f&&filter!=="all"&&filter!==v.state){f.remove();return;}
-  if(f)apply(f,v);});
+  if(f)apply(f,v);else if(filter===v.state)entered=true;});
+ if(entered)refill();
  kept();
  var bs=$("batch-state");if(bs)bs.setAttribute("data-finished",d.finished?"true":"false");
  if(d.finished){text("finished"," · finished");es.close();}});

@@ -247,6 +247,25 @@ async function steps(page) {
   const batchId = decodeURIComponent(new URL(page.url()).pathname.split("/").pop());
   report("submit", true, `form submitted, landed on /console/batches/${batchId}`, { batch_id: batchId });
 
+  // --- a filtered page fills in live ------------------------------------------------
+  // Opened while the batch runs: `?state=succeeded` shows none (or few) at load, and each
+  // variant that succeeds is added in place, as the server renders it, without a reload.
+  const filtered = await page.context().newPage();
+  await filtered.goto(`${base}/console/batches/${encodeURIComponent(batchId)}?state=succeeded`);
+  const filteredAtLoad = await filtered.locator("figure.variant").count();
+  let filteredNavs = 0;
+  filtered.on("framenavigated", (fr) => {
+    if (fr === filtered.mainFrame()) filteredNavs += 1;
+  });
+  const filledIn = filtered
+    .waitForFunction((n) => document.querySelectorAll("figure.variant video").length >= n, PROMPTS.length, {
+      timeout: finishMs,
+    })
+    .then(
+      () => true,
+      () => false,
+    );
+
   // --- the live page ---------------------------------------------------------------
   const marker = `m${Math.random().toString(36).slice(2)}`;
   await page.evaluate((m) => {
@@ -291,6 +310,22 @@ async function steps(page) {
     report("finished", false, `not finished within ${finishMs} ms: ${e.message.split("\n")[0]}`);
     return;
   }
+  const filled = await filledIn;
+  const filledCount = await filtered.locator("figure.variant").count();
+  const filledStates = await filtered
+    .locator("figure.variant")
+    .evaluateAll((fs) => fs.map((f) => f.getAttribute("data-state")));
+  report(
+    "filtered_fill",
+    filled &&
+      filteredAtLoad < PROMPTS.length &&
+      filledCount === PROMPTS.length &&
+      filledStates.every((st) => st === "succeeded") &&
+      filteredNavs === 0,
+    `?state=succeeded: ${filteredAtLoad} at load, ${filledCount} (${filledStates.join(", ")}) after, ${filteredNavs} navigation(s)`,
+    { at_load: filteredAtLoad },
+  );
+  await filtered.close();
   const kept = await page.evaluate(() => window.__restyleMarker);
   report(
     "no_reload",

@@ -32,6 +32,7 @@ const STEPS: &[&str] = &[
     "submit",
     "live_page",
     "finished",
+    "filtered_fill",
     "no_reload",
     "variants_shown",
     "mark_kept",
