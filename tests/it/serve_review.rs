@@ -420,6 +420,66 @@ async fn a_retried_job_loses_the_mark_of_its_old_output() {
     assert_eq!(marks.get(failed), None, "{marks:?}");
 }
 
+/// The one download's bounds, reached: more kept variants than an archive holds (1000),
+/// and kept outputs whose recorded sizes add up past 8 GiB. Each is refused with 413
+/// naming the limit before a byte of zip is sent.
+#[tokio::test]
+async fn kept_zip_refuses_more_files_or_bytes_than_one_download_holds() {
+    use restyle::queue::Mark;
+    let app = TestApp::new(fast_knobs()).await;
+    let base = start(&app).await;
+    let n = 1001;
+    app.enqueue("many", &prompts(n)).await;
+    for i in 0..n as u32 {
+        let job = restyle::model::job_id("many", i);
+        app.queue
+            .set_mark("many", &job, Some(Mark::Keep))
+            .await
+            .unwrap();
+    }
+    let (status, body) = get(
+        &format!("{base}/api/v1/batches/many/kept.zip"),
+        Some(READER),
+    )
+    .await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["error"]["field"], "marks");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("1001") && message.contains("1000"),
+        "{message}"
+    );
+
+    // Two real outputs whose records (planted) say 5 GiB each.
+    app.enqueue("huge", &prompts(2)).await;
+    let rt = app.runtime();
+    app.drive(&rt, "huge", Duration::from_secs(60)).await;
+    let mut c = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    for i in 0..2 {
+        let job = restyle::model::job_id("huge", i);
+        app.queue
+            .set_mark("huge", &job, Some(Mark::Keep))
+            .await
+            .unwrap();
+        let key = format!("{}job:{job}", app.queue.keys().prefix());
+        let _: () = redis::AsyncCommands::hset(&mut c, &key, "bytes", 5u64 << 30)
+            .await
+            .unwrap();
+    }
+    let (status, body) = get(
+        &format!("{base}/api/v1/batches/huge/kept.zip"),
+        Some(READER),
+    )
+    .await;
+    assert_eq!(status, 413, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains(&(8u64 << 30).to_string()), "{message}");
+}
+
 /// A reviewer scrubbing through a variant: the browser asks for byte ranges, and the
 /// route sent the whole file with a 200 each time (no `Accept-Ranges`), so seeking in a
 /// local output did not work.
