@@ -44,8 +44,14 @@ async fn stats_report_detection_delay_and_polls_per_generation() {
     // b is first polled once it is done (whatever the machine's load made of the time
     // between the two submits): one poll.
     let end_b = end_of(&b);
-    while Instant::now() < end_b {
-        tokio::time::sleep(end_b - Instant::now()).await;
+    // Waits, with a deadline, until b is done (a view is no poll).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !matches!(
+        sim.state.lock().view(&b, Instant::now()),
+        Some(View::Completed { .. })
+    ) {
+        assert!(Instant::now() < deadline, "b never completed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let polls_b = poll_until_done(&sim, &b).await;
     let seen_b = Instant::now();
