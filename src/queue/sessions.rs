@@ -1,6 +1,6 @@
 //! Console sign-ins in Redis, so every console process serves the same sessions and a
 //! restart signs nobody out. A session is a hash under the SHA-256 of its id
-//! (`session:<digest>`: token name, role, CSRF token) expiring with the session; the id
+//! (`session:<digest>`: token name and CSRF token) expiring with the session; the id
 //! itself (the cookie's value, a bearer credential) is never stored. A sorted set of
 //! digests by sign-in time on the Redis clock (`sessions`) bounds how many exist: past the
 //! cap the oldest are ended first.
@@ -9,19 +9,19 @@ use super::{Queue, QueueError};
 use redis::Script;
 use std::sync::LazyLock;
 
-/// A session as stored: whose token, which role it had at sign-in, its CSRF token.
+/// A session as stored: whose token (its role is the token's, looked up on each request)
+/// and its CSRF token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredSession {
     pub name: String,
-    pub role: String,
     pub csrf: String,
 }
 
-/// ARGV: prefix, digest, name, role, csrf, ttl_ms, cap.
+/// ARGV: prefix, digest, name, csrf, ttl_ms, cap.
 static CREATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local p, digest, ttl, cap = ARGV[1], ARGV[2], tonumber(ARGV[6]), tonumber(ARGV[7])
+local p, digest, ttl, cap = ARGV[1], ARGV[2], tonumber(ARGV[5]), tonumber(ARGV[6])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local idx = p .. 'sessions'
@@ -35,7 +35,7 @@ if over > 0 then
 end
 local key = p .. 'session:' .. digest
 redis.call('DEL', key)
-redis.call('HSET', key, 'name', ARGV[3], 'role', ARGV[4], 'csrf', ARGV[5])
+redis.call('HSET', key, 'name', ARGV[3], 'csrf', ARGV[4])
 redis.call('PEXPIRE', key, ttl)
 redis.call('PEXPIRE', idx, ttl)
 return 1
@@ -66,14 +66,7 @@ impl Queue {
         ttl_ms: u64,
         cap: usize,
     ) -> Result<(), QueueError> {
-        let a = args![
-            digest,
-            s.name.as_str(),
-            s.role.as_str(),
-            s.csrf.as_str(),
-            ttl_ms,
-            cap
-        ];
+        let a = args![digest, s.name.as_str(), s.csrf.as_str(), ttl_ms, cap];
         let _: i64 = self.eval(&CREATE, &a).await?;
         Ok(())
     }
@@ -82,26 +75,26 @@ impl Queue {
     /// whole one (a key of another type, a missing field).
     pub async fn session(&self, digest: &str) -> Result<Option<StoredSession>, QueueError> {
         let key = format!("{}session:{digest}", self.keys.prefix());
-        type Fields = (Option<String>, Option<String>, Option<String>);
+        type Fields = (Option<String>, Option<String>);
         let got: Fields = self
             .retry(|mut c| {
                 let key = key.clone();
                 async move {
                     let r: redis::RedisResult<Fields> = redis::cmd("HMGET")
                         .arg(key)
-                        .arg(&["name", "role", "csrf"])
+                        .arg(&["name", "csrf"])
                         .query_async(&mut c)
                         .await;
                     // A key of another type, or fields that are not text: no session.
                     match r {
-                        Err(e) if !super::transient(&e) => Ok((None, None, None)),
+                        Err(e) if !super::transient(&e) => Ok((None, None)),
                         other => other,
                     }
                 }
             })
             .await?;
         Ok(match got {
-            (Some(name), Some(role), Some(csrf)) => Some(StoredSession { name, role, csrf }),
+            (Some(name), Some(csrf)) => Some(StoredSession { name, csrf }),
             _ => None,
         })
     }

@@ -73,7 +73,7 @@ pub(super) fn page_full(
                         a href="/console/batches" { "Batches" }
                         @if s.role == Role::Operator { a href="/console/new" { "New batch" } }
                         a href="/console/operator" { "Operations" }
-                        span { "signed in as " (s.name) " (" (session::role_name(s.role)) ")" }
+                        span { "signed in as " (s.name) " (" (role_name(s.role)) ")" }
                         form class="inline" method="post" action="/console/signout" {
                             input type="hidden" name="csrf" value=(s.csrf);
                             button type="submit" { "Sign out" }
@@ -104,6 +104,13 @@ pub(super) fn page_full(
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
+}
+
+fn role_name(r: Role) -> &'static str {
+    match r {
+        Role::Read => "read",
+        Role::Operator => "operator",
+    }
 }
 
 /// The request's session, or `None`; Redis trouble as the answer to send (503).
@@ -240,7 +247,7 @@ pub async fn signin(
             signin_body(Some("That token is not valid.")),
         );
     };
-    let id = match session::create(&st.queue, &t.name, t.role).await {
+    let id = match session::create(&st.queue, &t.name).await {
         Ok(id) => id,
         Err(e) => return super::error::ApiError::from(e).into_response(),
     };

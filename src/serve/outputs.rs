@@ -138,14 +138,11 @@ async fn send(
                     req.headers_mut().insert(name, v.clone());
                 }
             }
-            let res = match ServeFile::new(&path).oneshot(req).await {
-                Ok(res) => res.map(Body::new),
-                Err(never) => match never {},
-            };
+            let Ok(res) = ServeFile::new(&path).oneshot(req).await;
+            let mut res = res.map(Body::new);
             if res.status() == StatusCode::NOT_FOUND {
                 return Err(gone());
             }
-            let mut res = res;
             let h = res.headers_mut();
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp4"));
             h.insert(

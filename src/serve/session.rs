@@ -11,7 +11,6 @@
 use crate::config::{ApiToken, Role};
 use crate::queue::{Queue, QueueError, StoredSession};
 use axum::http::{header, HeaderMap};
-use sha2::{Digest, Sha256};
 use std::time::Duration;
 use subtle::ConstantTimeEq;
 
@@ -36,30 +35,17 @@ fn random_hex() -> String {
     hex::encode(rand::random::<[u8; 32]>())
 }
 
-/// Where a session id is stored: its SHA-256, never the id.
-fn digest(id: &str) -> String {
-    hex::encode(Sha256::digest(id.as_bytes()))
-}
-
-/// The role's name in sessions and on pages.
-pub(super) fn role_name(r: Role) -> &'static str {
-    match r {
-        Role::Read => "read",
-        Role::Operator => "operator",
-    }
-}
-
-/// A new session for the token entry `name`; returns its id (the cookie's value).
-pub async fn create(queue: &Queue, name: &str, role: Role) -> Result<String, QueueError> {
+/// A new session for the token entry `name`; returns its id (the cookie's value). Stored
+/// under the id's SHA-256 ([`super::auth::hash_token`]), never the id.
+pub async fn create(queue: &Queue, name: &str) -> Result<String, QueueError> {
     let id = random_hex();
     let stored = StoredSession {
         name: name.to_owned(),
-        role: role_name(role).to_owned(),
         csrf: random_hex(),
     };
     let ttl = SESSION_TTL.as_millis() as u64;
     queue
-        .session_create(&digest(&id), &stored, ttl, MAX_SESSIONS)
+        .session_create(&super::auth::hash_token(&id), &stored, ttl, MAX_SESSIONS)
         .await?;
     Ok(id)
 }
@@ -74,7 +60,7 @@ pub async fn get(
     let Some(id) = cookie(headers) else {
         return Ok(None);
     };
-    let Some(stored) = queue.session(&digest(&id)).await? else {
+    let Some(stored) = queue.session(&super::auth::hash_token(&id)).await? else {
         return Ok(None);
     };
     let Some(token) = tokens.iter().find(|t| t.name == stored.name) else {
@@ -90,7 +76,7 @@ pub async fn get(
 /// Ends the request's session.
 pub async fn remove(queue: &Queue, headers: &HeaderMap) -> Result<(), QueueError> {
     match cookie(headers) {
-        Some(id) => queue.session_remove(&digest(&id)).await,
+        Some(id) => queue.session_remove(&super::auth::hash_token(&id)).await,
         None => Ok(()),
     }
 }

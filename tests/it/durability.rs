@@ -293,25 +293,13 @@ async fn a_replayed_lease_keeping_transition_after_the_lease_changed_hands_is_lo
         assert!(Instant::now() < end, "the lease was never swept");
         poll_interval().await;
     }
-    let swept = app
-        .queue
-        .job(&claim.job_id)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let swept = app.record(&claim.job_id).await;
     let replay = q.apply(claim.owner(), &nonce, &mark, None).await.unwrap();
     assert!(
         matches!(replay, Transitioned::Lost { .. }),
         "a replay after the lease changed hands: {replay:?}"
     );
-    let after = app
-        .queue
-        .job(&claim.job_id)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let after = app.record(&claim.job_id).await;
     assert_eq!(after.state, swept.state, "the replay changed nothing");
     // The job is another worker's to take, not held by the old lease again.
     let next = q.claim("w2", 1).await.unwrap();

@@ -238,6 +238,27 @@ impl TestApp {
         WorkerProc { child }
     }
 
+    /// A job's record, which must exist and parse.
+    pub async fn record(&self, job_id: &str) -> restyle::job::JobRecord {
+        self.queue
+            .job(job_id)
+            .await
+            .expect("redis")
+            .expect("the job exists")
+            .expect("a readable record")
+    }
+
+    /// Runs the built binary with `args` (see [`TestApp::cmd`]); it must exit 0.
+    pub fn run_ok(&self, args: &[&str]) -> std::process::Output {
+        let out = self.cmd().args(args).output().expect("restyle runs");
+        assert!(
+            out.status.success(),
+            "restyle {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
     pub fn results_path(&self, batch_id: &str) -> PathBuf {
         self.out.path().join(batch_id).join("results.jsonl")
     }

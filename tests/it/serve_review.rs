@@ -405,16 +405,7 @@ async fn a_retried_job_loses_the_mark_of_its_old_output() {
             .await
             .unwrap();
     }
-    let out = app
-        .cmd()
-        .args(["retry", "remark", "--state", "failed"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    app.run_ok(&["retry", "remark", "--state", "failed"]);
     let marks = app.queue.marks("remark").await.unwrap();
     assert_eq!(marks.get(ok), Some(&Mark::Keep), "{marks:?}");
     assert_eq!(marks.get(failed), None, "{marks:?}");

@@ -178,21 +178,16 @@ impl JsonlSink {
                     let _ = answer.send(Ok(w));
                 }
             }
-            Ok(Err(e)) => refuse_all(answers, &e.to_string()),
-            Err(e) => refuse_all(answers, &format!("result writer panicked: {e}")),
+            Ok(Err(e)) => refuse(answers, &e.to_string()),
+            Err(e) => refuse(answers, &format!("result writer panicked: {e}")),
         }
     }
 }
 
-fn refuse(group: Vec<Waiter>, why: &str) {
-    for waiter in group {
-        let _ = waiter.send(Err(why.to_string()));
-    }
-}
-
-fn refuse_all(answers: Vec<oneshot::Sender<Answer>>, why: &str) {
-    for answer in answers {
-        let _ = answer.send(Err(why.to_string()));
+/// Tells every stage in `to` why nothing could be done for it.
+fn refuse<T>(to: Vec<oneshot::Sender<Result<T, String>>>, why: &str) {
+    for tx in to {
+        let _ = tx.send(Err(why.to_string()));
     }
 }
 

@@ -139,8 +139,9 @@ impl Step<'_> {
     }
 
     /// Ends the job in `state` with its result line (the order is the sink's, see
-    /// [`crate::sink`]): this process's turn at the results file (its lock, a bounded wait,
-    /// shared with the batch's other stages finishing now), a transition under the lease that takes the job's next outcome number (a stage that lost its lease stops
+    /// [`crate::sink`]): this process's turn at the results file (its lock, a bounded
+    /// wait, shared with the batch's other stages finishing now), a transition under the
+    /// lease that takes the job's next outcome number (a stage that lost its lease stops
     /// here, writing nothing), the line, then the terminal transition. The job is never
     /// terminal without its line; a lock not had in time parks it to finish again later.
     pub async fn terminal(
